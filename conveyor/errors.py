@@ -1,0 +1,113 @@
+"""Every error Conveyor raises, in one hierarchy.
+
+::
+
+    ConveyorError
+    ├── ConfigurationError        a setting or flag is invalid; the message names it
+    ├── StoreError                the database could not do what was asked
+    │   ├── DatabaseUnavailable   no connection could be made (server down, wrong DSN)
+    │   ├── SchemaNotReady        migrations have not been applied; run `conveyor migrate`
+    │   └── MigrationError        a migration file failed or the history is inconsistent
+    ├── InvalidTask               a task submission is malformed (bad queue, priority, ...)
+    ├── UnknownTenant             the tenant does not exist; create it first
+    ├── TaskNotFound              no task with that id (for that tenant)
+    ├── LeaseLost                 a worker's lease was taken over; its result is refused
+    └── TaskOutcome               raised by a handler to steer what happens next
+        ├── Retry                 try again after a delay (counts an attempt)
+        ├── Snooze                run again later without counting an attempt
+        ├── Cancel                stop for good, recorded as cancelled
+        └── PermanentError        fail for good now; the task goes to the dead-letter queue
+
+Driver errors (asyncpg) are translated into these at the store boundary with
+``raise ... from exc``; nothing above ``conveyor.store`` sees a driver exception.
+"""
+
+from __future__ import annotations
+
+
+class ConveyorError(Exception):
+    """Base of every error raised by Conveyor."""
+
+
+class ConfigurationError(ConveyorError):
+    """A setting, environment variable or CLI flag has an invalid value."""
+
+
+class StoreError(ConveyorError):
+    """The database could not carry out an operation."""
+
+
+class DatabaseUnavailable(StoreError):
+    """No connection to PostgreSQL could be made."""
+
+
+class SchemaNotReady(StoreError):
+    """The database has no (or an outdated) Conveyor schema: run ``conveyor migrate``."""
+
+
+class MigrationError(StoreError):
+    """A migration failed or the recorded migration history does not match the files."""
+
+
+class InvalidTask(ConveyorError):
+    """A task submission is malformed; the message says which field and why."""
+
+
+class UnknownTenant(ConveyorError):
+    """A task names a tenant that does not exist."""
+
+    def __init__(self, tenant_ids: list[str]) -> None:
+        self.tenant_ids = tenant_ids
+        names = ", ".join(sorted(tenant_ids))
+        super().__init__(f"unknown tenant(s): {names}; create them first (conveyor tenants add)")
+
+
+class TaskNotFound(ConveyorError):
+    """No task with that id exists (or it belongs to another tenant)."""
+
+    def __init__(self, task_id: int) -> None:
+        self.task_id = task_id
+        super().__init__(f"task {task_id} not found")
+
+
+class LeaseLost(ConveyorError):
+    """The task's lease expired and it was claimed again; this worker's result is refused."""
+
+    def __init__(self, task_ids: list[int]) -> None:
+        self.task_ids = task_ids
+        super().__init__(f"lease lost for task(s) {task_ids}: another worker holds them now")
+
+
+class TaskOutcome(ConveyorError):
+    """Raised by a handler to choose what happens to its task."""
+
+
+class Retry(TaskOutcome):
+    """Run the task again after ``after`` seconds (``None``: the agent's backoff policy)."""
+
+    def __init__(self, after: float | None = None, reason: str = "retry requested") -> None:
+        if after is not None and after < 0:
+            raise ValueError("Retry(after=...) must be >= 0 seconds")
+        self.after = after
+        super().__init__(reason)
+
+
+class Snooze(TaskOutcome):
+    """Run the task again after ``seconds`` without counting an attempt."""
+
+    def __init__(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("Snooze(seconds) must be >= 0")
+        self.seconds = seconds
+        super().__init__(f"snoozed for {seconds}s")
+
+
+class Cancel(TaskOutcome):
+    """Stop the task for good and record it as cancelled."""
+
+    def __init__(self, reason: str = "cancelled by handler") -> None:
+        super().__init__(reason)
+
+
+class PermanentError(TaskOutcome):
+    """Fail the task now without further attempts; it goes to the dead-letter queue."""

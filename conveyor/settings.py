@@ -1,0 +1,79 @@
+"""Configuration, read from the environment in this one module and validated.
+
+Every field reads ``CONVEYOR_<FIELD>`` (``DATABASE_URL`` and ``REDIS_URL`` keep their
+conventional names). CLI flags override the environment. Secrets come only from the
+environment and are never logged (``database_url`` is shown redacted).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from conveyor.errors import ConfigurationError
+
+
+class Settings(BaseSettings):
+    """Conveyor's settings; the defaults suit one machine with the embedded server."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "CONVEYOR_DATABASE_URL"),
+        description="PostgreSQL DSN; unset starts the embedded server.",
+    )
+    embedded_dir: Path | None = Field(
+        default=None, description="Data folder of the embedded server (default: state dir)."
+    )
+    pool_min_size: int = Field(default=1, ge=0, description="Pool connections kept open.")
+    pool_max_size: int = Field(default=10, ge=1, description="Most pool connections.")
+    statement_cache_size: int = Field(
+        default=100, ge=0, description="Prepared statements per connection; 0 behind PgBouncer."
+    )
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="How long a claim holds a task without a heartbeat."
+    )
+    heartbeat_seconds: float = Field(
+        default=5.0, gt=0, description="How often a worker extends all its leases."
+    )
+    reaper_seconds: float = Field(
+        default=2.0, gt=0, description="How often expired leases are returned to the queue."
+    )
+    promote_seconds: float = Field(
+        default=0.5, gt=0, description="How often due scheduled tasks are made ready."
+    )
+    poll_seconds: float = Field(
+        default=2.0, gt=0, description="Idle poll period, a fallback to LISTEN/NOTIFY."
+    )
+    retention: str = Field(default="90d", description="How long finished tasks are kept.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                f"heartbeat_seconds ({self.heartbeat_seconds}) must be at most half of "
+                f"lease_seconds ({self.lease_seconds}), or live tasks lose their leases"
+            )
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("pool_min_size must not exceed pool_max_size")
+        return self
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment with ``overrides`` (CLI flags) on top.
+
+    Raises ConfigurationError naming the offending variable instead of a validation dump.
+    """
+    clean = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            env_name = f"CONVEYOR_{where.upper()}" if where != "settings" else where
+            problems.append(f"{env_name}: {error['msg']}")
+        raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc

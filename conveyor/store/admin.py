@@ -1,0 +1,98 @@
+"""Operations: tenants, pausing queues, the dead-letter queue, status and workers."""
+
+from __future__ import annotations
+
+from conveyor.store.connection import Conn
+from conveyor.store.params import ReplayFilter, WorkerInfo
+from conveyor.store.records import DeadTask, QueueStatus, Tenant, WorkerStatus
+from conveyor.store.sql import q
+
+
+async def create_tenant(conn: Conn, tenant_id: str, name: str, weight: float) -> Tenant:
+    """Create a tenant, or update the name and weight of an existing one."""
+    row = await conn.fetchrow(q("create_tenant"), tenant_id, name, weight)
+    assert row is not None
+    return Tenant(**dict(row))
+
+
+async def list_tenants(conn: Conn) -> list[Tenant]:
+    """Every tenant, by id."""
+    return [Tenant(**dict(row)) for row in await conn.fetch(q("list_tenants"))]
+
+
+async def set_queue_paused(conn: Conn, queue: str, paused: bool) -> None:
+    """Pause (no claims) or resume a queue; enqueueing into a paused queue still works."""
+    async with conn.transaction():
+        await conn.execute(q("set_queue_paused"), queue, paused)
+        if not paused:
+            await conn.execute(q("notify_queues"), [queue])
+
+
+async def list_dead(
+    conn: Conn, queue: str | None, tenant_id: str | None, limit: int
+) -> list[DeadTask]:
+    """The newest dead tasks first, optionally of one queue or tenant."""
+    rows = await conn.fetch(q("list_dead"), queue, tenant_id, limit)
+    return [DeadTask(**dict(row)) for row in rows]
+
+
+async def replay_dead(conn: Conn, which: ReplayFilter, limit: int) -> list[int]:
+    """Move up to ``limit`` dead tasks back to the queue with fresh attempts; their ids."""
+    async with conn.transaction():
+        rows = await conn.fetch(
+            q("replay_dead"),
+            list(which.task_ids) if which.task_ids else None,
+            which.queue,
+            which.tenant_id,
+            which.everything,
+            limit,
+        )
+        if rows:
+            await conn.execute(q("notify_queues"), [row["queue"] for row in rows])
+    return [row["id"] for row in rows]
+
+
+async def queue_status(conn: Conn) -> list[QueueStatus]:
+    """Depth, age and dead count per queue, paused ones flagged."""
+    depths = {row["queue"]: row for row in await conn.fetch(q("queue_depths"))}
+    dead = {row["queue"]: row["dead"] for row in await conn.fetch(q("dead_counts"))}
+    paused = {row["name"] for row in await conn.fetch(q("paused_queues"))}
+    statuses = []
+    for name in sorted(set(depths) | set(dead) | paused):
+        row = depths.get(name)
+        statuses.append(
+            QueueStatus(
+                queue=name,
+                queued=row["queued"] if row else 0,
+                scheduled=row["scheduled"] if row else 0,
+                running=row["running"] if row else 0,
+                dead=dead.get(name, 0),
+                oldest_queued_seconds=row["oldest_queued_seconds"] if row else None,
+                paused=name in paused,
+            )
+        )
+    return statuses
+
+
+async def register_worker(conn: Conn, info: WorkerInfo) -> None:
+    """Insert or refresh the worker's liveness row."""
+    await conn.execute(
+        q("upsert_worker"), info.worker_id, info.host, info.pid, list(info.queues), info.concurrency
+    )
+
+
+async def set_worker_state(conn: Conn, worker_id: str, state: str) -> None:
+    """Mark a worker running, stopping or stopped."""
+    await conn.execute(q("set_worker_state"), worker_id, state)
+
+
+async def list_workers(conn: Conn) -> list[WorkerStatus]:
+    """Every registered worker with how long it has been silent."""
+    rows = await conn.fetch(q("list_workers"))
+    return [WorkerStatus(**{**dict(row), "queues": tuple(row["queues"])}) for row in rows]
+
+
+async def prune_workers(conn: Conn, silent_seconds: float) -> int:
+    """Forget workers silent for longer than ``silent_seconds``; how many were removed."""
+    status = await conn.execute(q("prune_workers"), silent_seconds)
+    return int(status.split()[-1])

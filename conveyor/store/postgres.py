@@ -1,0 +1,245 @@
+"""PostgresStore: the store seam implemented on PostgreSQL with asyncpg.
+
+Each method is one operation, runs the named statements of ``queries/*.sql`` and translates
+driver errors at this boundary. Methods that accept ``connection`` run inside the caller's
+transaction (enqueue exactly when the caller's own writes commit); without it they use the
+pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import asyncpg
+
+from conveyor.store import admin, enqueue, finish, leases, periodic, retention
+from conveyor.store.connection import Conn, create_pool, translated_errors
+from conveyor.store.params import (
+    ClaimRequest,
+    Finish,
+    LeaseRef,
+    NewTask,
+    PeriodicTask,
+    ReplayFilter,
+    RetryLease,
+    WorkerInfo,
+)
+from conveyor.store.records import (
+    ClaimedTask,
+    DeadTask,
+    EnqueueResult,
+    HeartbeatResult,
+    QueueStatus,
+    ReapResult,
+    TaskRecord,
+    Tenant,
+    WorkerStatus,
+)
+from conveyor.types import TaskState
+
+T = TypeVar("T")
+
+
+class PostgresStore:
+    """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+        self._pool = pool
+        self.dsn = dsn
+
+    @classmethod
+    async def open(
+        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, statement_cache_size: int = 100
+    ) -> PostgresStore:
+        """Open a pool to ``dsn`` (already migrated)."""
+        pool = await create_pool(
+            dsn, min_size=min_size, max_size=max_size, statement_cache_size=statement_cache_size
+        )
+        return cls(pool, dsn)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self._pool.close()
+
+    @property
+    def pool_size(self) -> int:
+        """Connections the pool holds now."""
+        return self._pool.get_size()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        """A pooled connection inside a transaction, for enqueueing with other writes."""
+        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def _run(
+        self,
+        operation: Callable[[Conn], Awaitable[T]],
+        connection: Conn | None = None,
+    ) -> T:
+        async with translated_errors():
+            if connection is not None:
+                return await operation(connection)
+            async with self._pool.acquire() as conn:
+                return await operation(conn)
+
+    async def _run_in_transaction(self, operation: Callable[[Conn], Awaitable[T]]) -> T:
+        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+            return await operation(conn)
+
+    # -- submitting ---------------------------------------------------------------------
+
+    async def enqueue(self, task: NewTask, *, connection: Conn | None = None) -> EnqueueResult:
+        """Enqueue one task (see :meth:`enqueue_batch`)."""
+        return (await self.enqueue_batch([task], connection=connection))[0]
+
+    async def enqueue_batch(
+        self, tasks: Sequence[NewTask], *, connection: Conn | None = None
+    ) -> list[EnqueueResult]:
+        """Enqueue many tasks in one statement; with ``connection``, in its transaction."""
+        if connection is not None:
+            async with translated_errors(), connection.transaction():
+                return await enqueue.enqueue_batch(connection, tasks)
+        return await self._run_in_transaction(lambda c: enqueue.enqueue_batch(c, tasks))
+
+    # -- leases -------------------------------------------------------------------------
+
+    async def claim(self, request: ClaimRequest) -> list[ClaimedTask]:
+        """Lease up to ``request.limit`` ready tasks in priority and fairness order."""
+        return await self._run(lambda c: leases.claim(c, request))
+
+    async def heartbeat(
+        self, worker_id: str, held: Sequence[LeaseRef], lease_seconds: float
+    ) -> HeartbeatResult:
+        """Extend all of a worker's leases in one statement."""
+        return await self._run(lambda c: leases.heartbeat(c, worker_id, held, lease_seconds))
+
+    async def release(self, held: Sequence[LeaseRef]) -> list[int]:
+        """Give leased tasks back without counting an attempt (graceful shutdown)."""
+        return await self._run(lambda c: leases.release(c, held))
+
+    async def reap_expired(self, limit: int = 1000) -> ReapResult | None:
+        """Requeue expired leases (one reaper at a time); None if another reaper ran."""
+        return await self._run(lambda c: leases.reap_expired(c, limit))
+
+    async def promote_due(self, limit: int = 10_000) -> int:
+        """Make due scheduled tasks ready; how many."""
+        return await self._run(lambda c: leases.promote_due(c, limit))
+
+    # -- finishing ----------------------------------------------------------------------
+
+    async def finish(self, finishes: Sequence[Finish]) -> set[int]:
+        """Finish leased tasks in one statement; returns the ids refused for a lost lease."""
+        try:
+            return await self._run(lambda c: finish.finish(c, finishes))
+        except Exception as exc:
+            if not _is_missing_partition(exc):
+                raise
+        # The month's history partition is missing (maintenance did not run): create it
+        # and finish again, rather than leave the tasks running.
+        await self.ensure_partitions()
+        return await self._run(lambda c: finish.finish(c, finishes))
+
+    async def retry(self, retries: Sequence[RetryLease]) -> set[int]:
+        """Send leased tasks back to wait; returns the ids refused for a lost lease."""
+        return await self._run(lambda c: finish.retry(c, retries))
+
+    async def cancel(
+        self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
+    ) -> TaskState:
+        """Cancel a task; CANCELLED if done now, RUNNING if its worker was asked to stop."""
+        return await self._run(lambda c: finish.cancel(c, task_id, tenant_id, reason))
+
+    async def get_task(self, task_id: int, *, tenant_id: str | None = None) -> TaskRecord:
+        """A task by id, active or finished; TaskNotFound if absent or another tenant's."""
+        return await self._run(lambda c: finish.get_task(c, task_id, tenant_id))
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def create_tenant(
+        self, tenant_id: str, name: str | None = None, weight: float = 1.0
+    ) -> Tenant:
+        """Create or update a tenant."""
+        return await self._run(
+            lambda c: admin.create_tenant(c, tenant_id, name or tenant_id, weight)
+        )
+
+    async def list_tenants(self) -> list[Tenant]:
+        """Every tenant."""
+        return await self._run(admin.list_tenants)
+
+    async def pause_queue(self, queue: str) -> None:
+        """Stop claims from ``queue``; submissions are still accepted."""
+        await self._run(lambda c: admin.set_queue_paused(c, queue, True))
+
+    async def resume_queue(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again."""
+        await self._run(lambda c: admin.set_queue_paused(c, queue, False))
+
+    async def list_dead(
+        self, *, queue: str | None = None, tenant_id: str | None = None, limit: int = 100
+    ) -> list[DeadTask]:
+        """The dead-letter queue, newest first."""
+        return await self._run(lambda c: admin.list_dead(c, queue, tenant_id, limit))
+
+    async def replay_dead(self, which: ReplayFilter, *, batch_size: int = 1000) -> list[int]:
+        """Replay every matching dead task, ``batch_size`` per transaction; their ids."""
+        replayed: list[int] = []
+        while True:
+            ids = await self._run(lambda c: admin.replay_dead(c, which, batch_size))
+            replayed.extend(ids)
+            if len(ids) < batch_size:
+                return replayed
+
+    async def queue_status(self) -> list[QueueStatus]:
+        """Depth, age, running and dead counts per queue."""
+        return await self._run(admin.queue_status)
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        """Insert or refresh a worker's liveness row."""
+        await self._run(lambda c: admin.register_worker(c, info))
+
+    async def set_worker_state(self, worker_id: str, state: str) -> None:
+        """Mark a worker running, stopping or stopped."""
+        await self._run(lambda c: admin.set_worker_state(c, worker_id, state))
+
+    async def list_workers(self) -> list[WorkerStatus]:
+        """Registered workers with their silence in seconds."""
+        return await self._run(admin.list_workers)
+
+    async def prune_workers(self, silent_seconds: float) -> int:
+        """Forget workers silent for longer than ``silent_seconds``."""
+        return await self._run(lambda c: admin.prune_workers(c, silent_seconds))
+
+    async def register_periodic(
+        self, schedules: Sequence[PeriodicTask], *, now: datetime | None = None
+    ) -> None:
+        """Create or update cron schedules."""
+        moment = now or datetime.now(UTC)
+        await self._run(lambda c: periodic.register_periodic(c, schedules, moment))
+
+    async def enqueue_due_periodic(self, *, now: datetime | None = None) -> list[int]:
+        """Enqueue each schedule's latest due tick exactly once; the new task ids."""
+        moment = now or datetime.now(UTC)
+        return await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
+
+    async def ensure_partitions(
+        self, *, now: datetime | None = None, months_ahead: int = 3
+    ) -> list[str]:
+        """Create history partitions for this month and ``months_ahead`` more."""
+        moment = now or datetime.now(UTC)
+        return await self._run(lambda c: retention.ensure_partitions(c, moment, months_ahead))
+
+    async def apply_retention(self, cutoff: datetime) -> tuple[list[str], int]:
+        """Drop history partitions older than ``cutoff`` and prune old ledger rows."""
+        dropped = await self._run(lambda c: retention.drop_old_partitions(c, cutoff))
+        pruned = await self._run(lambda c: retention.prune_ledgers(c, cutoff))
+        return dropped, pruned
+
+
+def _is_missing_partition(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, asyncpg.CheckViolationError) and "no partition" in str(cause)

@@ -1,0 +1,90 @@
+-- name: create_tenant
+INSERT INTO tenants (id, name, weight) VALUES ($1, $2, $3)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, weight = excluded.weight
+RETURNING id, name, weight, created_at;
+
+-- name: list_tenants
+SELECT id, name, weight, created_at FROM tenants ORDER BY id;
+
+-- name: set_queue_paused
+INSERT INTO queues (name, paused, paused_at)
+VALUES ($1, $2, CASE WHEN $2 THEN now() END)
+ON CONFLICT (name) DO UPDATE
+SET paused = excluded.paused, paused_at = excluded.paused_at;
+
+-- name: paused_queues
+SELECT name FROM queues WHERE paused ORDER BY name;
+
+-- name: list_dead
+SELECT id, tenant_id, queue, attempts, max_attempts, last_error, payload, created_at,
+       finished_at
+FROM task_history
+WHERE state = 'dead'
+  AND ($1::text IS NULL OR queue = $1)
+  AND ($2::text IS NULL OR tenant_id = $2)
+ORDER BY finished_at DESC, id DESC
+LIMIT $3;
+
+-- name: replay_dead
+-- Moves dead tasks back to the queue with a fresh attempt budget, keeping their ids. With
+-- no filter at all it matches nothing: replaying everything must be asked for ($4 true).
+WITH picked AS (
+    SELECT id, finished_at FROM task_history
+    WHERE state = 'dead'
+      AND ($1::bigint[] IS NULL OR id = ANY($1))
+      AND ($2::text IS NULL OR queue = $2)
+      AND ($3::text IS NULL OR tenant_id = $3)
+      AND ($1 IS NOT NULL OR $2 IS NOT NULL OR $3 IS NOT NULL OR $4)
+    ORDER BY finished_at, id
+    LIMIT $5
+), moved AS (
+    DELETE FROM task_history AS h
+    USING picked AS p
+    WHERE h.id = p.id AND h.finished_at = p.finished_at AND h.state = 'dead'
+    RETURNING h.*
+)
+INSERT INTO tasks (
+    id, tenant_id, queue, state, priority, run_at, attempts, max_attempts, timeout_seconds,
+    idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
+)
+SELECT id, tenant_id, queue, 'queued', priority, now(), 0, max_attempts, timeout_seconds,
+       idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
+FROM moved
+RETURNING id, queue;
+
+-- name: queue_depths
+-- Depth and age per queue of the hot table.
+SELECT queue,
+       count(*) FILTER (WHERE state = 'queued') AS queued,
+       count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
+       count(*) FILTER (WHERE state = 'running') AS running,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued'))::float8
+           AS oldest_queued_seconds
+FROM tasks
+GROUP BY queue
+ORDER BY queue;
+
+-- name: dead_counts
+SELECT queue, count(*) AS dead FROM task_history WHERE state = 'dead' GROUP BY queue;
+
+-- name: upsert_worker
+INSERT INTO workers (id, host, pid, queues, concurrency, state, started_at, heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, 'running', now(), now())
+ON CONFLICT (id) DO UPDATE
+SET host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+    concurrency = excluded.concurrency, state = 'running', heartbeat_at = now();
+
+-- name: set_worker_state
+UPDATE workers SET state = $2, heartbeat_at = now() WHERE id = $1;
+
+-- name: list_workers
+SELECT id, host, pid, queues, concurrency, state, started_at, heartbeat_at,
+       extract(epoch FROM now() - heartbeat_at)::float8 AS silent_seconds,
+       (SELECT count(*) FROM tasks t WHERE t.worker_id = w.id AND t.state = 'running')
+           AS running
+FROM workers AS w
+ORDER BY started_at;
+
+-- name: prune_workers
+-- Forget workers that stopped or went silent long ago.
+DELETE FROM workers WHERE heartbeat_at < now() - make_interval(secs => $1::float8);

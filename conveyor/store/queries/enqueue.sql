@@ -1,0 +1,43 @@
+-- name: unknown_tenants
+-- The distinct tenant ids of a batch that have no row in `tenants`.
+SELECT array_agg(t) FROM unnest($1::text[]) AS t
+WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE id = t);
+
+-- name: allocate_task_ids
+SELECT array_agg(nextval('task_id_seq')) FROM generate_series(1, $1::int);
+
+-- name: reserve_idempotency_keys
+-- Keys that were free are taken for the given task ids; a key another transaction holds
+-- makes this wait for it to commit or roll back (so 20 racing submitters create one task).
+INSERT INTO idempotency_keys (tenant_id, key, task_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+ON CONFLICT DO NOTHING
+RETURNING task_id;
+
+-- name: existing_idempotency_keys
+SELECT k.tenant_id, k.key, k.task_id
+FROM unnest($1::text[], $2::text[]) AS i(tenant_id, key)
+JOIN idempotency_keys k ON k.tenant_id = i.tenant_id AND k.key = i.key;
+
+-- name: insert_tasks
+-- One statement for the whole batch. A task with a future run_at starts as 'scheduled'.
+INSERT INTO tasks (
+    id, tenant_id, queue, state, priority, run_at, max_attempts, timeout_seconds,
+    idempotency_key, parent_id, group_id, payload, trace_context
+)
+SELECT
+    i.id, i.tenant_id, i.queue,
+    CASE WHEN i.run_at > now() THEN 'scheduled' ELSE 'queued' END,
+    i.priority, greatest(coalesce(i.run_at, now()), now()), i.max_attempts, i.timeout_seconds,
+    i.idempotency_key, i.parent_id, i.group_id, i.payload, i.trace_context
+FROM unnest(
+    $1::bigint[], $2::text[], $3::text[], $4::smallint[], $5::timestamptz[], $6::int[],
+    $7::real[], $8::text[], $9::bigint[], $10::text[], $11::jsonb[], $12::jsonb[]
+) AS i(
+    id, tenant_id, queue, priority, run_at, max_attempts, timeout_seconds,
+    idempotency_key, parent_id, group_id, payload, trace_context
+);
+
+-- name: notify_queues
+-- One notification per queue per transaction (PostgreSQL folds duplicates within it).
+SELECT pg_notify('conveyor_tasks', q) FROM (SELECT DISTINCT unnest($1::text[]) AS q) AS d;

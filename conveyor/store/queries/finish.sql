@@ -1,0 +1,85 @@
+-- name: finish_batch
+-- Moves leased tasks to task_history as succeeded, dead or cancelled, in one statement.
+-- Only rows whose lease token still matches are moved: a zombie worker's result (its lease
+-- expired and another worker claimed the task) matches nothing and is refused.
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::jsonb[])
+        AS i(id, token, final_state, result, error)
+), done AS (
+    DELETE FROM tasks AS t
+    USING input AS i
+    WHERE t.id = i.id AND t.lease_token = i.token AND t.state = 'running'
+    RETURNING t.*, i.final_state, i.result AS final_result, i.error AS final_error
+)
+INSERT INTO task_history (
+    id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
+    idempotency_key, parent_id, group_id, payload, trace_context, result, last_error,
+    worker_id, created_at, started_at
+)
+SELECT id, tenant_id, queue, final_state, priority, attempts, max_attempts, timeout_seconds,
+       idempotency_key, parent_id, group_id, payload, trace_context, final_result,
+       coalesce(final_error, last_error), worker_id, created_at, started_at
+FROM done
+RETURNING id;
+
+-- name: retry_batch
+-- Leased tasks go back to wait: 'scheduled' until now() + delay, or 'queued' at once when
+-- the delay is zero. A snooze ($5 true) gives back the attempt it counted at claim.
+UPDATE tasks AS t
+SET state = CASE WHEN i.delay > 0 THEN 'scheduled' ELSE 'queued' END,
+    run_at = now() + make_interval(secs => i.delay),
+    attempts = CASE WHEN i.uncount THEN greatest(t.attempts - 1, 0) ELSE t.attempts END,
+    last_error = coalesce(i.error, t.last_error),
+    lease_token = NULL,
+    lease_expires_at = NULL,
+    worker_id = NULL,
+    started_at = NULL
+FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::jsonb[], $5::bool[])
+    AS i(id, token, delay, error, uncount)
+WHERE t.id = i.id AND t.lease_token = i.token AND t.state = 'running'
+RETURNING t.id, t.queue, t.state;
+
+-- name: cancel_waiting
+-- A task that has not started is cancelled at once.
+WITH gone AS (
+    DELETE FROM tasks
+    WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) AND state IN ('scheduled', 'queued')
+    RETURNING *
+)
+INSERT INTO task_history (
+    id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
+    idempotency_key, parent_id, group_id, payload, trace_context, result, last_error,
+    worker_id, created_at, started_at
+)
+SELECT id, tenant_id, queue, 'cancelled', priority, attempts, max_attempts, timeout_seconds,
+       idempotency_key, parent_id, group_id, payload, trace_context, NULL,
+       jsonb_build_object('type', 'Cancelled', 'message', $3::text),
+       worker_id, created_at, started_at
+FROM gone
+RETURNING id;
+
+-- name: request_cancel_running
+-- A running task is asked to stop; its worker sees the flag on its next heartbeat (or the
+-- notification) and finishes it as cancelled. If the worker is dead, the reaper does.
+UPDATE tasks SET cancel_requested = true
+WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) AND state = 'running'
+RETURNING id, worker_id;
+
+-- name: notify_cancel
+SELECT pg_notify('conveyor_cancel', $1::text);
+
+-- name: get_active_task
+SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
+       idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
+       last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
+       NULL::timestamptz AS finished_at
+FROM tasks
+WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2);
+
+-- name: get_finished_task
+SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
+       idempotency_key, parent_id, group_id, payload, trace_context, result,
+       last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
+       created_at, started_at, finished_at
+FROM task_history
+WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2);

@@ -1,0 +1,136 @@
+"""What store operations return: plain, typed, immutable records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from conveyor.types import TaskState
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """One submitted task: its id, and whether this call created it (False: a duplicate key)."""
+
+    task_id: int
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A task leased to a worker. ``lease_token`` must accompany every call that finishes it."""
+
+    id: int
+    tenant_id: str
+    queue: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout_seconds: float | None
+    lease_token: int
+    lease_expires_at: datetime
+    parent_id: int | None
+    group_id: str | None
+    payload: dict[str, Any]
+    trace_context: dict[str, str] | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """A task as stored, active or finished."""
+
+    id: int
+    tenant_id: str
+    queue: str
+    state: TaskState
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout_seconds: float | None
+    idempotency_key: str | None
+    parent_id: int | None
+    group_id: str | None
+    payload: dict[str, Any]
+    trace_context: dict[str, str] | None
+    result: Any
+    last_error: dict[str, Any] | None
+    worker_id: str | None
+    run_at: datetime | None
+    lease_expires_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    """What a heartbeat learned: leases still held, leases lost, and cancels requested."""
+
+    extended: frozenset[int]
+    lost: frozenset[int]
+    cancel_requested: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ReapResult:
+    """Expired leases handled by one reaper pass."""
+
+    requeued: tuple[int, ...]
+    dead: tuple[int, ...]
+    cancelled: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadTask:
+    """A task in the dead-letter queue with the error that killed it."""
+
+    id: int
+    tenant_id: str
+    queue: str
+    attempts: int
+    max_attempts: int
+    last_error: dict[str, Any] | None
+    payload: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """Depth and age of one queue."""
+
+    queue: str
+    queued: int
+    scheduled: int
+    running: int
+    dead: int
+    oldest_queued_seconds: float | None
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    """One registered worker process and whether it still beats."""
+
+    id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    concurrency: int
+    state: str
+    started_at: datetime
+    heartbeat_at: datetime
+    silent_seconds: float
+    running: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A tenant row."""
+
+    id: str
+    name: str
+    weight: float
+    created_at: datetime
