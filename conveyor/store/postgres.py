@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from conveyor.store import admin, enqueue, finish, leases, periodic, retention
+from conveyor.store import admin, enqueue, finish, leases, periodic, reports, retention
 from conveyor.store.connection import Conn, create_pool, translated_errors
 from conveyor.store.params import (
     ClaimRequest,
@@ -238,6 +238,10 @@ class PostgresStore:
         dropped = await self._run(lambda c: retention.drop_old_partitions(c, cutoff))
         pruned = await self._run(lambda c: retention.prune_ledgers(c, cutoff))
         return dropped, pruned
+
+    async def history_summary(self, since: datetime) -> list[reports.QueueSummary]:
+        """Per-queue outcomes and latency percentiles of tasks finished since ``since``."""
+        return await self._run(lambda c: reports.history_summary(c, since))
 
 
 def _is_missing_partition(exc: BaseException) -> bool:

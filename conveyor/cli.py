@@ -1,0 +1,395 @@
+"""The ``conveyor`` command: run workers and the demo, and operate the queue."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from conveyor.app import App
+from conveyor.core.durations import parse_duration
+from conveyor.errors import ConveyorError
+from conveyor.settings import Settings, load_settings
+from conveyor.store.connection import connect
+from conveyor.store.database import open_store, resolve_dsn
+from conveyor.store.migrate import migrate as apply_migrations
+from conveyor.store.params import NewTask, ReplayFilter
+from conveyor.store.postgres import PostgresStore
+
+T = TypeVar("T")
+cli = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+dlq_cli = typer.Typer(
+    help="The dead-letter queue: list and replay dead tasks.", no_args_is_help=True
+)
+queues_cli = typer.Typer(help="Pause and resume queues.", no_args_is_help=True)
+tenants_cli = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
+cli.add_typer(dlq_cli, name="dlq")
+cli.add_typer(queues_cli, name="queues")
+cli.add_typer(tenants_cli, name="tenants")
+out = Console()
+err = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url", envvar="DATABASE_URL", help="PostgreSQL DSN (default: embedded)."
+    ),
+]
+
+
+def _settings(database_url: str | None) -> Settings:
+    try:
+        return load_settings(database_url=database_url)
+    except ConveyorError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _run(coro: Awaitable[T]) -> T:
+    """Run ``coro``; a Conveyor error becomes one readable line and exit status 1."""
+    try:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    except ConveyorError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+async def _with_store(settings: Settings, action: Callable[[PostgresStore], Awaitable[T]]) -> T:
+    # The embedded server is private to this machine, so keeping it migrated is safe; a
+    # configured server is migrated only when asked (`conveyor migrate`).
+    async with open_store(settings, auto_migrate=settings.database_url is None) as store:
+        return await action(store)
+
+
+@cli.command()
+def migrate(database_url: DatabaseUrl = None) -> None:
+    """Apply pending schema migrations (safe to run from many processes at once)."""
+
+    async def go() -> None:
+        async with resolve_dsn(_settings(database_url)) as dsn:
+            conn = await connect(dsn)
+            try:
+                applied = await apply_migrations(conn)
+            finally:
+                await conn.close()
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "none (up to date)"
+        out.print(f"applied migrations: {names}")
+
+    _run(go())
+
+
+@cli.command()
+def status(
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Depth and age per queue, running and dead counts, and the workers."""
+
+    async def go(store: PostgresStore) -> None:
+        queues, workers = await store.queue_status(), await store.list_workers()
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {
+                        "queues": [q.__dict__ for q in queues]
+                        if False
+                        else [{f: getattr(q, f) for f in q.__slots__} for q in queues],
+                        "workers": [{f: getattr(w, f) for f in w.__slots__} for w in workers],
+                    },
+                    default=str,
+                )
+            )
+            return
+        table = Table(title="queues")
+        for column in (
+            "queue",
+            "queued",
+            "scheduled",
+            "running",
+            "dead",
+            "oldest queued",
+            "paused",
+        ):
+            table.add_column(column, justify="left" if column == "queue" else "right")
+        for q in queues:
+            age = "-" if q.oldest_queued_seconds is None else f"{q.oldest_queued_seconds:.1f}s"
+            table.add_row(
+                q.queue,
+                str(q.queued),
+                str(q.scheduled),
+                str(q.running),
+                str(q.dead),
+                age,
+                "yes" if q.paused else "",
+            )
+        out.print(table)
+        wtable = Table(title="workers")
+        for column in ("id", "host", "pid", "state", "running", "last heartbeat"):
+            wtable.add_column(column)
+        for w in workers:
+            alive = w.state == "running" and w.silent_seconds < 60
+            state = w.state if alive or w.state != "running" else "dead (silent)"
+            wtable.add_row(
+                w.id, w.host, str(w.pid), state, str(w.running), f"{w.silent_seconds:.0f}s ago"
+            )
+        out.print(wtable)
+
+    _run(_with_store(_settings(database_url), go))
+
+
+@cli.command()
+def retention(
+    older_than: Annotated[str, typer.Option("--older-than", help="Age to keep, e.g. 90d.")] = "90d",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Drop whole monthly partitions of finished tasks older than --older-than."""
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from None
+    cutoff = datetime.now(UTC) - age
+
+    async def go(store: PostgresStore) -> None:
+        dropped, pruned = await store.apply_retention(cutoff)
+        out.print(
+            f"cutoff {cutoff:%Y-%m-%d %H:%M} UTC: dropped {len(dropped)} partition(s)"
+            f"{': ' + ', '.join(dropped) if dropped else ''}; pruned {pruned} ledger row(s)"
+        )
+
+    _run(_with_store(_settings(database_url), go))
+
+
+@cli.command()
+def enqueue(
+    queue: Annotated[str, typer.Argument(help="The agent role, e.g. copywriter.")],
+    payload: Annotated[str, typer.Option("--payload", help="JSON object.")] = "{}",
+    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    priority: Annotated[int, typer.Option("--priority", help="1 urgent .. 10 batch.")] = 5,
+    delay: Annotated[str | None, typer.Option("--delay", help="Start later, e.g. 30s.")] = None,
+    key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    max_attempts: Annotated[int, typer.Option("--max-attempts")] = 5,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Submit one task and print its id."""
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
+    try:
+        run_at = datetime.now(UTC) + parse_duration(delay) if delay else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--delay") from None
+    try:
+        task = NewTask(
+            queue=queue,
+            payload=body,
+            tenant_id=tenant,
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            idempotency_key=key,
+        )
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def go(store: PostgresStore) -> None:
+        result = await store.enqueue(task)
+        out.print(f"{result.task_id} {'created' if result.created else 'already existed'}")
+
+    _run(_with_store(_settings(database_url), go))
+
+
+@cli.command()
+def show(task_id: int, database_url: DatabaseUrl = None) -> None:
+    """Print one task (active or finished) as JSON."""
+
+    async def go(store: PostgresStore) -> None:
+        out.print_json(json.dumps(asdict(await store.get_task(task_id)), default=str))
+
+    _run(_with_store(_settings(database_url), go))
+
+
+@cli.command()
+def cancel(task_id: int, database_url: DatabaseUrl = None) -> None:
+    """Cancel a task: at once if it waits, by asking its worker if it runs."""
+
+    async def go(store: PostgresStore) -> None:
+        state = await store.cancel(task_id, reason="cancelled from the CLI")
+        out.print(
+            f"task {task_id}: {'cancel requested (running)' if state == 'running' else state}"
+        )
+
+    _run(_with_store(_settings(database_url), go))
+
+
+@dlq_cli.command("list")
+def dlq_list(
+    queue: Annotated[str | None, typer.Option("--queue")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List dead tasks, newest first, with the error that killed them."""
+
+    async def go(store: PostgresStore) -> None:
+        dead = await store.list_dead(queue=queue, tenant_id=tenant, limit=limit)
+        table = Table(title=f"dead tasks ({len(dead)} shown)")
+        for column in ("id", "tenant", "queue", "attempts", "error", "died"):
+            table.add_column(column)
+        for d in dead:
+            error = d.last_error or {}
+            message = f"{error.get('type', '?')}: {error.get('message', '')}"[:80]
+            table.add_row(
+                str(d.id),
+                d.tenant_id,
+                d.queue,
+                f"{d.attempts}/{d.max_attempts}",
+                message,
+                f"{d.finished_at:%Y-%m-%d %H:%M:%S}",
+            )
+        out.print(table)
+
+    _run(_with_store(_settings(database_url), go))
+
+
+@dlq_cli.command("replay")
+def dlq_replay(
+    task_ids: Annotated[list[int] | None, typer.Option("--id", help="Repeatable.")] = None,
+    queue: Annotated[str | None, typer.Option("--queue")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Replay every dead task.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Put dead tasks back in their queue with a fresh attempt budget (same ids)."""
+    if not (task_ids or queue or tenant or everything):
+        raise typer.BadParameter("say what to replay: --id, --queue, --tenant or --all")
+    which = ReplayFilter(tuple(task_ids) if task_ids else None, queue, tenant, everything)
+
+    async def go(store: PostgresStore) -> None:
+        replayed = await store.replay_dead(which)
+        out.print(f"replayed {len(replayed)} task(s)")
+
+    _run(_with_store(_settings(database_url), go))
+
+
+@queues_cli.command("pause")
+def queues_pause(queue: str, database_url: DatabaseUrl = None) -> None:
+    """Stop workers from claiming QUEUE (submissions are still accepted)."""
+    _run(_with_store(_settings(database_url), lambda store: store.pause_queue(queue)))
+    out.print(f"paused {queue}")
+
+
+@queues_cli.command("resume")
+def queues_resume(queue: str, database_url: DatabaseUrl = None) -> None:
+    """Let workers claim from QUEUE again."""
+    _run(_with_store(_settings(database_url), lambda store: store.resume_queue(queue)))
+    out.print(f"resumed {queue}")
+
+
+@tenants_cli.command("add")
+def tenants_add(
+    tenant_id: str,
+    name: Annotated[str | None, typer.Option("--name")] = None,
+    weight: Annotated[float, typer.Option("--weight", min=0.001)] = 1.0,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a tenant (or update its name and weight)."""
+    tenant = _run(
+        _with_store(
+            _settings(database_url), lambda store: store.create_tenant(tenant_id, name, weight)
+        )
+    )
+    out.print(f"tenant {tenant.id} ({tenant.name}, weight {tenant.weight:g})")
+
+
+@tenants_cli.command("list")
+def tenants_list(database_url: DatabaseUrl = None) -> None:
+    """List tenants."""
+    tenants = _run(_with_store(_settings(database_url), lambda store: store.list_tenants()))
+    for t in tenants:
+        out.print(f"{t.id}\t{t.name}\tweight {t.weight:g}")
+
+
+def load_app(reference: str) -> App:
+    """Import ``package.module:attribute`` and check that it is an App."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise typer.BadParameter("use the form package.module:app", param_hint="--app")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(
+            f"cannot import {module_name}: {exc}", param_hint="--app"
+        ) from None
+    app: Any = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise typer.BadParameter(f"{reference} is not a conveyor.App", param_hint="--app")
+    return app
+
+
+@cli.command()
+def worker(
+    app_ref: Annotated[str, typer.Option("--app", help="package.module:app to run.")],
+    queues: Annotated[
+        list[str] | None, typer.Option("--queue", help="Serve only this queue (repeatable).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 256,
+    claim_batch: Annotated[int, typer.Option("--claim-batch", min=1)] = 100,
+    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds to drain.")] = 30.0,
+    migrate_first: Annotated[
+        bool | None, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
+    ] = None,
+    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the agents of an App until SIGTERM/SIGINT (a second signal forces exit)."""
+    from conveyor.observability.logging import configure_logging
+    from conveyor.worker.process import serve
+    from conveyor.worker.runtime import WorkerOptions
+
+    configure_logging(log_level)
+    settings = _settings(database_url)
+    app = load_app(app_ref)
+    try:
+        options = WorkerOptions(
+            queues=tuple(queues) if queues else None,
+            concurrency=concurrency,
+            claim_batch=claim_batch,
+            lease_seconds=settings.lease_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            poll_seconds=settings.poll_seconds,
+            grace_seconds=grace,
+        )
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    migrate_now = settings.database_url is None if migrate_first is None else migrate_first
+    _run(serve(app, settings, options, migrate=migrate_now))
+
+
+@cli.command()
+def demo(
+    tasks: Annotated[int, typer.Option("--tasks", min=1, help="Tasks to submit.")] = 2000,
+    tenants: Annotated[int, typer.Option("--tenants", min=1, help="Tenants to simulate.")] = 12,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the agency demo: submit a multi-tenant batch, process it, show what happened."""
+    from conveyor.demo import run_demo
+
+    _run(run_demo(_settings(database_url), tasks=tasks, tenants=tenants, console=out))
+
+
+def main() -> None:
+    """Entry point of the ``conveyor`` script."""
+    cli(prog_name="conveyor")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,62 @@
+"""The seven roles of the marketing-agency workload, with simulated work.
+
+Task times follow the time-compressed agency mix of WORKLOADS.md (a few tens of
+milliseconds instead of minutes). Until the LLM gateway lands, each agent sleeps for its
+simulated model time; failure modes are driven by the payload so the demo is repeatable:
+``flaky`` fails its first attempt (a provider 503), ``bad_brief`` fails for good until the
+brief is fixed, after which a replay from the dead-letter queue succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from conveyor.app import App
+from conveyor.core.backoff import RetryPolicy
+from conveyor.errors import PermanentError
+from conveyor.worker.context import TaskContext
+
+ROLES: dict[str, float] = {
+    # role -> mean simulated seconds per task (real task time / ~3000)
+    "activity_planner": 0.12,
+    "copywriter": 0.04,
+    "seo": 0.06,
+    "social": 0.04,
+    "paid_ads": 0.08,
+    "analyst": 0.06,
+    "researcher": 0.12,
+}
+
+app = App("agency-demo")
+briefs_fixed = False
+"""Flipped by the demo to show a dead task succeeding after a replay."""
+
+
+class ProviderUnavailable(Exception):
+    """A simulated 503 from the model provider: retried with backoff."""
+
+
+async def simulate(
+    ctx: TaskContext, payload: dict[str, Any], mean_seconds: float
+) -> dict[str, Any]:
+    """Fail as the payload asks, else work for about ``mean_seconds``."""
+    if payload.get("bad_brief") and not briefs_fixed:
+        raise PermanentError("the brief has no target audience; fix it and replay")
+    if payload.get("flaky") and ctx.task.attempt == 1:
+        raise ProviderUnavailable("model provider answered 503")
+    await asyncio.sleep(random.uniform(0.5, 1.5) * mean_seconds)
+    return {"role": ctx.task.queue, "tenant": ctx.task.tenant_id, "words": random.randint(80, 900)}
+
+
+def _register(role: str, mean_seconds: float) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+        return await simulate(ctx, payload, mean_seconds)
+
+    handler.__name__ = f"{role}_agent"
+    app.agent(role, timeout=30, retry=RetryPolicy(max_attempts=3, base=0.05, cap=0.5))(handler)
+
+
+for _role, _mean in ROLES.items():
+    _register(_role, _mean)

@@ -1,0 +1,184 @@
+"""``conveyor demo``: submit a multi-tenant agency batch, process it, show what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from conveyor.demo import agents
+from conveyor.settings import Settings
+from conveyor.store.database import open_store
+from conveyor.store.params import ClaimRequest, NewTask, ReplayFilter
+from conveyor.store.postgres import PostgresStore
+from conveyor.types import Priority
+from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
+from conveyor.worker.runtime import Worker, WorkerOptions
+
+ROLE_MIX = {  # share of submitted tasks per role, after WORKLOADS.md
+    "copywriter": 0.30,
+    "seo": 0.20,
+    "social": 0.15,
+    "analyst": 0.12,
+    "paid_ads": 0.10,
+    "researcher": 0.08,
+    "activity_planner": 0.05,
+}
+
+
+def _plan_tasks(count: int, tenants: list[str], rng: random.Random) -> list[NewTask]:
+    roles, weights = zip(*ROLE_MIX.items(), strict=True)
+    enterprise = tenants[0]  # the noisy neighbour submits a bulk batch at batch priority
+    tasks = []
+    for i in range(count):
+        role = rng.choices(roles, weights)[0]
+        tenant = enterprise if i < count // 3 else rng.choice(tenants[1:] or tenants)
+        payload: dict[str, object] = {"campaign": f"c{i % 40}", "brief": f"brief #{i}"}
+        if rng.random() < 0.05:
+            payload["flaky"] = True
+        if rng.random() < 0.01:
+            payload["bad_brief"] = True
+        priority = Priority.BATCH if tenant == enterprise else Priority.NORMAL
+        if role == "activity_planner":
+            priority = Priority.URGENT
+        delay = timedelta(seconds=1) if rng.random() < 0.05 else None
+        tasks.append(
+            NewTask(
+                queue=role,
+                payload=payload,
+                tenant_id=tenant,
+                priority=priority,
+                run_at=datetime.now(UTC) + delay if delay else None,
+                max_attempts=3,
+                idempotency_key=f"demo-{i}",
+                group_id=f"{tenant}:{payload['campaign']}",
+            )
+        )
+    return tasks
+
+
+def _progress(statuses: list[tuple[str, int, int, int, int]], done: int, total: int) -> Table:
+    table = Table(title=f"processing: {done}/{total} finished")
+    for column in ("queue", "queued", "scheduled", "running", "dead"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for row in statuses:
+        table.add_row(*(str(v) for v in row))
+    return table
+
+
+async def _crashed_worker(store: PostgresStore) -> int:
+    """Claim a few tasks as a worker that then dies: their leases expire and come back."""
+    claimed = await store.claim(ClaimRequest(("copywriter",), 5, "crashed-worker", 1.0))
+    return len(claimed)
+
+
+async def _drain(store: PostgresStore, total: int, console: Console, started: datetime) -> None:
+    with Live(console=console, refresh_per_second=4, transient=True) as live:
+        while True:
+            statuses = await store.queue_status()
+            summary = await store.history_summary(started)
+            done = sum(s.succeeded + s.dead + s.cancelled for s in summary)
+            rows = [(s.queue, s.queued, s.scheduled, s.running, s.dead) for s in statuses]
+            live.update(_progress(rows, done, total))
+            if all(s.queued + s.scheduled + s.running == 0 for s in statuses):
+                return
+            await asyncio.sleep(0.25)
+
+
+async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Console) -> None:
+    """The whole demo; prints a summary table at the end."""
+    rng = random.Random(7)
+    agents.briefs_fixed = False
+    async with open_store(settings, auto_migrate=True) as store:
+        where = "embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL"
+        console.print(
+            f"[bold]Conveyor demo[/bold] on {where}: {tasks} agent tasks, {tenants} tenants"
+        )
+        names = [f"enterprise-{i}" for i in range(1)] + [f"agency-{i}" for i in range(tenants - 1)]
+        for name in names:
+            await store.create_tenant(name, name.replace("-", " ").title())
+        started = datetime.now(UTC)
+        run_id = started.strftime("%H%M%S%f")
+        planned = [
+            replace(t, idempotency_key=f"{t.idempotency_key}-{run_id}")
+            for t in _plan_tasks(tasks, names, rng)
+        ]
+        t0 = time.perf_counter()
+        results = await store.enqueue_batch(planned)
+        enqueue_s = time.perf_counter() - t0
+        again = await store.enqueue_batch(planned[:100])
+        console.print(
+            f"submitted {sum(r.created for r in results)} tasks in one call "
+            f"({len(planned) / enqueue_s:,.0f} tasks/s); resubmitting 100 with the same "
+            f"idempotency keys created {sum(r.created for r in again)}"
+        )
+        lost = await _crashed_worker(store)
+        console.print(f"a worker claimed {lost} tasks and crashed; their leases will expire in 1 s")
+
+        stop = asyncio.Event()
+        worker = Worker(
+            agents.app,
+            store,
+            WorkerOptions(
+                concurrency=200, heartbeat_seconds=0.5, lease_seconds=5, poll_seconds=0.5
+            ),
+        )
+        upkeep = asyncio.create_task(
+            Maintenance(
+                store, options=MaintenanceOptions(promote_seconds=0.2, reaper_seconds=0.5)
+            ).run()
+        )
+        running = asyncio.create_task(worker.run(stop))
+        t1 = time.perf_counter()
+        await _drain(store, tasks, console, started)
+        process_s = time.perf_counter() - t1
+
+        dead = await store.list_dead(limit=1000)
+        ours = [d for d in dead if d.finished_at >= started]
+        agents.briefs_fixed = True
+        replayed = (
+            await store.replay_dead(ReplayFilter(task_ids=tuple(d.id for d in ours)))
+            if ours
+            else []
+        )
+        await _drain(store, tasks, console, started)
+        stop.set()
+        await running
+        upkeep.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await upkeep
+
+        summary = await store.history_summary(started)
+        table = Table(title="what happened (wait = enqueue to start)")
+        for column in ("queue", "succeeded", "dead", "retries", "wait p50", "wait p99", "run p50"):
+            table.add_column(column, justify="left" if column == "queue" else "right")
+        for s in summary:
+            table.add_row(
+                s.queue,
+                str(s.succeeded),
+                str(s.dead),
+                str(s.retries),
+                _ms(s.wait_p50),
+                _ms(s.wait_p99),
+                _ms(s.run_p50),
+            )
+        console.print(table)
+        succeeded = sum(s.succeeded for s in summary)
+        console.print(
+            f"{succeeded}/{tasks} succeeded in {process_s:.1f}s "
+            f"({tasks / process_s:,.0f} tasks/s); "
+            f"{worker.stats['retried']} retried after simulated 503s; {len(ours)} died on a bad "
+            f"brief and {len(replayed)} were replayed from the dead-letter queue after the fix; "
+            f"{lost} tasks of the crashed worker were redelivered by the reaper."
+        )
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:,.0f} ms"

@@ -1,0 +1,1 @@
+"""The worker runtime: the claim loop, leases, execution of handlers and maintenance."""

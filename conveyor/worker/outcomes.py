@@ -1,0 +1,71 @@
+"""Turn how a handler ended into exactly one store operation: finish or retry."""
+
+from __future__ import annotations
+
+import json
+import random
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.app import AgentSpec
+from conveyor.core.failure import GiveUp, decide_after_failure
+from conveyor.errors import Cancel, PermanentError, Retry, Snooze
+from conveyor.store.params import Finish, LeaseRef, RetryLease
+from conveyor.store.records import ClaimedTask
+from conveyor.types import TaskState
+
+Outcome = Finish | RetryLease
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTimedOut(Exception):
+    """A run took longer than its timeout; it is retried per the agent's policy."""
+
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"task exceeded its timeout of {self.seconds:g}s"
+
+
+def error_record(exc: BaseException, attempt: int) -> dict[str, Any]:
+    """The JSON kept as ``last_error``: type, message, traceback and attempt."""
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc) or type(exc).__name__,
+        "traceback": "".join(traceback.format_exception(exc)),
+        "attempt": attempt,
+    }
+
+
+def success(task: ClaimedTask, result: Any) -> Outcome:
+    """Finish as succeeded; a result that is not JSON becomes a permanent error."""
+    lease = LeaseRef(task.id, task.lease_token)
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as exc:
+        problem = PermanentError(f"handler returned a result that is not JSON: {exc}")
+        return Finish(lease, TaskState.DEAD, error=error_record(problem, task.attempts))
+    return Finish(lease, TaskState.SUCCEEDED, result=result)
+
+
+def failure(task: ClaimedTask, agent: AgentSpec, exc: BaseException) -> Outcome:
+    """Classify an exception raised by a handler (or by the runtime on its behalf)."""
+    lease = LeaseRef(task.id, task.lease_token)
+    record = error_record(exc, task.attempts)
+    if isinstance(exc, Cancel):
+        return Finish(lease, TaskState.CANCELLED, error=record)
+    if isinstance(exc, Snooze):
+        return RetryLease(lease, exc.seconds, error=None, count_attempt=False)
+    decision = decide_after_failure(
+        attempts=task.attempts,
+        max_attempts=task.max_attempts,
+        permanent=isinstance(exc, PermanentError),
+        policy=agent.retry,
+        uniform=random.random,
+        requested_delay=exc.after if isinstance(exc, Retry) else None,
+    )
+    if isinstance(decision, GiveUp):
+        record["gave_up"] = decision.reason
+        return Finish(lease, TaskState.DEAD, error=record)
+    return RetryLease(lease, decision.delay, error=record)

@@ -1,0 +1,66 @@
+"""A worker process: the worker plus maintenance, stopped gracefully by SIGTERM/SIGINT.
+
+The first signal stops claiming and lets in-flight tasks finish within the grace period
+(the rest are released, no attempt counted); a second signal exits at once, and the
+leases of whatever was running expire and are redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+
+import structlog
+
+from conveyor.app import App
+from conveyor.settings import Settings
+from conveyor.store.database import open_store
+from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
+from conveyor.worker.runtime import Worker, WorkerOptions
+
+log = structlog.get_logger("conveyor.worker")
+
+
+async def serve(
+    app: App,
+    settings: Settings,
+    options: WorkerOptions,
+    *,
+    migrate: bool,
+    maintenance: bool = True,
+) -> None:
+    """Run one worker until a signal stops it."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("shutdown_requested", signal=signal.Signals(signum).name)
+            stop.set()
+        else:
+            log.warning("forced_exit", signal=signal.Signals(signum).name)
+            os._exit(130)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    # the pool must hold the claim loop, the flusher and the heartbeat at once
+    pool_settings = settings.model_copy(update={"pool_max_size": max(settings.pool_max_size, 4)})
+    async with open_store(pool_settings, auto_migrate=migrate) as store:
+        upkeep = None
+        if maintenance:
+            options_m = MaintenanceOptions(
+                promote_seconds=settings.promote_seconds, reaper_seconds=settings.reaper_seconds
+            )
+            upkeep = asyncio.create_task(Maintenance(store, app.schedules, options_m).run())
+        try:
+            await Worker(app, store, options).run(stop)
+        finally:
+            if upkeep is not None:
+                upkeep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await upkeep

@@ -1,0 +1,316 @@
+"""The worker: claims tasks as slots free up, runs handlers, and records outcomes in batches.
+
+One process holds up to ``concurrency`` tasks in flight as coroutines. It claims only what
+it can start now (no prefetch hoarding behind slow tasks), wakes on LISTEN/NOTIFY and polls
+with jitter as a fallback, extends all its leases in one statement per heartbeat, and
+commits outcomes in groups: while one batch is being written the next one accumulates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import socket
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import structlog
+
+from conveyor.app import AgentSpec, App
+from conveyor.errors import ConfigurationError, ConveyorError
+from conveyor.store.notify import NotificationListener
+from conveyor.store.params import ClaimRequest, Finish, LeaseRef, RetryLease, WorkerInfo
+from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import ClaimedTask
+from conveyor.types import TaskState
+from conveyor.worker.context import TaskContext
+from conveyor.worker.outcomes import Outcome, TaskTimedOut, error_record, failure, success
+
+log = structlog.get_logger("conveyor.worker")
+
+_SHUTDOWN = "shutdown"
+_CANCEL = "cancel"
+_LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """How a worker runs; each field documents its default."""
+
+    queues: tuple[str, ...] | None = None
+    """Queues to serve (default: every agent of the app)."""
+    concurrency: int = 256
+    """Tasks in flight at once in this process."""
+    claim_batch: int = 100
+    """Most tasks taken by one claim statement."""
+    lease_seconds: float = 30.0
+    """Lease length; a dead worker's tasks come back this long after its last heartbeat."""
+    heartbeat_seconds: float = 5.0
+    """How often all leases are extended (at most half the lease)."""
+    poll_seconds: float = 2.0
+    """Idle poll period (jittered), the fallback when a notification is missed."""
+    grace_seconds: float = 30.0
+    """On shutdown, how long in-flight tasks may finish before they are released."""
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigurationError("--concurrency must be >= 1")
+        if self.claim_batch < 1:
+            raise ConfigurationError("--claim-batch must be >= 1")
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ConfigurationError("heartbeat_seconds must be at most half of lease_seconds")
+
+
+@dataclass(slots=True)
+class _Running:
+    claimed: ClaimedTask
+    agent: AgentSpec
+    context: TaskContext
+    runner: asyncio.Task[None] | None = None
+
+
+class Worker:
+    """Runs an App's agents against a store until ``stop`` is set."""
+
+    def __init__(
+        self, app: App, store: PostgresStore, options: WorkerOptions | None = None
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.options = options or WorkerOptions()
+        queues = self.options.queues or tuple(app.agents)
+        missing = [q for q in queues if q not in app.agents]
+        if missing:
+            raise ConfigurationError(f"no agent registered for queue(s): {', '.join(missing)}")
+        if not queues:
+            raise ConfigurationError("the app registers no agents; nothing to run")
+        self.queues = queues
+        self.stats: Counter[str] = Counter()
+        self._running: dict[int, _Running] = {}
+        self._per_queue: Counter[str] = Counter()
+        self._cancel_reasons: dict[int, str] = {}
+        self._pending: list[Outcome] = []
+        self._releases: list[LeaseRef] = []
+        self._wake = asyncio.Event()
+        self._flush_wake = asyncio.Event()
+        self._claiming = True
+
+    @property
+    def in_flight(self) -> int:
+        """Tasks running now."""
+        return len(self._running)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then shut down gracefully."""
+        opts = self.options
+        await self.store.register_worker(
+            WorkerInfo(
+                opts.worker_id, socket.gethostname(), os.getpid(), self.queues, opts.concurrency
+            )
+        )
+        listener = NotificationListener(
+            self.store.dsn, on_ready=self._on_ready, on_cancel=self._on_cancel
+        )
+        try:
+            await listener.start()
+        except ConveyorError as exc:  # polling still works without notifications
+            log.warning("listen_unavailable", error=str(exc))
+        flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
+        beats = asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat")
+        log.info("worker_started", worker_id=opts.worker_id, queues=list(self.queues))
+        try:
+            await self._claim_loop(stop)
+        finally:
+            await self._shutdown()
+            beats.cancel()
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await self._flush()
+            await listener.stop()
+            await self.store.set_worker_state(opts.worker_id, "stopped")
+            log.info("worker_stopped", worker_id=opts.worker_id, **dict(self.stats))
+
+    # -- claiming -----------------------------------------------------------------------
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    full = await self._claim_available()
+                except ConveyorError as exc:
+                    log.warning("claim_failed", error=str(exc))
+                    full = False
+                if full:
+                    continue  # more may be ready: claim again at once
+                waker = asyncio.create_task(self._wake.wait())
+                jitter = self.options.poll_seconds * (0.5 + random.random())
+                await asyncio.wait({waker, stopper}, timeout=jitter, return_when="FIRST_COMPLETED")
+                waker.cancel()
+        finally:
+            stopper.cancel()
+
+    async def _claim_available(self) -> bool:
+        """Claim for every free slot; True when some claim came back full."""
+        free = self.options.concurrency - len(self._running)
+        if free <= 0:
+            return False
+        unlimited = tuple(q for q in self.queues if self.app.agents[q].concurrency is None)
+        groups: list[tuple[tuple[str, ...], int]] = []
+        if unlimited:
+            groups.append((unlimited, free))
+        for queue in self.queues:
+            cap = self.app.agents[queue].concurrency
+            if cap is not None:
+                groups.append(((queue,), cap - self._per_queue[queue]))
+        filled = False
+        for queues, room in groups:
+            limit = min(room, free, self.options.claim_batch)
+            if limit <= 0:
+                continue
+            claimed = await self.store.claim(
+                ClaimRequest(queues, limit, self.options.worker_id, self.options.lease_seconds)
+            )
+            for task in claimed:
+                self._start(task)
+            free -= len(claimed)
+            filled = filled or len(claimed) == limit
+        return filled
+
+    def _start(self, task: ClaimedTask) -> None:
+        agent = self.app.agents[task.queue]
+        entry = _Running(task, agent, TaskContext(task))
+        self._running[task.id] = entry
+        self._per_queue[task.queue] += 1
+        self.stats["claimed"] += 1
+        entry.runner = asyncio.create_task(self._execute(entry), name=f"conveyor-task-{task.id}")
+
+    # -- running ------------------------------------------------------------------------
+
+    async def _execute(self, entry: _Running) -> None:
+        task, agent = entry.claimed, entry.agent
+        timeout = task.timeout_seconds or agent.timeout
+        outcome: Outcome | None = None
+        try:
+            deadline = asyncio.timeout(timeout)
+            try:
+                async with deadline:
+                    if agent.is_async:
+                        result = await agent.handler(entry.context, task.payload)
+                    else:
+                        result = await asyncio.to_thread(agent.handler, entry.context, task.payload)
+                outcome = success(task, result)
+            except TimeoutError as exc:
+                if not deadline.expired():
+                    raise
+                outcome = failure(task, agent, TaskTimedOut(timeout or 0.0))
+                del exc
+        except asyncio.CancelledError:
+            reason = self._cancel_reasons.pop(task.id, None)
+            if reason is None:
+                raise  # not ours: the worker itself is being torn down
+            if reason == _SHUTDOWN:
+                self._releases.append(LeaseRef(task.id, task.lease_token))
+            elif reason == _CANCEL:
+                error = error_record(asyncio.CancelledError("cancel requested"), task.attempts)
+                outcome = Finish(
+                    LeaseRef(task.id, task.lease_token), TaskState.CANCELLED, error=error
+                )
+            # _LOST: another worker owns the task now; record nothing
+        except Exception as exc:
+            outcome = failure(task, agent, exc)
+        finally:
+            del self._running[task.id]
+            self._per_queue[task.queue] -= 1
+            self._wake.set()
+        if outcome is not None:
+            self._pending.append(outcome)
+        self._flush_wake.set()
+
+    def _cancel(self, task_id: int, reason: str) -> None:
+        entry = self._running.get(task_id)
+        if entry is not None and entry.runner is not None and task_id not in self._cancel_reasons:
+            self._cancel_reasons[task_id] = reason
+            entry.runner.cancel()
+
+    def _on_ready(self, queue: str) -> None:
+        if queue in self.queues:
+            self._wake.set()
+
+    def _on_cancel(self, task_id: int) -> None:
+        self._cancel(task_id, _CANCEL)
+
+    # -- recording ----------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._flush_wake.wait()
+            self._flush_wake.clear()
+            try:
+                await self._flush()
+            except ConveyorError as exc:
+                log.warning("flush_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+                self._flush_wake.set()
+
+    async def _flush(self) -> None:
+        """Write every pending outcome: one finish, one retry and one release statement."""
+        outcomes, self._pending = self._pending, []
+        releases, self._releases = self._releases, []
+        finishes = [o for o in outcomes if isinstance(o, Finish)]
+        retries = [o for o in outcomes if isinstance(o, RetryLease)]
+        try:
+            refused = await self.store.finish(finishes) if finishes else set()
+            refused |= await self.store.retry(retries) if retries else set()
+            if releases:
+                await self.store.release(releases)
+        except BaseException:
+            self._pending = outcomes + self._pending  # keep them for the next try
+            self._releases = releases + self._releases
+            raise
+        for finish in finishes:
+            if finish.lease.task_id not in refused:
+                self.stats[finish.state.value] += 1
+        self.stats["retried"] += sum(1 for r in retries if r.lease.task_id not in refused)
+        self.stats["released"] += len(releases)
+        if refused:
+            self.stats["lease_lost"] += len(refused)
+            log.warning("lease_lost", task_ids=sorted(refused))
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.heartbeat_seconds)
+            held = [LeaseRef(t, e.claimed.lease_token) for t, e in self._running.items()]
+            held += [o.lease for o in self._pending]
+            try:
+                beat = await self.store.heartbeat(
+                    self.options.worker_id, held, self.options.lease_seconds
+                )
+            except ConveyorError as exc:
+                log.warning("heartbeat_failed", error=str(exc))
+                continue
+            for task_id in beat.lost:
+                self._cancel(task_id, _LOST)
+            for task_id in beat.cancel_requested:
+                self._cancel(task_id, _CANCEL)
+
+    async def _shutdown(self) -> None:
+        """Let in-flight tasks finish within the grace period, then release the rest."""
+        self._claiming = False
+        runners = [e.runner for e in self._running.values() if e.runner is not None]
+        if runners:
+            log.info("draining", in_flight=len(runners), grace_seconds=self.options.grace_seconds)
+            await asyncio.wait(runners, timeout=self.options.grace_seconds)
+        leftovers = [e.runner for e in self._running.values() if e.runner is not None]
+        for task_id in list(self._running):
+            self._cancel(task_id, _SHUTDOWN)
+        if leftovers:
+            await asyncio.wait(leftovers)
