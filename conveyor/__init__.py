@@ -1,0 +1,67 @@
+"""Conveyor: a durable control plane and asyncio worker runtime for AI-agent workloads.
+
+The public surface is exactly ``__all__`` (a test pins it); everything else is internal.
+"""
+
+from conveyor.app import AgentSpec, App
+from conveyor.core.backoff import RetryPolicy
+from conveyor.errors import (
+    Cancel,
+    ConfigurationError,
+    ConveyorError,
+    DatabaseUnavailable,
+    InvalidTask,
+    LeaseLost,
+    MigrationError,
+    PermanentError,
+    Retry,
+    SchemaNotReady,
+    Snooze,
+    StoreError,
+    TaskNotFound,
+    TaskOutcome,
+    UnknownTenant,
+)
+from conveyor.settings import Settings, load_settings
+from conveyor.store.database import open_store
+from conveyor.store.params import NewTask, PeriodicTask, ReplayFilter
+from conveyor.store.postgres import PostgresStore
+from conveyor.types import Priority, TaskState
+from conveyor.worker.context import TaskContext
+from conveyor.worker.runtime import Worker, WorkerOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentSpec",
+    "App",
+    "Cancel",
+    "ConfigurationError",
+    "ConveyorError",
+    "DatabaseUnavailable",
+    "InvalidTask",
+    "LeaseLost",
+    "MigrationError",
+    "NewTask",
+    "PeriodicTask",
+    "PermanentError",
+    "PostgresStore",
+    "Priority",
+    "ReplayFilter",
+    "Retry",
+    "RetryPolicy",
+    "SchemaNotReady",
+    "Settings",
+    "Snooze",
+    "StoreError",
+    "TaskContext",
+    "TaskNotFound",
+    "TaskOutcome",
+    "TaskState",
+    "UnknownTenant",
+    "Worker",
+    "WorkerOptions",
+    "__version__",
+    "load_settings",
+    "open_store",
+]

@@ -1,0 +1,102 @@
+"""The ``conveyor`` command as a user runs it: real processes, a real database."""
+
+from __future__ import annotations
+
+import json
+
+from conveyor.store.params import ClaimRequest, Finish, LeaseRef
+from conveyor.store.postgres import PostgresStore
+from conveyor.types import TaskState
+from tests.e2e.conftest import RunCli, process_env
+
+
+def test_migrate_is_idempotent(run_cli: RunCli) -> None:
+    first = run_cli("migrate")
+    assert first.returncode == 0, first.stderr
+    assert "up to date" in first.stdout  # the test database is already migrated
+
+
+def test_enqueue_show_status_and_cancel(run_cli: RunCli) -> None:
+    created = run_cli("enqueue", "copywriter", "--payload", '{"topic": "shoes"}', "--priority", "1")
+    assert created.returncode == 0, created.stderr
+    task_id = created.stdout.split()[0]
+    assert created.stdout.strip().endswith("created")
+
+    again = run_cli("enqueue", "copywriter", "--idempotency-key", "k1")
+    same = run_cli("enqueue", "copywriter", "--idempotency-key", "k1")
+    assert again.stdout.split()[0] == same.stdout.split()[0]
+    assert "already existed" in same.stdout
+
+    shown = run_cli("show", task_id)
+    record = json.loads(shown.stdout)
+    assert record["state"] == "queued" and record["priority"] == 1
+    assert record["payload"] == {"topic": "shoes"}
+
+    status = run_cli("status", "--json")
+    queues = {q["queue"]: q for q in json.loads(status.stdout)["queues"]}
+    assert queues["copywriter"]["queued"] == 2
+
+    cancelled = run_cli("cancel", task_id)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    assert json.loads(run_cli("show", task_id).stdout)["state"] == "cancelled"
+
+
+async def test_dlq_list_and_replay(run_cli: RunCli, store: PostgresStore) -> None:
+    assert run_cli("enqueue", "seo", "--max-attempts", "1").returncode == 0
+    [claimed] = await store.claim(ClaimRequest(("seo",), 1, "w", 30))
+    error = {"type": "Boom", "message": "provider exploded"}
+    lease = LeaseRef(claimed.id, claimed.lease_token)
+    await store.finish([Finish(lease, TaskState.DEAD, error=error)])
+
+    listed = run_cli("dlq", "list", "--queue", "seo")
+    assert listed.returncode == 0
+    assert str(claimed.id) in listed.stdout and "provider exploded" in listed.stdout
+
+    refused = run_cli("dlq", "replay")
+    assert refused.returncode == 2 and "--all" in refused.stderr
+
+    replayed = run_cli("dlq", "replay", "--id", str(claimed.id))
+    assert "replayed 1 task" in replayed.stdout
+    record = await store.get_task(claimed.id)
+    assert record.state is TaskState.QUEUED and record.attempts == 0
+
+
+async def test_pause_and_resume(run_cli: RunCli, store: PostgresStore) -> None:
+    assert run_cli("queues", "pause", "social").returncode == 0
+    assert run_cli("enqueue", "social").returncode == 0
+    assert await store.claim(ClaimRequest(("social",), 10, "w", 30)) == []
+    assert run_cli("queues", "resume", "social").returncode == 0
+    assert len(await store.claim(ClaimRequest(("social",), 10, "w", 30))) == 1
+
+
+def test_retention_and_tenants(run_cli: RunCli) -> None:
+    kept = run_cli("retention", "--older-than", "90d")
+    assert kept.returncode == 0 and "dropped 0 partition" in kept.stdout
+    added = run_cli("tenants", "add", "acme", "--name", "Acme Corp", "--weight", "2")
+    assert added.returncode == 0 and "acme" in added.stdout
+    assert "Acme Corp" in run_cli("tenants", "list").stdout
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_dsn: str) -> None:
+    cases = [
+        (("retention", "--older-than", "ninety"), "--older-than"),
+        (("enqueue", "copywriter", "--payload", "{not json"), "--payload"),
+        (("enqueue", "bad queue!"), "queue name"),
+        (("enqueue", "copywriter", "--priority", "11"), "priority"),
+        (("enqueue", "copywriter", "--tenant", "nobody"), "unknown tenant"),
+        (("show", "999999"), "not found"),
+        (("worker", "--app", "no.such.module:app"), "--app"),
+    ]
+    for args, hint in cases:
+        result = run_cli(*args)
+        assert result.returncode != 0, args
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert hint in (result.stderr + result.stdout), (args, result.stderr)
+
+    broken = run_cli("status", env=process_env(database_dsn, CONVEYOR_LEASE_SECONDS="soon"))
+    assert broken.returncode == 2 and "CONVEYOR_LEASE_SECONDS" in broken.stderr
+    unreachable = run_cli(
+        "status", env=process_env("postgresql://nobody@127.0.0.1:1/none", COLUMNS="200")
+    )
+    assert unreachable.returncode == 1 and "cannot connect" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
