@@ -1,0 +1,243 @@
+"""The worker runtime in-process against real PostgreSQL: outcomes, timeouts, cancellation,
+per-role caps, sync handlers and graceful release."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from conveyor import App, Cancel, PermanentError, Retry, RetryPolicy, Snooze, TaskContext
+from conveyor.store.params import NewTask
+from conveyor.store.postgres import PostgresStore
+from conveyor.types import TaskState
+from conveyor.worker.runtime import Worker, WorkerOptions
+
+FAST = RetryPolicy(max_attempts=3, base=0.01, cap=0.05)
+
+
+@asynccontextmanager
+async def running(app: App, store: PostgresStore, **options: Any) -> AsyncIterator[Worker]:
+    """A worker serving ``app`` until the block ends, with a fast promoter alongside."""
+    opts = {"poll_seconds": 0.1, "heartbeat_seconds": 0.2, "lease_seconds": 5, **options}
+    worker = Worker(app, store, WorkerOptions(**opts))
+    stop = asyncio.Event()
+
+    async def promote() -> None:
+        while True:
+            await store.promote_due()
+            await asyncio.sleep(0.05)
+
+    promoter = asyncio.create_task(promote())
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        promoter.cancel()
+
+
+async def settle(store: PostgresStore, task_id: int, timeout: float = 15) -> Any:
+    """Wait until the task reaches a terminal state; returns its record."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = await store.get_task(task_id)
+        if record.state.is_terminal:
+            return record
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"task {task_id} still {record.state} after {timeout}s")
+
+
+def app_with(handler: Callable[..., Any], **agent: Any) -> App:
+    app = App("test")
+    app.agent("work", retry=FAST, **agent)(handler)
+    return app
+
+
+async def test_success_records_the_result(store: PostgresStore) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"doubled": payload["n"] * 2, "tenant": ctx.task.tenant_id}
+
+    result = await store.enqueue(NewTask("work", {"n": 21}))
+    async with running(app_with(handler), store):
+        record = await settle(store, result.task_id)
+    assert record.state is TaskState.SUCCEEDED
+    assert record.result == {"doubled": 42, "tenant": "default"}
+
+
+async def test_transient_errors_retry_with_backoff_then_succeed(store: PostgresStore) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> str:
+        if ctx.task.attempt < 3:
+            raise ConnectionError(f"flaky on attempt {ctx.task.attempt}")
+        return "finally"
+
+    result = await store.enqueue(NewTask("work", max_attempts=3))
+    async with running(app_with(handler), store) as worker:
+        record = await settle(store, result.task_id)
+    assert record.state is TaskState.SUCCEEDED and record.attempts == 3
+    assert record.last_error["message"] == "flaky on attempt 2"
+    assert worker.stats["retried"] == 2
+
+
+async def test_exhausted_attempts_go_dead_with_traceback(store: PostgresStore) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        raise ValueError("always broken")
+
+    result = await store.enqueue(NewTask("work", max_attempts=2))
+    async with running(app_with(handler), store):
+        record = await settle(store, result.task_id)
+    assert record.state is TaskState.DEAD and record.attempts == 2
+    assert record.last_error["type"] == "ValueError"
+    assert "always broken" in record.last_error["traceback"]
+    assert "exhausted" in record.last_error["gave_up"]
+    [dead] = await store.list_dead()
+    assert dead.id == result.task_id
+
+
+async def test_permanent_error_is_not_retried(store: PostgresStore) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        raise PermanentError("bad input")
+
+    result = await store.enqueue(NewTask("work", max_attempts=5))
+    async with running(app_with(handler), store):
+        record = await settle(store, result.task_id)
+    assert record.state is TaskState.DEAD and record.attempts == 1
+
+
+async def test_handler_outcomes_retry_snooze_cancel(store: PostgresStore) -> None:
+    snoozes = 0
+
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> str:
+        nonlocal snoozes
+        kind = payload["kind"]
+        if kind == "retry" and ctx.task.attempt == 1:
+            raise Retry(after=0.05)
+        if kind == "snooze" and snoozes == 0:
+            snoozes += 1
+            raise Snooze(0.05)
+        if kind == "cancel":
+            raise Cancel("not needed any more")
+        return kind
+
+    ids = [
+        (await store.enqueue(NewTask("work", {"kind": kind}))).task_id
+        for kind in ("retry", "snooze", "cancel")
+    ]
+    async with running(app_with(handler), store):
+        retried, snoozed, cancelled = [await settle(store, i) for i in ids]
+    assert retried.state is TaskState.SUCCEEDED and retried.attempts == 2
+    # a snooze gives its attempt back: the second run is attempt 1 again
+    assert snoozed.state is TaskState.SUCCEEDED and snoozed.attempts == 1
+    assert cancelled.state is TaskState.CANCELLED
+    assert cancelled.last_error["message"] == "not needed any more"
+
+
+async def test_result_that_is_not_json_fails_clearly(store: PostgresStore) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> object:
+        return object()
+
+    result = await store.enqueue(NewTask("work"))
+    async with running(app_with(handler), store):
+        record = await settle(store, result.task_id)
+    assert record.state is TaskState.DEAD
+    assert "not JSON" in record.last_error["message"]
+
+
+async def test_timeout_cancels_the_run_and_retries_per_policy(store: PostgresStore) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        await asyncio.sleep(60)
+
+    result = await store.enqueue(NewTask("work", max_attempts=2, timeout_seconds=0.2))
+    async with running(app_with(handler), store):
+        record = await settle(store, result.task_id)
+    assert record.state is TaskState.DEAD and record.attempts == 2
+    assert record.last_error["type"] == "TaskTimedOut"
+
+
+async def test_cancelling_a_running_task_stops_its_handler(store: PostgresStore) -> None:
+    started = asyncio.Event()
+    was_cancelled = asyncio.Event()
+
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            was_cancelled.set()
+            raise
+
+    result = await store.enqueue(NewTask("work"))
+    async with running(app_with(handler), store):
+        await asyncio.wait_for(started.wait(), 10)
+        assert await store.cancel(result.task_id) is TaskState.RUNNING
+        record = await settle(store, result.task_id)
+    assert was_cancelled.is_set()
+    assert record.state is TaskState.CANCELLED
+
+
+async def test_per_role_concurrency_cap_holds(store: PostgresStore) -> None:
+    now_running = 0
+    peak = 0
+
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        nonlocal now_running, peak
+        now_running += 1
+        peak = max(peak, now_running)
+        await asyncio.sleep(0.02)
+        now_running -= 1
+
+    results = await store.enqueue_batch([NewTask("work") for _ in range(40)])
+    async with running(app_with(handler, concurrency=3), store):
+        for r in results:
+            await settle(store, r.task_id)
+    assert peak == 3
+
+
+async def test_sync_handlers_run_in_threads_not_on_the_loop(store: PostgresStore) -> None:
+    release = threading.Event()
+    order: list[str] = []
+
+    def blocking(ctx: TaskContext, payload: dict[str, Any]) -> str:
+        release.wait(10)  # would freeze every coroutine if it ran on the event loop
+        order.append("sync")
+        return threading.current_thread().name
+
+    async def quick(ctx: TaskContext, payload: dict[str, Any]) -> str:
+        order.append("async")
+        release.set()
+        return "quick"
+
+    app = App("mixed")
+    app.agent("slow")(blocking)
+    app.agent("fast")(quick)
+    slow = await store.enqueue(NewTask("slow"))
+    fast = await store.enqueue(NewTask("fast"))
+    async with running(app, store):
+        slow_record = await settle(store, slow.task_id)
+        await settle(store, fast.task_id)
+    assert order == ["async", "sync"]
+    assert slow_record.result != threading.main_thread().name
+
+
+@pytest.mark.timeout(30)
+async def test_graceful_stop_releases_unfinished_tasks_without_an_attempt(
+    store: PostgresStore,
+) -> None:
+    started = asyncio.Event()
+
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    result = await store.enqueue(NewTask("work"))
+    async with running(app_with(handler), store, grace_seconds=0.1) as worker:
+        await asyncio.wait_for(started.wait(), 10)
+    record = await store.get_task(result.task_id)
+    assert record.state is TaskState.QUEUED and record.attempts == 0
+    assert worker.stats["released"] == 1
