@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from conveyor.core.durations import parse_duration
 from conveyor.errors import ConfigurationError
 
 
 class Settings(BaseSettings):
     """Conveyor's settings; the defaults suit one machine with the embedded server."""
 
-    model_config = SettingsConfigDict(env_prefix="CONVEYOR_", extra="ignore", frozen=True)
+    # allow_inf_nan=False: an infinite lease or period is never meant and breaks the SQL.
+    model_config = SettingsConfigDict(
+        env_prefix="CONVEYOR_", extra="ignore", frozen=True, allow_inf_nan=False
+    )
 
     database_url: str | None = Field(
         default=None,
@@ -50,15 +54,25 @@ class Settings(BaseSettings):
     )
     retention: str = Field(default="90d", description="How long finished tasks are kept.")
 
+    @field_validator("retention")
+    @classmethod
+    def _check_retention(cls, value: str) -> str:
+        parse_duration(value)  # its ValueError shows an example of a valid duration
+        return value
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
+        # These span two fields, so pydantic reports no location: name the variables here.
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ValueError(
-                f"heartbeat_seconds ({self.heartbeat_seconds}) must be at most half of "
-                f"lease_seconds ({self.lease_seconds}), or live tasks lose their leases"
+                f"CONVEYOR_HEARTBEAT_SECONDS ({self.heartbeat_seconds}) must be at most half of "
+                f"CONVEYOR_LEASE_SECONDS ({self.lease_seconds}), or live tasks lose their leases"
             )
         if self.pool_min_size > self.pool_max_size:
-            raise ValueError("pool_min_size must not exceed pool_max_size")
+            raise ValueError(
+                f"CONVEYOR_POOL_MIN_SIZE ({self.pool_min_size}) must not exceed "
+                f"CONVEYOR_POOL_MAX_SIZE ({self.pool_max_size})"
+            )
         return self
 
 
@@ -73,7 +87,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "settings"
-            env_name = f"CONVEYOR_{where.upper()}" if where != "settings" else where
-            problems.append(f"{env_name}: {error['msg']}")
+            where = ".".join(str(part) for part in error["loc"])
+            cause = error.get("ctx", {}).get("error")
+            message = str(cause) if isinstance(cause, ValueError) else error["msg"]
+            problems.append(f"CONVEYOR_{where.upper()}: {message}" if where else message)
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc

@@ -7,14 +7,15 @@ AWS architecture note "Exponential Backoff And Jitter" for the measurement behin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from conveyor.errors import ConfigurationError
 
-# 2**62 overflows nothing in Python, but a float this large is pointless; past this exponent
-# every ceiling equals the cap anyway for any sane base.
-_MAX_EXPONENT = 62
+# Scaling the smallest positive float by 2**2100 overflows, so past this exponent every
+# ceiling is the cap whatever the base; clamping keeps huge attempt numbers cheap.
+_MAX_EXPONENT = 2100
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +35,15 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ConfigurationError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if self.base <= 0:
-            raise ConfigurationError(f"retry base must be > 0 seconds, got {self.base}")
+        # `not x > 0` also catches NaN, which every comparison would otherwise let through.
+        if not (self.base > 0 and math.isfinite(self.base)):
+            raise ConfigurationError(
+                f"retry base must be a finite number > 0 seconds, got {self.base}"
+            )
+        if not math.isfinite(self.cap):
+            raise ConfigurationError(
+                f"retry cap must be a finite number of seconds, got {self.cap}"
+            )
         if self.cap < self.base:
             raise ConfigurationError(
                 f"retry cap ({self.cap}s) must be >= retry base ({self.base}s)"
@@ -47,7 +55,11 @@ def backoff_ceiling(policy: RetryPolicy, attempt: int) -> float:
     if attempt < 1:
         raise ValueError(f"attempt is 1-based, got {attempt}")
     exponent = min(attempt - 1, _MAX_EXPONENT)
-    return min(policy.cap, policy.base * (2.0**exponent))
+    try:
+        # ldexp scales by a power of two exactly; it raises where the product would overflow.
+        return min(policy.cap, math.ldexp(policy.base, exponent))
+    except OverflowError:
+        return policy.cap
 
 
 def full_jitter_delay(policy: RetryPolicy, attempt: int, uniform: Callable[[], float]) -> float:

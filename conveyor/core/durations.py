@@ -18,4 +18,7 @@ def parse_duration(text: str) -> timedelta:
             f"invalid duration {text!r}: use a number and a unit (w, d, h, m, s), e.g. 90d or 1h30m"
         )
     seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(cleaned))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError as exc:
+        raise ValueError(f"invalid duration {text!r}: longer than timedelta can hold") from exc

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-_NAME = re.compile(r"^(?P<parent>[a-z_]+)_p(?P<year>\d{4})_(?P<month>\d{2})$")
+_NAME = re.compile(r"(?P<parent>[a-z_]+)_p(?P<year>\d{4})_(?P<month>\d{2})")
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -54,7 +54,7 @@ def partition_name(parent: str, month: Month) -> str:
 
 def parse_partition_name(name: str) -> tuple[str, Month] | None:
     """``(parent, month)`` for a name made by :func:`partition_name`, else None."""
-    match = _NAME.match(name)
+    match = _NAME.fullmatch(name)  # `$` alone would also accept a trailing newline
     if match is None:
         return None
     month = int(match["month"])

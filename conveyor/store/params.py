@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from conveyor.core.cron import validate_cron
 from conveyor.errors import InvalidTask
 from conveyor.types import MAX_PRIORITY, MIN_PRIORITY, Priority, TaskState
 
@@ -20,7 +21,8 @@ MAX_IDEMPOTENCY_KEY = 255
 
 def validate_queue_name(queue: str) -> str:
     """Return ``queue`` or raise InvalidTask saying which names are allowed."""
-    if not _QUEUE_NAME.match(queue):
+    # fullmatch: with match, `$` would also accept a name ending in a newline.
+    if not _QUEUE_NAME.fullmatch(queue):
         raise InvalidTask(
             f"invalid queue name {queue!r}: use 1-128 letters, digits, '_', '.', ':' or '-', "
             "starting with a letter or digit"
@@ -143,6 +145,18 @@ class PeriodicTask:
     tenant_id: str = "default"
     priority: int = Priority.NORMAL
     max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        # Refused here, not at each tick: a stored bad schedule would fail every
+        # enqueue_due_periodic call and starve the schedules after it.
+        validate_cron(self.cron)
+        NewTask(
+            queue=self.queue,
+            payload=self.payload,
+            tenant_id=self.tenant_id,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+        )
 
 
 @dataclass(frozen=True, slots=True)

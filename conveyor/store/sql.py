@@ -12,12 +12,20 @@ from functools import cache
 from importlib import resources
 
 _NAME_LINE = re.compile(r"^--\s*name:\s*(?P<name>[a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+# Any line that looks like a name line; one the strict pattern misses (a typo such as
+# `-- name: claimBatch`) would otherwise glue its statement onto the one above.
+_ANY_NAME_LINE = re.compile(r"^--\s*name:.*$", re.MULTILINE)
 
 
 def parse_named_statements(text: str) -> dict[str, str]:
-    """Split ``text`` into ``{name: statement}``; raise ValueError on a repeated name."""
+    """Split ``text`` into ``{name: statement}``; raise ValueError on a repeated or bad name."""
     statements: dict[str, str] = {}
     matches = list(_NAME_LINE.finditer(text))
+    for line in _ANY_NAME_LINE.finditer(text):
+        if not _NAME_LINE.fullmatch(line.group()):
+            raise ValueError(
+                f"malformed SQL name line {line.group()!r}: use '-- name: lower_snake_case'"
+            )
     for index, match in enumerate(matches):
         end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
         body = text[match.end() : end].strip().rstrip(";").strip()

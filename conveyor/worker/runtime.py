@@ -62,7 +62,10 @@ class WorkerOptions:
         if self.claim_batch < 1:
             raise ConfigurationError("--claim-batch must be >= 1")
         if self.heartbeat_seconds * 2 > self.lease_seconds:
-            raise ConfigurationError("heartbeat_seconds must be at most half of lease_seconds")
+            raise ConfigurationError(
+                "CONVEYOR_HEARTBEAT_SECONDS must be at most half of CONVEYOR_LEASE_SECONDS, "
+                "or live tasks lose their leases"
+            )
 
 
 @dataclass(slots=True)
@@ -97,7 +100,9 @@ class Worker:
         self._releases: list[LeaseRef] = []
         self._wake = asyncio.Event()
         self._flush_wake = asyncio.Event()
-        self._claiming = True
+        # The heartbeat and a flush both lock this worker's task rows, in whatever order
+        # their statements visit them; running them one at a time rules out a deadlock.
+        self._row_writes = asyncio.Lock()
 
     @property
     def in_flight(self) -> int:
@@ -268,10 +273,11 @@ class Worker:
         finishes = [o for o in outcomes if isinstance(o, Finish)]
         retries = [o for o in outcomes if isinstance(o, RetryLease)]
         try:
-            refused = await self.store.finish(finishes) if finishes else set()
-            refused |= await self.store.retry(retries) if retries else set()
-            if releases:
-                await self.store.release(releases)
+            async with self._row_writes:
+                refused = await self.store.finish(finishes) if finishes else set()
+                refused |= await self.store.retry(retries) if retries else set()
+                if releases:
+                    await self.store.release(releases)
         except BaseException:
             self._pending = outcomes + self._pending  # keep them for the next try
             self._releases = releases + self._releases
@@ -291,9 +297,10 @@ class Worker:
             held = [LeaseRef(t, e.claimed.lease_token) for t, e in self._running.items()]
             held += [o.lease for o in self._pending]
             try:
-                beat = await self.store.heartbeat(
-                    self.options.worker_id, held, self.options.lease_seconds
-                )
+                async with self._row_writes:
+                    beat = await self.store.heartbeat(
+                        self.options.worker_id, held, self.options.lease_seconds
+                    )
             except ConveyorError as exc:
                 log.warning("heartbeat_failed", error=str(exc))
                 continue
@@ -304,7 +311,6 @@ class Worker:
 
     async def _shutdown(self) -> None:
         """Let in-flight tasks finish within the grace period, then release the rest."""
-        self._claiming = False
         runners = [e.runner for e in self._running.values() if e.runner is not None]
         if runners:
             log.info("draining", in_flight=len(runners), grace_seconds=self.options.grace_seconds)

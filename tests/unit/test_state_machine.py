@@ -1,0 +1,166 @@
+"""The task state machine: complete, terminating, and in step with the SQL schema."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conveyor.core.state_machine import INITIAL_STATES, TRANSITIONS, is_legal, reachable_from
+from conveyor.store.sql import queries
+from conveyor.types import ACTIVE_STATES, TERMINAL_STATES, TaskState
+
+S = TaskState
+ALL_STATES = frozenset(TaskState)
+states = st.sampled_from(sorted(TaskState))
+
+# The only edge out of a terminal state: replaying a dead task from the dead-letter queue.
+REPLAY = (S.DEAD, S.QUEUED)
+
+
+def test_every_state_has_a_row_and_every_target_is_a_state() -> None:
+    assert set(TRANSITIONS) == ALL_STATES
+    for targets in TRANSITIONS.values():
+        assert targets <= ALL_STATES
+
+
+def test_terminal_and_active_states_partition_all_states() -> None:
+    assert TERMINAL_STATES | ACTIVE_STATES == ALL_STATES
+    assert not TERMINAL_STATES & ACTIVE_STATES
+    assert {s for s in TaskState if s.is_terminal} == TERMINAL_STATES
+
+
+def test_terminal_states_only_leave_by_replay() -> None:
+    edges = {(s, t) for s in TaskState if s.is_terminal for t in TRANSITIONS[s]}
+    assert edges == {REPLAY}
+
+
+def test_active_states_can_always_move() -> None:
+    for state in ACTIVE_STATES:
+        assert TRANSITIONS[state], f"{state} is a dead end outside task_history"
+
+
+def test_no_state_moves_to_itself() -> None:
+    for state, targets in TRANSITIONS.items():
+        assert state not in targets
+
+
+def test_initial_states_are_active() -> None:
+    assert INITIAL_STATES
+    assert INITIAL_STATES <= ACTIVE_STATES
+
+
+@pytest.mark.parametrize("state", sorted(ACTIVE_STATES))
+def test_a_terminal_state_is_reachable_from_every_active_state(state: TaskState) -> None:
+    # Not only "some" terminal state: every way a task can end must stay possible.
+    assert reachable_from(state) >= TERMINAL_STATES
+
+
+def test_every_state_is_reachable_from_an_initial_state() -> None:
+    reached = set(INITIAL_STATES)
+    for state in INITIAL_STATES:
+        reached |= reachable_from(state)
+    assert reached == ALL_STATES
+
+
+def test_succeeded_and_cancelled_are_final() -> None:
+    assert reachable_from(S.SUCCEEDED) == frozenset()
+    assert reachable_from(S.CANCELLED) == frozenset()
+
+
+@given(states)
+def test_reachable_set_is_closed_under_transitions(state: TaskState) -> None:
+    reached = reachable_from(state)
+    assert TRANSITIONS[state] <= reached
+    for other in reached:
+        assert TRANSITIONS[other] <= reached
+
+
+@given(states, states)
+def test_is_legal_agrees_with_the_table(source: TaskState, target: TaskState) -> None:
+    assert is_legal(source, target) == (target in TRANSITIONS[source])
+    if is_legal(source, target):
+        assert target in reachable_from(source)
+
+
+@given(st.sampled_from(sorted(INITIAL_STATES)), st.lists(st.integers(0, 10), max_size=60))
+def test_random_walks_stay_legal_and_in_one_table(start: TaskState, choices: list[int]) -> None:
+    """Follow legal edges at random and mirror where the row lives (hot table or history).
+
+    A task must always be in exactly one of the two tables, move between them only on an
+    edge that crosses the terminal boundary, and never reach a state reachable_from denies.
+    """
+    state = start
+    in_history = False
+    allowed = reachable_from(start) | {start}
+    for choice in choices:
+        targets = sorted(TRANSITIONS[state])
+        if not targets:
+            assert state.is_terminal
+            break
+        target = targets[choice % len(targets)]
+        assert is_legal(state, target)
+        assert target in allowed
+        if target.is_terminal != state.is_terminal:
+            # Crossing the boundary is a move between tables: into history, or a replay out.
+            in_history = target.is_terminal
+            assert in_history or (state, target) == REPLAY
+        state = target
+        assert in_history == state.is_terminal
+
+
+# --- the SQL schema and statements agree with the table --------------------------------------
+
+_STATE_CHECK = re.compile(
+    r"CREATE TABLE (?P<table>\w+) \((?P<body>.*?)\n\)", re.DOTALL | re.IGNORECASE
+)
+_STATE_VALUES = re.compile(
+    r"^\s*state\s+text\b[^\n]*CHECK \(state IN \((?P<values>[^)]*)\)\)", re.M
+)
+
+
+def _state_checks(sql: str) -> dict[str, frozenset[str]]:
+    checks = {}
+    for table in _STATE_CHECK.finditer(sql):
+        found = _STATE_VALUES.search(table["body"])
+        if found is not None:
+            checks[table["table"]] = frozenset(re.findall(r"'([a-z_]+)'", found["values"]))
+    return checks
+
+
+@pytest.mark.parametrize("path", ["migrations/0001_initial.sql", "schema.sql"])
+def test_table_checks_split_states_into_active_and_terminal(path: str) -> None:
+    sql = (resources.files("conveyor.store") / path).read_text("utf-8")
+    checks = _state_checks(sql)
+    assert checks["tasks"] == {s.value for s in ACTIVE_STATES}
+    assert checks["task_history"] == {s.value for s in TERMINAL_STATES}
+
+
+def test_state_check_parser_reads_a_table() -> None:
+    sql = "CREATE TABLE t (\n    id int,\n    state text NOT NULL CHECK (state IN ('a', 'b'))\n);"
+    assert _state_checks(sql) == {"t": frozenset({"a", "b"})}
+
+
+# Each statement that changes a task's state, with the edges it performs. The source state
+# must appear in the statement (it only matches rows in that state) and each edge be legal.
+STATEMENT_EDGES: dict[str, set[tuple[TaskState, TaskState]]] = {
+    "claim_batch": {(S.QUEUED, S.RUNNING)},
+    "promote_due": {(S.SCHEDULED, S.QUEUED)},
+    "retry_batch": {(S.RUNNING, S.SCHEDULED), (S.RUNNING, S.QUEUED)},
+    "release_leases": {(S.RUNNING, S.QUEUED)},
+    "finish_batch": {(S.RUNNING, S.SUCCEEDED), (S.RUNNING, S.DEAD), (S.RUNNING, S.CANCELLED)},
+    "cancel_waiting": {(S.SCHEDULED, S.CANCELLED), (S.QUEUED, S.CANCELLED)},
+    "reap_expired_leases": {(S.RUNNING, S.QUEUED), (S.RUNNING, S.DEAD), (S.RUNNING, S.CANCELLED)},
+    "replay_dead": {REPLAY},
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENT_EDGES))
+def test_state_changing_statements_perform_only_legal_edges(name: str) -> None:
+    statement = queries()[name]
+    for source, target in STATEMENT_EDGES[name]:
+        assert is_legal(source, target), f"{name}: {source} -> {target} is not in TRANSITIONS"
+        assert f"'{source.value}'" in statement, f"{name} does not filter on {source}"
