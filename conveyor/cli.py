@@ -1,13 +1,15 @@
-"""The ``conveyor`` command: run workers and the demo, and operate the queue."""
+"""Conveyor: run workers and the demo, and operate the queue."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib
 import json
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -21,7 +23,7 @@ from conveyor.settings import Settings, load_settings
 from conveyor.store.connection import connect
 from conveyor.store.database import open_store, resolve_dsn
 from conveyor.store.migrate import migrate as apply_migrations
-from conveyor.store.params import NewTask, ReplayFilter
+from conveyor.store.params import NewTask, ReplayFilter, validate_queue_name, validate_tenant_id
 from conveyor.store.postgres import PostgresStore
 
 T = TypeVar("T")
@@ -147,14 +149,24 @@ def status(
 
 @cli.command()
 def retention(
-    older_than: Annotated[str, typer.Option("--older-than", help="Age to keep, e.g. 90d.")] = "90d",
+    older_than: Annotated[
+        str | None,
+        typer.Option("--older-than", help="Age to keep, e.g. 90d (default CONVEYOR_RETENTION)."),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Drop whole monthly partitions of finished tasks older than --older-than."""
+    settings = _settings(database_url)
     try:
-        age = parse_duration(older_than)
+        age = parse_duration(older_than or settings.retention)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--older-than") from None
+    if age < timedelta(days=1):
+        # `m` is minutes: "--older-than 3m" would wipe the history; refuse the typo.
+        raise typer.BadParameter(
+            f"{older_than} is less than a day (m means minutes); use days or weeks, e.g. 90d",
+            param_hint="--older-than",
+        )
     cutoff = datetime.now(UTC) - age
 
     async def go(store: PostgresStore) -> None:
@@ -164,7 +176,7 @@ def retention(
             f"{': ' + ', '.join(dropped) if dropped else ''}; pruned {pruned} ledger row(s)"
         )
 
-    _run(_with_store(_settings(database_url), go))
+    _run(_with_store(settings, go))
 
 
 @cli.command()
@@ -175,7 +187,9 @@ def enqueue(
     priority: Annotated[int, typer.Option("--priority", help="1 urgent .. 10 batch.")] = 5,
     delay: Annotated[str | None, typer.Option("--delay", help="Start later, e.g. 30s.")] = None,
     key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
-    max_attempts: Annotated[int, typer.Option("--max-attempts")] = 5,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", help="Default: the agent's policy.")
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Submit one task and print its id."""
@@ -283,6 +297,7 @@ def dlq_replay(
 @queues_cli.command("pause")
 def queues_pause(queue: str, database_url: DatabaseUrl = None) -> None:
     """Stop workers from claiming QUEUE (submissions are still accepted)."""
+    _check_queue(queue)
     _run(_with_store(_settings(database_url), lambda store: store.pause_queue(queue)))
     out.print(f"paused {queue}")
 
@@ -290,18 +305,30 @@ def queues_pause(queue: str, database_url: DatabaseUrl = None) -> None:
 @queues_cli.command("resume")
 def queues_resume(queue: str, database_url: DatabaseUrl = None) -> None:
     """Let workers claim from QUEUE again."""
+    _check_queue(queue)
     _run(_with_store(_settings(database_url), lambda store: store.resume_queue(queue)))
     out.print(f"resumed {queue}")
+
+
+def _check_queue(queue: str) -> None:
+    try:
+        validate_queue_name(queue)
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc), param_hint="QUEUE") from None
 
 
 @tenants_cli.command("add")
 def tenants_add(
     tenant_id: str,
     name: Annotated[str | None, typer.Option("--name")] = None,
-    weight: Annotated[float, typer.Option("--weight", min=0.001)] = 1.0,
+    weight: Annotated[float | None, typer.Option("--weight", min=0.001)] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Create a tenant (or update its name and weight)."""
+    """Create a tenant, or update the name and weight given of an existing one."""
+    try:
+        validate_tenant_id(tenant_id)
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc), param_hint="TENANT_ID") from None
     tenant = _run(
         _with_store(
             _settings(database_url), lambda store: store.create_tenant(tenant_id, name, weight)
@@ -323,6 +350,8 @@ def load_app(reference: str) -> App:
     module_name, _, attribute = reference.partition(":")
     if not module_name or not attribute:
         raise typer.BadParameter("use the form package.module:app", param_hint="--app")
+    if os.getcwd() not in sys.path:  # like uvicorn and celery: the app may live right here
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

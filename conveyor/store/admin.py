@@ -8,7 +8,9 @@ from conveyor.store.records import DeadTask, QueueStatus, Tenant, WorkerStatus
 from conveyor.store.sql import q
 
 
-async def create_tenant(conn: Conn, tenant_id: str, name: str, weight: float) -> Tenant:
+async def create_tenant(
+    conn: Conn, tenant_id: str, name: str | None, weight: float | None
+) -> Tenant:
     """Create a tenant, or update the name and weight of an existing one."""
     row = await conn.fetchrow(q("create_tenant"), tenant_id, name, weight)
     assert row is not None

@@ -23,6 +23,7 @@ async def claim(conn: Conn, request: ClaimRequest) -> list[ClaimedTask]:
         request.limit,
         request.worker_id,
         request.lease_seconds,
+        request.attempts_defaults(),
     )
     return [ClaimedTask(**dict(row)) for row in rows]
 

@@ -15,6 +15,7 @@ from conveyor.core.cron import validate_cron
 from conveyor.errors import InvalidTask
 from conveyor.types import MAX_PRIORITY, MIN_PRIORITY, Priority, TaskState
 
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -30,6 +31,16 @@ def validate_queue_name(queue: str) -> str:
     return queue
 
 
+def validate_tenant_id(tenant_id: str) -> str:
+    """Return ``tenant_id`` or raise InvalidTask saying which ids are allowed."""
+    if not _TENANT_ID.fullmatch(tenant_id):
+        raise InvalidTask(
+            f"invalid tenant id {tenant_id!r}: use 1-64 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return tenant_id
+
+
 @dataclass(frozen=True, slots=True)
 class NewTask:
     """A task to enqueue.
@@ -40,7 +51,7 @@ class NewTask:
         tenant_id: the owner (default ``default``).
         priority: 1 (urgent) .. 10 (batch); default 5.
         run_at: do not start before this instant (None: now).
-        max_attempts: runs allowed, the first included (default 5).
+        max_attempts: runs allowed, the first included (None: the agent's retry policy).
         timeout_seconds: the longest a single run may take (None: the agent's default).
         idempotency_key: a second submission with the same key (per tenant) creates nothing
             and returns the first task.
@@ -53,7 +64,7 @@ class NewTask:
     tenant_id: str = "default"
     priority: int = Priority.NORMAL
     run_at: datetime | None = None
-    max_attempts: int = 5
+    max_attempts: int | None = None
     timeout_seconds: float | None = None
     idempotency_key: str | None = None
     parent_id: int | None = None
@@ -67,7 +78,7 @@ class NewTask:
                 f"priority must be between {MIN_PRIORITY} (urgent) and {MAX_PRIORITY} (batch), "
                 f"got {self.priority}"
             )
-        if self.max_attempts < 1:
+        if self.max_attempts is not None and self.max_attempts < 1:
             raise InvalidTask(f"max_attempts must be >= 1, got {self.max_attempts}")
         if self.timeout_seconds is not None and self.timeout_seconds <= 0:
             raise InvalidTask(f"timeout_seconds must be > 0, got {self.timeout_seconds}")
@@ -115,12 +126,25 @@ class RetryLease:
 
 @dataclass(frozen=True, slots=True)
 class ClaimRequest:
-    """Claim up to ``limit`` ready tasks of ``queues`` for ``worker_id``."""
+    """Claim up to ``limit`` ready tasks of ``queues`` for ``worker_id``.
+
+    ``default_max_attempts`` (aligned with ``queues``, default 5 each) is written into tasks
+    submitted without ``max_attempts``: the agent's retry policy.
+    """
 
     queues: tuple[str, ...]
     limit: int
     worker_id: str
     lease_seconds: float
+    default_max_attempts: tuple[int, ...] | None = None
+
+    def attempts_defaults(self) -> list[int]:
+        """``default_max_attempts`` or 5 per queue."""
+        if self.default_max_attempts is None:
+            return [5] * len(self.queues)
+        if len(self.default_max_attempts) != len(self.queues):
+            raise ValueError("default_max_attempts must align with queues")
+        return list(self.default_max_attempts)
 
 
 @dataclass(frozen=True, slots=True)

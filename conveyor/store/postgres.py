@@ -160,12 +160,10 @@ class PostgresStore:
     # -- operations ---------------------------------------------------------------------
 
     async def create_tenant(
-        self, tenant_id: str, name: str | None = None, weight: float = 1.0
+        self, tenant_id: str, name: str | None = None, weight: float | None = None
     ) -> Tenant:
         """Create or update a tenant."""
-        return await self._run(
-            lambda c: admin.create_tenant(c, tenant_id, name or tenant_id, weight)
-        )
+        return await self._run(lambda c: admin.create_tenant(c, tenant_id, name, weight))
 
     async def list_tenants(self) -> list[Tenant]:
         """Every tenant."""

@@ -47,7 +47,7 @@ class TaskRecord:
     state: TaskState
     priority: int
     attempts: int
-    max_attempts: int
+    max_attempts: int | None
     timeout_seconds: float | None
     idempotency_key: str | None
     parent_id: int | None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+import asyncpg
+
 from conveyor.core.partitions import months_to_create, partitions_to_drop
 from conveyor.store.connection import Conn
 from conveyor.store.sql import q
@@ -18,7 +20,13 @@ async def ensure_partitions(conn: Conn, now: datetime, months_ahead: int) -> lis
     for table in PARTITIONED_TABLES:
         for month in months_to_create(now, months_ahead):
             start = date(month.year, month.month, 1)
-            names.append(await conn.fetchval(q("ensure_month_partition"), table, start))
+            try:
+                name = await conn.fetchval(q("ensure_month_partition"), table, start)
+            except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+                # A concurrent caller (another worker at month rollover) created it between
+                # the function's check and its CREATE, and has committed: look again.
+                name = await conn.fetchval(q("ensure_month_partition"), table, start)
+            names.append(name)
     return names
 
 

@@ -24,7 +24,8 @@ CREATE TABLE tasks (
     fairness_key      double precision NOT NULL DEFAULT 0,
     run_at            timestamptz NOT NULL DEFAULT now(),
     attempts          integer NOT NULL DEFAULT 0,
-    max_attempts      integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    -- NULL until the first claim: then the agent's retry policy decides.
+    max_attempts      integer CHECK (max_attempts >= 1),
     timeout_seconds   real CHECK (timeout_seconds > 0),
     lease_token       bigint,
     lease_expires_at  timestamptz,
@@ -57,7 +58,7 @@ CREATE TABLE task_history (
     state             text NOT NULL CHECK (state IN ('succeeded', 'dead', 'cancelled')),
     priority          smallint NOT NULL,
     attempts          integer NOT NULL,
-    max_attempts      integer NOT NULL,
+    max_attempts      integer,
     timeout_seconds   real,
     idempotency_key   text,
     parent_id         bigint,

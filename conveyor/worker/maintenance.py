@@ -91,4 +91,7 @@ async def _every(name: str, period: float, job: Callable[[], Awaitable[object]])
             await job()
         except ConveyorError as exc:
             log.warning("maintenance_failed", job=name, error=str(exc))
+        except Exception:
+            # A bug in one job must not silently end promotion and reaping for good.
+            log.exception("maintenance_crashed", job=name)
         await asyncio.sleep(period * (0.9 + 0.2 * random.random()))

@@ -181,8 +181,11 @@ class Worker:
             limit = min(room, free, self.options.claim_batch)
             if limit <= 0:
                 continue
+            defaults = tuple(self.app.agents[q].retry.max_attempts for q in queues)
             claimed = await self.store.claim(
-                ClaimRequest(queues, limit, self.options.worker_id, self.options.lease_seconds)
+                ClaimRequest(
+                    queues, limit, self.options.worker_id, self.options.lease_seconds, defaults
+                )
             )
             for task in claimed:
                 self._start(task)

@@ -80,6 +80,9 @@ def test_retention_and_tenants(run_cli: RunCli) -> None:
 def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_dsn: str) -> None:
     cases = [
         (("retention", "--older-than", "ninety"), "--older-than"),
+        (("retention", "--older-than", "3m"), "less than a day"),
+        (("queues", "pause", "bad queue!"), "queue name"),
+        (("tenants", "add", "no spaces"), "tenant id"),
         (("enqueue", "copywriter", "--payload", "{not json"), "--payload"),
         (("enqueue", "bad queue!"), "queue name"),
         (("enqueue", "copywriter", "--priority", "11"), "priority"),

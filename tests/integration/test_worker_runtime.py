@@ -100,6 +100,20 @@ async def test_exhausted_attempts_go_dead_with_traceback(store: PostgresStore) -
     assert dead.id == result.task_id
 
 
+async def test_agent_max_attempts_applies_to_tasks_submitted_without_one(
+    store: PostgresStore,
+) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        raise ValueError("still broken")
+
+    app = App("policy")
+    app.agent("work", retry=RetryPolicy(max_attempts=2, base=0.01, cap=0.02))(handler)
+    result = await store.enqueue(NewTask("work"))
+    async with running(app, store):
+        record = await settle(store, result.task_id)
+    assert record.state is TaskState.DEAD and (record.attempts, record.max_attempts) == (2, 2)
+
+
 async def test_permanent_error_is_not_retried(store: PostgresStore) -> None:
     async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
         raise PermanentError("bad input")

@@ -35,7 +35,7 @@ def test_defaults() -> None:
     assert task.payload == {}
     assert task.tenant_id == "default"
     assert task.priority == Priority.NORMAL
-    assert task.max_attempts == 5
+    assert task.max_attempts is None  # the agent's retry policy decides at first claim
     assert task.run_at is None
     assert task.idempotency_key is None
 

@@ -1,6 +1,8 @@
 -- name: create_tenant
-INSERT INTO tenants (id, name, weight) VALUES ($1, $2, $3)
-ON CONFLICT (id) DO UPDATE SET name = excluded.name, weight = excluded.weight
+-- A NULL name or weight keeps the existing value (or takes the id and 1 for a new tenant).
+INSERT INTO tenants (id, name, weight) VALUES ($1, coalesce($2, $1), coalesce($3, 1))
+ON CONFLICT (id) DO UPDATE
+SET name = coalesce($2, tenants.name), weight = coalesce($3, tenants.weight)
 RETURNING id, name, weight, created_at;
 
 -- name: list_tenants

@@ -9,8 +9,10 @@ SELECT array_agg(nextval('task_id_seq')) FROM generate_series(1, $1::int);
 -- name: reserve_idempotency_keys
 -- Keys that were free are taken for the given task ids; a key another transaction holds
 -- makes this wait for it to commit or roll back (so 20 racing submitters create one task).
+-- Keys are taken in one global order, so batches sharing keys cannot deadlock.
 INSERT INTO idempotency_keys (tenant_id, key, task_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS i(tenant_id, key, task_id)
+ORDER BY i.tenant_id, i.key
 ON CONFLICT DO NOTHING
 RETURNING task_id;
 

@@ -2,12 +2,15 @@
 -- Takes up to $2 ready tasks of the queues $1 that are not paused, in (priority,
 -- fairness_key, id) order, and leases them to worker $3 for $4 seconds under one new fencing
 -- token. Each queue is read through its own index range (LATERAL) so the order holds across
--- several queues without sorting the backlog.
+-- several queues without sorting the backlog. A task submitted without max_attempts takes
+-- the default of its agent ($5, aligned with $1) at its first claim.
 WITH active AS (
-    SELECT q FROM unnest($1::text[]) AS q
+    -- DISTINCT: a queue named twice would otherwise yield its rows twice and waste the limit.
+    SELECT DISTINCT ON (q) q, default_attempts
+    FROM unnest($1::text[], $5::int[]) AS a(q, default_attempts)
     WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = q AND paused)
 ), picked AS (
-    SELECT c.id
+    SELECT c.id, active.default_attempts
     FROM active, LATERAL (
         SELECT id, priority, fairness_key FROM tasks
         WHERE queue = active.q AND state = 'queued'
@@ -23,6 +26,7 @@ WITH active AS (
 UPDATE tasks AS t
 SET state = 'running',
     attempts = t.attempts + 1,
+    max_attempts = coalesce(t.max_attempts, picked.default_attempts),
     worker_id = $3,
     lease_token = token.value,
     lease_expires_at = now() + make_interval(secs => $4::float8),
