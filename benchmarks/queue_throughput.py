@@ -1,0 +1,400 @@
+"""Queue throughput: Conveyor's batch enqueue and claim+complete against a raw SQL loop.
+
+Both sides run in the same process, against the same server, in one fresh scratch database
+(created here, dropped at the end), so the ratio cancels out most of the machine:
+
+- enqueue (batch): N no-op tasks through ``PostgresStore.enqueue_batch`` in batches, versus a
+  bulk ``INSERT ... SELECT FROM unnest(...)`` of the same rows and batch size into a plain
+  table;
+- claim+complete (batch): C concurrent loops each claiming B tasks (``store.claim``) and
+  finishing them as succeeded (``store.finish``) until the queue is empty, versus C loops of
+  ``DELETE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT B) RETURNING id``.
+
+Commits are durable: the server's ``synchronous_commit`` and ``fsync`` are left as they are
+(and printed). Targets: bulk enqueue >= 100,000 tasks/s; claim+complete >= 50 % of raw.
+
+Usage::
+
+    python benchmarks/queue_throughput.py                      # the embedded server
+    python benchmarks/queue_throughput.py --dsn postgresql://postgres@127.0.0.1:5432/postgres
+    python benchmarks/queue_throughput.py --tasks 20000 --json results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from rich.console import Console
+from rich.table import Table
+
+from conveyor.store.connection import connect
+from conveyor.store.embedded import EmbeddedPostgres
+from conveyor.store.migrate import migrate
+from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask
+from conveyor.store.postgres import PostgresStore
+from conveyor.types import TaskState
+
+QUEUE = "bench"
+ENQUEUE_TARGET = 100_000.0
+CLAIM_RATIO_TARGET = 0.5
+
+RAW_SCHEMA = """
+CREATE TABLE raw_tasks (
+    id          bigserial PRIMARY KEY,
+    queue       text NOT NULL,
+    priority    smallint NOT NULL,
+    payload     jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX raw_tasks_claim_idx ON raw_tasks (priority, id);
+"""
+
+RAW_INSERT = """
+INSERT INTO raw_tasks (queue, priority, payload)
+SELECT * FROM unnest($1::text[], $2::smallint[], $3::jsonb[])
+"""
+
+RAW_CLAIM = """
+DELETE FROM raw_tasks
+WHERE id IN (
+    SELECT id FROM raw_tasks ORDER BY priority, id LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+RETURNING id
+"""
+
+
+@dataclass
+class PhaseResult:
+    """One phase of one side: how many tasks in how many seconds."""
+
+    tasks: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.tasks / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class Report:
+    """Everything the run measured, as printed and as written with --json."""
+
+    machine: dict[str, Any]
+    server: dict[str, str]
+    settings: dict[str, Any]
+    phases: dict[str, dict[str, float]] = field(default_factory=dict)
+    targets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# -- the server and the scratch database ------------------------------------------------
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointing at another database of the same server (query string kept)."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
+
+
+@asynccontextmanager
+async def server_dsn(dsn: str | None) -> AsyncIterator[str]:
+    """The given DSN, DATABASE_URL, or a started embedded server (stopped on exit)."""
+    configured = dsn or os.environ.get("DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedPostgres()
+    started = await asyncio.to_thread(server.start)
+    try:
+        yield started
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def _admin(dsn: str, statement: str) -> None:
+    conn = await asyncpg.connect(with_database(dsn, "postgres"))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def scratch_database(dsn: str) -> AsyncIterator[str]:
+    """A new, migrated database on the server of ``dsn``; dropped on exit."""
+    name = f"conveyor_bench_{uuid.uuid4().hex[:10]}"
+    await _admin(dsn, f'CREATE DATABASE "{name}"')
+    scratch = with_database(dsn, name)
+    try:
+        conn = await connect(scratch)
+        try:
+            await migrate(conn)
+            await conn.execute(RAW_SCHEMA)
+        finally:
+            await conn.close()
+        yield scratch
+    finally:
+        await _admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def server_facts(conn: asyncpg.Connection) -> dict[str, str]:
+    facts = {}
+    for setting in ("server_version", "synchronous_commit", "fsync", "shared_buffers"):
+        facts[setting] = str(await conn.fetchval(f"SHOW {setting}"))
+    return facts
+
+
+async def settle(conn: asyncpg.Connection) -> None:
+    """Start each phase from the same place: fresh statistics, and a checkpoint if allowed."""
+    await conn.execute("ANALYZE tasks, raw_tasks")
+    with suppress(asyncpg.PostgresError):  # not a superuser (nor pg_checkpoint): carry on
+        await conn.execute("CHECKPOINT")
+
+
+# -- the phases -------------------------------------------------------------------------
+
+
+def payload_of(i: int) -> dict[str, Any]:
+    return {"n": i}
+
+
+async def conveyor_enqueue(store: PostgresStore, total: int, batch: int) -> PhaseResult:
+    """N tasks through enqueue_batch; the NewTask objects are built outside the clock."""
+    batches = [
+        [
+            NewTask(queue=QUEUE, payload=payload_of(i))
+            for i in range(start, min(start + batch, total))
+        ]
+        for start in range(0, total, batch)
+    ]
+    began = time.perf_counter()
+    for tasks in batches:
+        await store.enqueue_batch(tasks)
+    return PhaseResult(total, time.perf_counter() - began)
+
+
+async def raw_enqueue(pool: asyncpg.Pool, total: int, batch: int) -> PhaseResult:
+    """The same rows with one INSERT ... unnest per batch; JSON encoding is on the clock."""
+    async with pool.acquire() as conn:
+        began = time.perf_counter()
+        for start in range(0, total, batch):
+            count = min(batch, total - start)
+            await conn.execute(
+                RAW_INSERT,
+                [QUEUE] * count,
+                [5] * count,
+                [
+                    json.dumps(payload_of(i), separators=(",", ":"))
+                    for i in range(start, start + count)
+                ],
+            )
+        return PhaseResult(total, time.perf_counter() - began)
+
+
+async def run_loops(concurrency: int, loop: Callable[[int], Awaitable[int]]) -> PhaseResult:
+    """``concurrency`` copies of ``loop`` at once; the tasks they handled and the wall time."""
+    began = time.perf_counter()
+    counts = await asyncio.gather(*(loop(n) for n in range(concurrency)))
+    return PhaseResult(sum(counts), time.perf_counter() - began)
+
+
+async def conveyor_drain(store: PostgresStore, concurrency: int, batch: int) -> PhaseResult:
+    async def loop(n: int) -> int:
+        request = ClaimRequest(
+            queues=(QUEUE,), limit=batch, worker_id=f"bench-{n}", lease_seconds=300.0
+        )
+        handled = 0
+        while True:
+            claimed = await store.claim(request)
+            if not claimed:
+                return handled
+            refused = await store.finish(
+                [
+                    Finish(LeaseRef(task.id, task.lease_token), TaskState.SUCCEEDED, None)
+                    for task in claimed
+                ]
+            )
+            if refused:
+                raise RuntimeError(f"finish refused {len(refused)} tasks")
+            handled += len(claimed)
+
+    return await run_loops(concurrency, loop)
+
+
+async def raw_drain(pool: asyncpg.Pool, concurrency: int, batch: int) -> PhaseResult:
+    async def loop(n: int) -> int:
+        handled = 0
+        async with pool.acquire() as conn:
+            while True:
+                rows = await conn.fetch(RAW_CLAIM, batch)
+                if not rows:
+                    return handled
+                handled += len(rows)
+
+    return await run_loops(concurrency, loop)
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+async def measure(dsn: str, args: argparse.Namespace) -> Report:
+    async with scratch_database(dsn) as scratch:
+        control = await asyncpg.connect(scratch)
+        store = await PostgresStore.open(
+            scratch, min_size=args.concurrency, max_size=args.concurrency
+        )
+        raw_pool = await asyncpg.create_pool(
+            scratch, min_size=args.concurrency, max_size=args.concurrency
+        )
+        assert raw_pool is not None
+        try:
+            report = Report(
+                machine={
+                    "cores": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                },
+                server=await server_facts(control),
+                settings={
+                    "tasks": args.tasks,
+                    "enqueue_batch": args.batch,
+                    "claim_batch": args.claim_batch,
+                    "concurrency": args.concurrency,
+                },
+            )
+            results: dict[str, tuple[PhaseResult, PhaseResult]] = {}
+
+            await settle(control)
+            conveyor = await conveyor_enqueue(store, args.tasks, args.batch)
+            await settle(control)
+            raw = await raw_enqueue(raw_pool, args.tasks, args.batch)
+            results["enqueue (batch)"] = (conveyor, raw)
+
+            await settle(control)
+            conveyor = await conveyor_drain(store, args.concurrency, args.claim_batch)
+            await settle(control)
+            raw = await raw_drain(raw_pool, args.concurrency, args.claim_batch)
+            results["claim+complete (batch)"] = (conveyor, raw)
+
+            await check_drained(control, args.tasks)
+        finally:
+            await raw_pool.close()
+            await store.close()
+            await control.close()
+
+    for phase, (conveyor, raw) in results.items():
+        report.phases[phase] = {
+            "conveyor_tasks_per_s": round(conveyor.per_second, 1),
+            "raw_tasks_per_s": round(raw.per_second, 1),
+            "ratio": round(conveyor.per_second / raw.per_second, 3) if raw.per_second else 0.0,
+            "conveyor_seconds": round(conveyor.seconds, 3),
+            "raw_seconds": round(raw.seconds, 3),
+        }
+    enqueue = report.phases["enqueue (batch)"]["conveyor_tasks_per_s"]
+    ratio = report.phases["claim+complete (batch)"]["ratio"]
+    report.targets = {
+        "bulk enqueue >= 100,000 tasks/s": {"value": enqueue, "met": enqueue >= ENQUEUE_TARGET},
+        "claim+complete >= 50% of raw": {"value": ratio, "met": ratio >= CLAIM_RATIO_TARGET},
+    }
+    return report
+
+
+async def check_drained(conn: asyncpg.Connection, total: int) -> None:
+    """Every task went through: none left, N in history, the raw table empty."""
+    left = await conn.fetchval("SELECT count(*) FROM tasks")
+    finished = await conn.fetchval("SELECT count(*) FROM task_history WHERE state = 'succeeded'")
+    raw_left = await conn.fetchval("SELECT count(*) FROM raw_tasks")
+    if left or finished != total or raw_left:
+        raise RuntimeError(
+            f"queue not drained: {left} tasks left, {finished}/{total} finished, "
+            f"{raw_left} raw rows left"
+        )
+
+
+def render(report: Report, console: Console) -> None:
+    server = report.server
+    settings = report.settings
+    console.print("[bold]Conveyor queue throughput[/bold]")
+    console.print(f"machine: {report.machine['cores']} cores, {report.machine['platform']}")
+    console.print(f"PostgreSQL: {server['server_version']}")
+    console.print(
+        f"durability: synchronous_commit={server['synchronous_commit']}, fsync={server['fsync']}"
+        f" (shared_buffers={server['shared_buffers']})"
+    )
+    console.print(
+        f"workload: N={settings['tasks']:,} no-op tasks, enqueue batch "
+        f"{settings['enqueue_batch']:,}, claim batch {settings['claim_batch']}, "
+        f"concurrency {settings['concurrency']} claim loops (each side)"
+    )
+    table = Table()
+    table.add_column("phase")
+    table.add_column("conveyor tasks/s", justify="right")
+    table.add_column("raw tasks/s", justify="right")
+    table.add_column("ratio", justify="right")
+    for phase, numbers in report.phases.items():
+        table.add_row(
+            phase,
+            f"{numbers['conveyor_tasks_per_s']:,.0f}",
+            f"{numbers['raw_tasks_per_s']:,.0f}",
+            f"{numbers['ratio']:.0%}",
+        )
+    console.print(table)
+    for target, outcome in report.targets.items():
+        mark = "[green]met[/green]" if outcome["met"] else "[red]missed[/red]"
+        value = outcome["value"]
+        shown = f"{value:.0%}" if value < 10 else f"{value:,.0f} tasks/s"
+        console.print(f"target {target}: {mark} ({shown})")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Conveyor enqueue and claim+complete throughput versus a raw SQL loop."
+    )
+    parser.add_argument(
+        "--dsn",
+        default=None,
+        help="a PostgreSQL server (default: DATABASE_URL, else the embedded server); "
+        "a scratch database is created on it and dropped at the end",
+    )
+    parser.add_argument("--tasks", type=int, default=100_000, help="N tasks (default 100000)")
+    parser.add_argument("--batch", type=int, default=10_000, help="enqueue batch size")
+    parser.add_argument("--claim-batch", type=int, default=100, help="claim batch size")
+    parser.add_argument(
+        "--concurrency", type=int, default=4, help="concurrent claim loops (both sides)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args(argv)
+    for name in ("tasks", "batch", "claim_batch", "concurrency"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+async def amain(args: argparse.Namespace) -> Report:
+    async with server_dsn(args.dsn) as dsn:
+        return await measure(dsn, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = asyncio.run(amain(args))
+    render(report, Console())
+    if args.json is not None:
+        args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
