@@ -151,7 +151,13 @@ async def scratch_database(dsn: str) -> AsyncIterator[str]:
 
 async def server_facts(conn: asyncpg.Connection) -> dict[str, str]:
     facts = {}
-    for setting in ("server_version", "synchronous_commit", "fsync", "shared_buffers"):
+    for setting in (
+        "server_version",
+        "synchronous_commit",
+        "fsync",
+        "shared_buffers",
+        "autovacuum",
+    ):
         facts[setting] = str(await conn.fetchval(f"SHOW {setting}"))
     return facts
 
@@ -305,8 +311,16 @@ async def measure(dsn: str, args: argparse.Namespace) -> Report:
     enqueue = report.phases["enqueue (batch)"]["conveyor_tasks_per_s"]
     ratio = report.phases["claim+complete (batch)"]["ratio"]
     report.targets = {
-        "bulk enqueue >= 100,000 tasks/s": {"value": enqueue, "met": enqueue >= ENQUEUE_TARGET},
-        "claim+complete >= 50% of raw": {"value": ratio, "met": ratio >= CLAIM_RATIO_TARGET},
+        "bulk enqueue >= 100,000 tasks/s": {
+            "value": enqueue,
+            "shown": f"{enqueue:,.0f} tasks/s",
+            "met": enqueue >= ENQUEUE_TARGET,
+        },
+        "claim+complete >= 50% of raw": {
+            "value": ratio,
+            "shown": f"{ratio:.0%} of raw",
+            "met": ratio >= CLAIM_RATIO_TARGET,
+        },
     }
     return report
 
@@ -331,12 +345,16 @@ def render(report: Report, console: Console) -> None:
     console.print(f"PostgreSQL: {server['server_version']}")
     console.print(
         f"durability: synchronous_commit={server['synchronous_commit']}, fsync={server['fsync']}"
-        f" (shared_buffers={server['shared_buffers']})"
+        f" (shared_buffers={server['shared_buffers']}, autovacuum={server['autovacuum']})"
     )
     console.print(
         f"workload: N={settings['tasks']:,} no-op tasks, enqueue batch "
         f"{settings['enqueue_batch']:,}, claim batch {settings['claim_batch']}, "
         f"concurrency {settings['concurrency']} claim loops (each side)"
+    )
+    console.print(
+        "method: ANALYZE + CHECKPOINT before each phase; one enqueue submitter; "
+        "raw json.dumps timed"
     )
     table = Table()
     table.add_column("phase")
@@ -353,9 +371,7 @@ def render(report: Report, console: Console) -> None:
     console.print(table)
     for target, outcome in report.targets.items():
         mark = "[green]met[/green]" if outcome["met"] else "[red]missed[/red]"
-        value = outcome["value"]
-        shown = f"{value:.0%}" if value < 10 else f"{value:,.0f} tasks/s"
-        console.print(f"target {target}: {mark} ({shown})")
+        console.print(f"target {target}: {mark} ({outcome['shown']})")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -390,7 +406,8 @@ async def amain(args: argparse.Namespace) -> Report:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report = asyncio.run(amain(args))
-    render(report, Console())
+    # A pipe gets 80 columns by default, which wraps the header lines.
+    render(report, Console(width=None if sys.stdout.isatty() else 110))
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")
     return 0
