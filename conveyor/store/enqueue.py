@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from conveyor.errors import StoreError, UnknownTenant
 from conveyor.store.connection import Conn
@@ -35,7 +36,7 @@ async def enqueue_batch(conn: Conn, tasks: Sequence[NewTask]) -> list[EnqueueRes
         await _insert(conn, [tasks[i] for i in fresh], [ids[i] for i in fresh])
         # Delivered at commit, once per queue; a delayed task's wake-up is spurious but
         # cheap, while a missed one would cost a poll period.
-        await conn.execute(q("notify_queues"), [tasks[i].queue for i in fresh])
+        await conn.execute(q("notify_queues"), sorted({tasks[i].queue for i in fresh}))
     return [EnqueueResult(task_id=ids[i], created=created[i]) for i in range(len(tasks))]
 
 
@@ -85,18 +86,60 @@ async def _resolve_idempotency_keys(
 
 
 async def _insert(conn: Conn, tasks: Sequence[NewTask], ids: list[int]) -> None:
-    await conn.execute(
-        q("insert_tasks"),
-        ids,
-        [t.tenant_id for t in tasks],
-        [t.queue for t in tasks],
-        [t.priority for t in tasks],
-        [t.run_at for t in tasks],
-        [t.max_attempts for t in tasks],
-        [t.timeout_seconds for t in tasks],
-        [t.idempotency_key for t in tasks],
-        [t.parent_id for t in tasks],
-        [t.group_id for t in tasks],
-        [t.payload for t in tasks],
-        [t.trace_context for t in tasks],
-    )
+    first = tasks[0]
+    shared = tuple(getattr(first, name) for name in _SHARED)
+    if all(tuple(getattr(t, name) for name in _SHARED) == shared for t in tasks):
+        keys = [t.idempotency_key for t in tasks]
+        await conn.execute(
+            q("insert_uniform_tasks"),
+            ids,
+            *shared,
+            keys if any(k is not None for k in keys) else None,
+            [t.payload for t in tasks],
+        )
+    else:
+        rows = [_row(task_id, t) for task_id, t in zip(ids, tasks, strict=True)]
+        await conn.execute(q("insert_tasks"), rows)
+
+
+# The fields a uniform batch shares, in the order of insert_uniform_tasks' $2..$10.
+_SHARED = (
+    "tenant_id",
+    "queue",
+    "priority",
+    "run_at",
+    "max_attempts",
+    "timeout_seconds",
+    "parent_id",
+    "group_id",
+    "trace_context",
+)
+
+
+def _row(task_id: int, task: NewTask) -> dict[str, Any]:
+    """The task as one JSON object for ``insert_tasks``; unset fields are left out."""
+    row: dict[str, Any] = {
+        "id": task_id,
+        "tenant_id": task.tenant_id,
+        "queue": task.queue,
+        "priority": task.priority,
+    }
+    if task.payload:
+        row["payload"] = task.payload
+    if task.run_at is not None:
+        row["run_at"] = task.run_at.isoformat()
+    for name in _OPTIONAL:
+        value = getattr(task, name)
+        if value is not None:
+            row[name] = value
+    return row
+
+
+_OPTIONAL = (
+    "max_attempts",
+    "timeout_seconds",
+    "idempotency_key",
+    "parent_id",
+    "group_id",
+    "trace_context",
+)

@@ -133,15 +133,34 @@ class PostgresStore:
 
     async def finish(self, finishes: Sequence[Finish]) -> set[int]:
         """Finish leased tasks in one statement; returns the ids refused for a lost lease."""
+        return await self._with_partitions(lambda: self._run(lambda c: finish.finish(c, finishes)))
+
+    async def finish_and_claim(
+        self, finishes: Sequence[Finish], request: ClaimRequest
+    ) -> tuple[set[int], list[ClaimedTask]]:
+        """Finish one batch and claim the next in one transaction (one commit, one round
+        trip to the pool): the refused ids and the newly claimed tasks.
+
+        If the transaction fails, neither happened: the finished tasks are still leased and
+        may be finished again.
+        """
+
+        async def both(conn: Conn) -> tuple[set[int], list[ClaimedTask]]:
+            refused = await finish.finish(conn, finishes)
+            return refused, await leases.claim(conn, request)
+
+        return await self._with_partitions(lambda: self._run_in_transaction(both))
+
+    async def _with_partitions(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
-            return await self._run(lambda c: finish.finish(c, finishes))
+            return await operation()
         except Exception as exc:
             if not _is_missing_partition(exc):
                 raise
         # The month's history partition is missing (maintenance did not run): create it
-        # and finish again, rather than leave the tasks running.
+        # and try again, rather than leave the tasks running.
         await self.ensure_partitions()
-        return await self._run(lambda c: finish.finish(c, finishes))
+        return await operation()
 
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]:
         """Send leased tasks back to wait; returns the ids refused for a lost lease."""

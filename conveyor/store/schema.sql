@@ -45,8 +45,11 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_claim_idx ON tasks (queue, priority, fairness_key, id) WHERE state = 'queued';
 -- The promoter: scheduled rows whose run_at has come.
 CREATE INDEX tasks_scheduled_idx ON tasks (run_at) WHERE state = 'scheduled';
--- The reaper: running rows whose lease expired (small: running rows only).
-CREATE INDEX tasks_lease_idx ON tasks (lease_expires_at) WHERE state = 'running';
+-- The reaper: rows whose lease expired (small: only leased rows have a lease). The predicate
+-- is on the lease, not on state = 'running': with that one, statistics taken after a bulk
+-- enqueue (almost nothing running) made the planner drive finish_batch from this index and
+-- scan every running task per call (measured: 16 ms per 100 tasks at 400 running).
+CREATE INDEX tasks_lease_idx ON tasks (lease_expires_at) WHERE lease_expires_at IS NOT NULL;
 CREATE INDEX tasks_group_idx ON tasks (tenant_id, group_id) WHERE group_id IS NOT NULL;
 
 -- Finished tasks. The primary key leads with tenant_id (Citus-ready) and must include the

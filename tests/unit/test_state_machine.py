@@ -146,6 +146,8 @@ def test_state_check_parser_reads_a_table() -> None:
 
 # Each statement that changes a task's state, with the edges it performs. The source state
 # must appear in the statement (it only matches rows in that state) and each edge be legal.
+# Matching the lease token stands for 'running': only a claim sets a token, and every way
+# out of 'running' clears it (see leases.sql).
 STATEMENT_EDGES: dict[str, set[tuple[TaskState, TaskState]]] = {
     "claim_batch": {(S.QUEUED, S.RUNNING)},
     "promote_due": {(S.SCHEDULED, S.QUEUED)},
@@ -163,4 +165,14 @@ def test_state_changing_statements_perform_only_legal_edges(name: str) -> None:
     statement = queries()[name]
     for source, target in STATEMENT_EDGES[name]:
         assert is_legal(source, target), f"{name}: {source} -> {target} is not in TRANSITIONS"
-        assert f"'{source.value}'" in statement, f"{name} does not filter on {source}"
+        filters = f"'{source.value}'" in statement or (
+            source is S.RUNNING and "lease_token = " in statement
+        )
+        assert filters, f"{name} does not filter on {source}"
+
+
+@pytest.mark.parametrize("name", ["retry_batch", "release_leases", "reap_expired_leases"])
+def test_every_way_out_of_running_that_keeps_the_row_clears_the_token(name: str) -> None:
+    # Lease statements match on the token alone; a token left behind on a queued row would
+    # let a stale worker finish a task it no longer holds.
+    assert "lease_token = NULL" in queries()[name]

@@ -8,7 +8,7 @@ WITH input AS (
 ), done AS (
     DELETE FROM tasks AS t
     USING input AS i
-    WHERE t.id = i.id AND t.lease_token = i.token AND t.state = 'running'
+    WHERE t.id = i.id AND t.lease_token = i.token
     RETURNING t.*, i.final_state, i.result AS final_result, i.error AS final_error
 )
 INSERT INTO task_history (
@@ -36,7 +36,7 @@ SET state = CASE WHEN i.delay > 0 THEN 'scheduled' ELSE 'queued' END,
     started_at = NULL
 FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::jsonb[], $5::bool[])
     AS i(id, token, delay, error, uncount)
-WHERE t.id = i.id AND t.lease_token = i.token AND t.state = 'running'
+WHERE t.id = i.id AND t.lease_token = i.token
 RETURNING t.id, t.queue, t.state;
 
 -- name: cancel_waiting

@@ -1,3 +1,9 @@
+-- Statements that act on a lease match (id, lease_token) only, without state = 'running':
+-- a token is set by the claim and cleared by every way out of 'running', so the match
+-- implies the state. Leaving the state out matters: statistics taken while nothing runs
+-- made the planner scan all of `tasks` for 'running' rows and re-run the unnest per row
+-- (measured: finish_batch 765 ms for 500 tasks; by primary key it is a few ms).
+
 -- name: claim_batch
 -- Takes up to $2 ready tasks of the queues $1 that are not paused, in (priority,
 -- fairness_key, id) order, and leases them to worker $3 for $4 seconds under one new fencing
@@ -47,7 +53,7 @@ WITH beat AS (
 UPDATE tasks AS t
 SET lease_expires_at = now() + make_interval(secs => $2::float8)
 FROM unnest($3::bigint[], $4::bigint[]) AS h(id, token)
-WHERE t.id = h.id AND t.lease_token = h.token AND t.state = 'running'
+WHERE t.id = h.id AND t.lease_token = h.token
 RETURNING t.id, t.cancel_requested;
 
 -- name: release_leases
@@ -60,7 +66,7 @@ SET state = 'queued',
     worker_id = NULL,
     started_at = NULL
 FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token)
-WHERE t.id = h.id AND t.lease_token = h.token AND t.state = 'running'
+WHERE t.id = h.id AND t.lease_token = h.token
 RETURNING t.id, t.queue;
 
 -- name: reap_expired_leases
