@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from conveyor.errors import StoreError, UnknownTenant
@@ -31,13 +32,17 @@ async def enqueue_batch(conn: Conn, tasks: Sequence[NewTask]) -> list[EnqueueRes
     if keyed:
         await _resolve_idempotency_keys(conn, tasks, keyed, ids, created)
 
-    fresh = [i for i in range(len(tasks)) if created[i]]
-    if fresh:
-        await _insert(conn, [tasks[i] for i in fresh], [ids[i] for i in fresh])
+    if keyed:
+        fresh = [i for i in range(len(tasks)) if created[i]]
+        new_tasks, new_ids = [tasks[i] for i in fresh], [ids[i] for i in fresh]
+    else:
+        new_tasks, new_ids = list(tasks), ids
+    if new_tasks:
+        await _insert(conn, new_tasks, new_ids)
         # Delivered at commit, once per queue; a delayed task's wake-up is spurious but
         # cheap, while a missed one would cost a poll period.
-        await conn.execute(q("notify_queues"), sorted({tasks[i].queue for i in fresh}))
-    return [EnqueueResult(task_id=ids[i], created=created[i]) for i in range(len(tasks))]
+        await conn.execute(q("notify_queues"), sorted({t.queue for t in new_tasks}))
+    return list(map(EnqueueResult, ids, created))
 
 
 async def _resolve_idempotency_keys(
@@ -86,9 +91,8 @@ async def _resolve_idempotency_keys(
 
 
 async def _insert(conn: Conn, tasks: Sequence[NewTask], ids: list[int]) -> None:
-    first = tasks[0]
-    shared = tuple(getattr(first, name) for name in _SHARED)
-    if all(tuple(getattr(t, name) for name in _SHARED) == shared for t in tasks):
+    shared = _shared_fields(tasks[0])
+    if all(_shared_fields(t) == shared for t in tasks):
         keys = [t.idempotency_key for t in tasks]
         await conn.execute(
             q("insert_uniform_tasks"),
@@ -114,6 +118,7 @@ _SHARED = (
     "group_id",
     "trace_context",
 )
+_shared_fields = attrgetter(*_SHARED)
 
 
 def _row(task_id: int, task: NewTask) -> dict[str, Any]:
