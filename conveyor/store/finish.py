@@ -21,7 +21,7 @@ async def finish(conn: Conn, finishes: Sequence[Finish]) -> set[int]:
         [f.lease.task_id for f in finishes],
         [f.lease.lease_token for f in finishes],
         [f.state.value for f in finishes],
-        [f.result for f in finishes],
+        [f.result for f in finishes],  # one JSON document each (see finish_batch)
         [f.error for f in finishes],
     )
     return {f.lease.task_id for f in finishes} - {row["id"] for row in rows}
@@ -37,7 +37,7 @@ async def retry(conn: Conn, retries: Sequence[RetryLease]) -> set[int]:
             [r.lease.task_id for r in retries],
             [r.lease.lease_token for r in retries],
             [max(0.0, r.delay) for r in retries],
-            [r.error for r in retries],
+            [r.error for r in retries],  # one JSON document
             [not r.count_attempt for r in retries],
         )
         ready = [row["queue"] for row in rows if row["state"] == TaskState.QUEUED]

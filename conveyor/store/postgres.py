@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
-from conveyor.store import admin, enqueue, finish, leases, periodic, reports, retention
+from conveyor.store import admin, effects, enqueue, finish, leases, periodic, reports, retention
 from conveyor.store.connection import Conn, create_pool, translated_errors
 from conveyor.store.params import (
     ClaimRequest,
@@ -259,6 +259,30 @@ class PostgresStore:
     async def history_summary(self, since: datetime) -> list[reports.QueueSummary]:
         """Per-queue outcomes and latency percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.history_summary(c, since))
+
+    async def begin_effect(self, owner: effects.EffectOwner) -> effects.EffectRecord:
+        """Find a ledger key's result, or take the key to run its effect (see effects.py)."""
+        return await self._run(lambda c: effects.begin_effect(c, owner))
+
+    async def complete_effect(
+        self, owner: effects.EffectOwner, result: Any
+    ) -> effects.EffectRecord:
+        """Record the result of an effect the caller owns."""
+        return await self._run(lambda c: effects.complete_effect(c, owner, result))
+
+    async def abandon_effect(self, owner: effects.EffectOwner) -> None:
+        """Release a key whose effect failed."""
+        await self._run(lambda c: effects.abandon_effect(c, owner))
+
+    async def get_effect(self, tenant_id: str, key: str) -> effects.EffectRecord | None:
+        """The recorded result of ``key`` for the tenant, if any."""
+        return await self._run(lambda c: effects.get_effect(c, tenant_id, key))
+
+    async def record_effect(
+        self, tenant_id: str, key: str, result: Any, *, task_id: int | None = None
+    ) -> tuple[effects.EffectRecord, bool]:
+        """Record a result once per (tenant, key): what holds, and whether this call wrote it."""
+        return await self._run(lambda c: effects.record_effect(c, tenant_id, key, task_id, result))
 
 
 def _is_missing_partition(exc: BaseException) -> bool:

@@ -1,14 +1,35 @@
-"""TaskContext: what a handler gets besides its payload."""
+"""TaskContext: what a handler gets besides its payload.
+
+``ctx.step`` and ``ctx.once`` share the effects ledger (``effects`` table, keyed by tenant
+and key). A step's result is recorded when it completes; when the task runs again (a retry,
+or redelivery after a crash) a completed step returns its recorded result instead of running,
+so an agent that crashed after three LLM calls resumes at the fourth. The window between a
+step finishing and its result being recorded is the one place a step can run twice: make the
+step itself idempotent (for example pass its key to the provider) where that matters.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
+from conveyor.errors import InvalidTask
+from conveyor.store.effects import EffectOwner, EffectStatus
+from conveyor.store.params import NewTask
 from conveyor.store.records import ClaimedTask
+from conveyor.types import Priority
+
+if TYPE_CHECKING:
+    from conveyor.store.postgres import PostgresStore
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +46,9 @@ class TaskInfo:
 
 
 class TaskContext:
-    """Handed to every handler: the task's identity, a bound logger, and progress."""
+    """Handed to every handler: identity, a bound logger, durable steps, effects, spawning."""
 
-    def __init__(self, claimed: ClaimedTask) -> None:
+    def __init__(self, claimed: ClaimedTask, store: PostgresStore | None = None) -> None:
         self.task = TaskInfo(
             id=claimed.id,
             tenant_id=claimed.tenant_id,
@@ -45,7 +66,90 @@ class TaskContext:
             trace_id=(claimed.trace_context or {}).get("traceparent"),
         )
         self.last_progress = time.monotonic()
+        self._store = store
+        self._trace_context = claimed.trace_context
+        self._lease_token = claimed.lease_token
+        self._spawned = 0
 
     def heartbeat(self) -> None:
-        """Report progress; the worker's next heartbeat renews this task's lease."""
+        """Report progress (each streamed chunk does this for you)."""
         self.last_progress = time.monotonic()
+
+    async def step(self, name: str, fn: Callable[..., Awaitable[T] | T], *args: Any) -> T:
+        """Run ``fn(*args)`` once per task: a rerun of this task returns the recorded result.
+
+        ``name`` must be unique within the task; the result must be JSON.
+        """
+        return await self._ledgered(f"step:{self.task.id}:{name}", fn, args)
+
+    async def once(self, key: str, fn: Callable[..., Awaitable[T] | T], *args: Any) -> T:
+        """Run a side effect once per tenant and ``key``, across retries and tasks.
+
+        Use a key that names the effect itself, e.g. ``f"email:welcome:{user_id}"``.
+        """
+        return await self._ledgered(f"once:{key}", fn, args)
+
+    async def spawn(
+        self,
+        queue: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        priority: int = Priority.NORMAL,
+        key: str | None = None,
+        max_attempts: int | None = None,
+    ) -> int:
+        """Enqueue a child task (same tenant and group, linked by parent); its id.
+
+        Spawns are idempotent across reruns of this task: the n-th spawn of a run gets the
+        same key every time (or pass ``key``), so a retried planner does not duplicate work.
+        """
+        store = self._require_store("spawn")
+        self._spawned += 1
+        result = await store.enqueue(
+            NewTask(
+                queue=queue,
+                payload=payload or {},
+                tenant_id=self.task.tenant_id,
+                priority=priority,
+                max_attempts=max_attempts,
+                idempotency_key=f"spawn:{self.task.id}:{key or self._spawned}",
+                parent_id=self.task.id,
+                group_id=self.task.group_id,
+                trace_context=self._trace_context,
+            )
+        )
+        return result.task_id
+
+    async def _ledgered(self, key: str, fn: Callable[..., Awaitable[T] | T], args: Any) -> T:
+        store = self._require_store("step/once")
+        owner = EffectOwner(self.task.tenant_id, key, self.task.id, self._lease_token)
+        wait = 0.05
+        while True:
+            found = await store.begin_effect(owner)
+            if found.status is EffectStatus.DONE:
+                self.log.debug("ledger_replayed", key=key)
+                return found.result  # type: ignore[no-any-return]
+            if found.status is EffectStatus.OWNED:
+                break
+            # another running task is doing this very effect: wait for its result
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 1.0)
+        try:
+            value = fn(*args)
+            result = await value if inspect.isawaitable(value) else value
+        except BaseException:
+            await asyncio.shield(store.abandon_effect(owner))  # the next attempt runs it
+            raise
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError) as exc:
+            await store.abandon_effect(owner)
+            raise InvalidTask(f"result of {key!r} must be JSON to be recorded: {exc}") from exc
+        stored = await store.complete_effect(owner, result)
+        self.heartbeat()
+        return stored.result if stored.recorded else result
+
+    def _require_store(self, what: str) -> PostgresStore:
+        if self._store is None:
+            raise RuntimeError(f"ctx.{what} needs a worker's store (not available here)")
+        return self._store

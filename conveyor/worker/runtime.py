@@ -195,7 +195,7 @@ class Worker:
 
     def _start(self, task: ClaimedTask) -> None:
         agent = self.app.agents[task.queue]
-        entry = _Running(task, agent, TaskContext(task))
+        entry = _Running(task, agent, TaskContext(task, self.store))
         self._running[task.id] = entry
         self._per_queue[task.queue] += 1
         self.stats["claimed"] += 1

@@ -91,13 +91,16 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_keys_created_idx ON idempotency_keys (created_at);
 
--- The exactly-once ledger behind ctx.once and durable steps.
+-- The exactly-once ledger behind ctx.once and durable steps. A 'pending' row is owned by
+-- the lease (task_id, lease_token) running the effect; a 'done' row holds its result.
 CREATE TABLE effects (
-    tenant_id   text NOT NULL,
-    key         text NOT NULL,
-    task_id     bigint,
-    result      jsonb,
-    created_at  timestamptz NOT NULL DEFAULT now(),
+    tenant_id    text NOT NULL,
+    key          text NOT NULL,
+    state        text NOT NULL DEFAULT 'done' CHECK (state IN ('pending', 'done')),
+    task_id      bigint,
+    lease_token  bigint,
+    result       jsonb,
+    created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, key)
 );
 CREATE INDEX effects_created_idx ON effects (created_at);

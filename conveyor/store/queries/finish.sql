@@ -2,9 +2,15 @@
 -- Moves leased tasks to task_history as succeeded, dead or cancelled, in one statement.
 -- Only rows whose lease token still matches are moved: a zombie worker's result (its lease
 -- expired and another worker claimed the task) matches nothing and is refused.
+-- Results and errors travel as two JSON arrays aligned with the ids: a jsonb[] parameter
+-- would read a list result as another array dimension. JSON null means no result/error.
 WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::jsonb[], $5::jsonb[])
-        AS i(id, token, final_state, result, error)
+    SELECT i.id, i.token, i.final_state,
+           nullif(i.result, 'null'::jsonb) AS result, nullif(i.error, 'null'::jsonb) AS error
+    FROM ROWS FROM (
+        unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::text[]),
+        jsonb_array_elements($4::jsonb), jsonb_array_elements($5::jsonb)
+    ) AS i(id, token, final_state, result, error)
 ), done AS (
     DELETE FROM tasks AS t
     USING input AS i
@@ -29,13 +35,15 @@ UPDATE tasks AS t
 SET state = CASE WHEN i.delay > 0 THEN 'scheduled' ELSE 'queued' END,
     run_at = now() + make_interval(secs => i.delay),
     attempts = CASE WHEN i.uncount THEN greatest(t.attempts - 1, 0) ELSE t.attempts END,
-    last_error = coalesce(i.error, t.last_error),
+    last_error = coalesce(nullif(i.error, 'null'::jsonb), t.last_error),
     lease_token = NULL,
     lease_expires_at = NULL,
     worker_id = NULL,
     started_at = NULL
-FROM unnest($1::bigint[], $2::bigint[], $3::float8[], $4::jsonb[], $5::bool[])
-    AS i(id, token, delay, error, uncount)
+FROM ROWS FROM (
+    unnest($1::bigint[]), unnest($2::bigint[]), unnest($3::float8[]),
+    jsonb_array_elements($4::jsonb), unnest($5::bool[])
+) AS i(id, token, delay, error, uncount)
 WHERE t.id = i.id AND t.lease_token = i.token
 RETURNING t.id, t.queue, t.state;
 

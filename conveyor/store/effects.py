@@ -1,0 +1,103 @@
+"""The effects ledger: results of side effects and durable steps, run once per key.
+
+A key is owned while its effect runs: ``begin_effect`` either returns the recorded result,
+makes the caller's lease the owner, or says another running lease owns it (wait and ask
+again). An owner that disappears (its task crashed, was retried or finished) is taken over,
+so a crash never wedges a key; a failed effect is abandoned so the next attempt runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from conveyor.store.connection import Conn
+from conveyor.store.sql import q
+
+
+class EffectStatus(StrEnum):
+    """What ``begin_effect`` found."""
+
+    DONE = "done"
+    """Recorded before: use ``result``, do not run the effect."""
+    OWNED = "owned"
+    """The caller owns the key now: run the effect, then complete or abandon it."""
+    BUSY = "busy"
+    """Another running lease is running the effect: wait and ask again."""
+
+
+@dataclass(frozen=True, slots=True)
+class EffectRecord:
+    """A ledger answer: the status and, when done, the recorded result."""
+
+    status: EffectStatus
+    result: Any = None
+
+    @property
+    def recorded(self) -> bool:
+        """True when a result is recorded."""
+        return self.status is EffectStatus.DONE
+
+
+@dataclass(frozen=True, slots=True)
+class EffectOwner:
+    """The lease that runs an effect."""
+
+    tenant_id: str
+    key: str
+    task_id: int
+    lease_token: int
+
+
+async def begin_effect(conn: Conn, owner: EffectOwner) -> EffectRecord:
+    """Look the key up and take it if nobody holds it (or its holder is gone)."""
+    args = (owner.tenant_id, owner.key, owner.task_id, owner.lease_token)
+    for _ in range(5):  # each pass loses a race to a change it then sees
+        if await conn.fetchval(q("claim_effect"), *args) is not None:
+            return EffectRecord(EffectStatus.OWNED)
+        row = await conn.fetchrow(q("read_effect"), owner.tenant_id, owner.key)
+        if row is None:
+            continue  # abandoned meanwhile: try to claim again
+        if row["state"] == "done":
+            return EffectRecord(EffectStatus.DONE, row["result"])
+        if (row["task_id"], row["lease_token"]) == (owner.task_id, owner.lease_token):
+            return EffectRecord(EffectStatus.OWNED)
+        if row["owner_running"]:
+            return EffectRecord(EffectStatus.BUSY)
+        taken = await conn.fetchval(q("take_over_effect"), *args, row["lease_token"])
+        if taken is not None:
+            return EffectRecord(EffectStatus.OWNED)
+    return EffectRecord(EffectStatus.BUSY)
+
+
+async def complete_effect(conn: Conn, owner: EffectOwner, result: Any) -> EffectRecord:
+    """Record the owner's result; if the key was taken over meanwhile, what holds now."""
+    args = (owner.tenant_id, owner.key, owner.task_id, owner.lease_token)
+    stored = await conn.fetchrow(q("complete_effect"), *args, result)
+    if stored is not None:
+        return EffectRecord(EffectStatus.DONE, stored["result"])
+    found = await get_effect(conn, owner.tenant_id, owner.key)
+    return found if found is not None else EffectRecord(EffectStatus.BUSY)
+
+
+async def abandon_effect(conn: Conn, owner: EffectOwner) -> None:
+    """Give up a key whose effect failed, so a later attempt runs it."""
+    args = (owner.tenant_id, owner.key, owner.task_id, owner.lease_token)
+    await conn.execute(q("abandon_effect"), *args)
+
+
+async def get_effect(conn: Conn, tenant_id: str, key: str) -> EffectRecord | None:
+    """The recorded result of ``key``, or None when none is recorded."""
+    row = await conn.fetchrow(q("get_effect"), tenant_id, key)
+    return None if row is None else EffectRecord(EffectStatus.DONE, row["result"])
+
+
+async def record_effect(
+    conn: Conn, tenant_id: str, key: str, task_id: int | None, result: Any
+) -> tuple[EffectRecord, bool]:
+    """Record ``result`` unless a result is there; the entry that holds and whether this
+    call recorded it."""
+    row = await conn.fetchrow(q("record_effect"), tenant_id, key, task_id, result)
+    assert row is not None  # one branch of the UNION always yields the row
+    return EffectRecord(EffectStatus.DONE, row["result"]), bool(row["recorded"])

@@ -1,0 +1,48 @@
+-- name: claim_effect
+-- Take ownership of a key no one has started: the caller's lease runs the effect.
+INSERT INTO effects (tenant_id, key, state, task_id, lease_token)
+VALUES ($1, $2, 'pending', $3, $4)
+ON CONFLICT (tenant_id, key) DO NOTHING
+RETURNING key;
+
+-- name: read_effect
+-- The entry, and whether the lease that owns a pending entry still runs.
+SELECT e.state, e.result, e.task_id, e.lease_token,
+       EXISTS (SELECT 1 FROM tasks t WHERE t.id = e.task_id AND t.lease_token = e.lease_token)
+           AS owner_running
+FROM effects AS e
+WHERE e.tenant_id = $1 AND e.key = $2;
+
+-- name: take_over_effect
+-- A pending entry whose owner is gone (crashed, retried, finished) passes to the caller.
+UPDATE effects SET task_id = $3, lease_token = $4
+WHERE tenant_id = $1 AND key = $2 AND state = 'pending'
+  AND lease_token IS NOT DISTINCT FROM $5
+RETURNING key;
+
+-- name: complete_effect
+UPDATE effects SET state = 'done', result = $5
+WHERE tenant_id = $1 AND key = $2 AND state = 'pending'
+  AND task_id = $3 AND lease_token = $4
+RETURNING result;
+
+-- name: abandon_effect
+-- The effect failed: drop the pending entry so the next attempt can run it.
+DELETE FROM effects
+WHERE tenant_id = $1 AND key = $2 AND state = 'pending' AND task_id = $3 AND lease_token = $4;
+
+-- name: get_effect
+SELECT result FROM effects WHERE tenant_id = $1 AND key = $2 AND state = 'done';
+
+-- name: record_effect
+-- The first result recorded for a key wins; a racing second call reads it back.
+WITH inserted AS (
+    INSERT INTO effects (tenant_id, key, state, task_id, result)
+    VALUES ($1, $2, 'done', $3, $4)
+    ON CONFLICT (tenant_id, key) DO NOTHING
+    RETURNING result
+)
+SELECT result, true AS recorded FROM inserted
+UNION ALL
+SELECT result, false FROM effects
+WHERE tenant_id = $1 AND key = $2 AND NOT EXISTS (SELECT 1 FROM inserted);
