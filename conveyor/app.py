@@ -16,9 +16,10 @@ Run it with ``conveyor worker --app mypkg.agents:app``.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from conveyor.core.backoff import RetryPolicy
 from conveyor.core.cron import validate_cron
@@ -31,6 +32,15 @@ if TYPE_CHECKING:
 Handler = Callable[["TaskContext", dict[str, Any]], Awaitable[Any] | Any]
 F = TypeVar("F", bound=Handler)
 
+Isolation = Literal["process"]
+
+DEFAULT_MEMORY_LIMIT_MB = 512
+"""Address-space cap of an isolated handler's process when ``memory_limit_mb`` is not given."""
+MIN_MEMORY_LIMIT_MB = 64
+"""The interpreter with Conveyor imported already maps about 55 MB; less cannot even start."""
+DEFAULT_CPU_LIMIT_SECONDS = 60.0
+"""CPU-time cap of an isolated handler without ``cpu_limit_seconds`` or a ``timeout``."""
+
 
 @dataclass(frozen=True, slots=True)
 class AgentSpec:
@@ -41,11 +51,22 @@ class AgentSpec:
     concurrency: int | None = None
     timeout: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    isolation: Isolation | None = None
+    """``"process"``: each run happens in a child process under the two caps below."""
+    memory_limit_mb: int | None = None
+    """Address-space cap (RLIMIT_AS) of an isolated run; set exactly when isolated."""
+    cpu_limit_seconds: float | None = None
+    """CPU-time cap (RLIMIT_CPU) of an isolated run; set exactly when isolated."""
 
     @property
     def is_async(self) -> bool:
         """False for a plain ``def`` handler, which runs in a thread, never on the loop."""
         return inspect.iscoroutinefunction(self.handler)
+
+    @property
+    def handler_reference(self) -> str:
+        """``package.module:function``, how an isolated child process imports the handler."""
+        return f"{self.handler.__module__}:{self.handler.__qualname__}"
 
 
 class App:
@@ -64,11 +85,20 @@ class App:
         timeout: float | None = None,
         max_attempts: int | None = None,
         retry: RetryPolicy | None = None,
+        isolation: Isolation | None = None,
+        memory_limit_mb: int | None = None,
+        cpu_limit_seconds: float | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def handler(ctx, payload)`` as the agent of queue ``name``.
 
         ``concurrency`` caps runs of this role per worker process; ``timeout`` bounds one
         run in seconds; ``retry`` (or just ``max_attempts``) sets the backoff policy.
+
+        ``isolation="process"`` runs each call in a child process capped at
+        ``memory_limit_mb`` of address space (default 512) and ``cpu_limit_seconds`` of CPU
+        time (default: ``timeout``, else 60); crossing a cap kills only that child and the
+        task goes dead with :class:`~conveyor.errors.IsolationLimitExceeded`. The handler
+        must be a module-level function, which the child imports by name.
         """
         validate_queue_name(name)
         if concurrency is not None and concurrency < 1:
@@ -78,11 +108,15 @@ class App:
         policy = retry or RetryPolicy()
         if max_attempts is not None:
             policy = RetryPolicy(max_attempts=max_attempts, base=policy.base, cap=policy.cap)
+        memory, cpu = _process_limits(name, isolation, timeout, memory_limit_mb, cpu_limit_seconds)
 
         def register(handler: F) -> F:
             if name in self.agents:
                 raise ConfigurationError(f"agent {name!r} is registered twice")
-            self.agents[name] = AgentSpec(name, handler, concurrency, timeout, policy)
+            spec = AgentSpec(name, handler, concurrency, timeout, policy, isolation, memory, cpu)
+            if isolation is not None:
+                _check_importable(spec)
+            self.agents[name] = spec
             return handler
 
         return register
@@ -110,3 +144,50 @@ class App:
         )
         self.schedules.append(schedule)
         return schedule
+
+
+def _process_limits(
+    name: str,
+    isolation: Isolation | None,
+    timeout: float | None,
+    memory_limit_mb: int | None,
+    cpu_limit_seconds: float | None,
+) -> tuple[int | None, float | None]:
+    """The validated (memory, cpu) caps of an agent, defaults filled in when isolated."""
+    if isolation is None:
+        if memory_limit_mb is not None or cpu_limit_seconds is not None:
+            raise ConfigurationError(
+                f"agent {name!r}: memory_limit_mb and cpu_limit_seconds apply only with "
+                'isolation="process"'
+            )
+        return None, None
+    if isolation != "process":
+        raise ConfigurationError(
+            f'agent {name!r}: isolation must be "process" or None, not {isolation!r}'
+        )
+    memory = DEFAULT_MEMORY_LIMIT_MB if memory_limit_mb is None else memory_limit_mb
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < MIN_MEMORY_LIMIT_MB:
+        raise ConfigurationError(
+            f"agent {name!r}: memory_limit_mb must be a whole number >= {MIN_MEMORY_LIMIT_MB} "
+            f"(the interpreter alone maps about 55 MB), not {memory_limit_mb!r}"
+        )
+    cpu = cpu_limit_seconds if cpu_limit_seconds is not None else timeout
+    cpu = DEFAULT_CPU_LIMIT_SECONDS if cpu is None else float(cpu)
+    if not math.isfinite(cpu) or cpu <= 0:
+        raise ConfigurationError(
+            f"agent {name!r}: cpu_limit_seconds must be a finite number > 0, "
+            f"not {cpu_limit_seconds!r}"
+        )
+    return memory, cpu
+
+
+def _check_importable(spec: AgentSpec) -> None:
+    """Refuse a handler that a child process could not import by module and name."""
+    module = getattr(spec.handler, "__module__", None)
+    qualname = getattr(spec.handler, "__qualname__", None)
+    if not module or not qualname or module == "__main__" or "<" in qualname:
+        raise ConfigurationError(
+            f'agent {spec.name!r}: isolation="process" needs a module-level function, which '
+            f"the child process imports by name; {spec.handler!r} is a lambda, a nested "
+            "function, not a function, or defined in __main__"
+        )

@@ -12,11 +12,13 @@
     ├── UnknownTenant             the tenant does not exist; create it first
     ├── TaskNotFound              no task with that id (for that tenant)
     ├── LeaseLost                 a worker's lease was taken over; its result is refused
+    ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
     └── TaskOutcome               raised by a handler to steer what happens next
         ├── Retry                 try again after a delay (counts an attempt)
         ├── Snooze                run again later without counting an attempt
         ├── Cancel                stop for good, recorded as cancelled
         └── PermanentError        fail for good now; the task goes to the dead-letter queue
+            └── IsolationLimitExceeded  an isolated task crossed its memory or CPU cap
 
 Driver errors (asyncpg) are translated into these at the store boundary with
 ``raise ... from exc``; nothing above ``conveyor.store`` sees a driver exception.
@@ -78,6 +80,20 @@ class LeaseLost(ConveyorError):
         super().__init__(f"lease lost for task(s) {task_ids}: another worker holds them now")
 
 
+class IsolatedTaskError(ConveyorError):
+    """An ``isolation="process"`` handler raised in its child process.
+
+    ``error_type``, ``message`` and ``child_traceback`` are the child's; the task is retried
+    per the agent's policy, as if the handler had raised in the worker.
+    """
+
+    def __init__(self, error_type: str, message: str, child_traceback: str = "") -> None:
+        self.error_type = error_type
+        self.message = message
+        self.child_traceback = child_traceback
+        super().__init__(f"{error_type}: {message}" if message else error_type)
+
+
 class TaskOutcome(ConveyorError):
     """Raised by a handler to choose what happens to its task."""
 
@@ -111,3 +127,15 @@ class Cancel(TaskOutcome):
 
 class PermanentError(TaskOutcome):
     """Fail the task now without further attempts; it goes to the dead-letter queue."""
+
+
+class IsolationLimitExceeded(PermanentError):
+    """An isolated task crossed its memory or CPU cap; only its child process was killed.
+
+    ``limit`` is ``"memory"`` or ``"cpu"``. Not retried: the same input would cross the
+    same cap again. Raise the agent's ``memory_limit_mb`` or ``cpu_limit_seconds`` instead.
+    """
+
+    def __init__(self, limit: str, message: str) -> None:
+        self.limit = limit
+        super().__init__(message)

@@ -16,6 +16,8 @@ import socket
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -27,6 +29,8 @@ from conveyor.store.postgres import PostgresStore
 from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
 from conveyor.worker.context import TaskContext
+from conveyor.worker.isolation import run_isolated
+from conveyor.worker.looplag import LoopLagMonitor
 from conveyor.worker.outcomes import Outcome, TaskTimedOut, error_record, failure, success
 
 log = structlog.get_logger("conveyor.worker")
@@ -54,6 +58,12 @@ class WorkerOptions:
     """Idle poll period (jittered), the fallback when a notification is missed."""
     grace_seconds: float = 30.0
     """On shutdown, how long in-flight tasks may finish before they are released."""
+    max_tasks_per_process: int | None = None
+    """Recycle (drain and restart) the process after claiming this many tasks."""
+    max_memory_mb: float | None = None
+    """Recycle the process when its resident memory grows past this many MB."""
+    loop_lag_warn_seconds: float = 0.25
+    """Log a warning naming the task when the event loop is blocked this long."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     def __post_init__(self) -> None:
@@ -61,6 +71,10 @@ class WorkerOptions:
             raise ConfigurationError("--concurrency must be >= 1")
         if self.claim_batch < 1:
             raise ConfigurationError("--claim-batch must be >= 1")
+        if self.max_tasks_per_process is not None and self.max_tasks_per_process < 1:
+            raise ConfigurationError("--max-tasks-per-process must be >= 1")
+        if self.max_memory_mb is not None and self.max_memory_mb <= 0:
+            raise ConfigurationError("--max-memory must be > 0 MB")
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ConfigurationError(
                 "CONVEYOR_HEARTBEAT_SECONDS must be at most half of CONVEYOR_LEASE_SECONDS, "
@@ -92,6 +106,7 @@ class Worker:
         if not queues:
             raise ConfigurationError("the app registers no agents; nothing to run")
         self.queues = queues
+        self._is_async = {name: spec.is_async for name, spec in app.agents.items()}
         self.stats: Counter[str] = Counter()
         self._running: dict[int, _Running] = {}
         self._per_queue: Counter[str] = Counter()
@@ -103,6 +118,11 @@ class Worker:
         # The heartbeat and a flush both lock this worker's task rows, in whatever order
         # their statements visit them; running them one at a time rules out a deadlock.
         self._row_writes = asyncio.Lock()
+        self.loop_lag = LoopLagMonitor(
+            warn_after=self.options.loop_lag_warn_seconds, describe=_running_task
+        )
+        self.recycle_reason: str | None = None
+        """Why the worker stopped to be recycled (None: it was asked to stop)."""
 
     @property
     def in_flight(self) -> int:
@@ -124,6 +144,7 @@ class Worker:
             await listener.start()
         except ConveyorError as exc:  # polling still works without notifications
             log.warning("listen_unavailable", error=str(exc))
+        lag = asyncio.create_task(self.loop_lag.run(), name="conveyor-looplag")
         flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
         beats = asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat")
         log.info("worker_started", worker_id=opts.worker_id, queues=list(self.queues))
@@ -131,16 +152,20 @@ class Worker:
             await self._claim_loop(stop)
         finally:
             await self._shutdown()
-            beats.cancel()
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for helper in (beats, flusher, lag):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
             await self._flush()
             await listener.stop()
             await self.store.set_worker_state(opts.worker_id, "stopped")
-            log.info("worker_stopped", worker_id=opts.worker_id, **dict(self.stats))
+            log.info(
+                "worker_stopped",
+                worker_id=opts.worker_id,
+                recycle=self.recycle_reason,
+                **dict(self.stats),
+                **self.loop_lag.summary(),
+            )
 
     # -- claiming -----------------------------------------------------------------------
 
@@ -148,6 +173,10 @@ class Worker:
         stopper = asyncio.create_task(stop.wait())
         try:
             while not stop.is_set():
+                self.recycle_reason = self._recycle_due()
+                if self.recycle_reason is not None:
+                    log.info("recycling", reason=self.recycle_reason)
+                    return
                 self._wake.clear()
                 try:
                     full = await self._claim_available()
@@ -163,9 +192,22 @@ class Worker:
         finally:
             stopper.cancel()
 
+    def _recycle_due(self) -> str | None:
+        opts = self.options
+        claimed = self.stats["claimed"]
+        if opts.max_tasks_per_process is not None and claimed >= opts.max_tasks_per_process:
+            return f"claimed {claimed} tasks (--max-tasks-per-process)"
+        if opts.max_memory_mb is not None:
+            rss = resident_memory_mb()
+            if rss > opts.max_memory_mb:
+                return f"resident memory {rss:.0f} MB > {opts.max_memory_mb:g} MB (--max-memory)"
+        return None
+
     async def _claim_available(self) -> bool:
         """Claim for every free slot; True when some claim came back full."""
         free = self.options.concurrency - len(self._running)
+        if self.options.max_tasks_per_process is not None:
+            free = min(free, self.options.max_tasks_per_process - self.stats["claimed"])
         if free <= 0:
             return False
         unlimited = tuple(q for q in self.queues if self.app.agents[q].concurrency is None)
@@ -211,7 +253,9 @@ class Worker:
             deadline = asyncio.timeout(timeout)
             try:
                 async with deadline:
-                    if agent.is_async:
+                    if agent.isolation == "process":
+                        result = await run_isolated(agent, entry.context.task, task.payload)
+                    elif self._is_async[task.queue]:
                         result = await agent.handler(entry.context, task.payload)
                     else:
                         result = await asyncio.to_thread(agent.handler, entry.context, task.payload)
@@ -323,3 +367,25 @@ class Worker:
             self._cancel(task_id, _SHUTDOWN)
         if leftovers:
             await asyncio.wait(leftovers)
+
+
+def _running_task(frame: FrameType) -> dict[str, Any] | None:
+    """For the loop-lag watchdog: the task whose handler is on this stack, if any."""
+    if frame.f_code.co_name != "_execute":
+        return None
+    task = frame.f_locals.get("task")
+    if not isinstance(task, ClaimedTask):
+        return None
+    return {"task_id": task.id, "queue": task.queue, "tenant_id": task.tenant_id}
+
+
+def resident_memory_mb() -> float:
+    """This process's resident set size in MB (Linux /proc; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1_048_576
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

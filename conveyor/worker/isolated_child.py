@@ -1,0 +1,186 @@
+"""The child side of ``isolation="process"``: ``python -m conveyor.worker.isolated_child``.
+
+Reads one request from stdin (see :mod:`conveyor.worker.isolation`), caps its own address
+space and CPU time, imports the handler, runs it once and writes one JSON reply line. The
+reply goes to a private copy of stdout; the handler's own prints go to stderr, so nothing it
+writes can corrupt the reply.
+
+Inside the child the handler gets an :class:`IsolatedContext`: ``ctx.task``, ``ctx.log``
+and ``ctx.heartbeat()`` work as in the worker; ``ctx.once``, ``ctx.step`` and
+``ctx.spawn`` need the worker's database connection and are not available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import inspect
+import json
+import math
+import os
+import resource
+import signal
+import sys
+import traceback
+from typing import IO, Any, NoReturn
+
+import structlog
+
+from conveyor.errors import Cancel, PermanentError, Retry, Snooze
+from conveyor.observability.logging import configure_logging
+from conveyor.worker.context import TaskInfo
+
+_PR_SET_PDEATHSIG = 1
+_RESERVE_BYTES = 1 << 20
+"""Set aside at start and freed on MemoryError, so the reply can still be written."""
+_OUT_OF_MEMORY = json.dumps(
+    {"error": {"type": "MemoryError", "message": "", "traceback": "", "permanent": True}}
+)
+
+
+class IsolatedContext:
+    """What an isolated handler gets instead of a :class:`~conveyor.TaskContext`."""
+
+    def __init__(self, task: TaskInfo) -> None:
+        self.task = task
+        self.log: Any = structlog.get_logger("conveyor.task").bind(
+            tenant_id=task.tenant_id,
+            task_id=task.id,
+            queue=task.queue,
+            group_id=task.group_id,
+            isolated=True,
+        )
+
+    def heartbeat(self) -> None:
+        """Nothing to do: the worker renews the lease while the child process lives."""
+
+    def once(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not available in an isolated handler."""
+        _unavailable("once")
+
+    def step(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not available in an isolated handler."""
+        _unavailable("step")
+
+    def spawn(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not available in an isolated handler."""
+        _unavailable("spawn")
+
+
+def _unavailable(name: str) -> NoReturn:
+    raise PermanentError(
+        f'ctx.{name} is not available in an isolated handler (isolation="process"): it needs '
+        "the worker's database connection; run this agent without isolation"
+    )
+
+
+def main() -> int:
+    """Serve one request; the exit status is 0 whenever a reply was written."""
+    request = json.loads(sys.stdin.buffer.read())
+    reply_to = _take_stdout()
+    _die_with_parent(int(request["parent_pid"]))
+    _apply_limits(int(request["limits"]["memory_mb"]), float(request["limits"]["cpu_seconds"]))
+    reserve = bytearray(_RESERVE_BYTES)
+    try:
+        line = _serve(request)
+    except MemoryError:
+        line = None
+    if line is None:
+        # Leaving the except clause dropped the traceback and with it the handler's frames;
+        # the reserve makes room for the last few allocations.
+        del reserve
+        line = _OUT_OF_MEMORY
+    reply_to.write(line + "\n")
+    reply_to.flush()
+    return 0
+
+
+def _take_stdout() -> IO[str]:
+    """A private handle on stdout for the reply; fd 1 (``print``) now goes to stderr."""
+    reply_to = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    return reply_to
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process if the worker dies (e.g. ``kill -9``)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the worker died before the request was read
+        os._exit(1)
+
+
+def _apply_limits(memory_mb: int, cpu_seconds: float) -> None:
+    """Cap address space and CPU time, and write no core file when a cap kills us."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    _, memory_hard = resource.getrlimit(resource.RLIMIT_AS)
+    memory = memory_mb * 1024 * 1024
+    if memory_hard != resource.RLIM_INFINITY:
+        memory = min(memory, memory_hard)
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory_hard))
+    # SIGXCPU (default action: terminate) comes at the soft limit; the hard limit one
+    # second later is the kernel's SIGKILL for a handler that ignores SIGXCPU.
+    _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
+    cpu = math.ceil(cpu_seconds)
+    if cpu_hard != resource.RLIM_INFINITY:
+        cpu = min(cpu, cpu_hard)
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu_hard))
+    else:
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
+
+def _serve(request: dict[str, Any]) -> str | None:
+    """The reply line, or None when the run ran out of memory."""
+    sys.path[:] = request["sys_path"]
+    configure_logging(request["log_level"])
+    try:
+        handler = _resolve(request["handler"])
+        ctx = IsolatedContext(TaskInfo(**request["task"]))
+        if inspect.iscoroutinefunction(handler):
+            result = asyncio.run(handler(ctx, request["payload"]))
+        else:
+            result = handler(ctx, request["payload"])
+    except MemoryError:
+        return None
+    except BaseException as exc:  # a handler's SystemExit is its error too
+        return json.dumps({"error": _describe(exc)})
+    try:
+        return json.dumps({"ok": result})
+    except (TypeError, ValueError) as exc:
+        problem = PermanentError(f"handler returned a result that is not JSON: {exc}")
+        return json.dumps({"error": _describe(problem)})
+
+
+def _resolve(reference: str) -> Any:
+    """The object named by ``package.module:qualified.name``."""
+    module_name, _, qualname = reference.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+def _describe(exc: BaseException) -> dict[str, Any]:
+    outcome: str | None = None
+    delay: float | None = None
+    if isinstance(exc, Retry):
+        outcome, delay = "retry", exc.after
+    elif isinstance(exc, Snooze):
+        outcome, delay = "snooze", exc.seconds
+    elif isinstance(exc, Cancel):
+        outcome = "cancel"
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "permanent": isinstance(exc, PermanentError),
+        "outcome": outcome,
+        "delay": delay,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
