@@ -373,6 +373,14 @@ def worker(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 256,
     claim_batch: Annotated[int, typer.Option("--claim-batch", min=1)] = 100,
     grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds to drain.")] = 30.0,
+    max_tasks: Annotated[
+        int | None,
+        typer.Option("--max-tasks-per-process", min=1, help="Recycle after this many tasks."),
+    ] = None,
+    max_memory: Annotated[
+        float | None,
+        typer.Option("--max-memory", min=1, help="Recycle past this resident memory (MB)."),
+    ] = None,
     migrate_first: Annotated[
         bool | None, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
     ] = None,
@@ -381,7 +389,7 @@ def worker(
 ) -> None:
     """Run the agents of an App until SIGTERM/SIGINT (a second signal forces exit)."""
     from conveyor.observability.logging import configure_logging
-    from conveyor.worker.process import serve
+    from conveyor.worker.process import reexec_self, serve
     from conveyor.worker.runtime import WorkerOptions
 
     configure_logging(log_level)
@@ -396,11 +404,14 @@ def worker(
             heartbeat_seconds=settings.heartbeat_seconds,
             poll_seconds=settings.poll_seconds,
             grace_seconds=grace,
+            max_tasks_per_process=max_tasks,
+            max_memory_mb=max_memory,
         )
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
     migrate_now = settings.database_url is None if migrate_first is None else migrate_first
-    _run(serve(app, settings, options, migrate=migrate_now))
+    if _run(serve(app, settings, options, migrate=migrate_now)) is not None:
+        reexec_self()  # drained: start over in a fresh interpreter
 
 
 @cli.command()

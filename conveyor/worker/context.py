@@ -58,18 +58,28 @@ class TaskContext:
             group_id=claimed.group_id,
             parent_id=claimed.parent_id,
         )
-        self.log: Any = structlog.get_logger("conveyor.task").bind(
-            tenant_id=claimed.tenant_id,
-            task_id=claimed.id,
-            queue=claimed.queue,
-            group_id=claimed.group_id,
-            trace_id=(claimed.trace_context or {}).get("traceparent"),
-        )
+        self._log: Any = None
         self.last_progress = time.monotonic()
         self._store = store
         self._trace_context = claimed.trace_context
         self._lease_token = claimed.lease_token
         self._spawned = 0
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to tenant_id, task_id, queue, group_id and trace_id.
+
+        Built on first use: binding costs more than a no-op task's whole run.
+        """
+        if self._log is None:
+            self._log = structlog.get_logger("conveyor.task").bind(
+                tenant_id=self.task.tenant_id,
+                task_id=self.task.id,
+                queue=self.task.queue,
+                group_id=self.task.group_id,
+                trace_id=(self._trace_context or {}).get("traceparent"),
+            )
+        return self._log
 
     def heartbeat(self) -> None:
         """Report progress (each streamed chunk does this for you)."""
@@ -141,7 +151,7 @@ class TaskContext:
             await asyncio.shield(store.abandon_effect(owner))  # the next attempt runs it
             raise
         try:
-            json.dumps(result)
+            json.dumps(result, allow_nan=False)
         except (TypeError, ValueError) as exc:
             await store.abandon_effect(owner)
             raise InvalidTask(f"result of {key!r} must be JSON to be recorded: {exc}") from exc

@@ -16,6 +16,7 @@ from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
 
 Outcome = Finish | RetryLease
+_JSON_SCALARS = frozenset({str, int, bool})  # floats may be NaN, which JSON lacks
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,12 @@ def error_record(exc: BaseException, attempt: int) -> dict[str, Any]:
 def success(task: ClaimedTask, result: Any) -> Outcome:
     """Finish as succeeded; a result that is not JSON becomes a permanent error."""
     lease = LeaseRef(task.id, task.lease_token)
+    if result is None or type(result) in _JSON_SCALARS:
+        return Finish(lease, TaskState.SUCCEEDED, result=result)
     try:
-        json.dumps(result)
+        # allow_nan=False: PostgreSQL rejects NaN in jsonb, and one such result would fail the
+        # whole batch of outcomes it is flushed with.
+        json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
         problem = PermanentError(f"handler returned a result that is not JSON: {exc}")
         return Finish(lease, TaskState.DEAD, error=error_record(problem, task.attempts))

@@ -1,5 +1,9 @@
 """A worker process: the worker plus maintenance, stopped gracefully by SIGTERM/SIGINT.
 
+When the worker asks to be recycled (``--max-tasks-per-process``, ``--max-memory``) it
+drains like a SIGTERM, and the process then replaces itself with a fresh interpreter
+running the same command (same pid, so supervisors and orchestrators see no restart).
+
 The first signal stops claiming and lets in-flight tasks finish within the grace period
 (the rest are released, no attempt counted); a second signal exits at once, and the
 leases of whatever was running expire and are redelivered.
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 
 import structlog
 
@@ -30,8 +35,8 @@ async def serve(
     *,
     migrate: bool,
     maintenance: bool = True,
-) -> None:
-    """Run one worker until a signal stops it."""
+) -> str | None:
+    """Run one worker until a signal stops it; the recycle reason if it asked for one."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals_seen = 0
@@ -57,10 +62,18 @@ async def serve(
                 promote_seconds=settings.promote_seconds, reaper_seconds=settings.reaper_seconds
             )
             upkeep = asyncio.create_task(Maintenance(store, app.schedules, options_m).run())
+        worker = Worker(app, store, options)
         try:
-            await Worker(app, store, options).run(stop)
+            await worker.run(stop)
+            return worker.recycle_reason
         finally:
             if upkeep is not None:
                 upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await upkeep
+
+
+def reexec_self() -> None:
+    """Replace this process with a fresh run of the same ``conveyor`` command."""
+    argv = [sys.executable, "-m", "conveyor.cli", *sys.argv[1:]]
+    os.execv(sys.executable, argv)

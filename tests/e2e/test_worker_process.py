@@ -104,3 +104,29 @@ async def test_kill_9_loses_nothing(
     assert all(r.state is TaskState.SUCCEEDED for r in records)
     # the tasks the killed worker held ran again, on a later attempt
     assert any(r.attempts > 1 for r in records)
+
+
+@pytest.mark.timeout(120)
+async def test_worker_recycles_itself_in_place(
+    store: PostgresStore, database_dsn: str, tmp_path: Path
+) -> None:
+    results = await store.enqueue_batch(
+        [NewTask(queue="echo", payload={"n": i}) for i in range(100)]
+    )
+    worker = WorkerProcess(
+        database_dsn,
+        tmp_path / "recycled.log",
+        "--max-tasks-per-process",
+        "40",
+        "--log-level",
+        "INFO",
+    )
+    try:
+        await wait_until_finished(store, [r.task_id for r in results], timeout=60)
+        assert worker.process.poll() is None  # same pid, still serving
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.output
+    assert worker.output.count('"event": "recycling"') >= 2, worker.output
+    records = [await store.get_task(r.task_id) for r in results]
+    assert all(r.state is TaskState.SUCCEEDED for r in records)

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+import structlog
 
 from conveyor import App, Cancel, PermanentError, Retry, RetryPolicy, Snooze, TaskContext
 from conveyor.store.params import NewTask
@@ -255,3 +256,36 @@ async def test_graceful_stop_releases_unfinished_tasks_without_an_attempt(
     record = await store.get_task(result.task_id)
     assert record.state is TaskState.QUEUED and record.attempts == 0
     assert worker.stats["released"] == 1
+
+
+async def test_a_blocked_event_loop_is_reported_with_the_task_to_blame(
+    store: PostgresStore,
+) -> None:
+    async def rude(ctx: TaskContext, payload: dict[str, Any]) -> str:
+        time.sleep(0.6)  # blocks the loop: exactly what the monitor is for
+        return "done"
+
+    result = await store.enqueue(NewTask("work"))
+    with structlog.testing.capture_logs() as logs:
+        async with running(app_with(rude), store, loop_lag_warn_seconds=0.2) as worker:
+            await settle(store, result.task_id)
+    blocked = [e for e in logs if e["event"] == "event_loop_blocked"]
+    assert blocked and blocked[0]["task_id"] == result.task_id
+    assert blocked[0]["queue"] == "work" and "test_worker_runtime.py" in blocked[0]["where"]
+    assert worker.loop_lag.summary()["loop_lag_max_ms"] >= 400
+
+
+async def test_worker_stops_for_recycling_after_max_tasks(store: PostgresStore) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        return None
+
+    await store.enqueue_batch([NewTask("work") for _ in range(30)])
+    async with running(app_with(handler), store, max_tasks_per_process=10) as worker:
+        for _ in range(100):
+            if worker.recycle_reason:
+                break
+            await asyncio.sleep(0.05)
+    assert worker.recycle_reason is not None and "max-tasks-per-process" in worker.recycle_reason
+    assert worker.stats["claimed"] == 10 and worker.stats["succeeded"] == 10
+    [status] = await store.queue_status()
+    assert status.queued == 20 and status.running == 0
