@@ -29,24 +29,22 @@ import os
 import platform
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from conveyor.store.connection import connect
-from conveyor.store.embedded import EmbeddedPostgres
-from conveyor.store.migrate import migrate
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import scratch_database, server_dsn, server_facts
 
 QUEUE = "bench"
 ENQUEUE_TARGET = 100_000.0
@@ -101,65 +99,6 @@ class Report:
 
 
 # -- the server and the scratch database ------------------------------------------------
-
-
-def with_database(dsn: str, database: str) -> str:
-    """``dsn`` pointing at another database of the same server (query string kept)."""
-    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
-
-
-@asynccontextmanager
-async def server_dsn(dsn: str | None) -> AsyncIterator[str]:
-    """The given DSN, DATABASE_URL, or a started embedded server (stopped on exit)."""
-    configured = dsn or os.environ.get("DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    server = EmbeddedPostgres()
-    started = await asyncio.to_thread(server.start)
-    try:
-        yield started
-    finally:
-        await asyncio.to_thread(server.stop)
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(with_database(dsn, "postgres"))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-@asynccontextmanager
-async def scratch_database(dsn: str) -> AsyncIterator[str]:
-    """A new, migrated database on the server of ``dsn``; dropped on exit."""
-    name = f"conveyor_bench_{uuid.uuid4().hex[:10]}"
-    await _admin(dsn, f'CREATE DATABASE "{name}"')
-    scratch = with_database(dsn, name)
-    try:
-        conn = await connect(scratch)
-        try:
-            await migrate(conn)
-            await conn.execute(RAW_SCHEMA)
-        finally:
-            await conn.close()
-        yield scratch
-    finally:
-        await _admin(dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def server_facts(conn: asyncpg.Connection) -> dict[str, str]:
-    facts = {}
-    for setting in (
-        "server_version",
-        "synchronous_commit",
-        "fsync",
-        "shared_buffers",
-        "autovacuum",
-    ):
-        facts[setting] = str(await conn.fetchval(f"SHOW {setting}"))
-    return facts
 
 
 async def settle(conn: asyncpg.Connection) -> None:
@@ -256,7 +195,7 @@ async def raw_drain(pool: asyncpg.Pool, concurrency: int, batch: int) -> PhaseRe
 
 
 async def measure(dsn: str, args: argparse.Namespace) -> Report:
-    async with scratch_database(dsn) as scratch:
+    async with scratch_database(dsn, RAW_SCHEMA) as scratch:
         control = await asyncpg.connect(scratch)
         store = await PostgresStore.open(
             scratch, min_size=args.concurrency, max_size=args.concurrency
