@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from pydantic import BaseModel
 
 from conveyor.core.backoff import RetryPolicy
 from conveyor.core.cron import validate_cron
@@ -57,6 +60,9 @@ class AgentSpec:
     """Address-space cap (RLIMIT_AS) of an isolated run; set exactly when isolated."""
     cpu_limit_seconds: float | None = None
     """CPU-time cap (RLIMIT_CPU) of an isolated run; set exactly when isolated."""
+    payload_model: type[BaseModel] | None = None
+    """The pydantic model of the payload when the handler's second parameter is typed so;
+    the worker validates each payload against it before calling the handler."""
 
     @property
     def is_async(self) -> bool:
@@ -113,7 +119,10 @@ class App:
         def register(handler: F) -> F:
             if name in self.agents:
                 raise ConfigurationError(f"agent {name!r} is registered twice")
-            spec = AgentSpec(name, handler, concurrency, timeout, policy, isolation, memory, cpu)
+            spec = AgentSpec(
+                name, handler, concurrency, timeout, policy, isolation, memory, cpu,
+                payload_model=_payload_model(handler),
+            )  # fmt: skip
             if isolation is not None:
                 _check_importable(spec)
             self.agents[name] = spec
@@ -191,3 +200,16 @@ def _check_importable(spec: AgentSpec) -> None:
             f"the child process imports by name; {spec.handler!r} is a lambda, a nested "
             "function, not a function, or defined in __main__"
         )
+
+
+def _payload_model(handler: Handler) -> type[BaseModel] | None:
+    """The pydantic model annotating the handler's payload parameter, if there is one."""
+    try:
+        hints = typing.get_type_hints(handler)
+        parameters = list(inspect.signature(handler).parameters)
+    except (NameError, TypeError, ValueError):
+        return None  # annotations that do not resolve are left to the handler
+    if len(parameters) < 2:
+        return None
+    hint = hints.get(parameters[1])
+    return hint if isinstance(hint, type) and issubclass(hint, BaseModel) else None

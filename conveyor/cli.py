@@ -7,7 +7,7 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -55,10 +55,21 @@ def _settings(database_url: str | None) -> Settings:
         raise typer.Exit(2) from None
 
 
-def _run(coro: Awaitable[T]) -> T:
-    """Run ``coro``; a Conveyor error becomes one readable line and exit status 1."""
+def _run(coro: Coroutine[Any, Any, T], *, fast_loop: bool = False) -> T:
+    """Run ``coro``; a Conveyor error becomes one readable line and exit status 1.
+
+    ``fast_loop`` uses uvloop where it is installed: it schedules the worker's thousands of
+    coroutines with measurably less CPU than the default loop.
+    """
     try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
+        if fast_loop:
+            try:
+                import uvloop
+            except ImportError:  # pragma: no cover - Windows, or a minimal install
+                pass
+            else:
+                return uvloop.run(coro)
+        return asyncio.run(coro)
     except ConveyorError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -410,7 +421,7 @@ def worker(
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
     migrate_now = settings.database_url is None if migrate_first is None else migrate_first
-    if _run(serve(app, settings, options, migrate=migrate_now)) is not None:
+    if _run(serve(app, settings, options, migrate=migrate_now), fast_loop=True) is not None:
         reexec_self()  # drained: start over in a fresh interpreter
 
 

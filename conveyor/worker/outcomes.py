@@ -8,6 +8,8 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from conveyor.app import AgentSpec
 from conveyor.core.failure import GiveUp, decide_after_failure
 from conveyor.errors import Cancel, PermanentError, Retry, Snooze
@@ -39,9 +41,31 @@ def error_record(exc: BaseException, attempt: int) -> dict[str, Any]:
     }
 
 
+def parse_payload(agent: AgentSpec, task: ClaimedTask) -> Any:
+    """The payload as the handler declared it: its pydantic model, or the plain dict.
+
+    A payload that does not fit the model fails the task for good (no retry can fix it),
+    with pydantic's account of each wrong field.
+    """
+    if agent.payload_model is None:
+        return task.payload
+    try:
+        return agent.payload_model.model_validate(task.payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'payload'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise PermanentError(
+            f"payload does not match {agent.payload_model.__name__}: {problems}"
+        ) from None
+
+
 def success(task: ClaimedTask, result: Any) -> Outcome:
     """Finish as succeeded; a result that is not JSON becomes a permanent error."""
     lease = LeaseRef(task.id, task.lease_token)
+    if isinstance(result, BaseModel):
+        result = result.model_dump(mode="json")
     if result is None or type(result) in _JSON_SCALARS:
         return Finish(lease, TaskState.SUCCEEDED, result=result)
     try:

@@ -31,10 +31,19 @@ from conveyor.types import TaskState
 from conveyor.worker.context import TaskContext
 from conveyor.worker.isolation import run_isolated
 from conveyor.worker.looplag import LoopLagMonitor
-from conveyor.worker.outcomes import Outcome, TaskTimedOut, error_record, failure, success
+from conveyor.worker.outcomes import (
+    Outcome,
+    TaskTimedOut,
+    error_record,
+    failure,
+    parse_payload,
+    success,
+)
 
 log = structlog.get_logger("conveyor.worker")
 
+_START_SLICE = 100
+_FLUSH_SLICE = 1000
 _SHUTDOWN = "shutdown"
 _CANCEL = "cancel"
 _LOST = "lost"
@@ -156,7 +165,8 @@ class Worker:
                 helper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
-            await self._flush()
+            while self._pending or self._releases:
+                await self._flush()
             await listener.stop()
             await self.store.set_worker_state(opts.worker_id, "stopped")
             log.info(
@@ -229,8 +239,10 @@ class Worker:
                     queues, limit, self.options.worker_id, self.options.lease_seconds, defaults
                 )
             )
-            for task in claimed:
+            for count, task in enumerate(claimed, 1):
                 self._start(task)
+                if count % _START_SLICE == 0:
+                    await asyncio.sleep(0)  # let running agents breathe between slices
             free -= len(claimed)
             filled = filled or len(claimed) == limit
         return filled
@@ -256,9 +268,10 @@ class Worker:
                     if agent.isolation == "process":
                         result = await run_isolated(agent, entry.context.task, task.payload)
                     elif self._is_async[task.queue]:
-                        result = await agent.handler(entry.context, task.payload)
+                        result = await agent.handler(entry.context, parse_payload(agent, task))
                     else:
-                        result = await asyncio.to_thread(agent.handler, entry.context, task.payload)
+                        payload = parse_payload(agent, task)
+                        result = await asyncio.to_thread(agent.handler, entry.context, payload)
                 outcome = success(task, result)
             except TimeoutError as exc:
                 if not deadline.expired():
@@ -315,7 +328,11 @@ class Worker:
 
     async def _flush(self) -> None:
         """Write every pending outcome: one finish, one retry and one release statement."""
-        outcomes, self._pending = self._pending, []
+        # At most _FLUSH_SLICE outcomes a statement: encoding 10,000 at once would hold the
+        # event loop for tens of milliseconds; the rest go in the next flush, at once.
+        outcomes, self._pending = self._pending[:_FLUSH_SLICE], self._pending[_FLUSH_SLICE:]
+        if self._pending:
+            self._flush_wake.set()
         releases, self._releases = self._releases, []
         finishes = [o for o in outcomes if isinstance(o, Finish)]
         retries = [o for o in outcomes if isinstance(o, RetryLease)]
