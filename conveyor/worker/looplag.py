@@ -51,13 +51,13 @@ class LoopLagMonitor:
         self._loop_thread = threading.get_ident()
         watchdog = threading.Thread(target=self._watch, name="conveyor-looplag", daemon=True)
         watchdog.start()
-        loop = asyncio.get_running_loop()
         try:
             while True:
-                started = loop.time()
+                # perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds
+                started = time.perf_counter()
                 self._beat = time.monotonic()
                 await asyncio.sleep(self.interval)
-                self.samples.append(max(0.0, loop.time() - started - self.interval))
+                self.samples.append(max(0.0, time.perf_counter() - started - self.interval))
         finally:
             self._stop.set()
             with contextlib.suppress(RuntimeError):
