@@ -16,4 +16,13 @@ async def echo(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     await asyncio.sleep(float(payload.get("sleep", 0)))
     if payload.get("fail") == "permanent":
         raise PermanentError("asked to fail")
+    if "effect" in payload:  # a side effect that must happen once, whatever crashes
+        await ctx.once(f"effect:{payload['effect']}", lambda: {"by_task": ctx.task.id})
     return {"echo": payload, "attempt": ctx.task.attempt}
+
+
+@app.agent("hog", isolation="process", memory_limit_mb=128, cpu_limit_seconds=10)
+def hog(ctx: TaskContext, payload: dict[str, Any]) -> int:
+    """Leaks about 1 GB in 16 MB pieces: only its child process may die of it."""
+    chunks = [bytearray(16 * 1024 * 1024) for _ in range(64)]
+    return len(chunks)

@@ -88,7 +88,7 @@ async def test_kill_9_loses_nothing(
     store: PostgresStore, database_dsn: str, tmp_path: Path
 ) -> None:
     results = await store.enqueue_batch(
-        [NewTask(queue="echo", payload={"n": i, "sleep": 0.5}) for i in range(200)]
+        [NewTask(queue="echo", payload={"n": i, "sleep": 0.5, "effect": i}) for i in range(200)]
     )
     doomed = WorkerProcess(database_dsn, tmp_path / "doomed.log", "--concurrency", "50")
     while not any(s.running for s in await store.queue_status()):
@@ -104,6 +104,10 @@ async def test_kill_9_loses_nothing(
     assert all(r.state is TaskState.SUCCEEDED for r in records)
     # the tasks the killed worker held ran again, on a later attempt
     assert any(r.attempts > 1 for r in records)
+    # ... and every side effect is recorded exactly once, by one of the task's runs
+    for n, result in enumerate(results):
+        effect = await store.get_effect("default", f"once:effect:{n}")
+        assert effect is not None and effect.result == {"by_task": result.task_id}
 
 
 @pytest.mark.timeout(120)
@@ -130,3 +134,70 @@ async def test_worker_recycles_itself_in_place(
     assert worker.output.count('"event": "recycling"') >= 2, worker.output
     records = [await store.get_task(r.task_id) for r in results]
     assert all(r.state is TaskState.SUCCEEDED for r in records)
+
+
+@pytest.mark.timeout(120)
+async def test_sigterm_mid_load_finishes_in_flight_and_leaves_the_rest(
+    store: PostgresStore, database_dsn: str, tmp_path: Path
+) -> None:
+    results = await store.enqueue_batch(
+        [NewTask(queue="echo", payload={"n": i, "sleep": 0.3}) for i in range(400)]
+    )
+    first = WorkerProcess(database_dsn, tmp_path / "first.log", "--concurrency", "50")
+    while sum(s.running for s in await store.queue_status()) == 0:
+        await asyncio.sleep(0.05)
+    assert first.stop() == 0, first.output  # default --grace: in-flight tasks finish
+    after_stop = [await store.get_task(r.task_id) for r in results]
+    assert not any(r.state is TaskState.RUNNING for r in after_stop)
+    done_by_first = {r.id for r in after_stop if r.state is TaskState.SUCCEEDED}
+    assert 0 < len(done_by_first) < 400
+    assert all(r.attempts == 0 for r in after_stop if r.state is TaskState.QUEUED)
+
+    second = WorkerProcess(database_dsn, tmp_path / "second.log")
+    try:
+        await wait_until_finished(store, [r.task_id for r in results], timeout=60)
+    finally:
+        assert second.stop() == 0, second.output
+    records = [await store.get_task(r.task_id) for r in results]
+    # nothing lost, and nothing ran twice because of the shutdown
+    assert all(r.state is TaskState.SUCCEEDED and r.attempts == 1 for r in records)
+    assert all(r.result["attempt"] == 1 for r in records)
+
+
+@pytest.mark.timeout(120)
+async def test_a_memory_hog_kills_only_its_child(
+    store: PostgresStore, database_dsn: str, tmp_path: Path
+) -> None:
+    hog = await store.enqueue(NewTask(queue="hog", max_attempts=3))
+    others = await store.enqueue_batch([NewTask(queue="echo", payload={"n": i}) for i in range(50)])
+    worker = WorkerProcess(database_dsn, tmp_path / "hog.log")
+    try:
+        await wait_until_finished(store, [hog.task_id], timeout=60)
+        assert worker.process.poll() is None  # the worker survived
+        later = await store.enqueue(NewTask(queue="echo", payload={"after": True}))
+        await wait_until_finished(store, [later.task_id], timeout=30)
+    finally:
+        assert worker.stop() == 0, worker.output
+    record = await store.get_task(hog.task_id)
+    assert record.state is TaskState.DEAD and record.attempts == 1
+    assert "memory limit of 128 MB" in record.last_error["message"]
+    states = [(await store.get_task(r.task_id)).state for r in [*others, later]]
+    assert all(state is TaskState.SUCCEEDED for state in states)
+
+
+@pytest.mark.timeout(60)
+async def test_a_second_signal_forces_exit_and_leases_bring_the_work_back(
+    store: PostgresStore, database_dsn: str, tmp_path: Path
+) -> None:
+    result = await store.enqueue(NewTask(queue="echo", payload={"sleep": 30}))
+    worker = WorkerProcess(database_dsn, tmp_path / "forced.log")
+    while sum(s.running for s in await store.queue_status()) == 0:
+        await asyncio.sleep(0.05)
+    worker.process.send_signal(signal.SIGTERM)  # drain: would wait up to --grace 30 s
+    await asyncio.sleep(0.3)
+    assert worker.stop(signal.SIGINT) == 130, worker.output  # the second one does not wait
+    record = await store.get_task(result.task_id)
+    assert record.state is TaskState.RUNNING  # left leased; the reaper will bring it back
+    await asyncio.sleep(2.5)  # past the 2 s lease of FAST_LEASES
+    reaped = await store.reap_expired()
+    assert reaped is not None and reaped.requeued == (result.task_id,)
