@@ -60,6 +60,8 @@ class AgentSpec:
     """Address-space cap (RLIMIT_AS) of an isolated run; set exactly when isolated."""
     cpu_limit_seconds: float | None = None
     """CPU-time cap (RLIMIT_CPU) of an isolated run; set exactly when isolated."""
+    stall_timeout: float | None = None
+    """Seconds without progress after which a run fails as stalled (None: never)."""
     payload_model: type[BaseModel] | None = None
     """The pydantic model of the payload when the handler's second parameter is typed so;
     the worker validates each payload against it before calling the handler."""
@@ -94,6 +96,7 @@ class App:
         isolation: Isolation | None = None,
         memory_limit_mb: int | None = None,
         cpu_limit_seconds: float | None = None,
+        stall_timeout: float | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def handler(ctx, payload)`` as the agent of queue ``name``.
 
@@ -105,12 +108,18 @@ class App:
         time (default: ``timeout``, else 60); crossing a cap kills only that child and the
         task goes dead with :class:`~conveyor.errors.IsolationLimitExceeded`. The handler
         must be a module-level function, which the child imports by name.
+
+        ``stall_timeout`` fails a run that shows no progress (``ctx.heartbeat()``, a step,
+        an effect, each streamed chunk) for that many seconds, and retries it per policy: a
+        hung call is caught long before a generous ``timeout``.
         """
         validate_queue_name(name)
         if concurrency is not None and concurrency < 1:
             raise ConfigurationError(f"agent {name!r}: concurrency must be >= 1")
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"agent {name!r}: timeout must be > 0 seconds")
+        if stall_timeout is not None and not (0 < stall_timeout < math.inf):
+            raise ConfigurationError(f"agent {name!r}: stall_timeout must be > 0 seconds")
         policy = retry or RetryPolicy()
         if max_attempts is not None:
             policy = RetryPolicy(max_attempts=max_attempts, base=policy.base, cap=policy.cap)
@@ -121,7 +130,7 @@ class App:
                 raise ConfigurationError(f"agent {name!r} is registered twice")
             spec = AgentSpec(
                 name, handler, concurrency, timeout, policy, isolation, memory, cpu,
-                payload_model=_payload_model(handler),
+                payload_model=_payload_model(handler), stall_timeout=stall_timeout,
             )  # fmt: skip
             if isolation is not None:
                 _check_importable(spec)

@@ -31,6 +31,16 @@ class TaskTimedOut(Exception):
         return f"task exceeded its timeout of {self.seconds:g}s"
 
 
+@dataclass(frozen=True, slots=True)
+class TaskStalled(Exception):
+    """A run showed no progress for its agent's stall_timeout; it is retried per policy."""
+
+    seconds: float
+
+    def __str__(self) -> str:
+        return f"task showed no progress for {self.seconds:g}s (stall_timeout)"
+
+
 def error_record(exc: BaseException, attempt: int) -> dict[str, Any]:
     """The JSON kept as ``last_error``: type, message, traceback and attempt."""
     return {

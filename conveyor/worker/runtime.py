@@ -13,6 +13,7 @@ import contextlib
 import os
 import random
 import socket
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from conveyor.worker.isolation import run_isolated
 from conveyor.worker.looplag import LoopLagMonitor
 from conveyor.worker.outcomes import (
     Outcome,
+    TaskStalled,
     TaskTimedOut,
     error_record,
     failure,
@@ -47,6 +49,7 @@ _FLUSH_SLICE = 1000
 _SHUTDOWN = "shutdown"
 _CANCEL = "cancel"
 _LOST = "lost"
+_STALLED = "stalled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +283,8 @@ class Worker:
                 raise  # not ours: the worker itself is being torn down
             if reason == _SHUTDOWN:
                 self._releases.append(LeaseRef(task.id, task.lease_token))
+            elif reason == _STALLED:
+                outcome = failure(task, agent, TaskStalled(agent.stall_timeout or 0.0))
             elif reason == _CANCEL:
                 error = error_record(asyncio.CancelledError("cancel requested"), task.attempts)
                 outcome = Finish(
@@ -361,9 +366,19 @@ class Worker:
             self.stats["lease_lost"] += len(refused)
             log.warning("lease_lost", task_ids=sorted(refused))
 
+    def _cancel_stalled(self) -> None:
+        """Fail runs that made no progress for their agent's stall_timeout."""
+        now = time.monotonic()
+        for task_id, entry in list(self._running.items()):
+            limit = entry.agent.stall_timeout
+            if limit is not None and now - entry.context.last_progress > limit:
+                log.warning("task_stalled", task_id=task_id, queue=entry.claimed.queue)
+                self._cancel(task_id, _STALLED)
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.heartbeat_seconds)
+            self._cancel_stalled()
             held = [LeaseRef(t, e.claimed.lease_token) for t, e in self._running.items()]
             held += [o.lease for o in self._pending]
             try:

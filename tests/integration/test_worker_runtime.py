@@ -289,3 +289,27 @@ async def test_worker_stops_for_recycling_after_max_tasks(store: PostgresStore) 
     assert worker.stats["claimed"] == 10 and worker.stats["succeeded"] == 10
     [status] = await store.queue_status()
     assert status.queued == 20 and status.running == 0
+
+
+async def test_a_run_without_progress_fails_as_stalled_while_a_chatty_one_lives(
+    store: PostgresStore,
+) -> None:
+    async def agent(ctx: TaskContext, payload: dict[str, Any]) -> str:
+        for _ in range(8):  # 0.8 s in all, longer than the stall timeout
+            await asyncio.sleep(0.1)
+            if payload["chatty"]:
+                ctx.heartbeat()  # what each streamed chunk does
+        return "finished"
+
+    app = App("stalls")
+    app.agent("work", retry=RetryPolicy(max_attempts=2, base=0.01, cap=0.02), stall_timeout=0.35)(
+        agent
+    )
+    chatty = await store.enqueue(NewTask("work", {"chatty": True}))
+    silent = await store.enqueue(NewTask("work", {"chatty": False}))
+    async with running(app, store, heartbeat_seconds=0.1):
+        alive = await settle(store, chatty.task_id)
+        stuck = await settle(store, silent.task_id)
+    assert alive.state is TaskState.SUCCEEDED and alive.attempts == 1
+    assert stuck.state is TaskState.DEAD and stuck.attempts == 2
+    assert stuck.last_error["type"] == "TaskStalled"
