@@ -1,16 +1,20 @@
 """The seven roles of the marketing-agency workload, with simulated work.
 
 Task times follow the time-compressed agency mix of WORKLOADS.md (a few tens of
-milliseconds instead of minutes). Until the LLM gateway lands, each agent sleeps for its
-simulated model time; failure modes are driven by the payload so the demo is repeatable:
-``flaky`` fails its first attempt (a provider 503), ``bad_brief`` fails for good until the
-brief is fixed, after which a replay from the dead-letter queue succeeds.
+milliseconds instead of minutes). Until the LLM gateway lands, each agent makes two
+simulated model calls as durable steps (``ctx.step``); the activity planner spawns a
+copywriter, an SEO and a social task for its campaign (``ctx.spawn``). Failure modes are
+driven by the payload so the demo is repeatable: ``flaky`` fails between its two calls on
+the first attempt (a provider 503; the retry replays the first call from the ledger),
+``bad_brief`` fails for good until the brief is fixed, after which a replay from the
+dead-letter queue succeeds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from typing import Any
 
 from conveyor.app import App
@@ -38,16 +42,40 @@ class ProviderUnavailable(Exception):
     """A simulated 503 from the model provider: retried with backoff."""
 
 
+calls = Counter[str]()
+"""``requested`` model calls (ctx.step invocations) and ``executed`` ones; the difference
+is the work durable steps saved on retries."""
+
+
+async def model_call(role: str, part: int, mean_seconds: float) -> dict[str, Any]:
+    """One simulated model call (until the LLM gateway lands)."""
+    calls["executed"] += 1
+    await asyncio.sleep(random.uniform(0.5, 1.5) * mean_seconds)
+    return {"part": part, "words": random.randint(40, 450)}
+
+
 async def simulate(
     ctx: TaskContext, payload: dict[str, Any], mean_seconds: float
 ) -> dict[str, Any]:
-    """Fail as the payload asks, else work for about ``mean_seconds``."""
+    """Two model calls as durable steps; fail as the payload asks, between them."""
     if payload.get("bad_brief") and not briefs_fixed:
         raise PermanentError("the brief has no target audience; fix it and replay")
+    calls["requested"] += 1
+    outline = await ctx.step("outline", model_call, ctx.task.queue, 1, mean_seconds / 2)
     if payload.get("flaky") and ctx.task.attempt == 1:
-        raise ProviderUnavailable("model provider answered 503")
-    await asyncio.sleep(random.uniform(0.5, 1.5) * mean_seconds)
-    return {"role": ctx.task.queue, "tenant": ctx.task.tenant_id, "words": random.randint(80, 900)}
+        raise ProviderUnavailable("model provider answered 503")  # the outline is kept
+    calls["requested"] += 1
+    body = await ctx.step("body", model_call, ctx.task.queue, 2, mean_seconds / 2)
+    spawned = []
+    if ctx.task.queue == "activity_planner":  # a campaign decomposes into role tasks
+        for role in ("copywriter", "seo", "social"):
+            spawned.append(await ctx.spawn(role, {"brief": payload.get("brief")}, priority=1))
+    return {
+        "role": ctx.task.queue,
+        "tenant": ctx.task.tenant_id,
+        "words": outline["words"] + body["words"],
+        "spawned": spawned,
+    }
 
 
 def _register(role: str, mean_seconds: float) -> None:

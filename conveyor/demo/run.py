@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.table import Table
 
 from conveyor.demo import agents
+from conveyor.observability.logging import configure_logging
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
 from conveyor.store.params import ClaimRequest, NewTask, ReplayFilter
@@ -65,7 +66,7 @@ def _plan_tasks(count: int, tenants: list[str], rng: random.Random) -> list[NewT
 
 
 def _progress(statuses: list[tuple[str, int, int, int, int]], done: int, total: int) -> Table:
-    table = Table(title=f"processing: {done}/{total} finished")
+    table = Table(title=f"processing: {done} finished ({total} submitted, plus spawned)")
     for column in ("queue", "queued", "scheduled", "running", "dead"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     for row in statuses:
@@ -96,7 +97,11 @@ async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Con
     """The whole demo; prints a summary table at the end."""
     rng = random.Random(7)
     agents.briefs_fixed = False
-    async with open_store(settings, auto_migrate=True) as store:
+    agents.calls.clear()
+    configure_logging("WARNING", json_lines=False)
+    # 200 agents each writing durable steps: give the pool room for them
+    roomy = settings.model_copy(update={"pool_max_size": max(settings.pool_max_size, 40)})
+    async with open_store(roomy, auto_migrate=True) as store:
         where = "embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL"
         console.print(
             f"[bold]Conveyor demo[/bold] on {where}: {tasks} agent tasks, {tenants} tenants"
@@ -156,6 +161,7 @@ async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Con
             await upkeep
 
         summary = await store.history_summary(started)
+        finished = sum(s.succeeded + s.dead + s.cancelled for s in summary)
         table = Table(title="what happened (wait = enqueue to start)")
         for column in ("queue", "succeeded", "dead", "retries", "wait p50", "wait p99", "run p50"):
             table.add_column(column, justify="left" if column == "queue" else "right")
@@ -171,12 +177,18 @@ async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Con
             )
         console.print(table)
         succeeded = sum(s.succeeded for s in summary)
+        spawned = finished - tasks
         console.print(
-            f"{succeeded}/{tasks} succeeded in {process_s:.1f}s "
-            f"({tasks / process_s:,.0f} tasks/s); "
+            f"{succeeded}/{finished} tasks ({tasks} submitted, {spawned} spawned by activity "
+            f"planners) succeeded in {process_s:.1f}s ({finished / process_s:,.0f} tasks/s); "
             f"{worker.stats['retried']} retried after simulated 503s; {len(ours)} died on a bad "
             f"brief and {len(replayed)} were replayed from the dead-letter queue after the fix; "
             f"{lost} tasks of the crashed worker were redelivered by the reaper."
+        )
+        saved = agents.calls["requested"] - agents.calls["executed"]
+        console.print(
+            f"{agents.calls['executed']} simulated model calls ran; {saved} were replayed from "
+            "durable steps on retries instead of being paid for twice."
         )
 
 

@@ -93,6 +93,19 @@ async def get_effect(conn: Conn, tenant_id: str, key: str) -> EffectRecord | Non
     return None if row is None else EffectRecord(EffectStatus.DONE, row["result"])
 
 
+async def record_step(
+    conn: Conn, tenant_id: str, key: str, task_id: int, result: Any
+) -> EffectRecord:
+    """Record a durable step's result with an asynchronous commit; the result that holds.
+
+    A step has one owner (the task's current lease), so it needs no ownership protocol: the
+    first result recorded wins, and a late zombie gets that one back.
+    """
+    row = await conn.fetchrow(q("record_step"), tenant_id, key, task_id, result)
+    assert row is not None
+    return EffectRecord(EffectStatus.DONE, row["result"])
+
+
 async def record_effect(
     conn: Conn, tenant_id: str, key: str, task_id: int | None, result: Any
 ) -> tuple[EffectRecord, bool]:

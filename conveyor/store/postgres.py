@@ -278,6 +278,12 @@ class PostgresStore:
         """The recorded result of ``key`` for the tenant, if any."""
         return await self._run(lambda c: effects.get_effect(c, tenant_id, key))
 
+    async def record_step(
+        self, tenant_id: str, key: str, result: Any, *, task_id: int
+    ) -> effects.EffectRecord:
+        """Record a durable step's result (asynchronous commit; see effects.record_step)."""
+        return await self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
+
     async def record_effect(
         self, tenant_id: str, key: str, result: Any, *, task_id: int | None = None
     ) -> tuple[effects.EffectRecord, bool]:

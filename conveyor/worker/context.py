@@ -3,9 +3,14 @@
 ``ctx.step`` and ``ctx.once`` share the effects ledger (``effects`` table, keyed by tenant
 and key). A step's result is recorded when it completes; when the task runs again (a retry,
 or redelivery after a crash) a completed step returns its recorded result instead of running,
-so an agent that crashed after three LLM calls resumes at the fourth. The window between a
-step finishing and its result being recorded is the one place a step can run twice: make the
-step itself idempotent (for example pass its key to the provider) where that matters.
+so an agent that crashed after three LLM calls resumes at the fourth. A step runs again
+only if it finished but its result was not recorded: the worker died in between, or the
+database server crashed within a fraction of a second of the record (steps are recorded with
+an asynchronous commit, which cuts their cost by a WAL flush each). Make a step idempotent
+(for example pass its key to the provider) where a repeat matters.
+
+``ctx.once`` is for effects that must not repeat: its key is owned by one running lease
+while the effect runs, and its result is committed durably.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import structlog
 
@@ -85,19 +90,36 @@ class TaskContext:
         """Report progress (each streamed chunk does this for you)."""
         self.last_progress = time.monotonic()
 
-    async def step(self, name: str, fn: Callable[..., Awaitable[T] | T], *args: Any) -> T:
+    @overload
+    async def step(self, name: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T: ...
+    @overload
+    async def step(self, name: str, fn: Callable[..., T], *args: Any) -> T: ...
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` once per task: a rerun of this task returns the recorded result.
 
         ``name`` must be unique within the task; the result must be JSON.
         """
-        return await self._ledgered(f"step:{self.task.id}:{name}", fn, args)
+        store = self._require_store("step")
+        key = f"step:{self.task.id}:{name}"
+        found = await store.get_effect(self.task.tenant_id, key)  # a read: no commit to wait on
+        if found is not None:
+            self.log.debug("step_replayed", step=name)
+            return found.result
+        result = await _call_json(key, fn, args)
+        stored = await store.record_step(self.task.tenant_id, key, result, task_id=self.task.id)
+        self.heartbeat()
+        return stored.result
 
-    async def once(self, key: str, fn: Callable[..., Awaitable[T] | T], *args: Any) -> T:
+    @overload
+    async def once(self, key: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T: ...
+    @overload
+    async def once(self, key: str, fn: Callable[..., T], *args: Any) -> T: ...
+    async def once(self, key: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a side effect once per tenant and ``key``, across retries and tasks.
 
         Use a key that names the effect itself, e.g. ``f"email:welcome:{user_id}"``.
         """
-        return await self._ledgered(f"once:{key}", fn, args)
+        return await self._once(f"once:{key}", fn, args)
 
     async def spawn(
         self,
@@ -130,31 +152,25 @@ class TaskContext:
         )
         return result.task_id
 
-    async def _ledgered(self, key: str, fn: Callable[..., Awaitable[T] | T], args: Any) -> T:
-        store = self._require_store("step/once")
+    async def _once(self, key: str, fn: Callable[..., Any], args: Any) -> Any:
+        store = self._require_store("once")
         owner = EffectOwner(self.task.tenant_id, key, self.task.id, self._lease_token)
         wait = 0.05
         while True:
             found = await store.begin_effect(owner)
             if found.status is EffectStatus.DONE:
-                self.log.debug("ledger_replayed", key=key)
-                return found.result  # type: ignore[no-any-return]
+                self.log.debug("effect_replayed", key=key)
+                return found.result
             if found.status is EffectStatus.OWNED:
                 break
             # another running task is doing this very effect: wait for its result
             await asyncio.sleep(wait)
             wait = min(wait * 2, 1.0)
         try:
-            value = fn(*args)
-            result = await value if inspect.isawaitable(value) else value
+            result = await _call_json(key, fn, args)
         except BaseException:
             await asyncio.shield(store.abandon_effect(owner))  # the next attempt runs it
             raise
-        try:
-            json.dumps(result, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            await store.abandon_effect(owner)
-            raise InvalidTask(f"result of {key!r} must be JSON to be recorded: {exc}") from exc
         stored = await store.complete_effect(owner, result)
         self.heartbeat()
         return stored.result if stored.recorded else result
@@ -163,3 +179,14 @@ class TaskContext:
         if self._store is None:
             raise RuntimeError(f"ctx.{what} needs a worker's store (not available here)")
         return self._store
+
+
+async def _call_json(key: str, fn: Callable[..., Any], args: Any) -> Any:
+    """``fn(*args)``, awaited if need be; its result must be JSON to enter the ledger."""
+    value = fn(*args)
+    result = await value if inspect.isawaitable(value) else value
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTask(f"result of {key!r} must be JSON to be recorded: {exc}") from exc
+    return result

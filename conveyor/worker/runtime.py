@@ -164,8 +164,13 @@ class Worker:
             await self._claim_loop(stop)
         finally:
             await self._shutdown()
+            # Cancel the flusher and the heartbeat only between their writes: cancelling a
+            # statement in flight could leave it committed while we think it failed (the
+            # retried finish would then be refused as a lost lease).
+            async with self._row_writes:
+                for helper in (beats, flusher, lag):
+                    helper.cancel()
             for helper in (beats, flusher, lag):
-                helper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
             while self._pending or self._releases:

@@ -281,9 +281,8 @@ async def test_worker_stops_for_recycling_after_max_tasks(store: PostgresStore) 
 
     await store.enqueue_batch([NewTask("work") for _ in range(30)])
     async with running(app_with(handler), store, max_tasks_per_process=10) as worker:
-        for _ in range(100):
-            if worker.recycle_reason:
-                break
+        deadline = time.monotonic() + 20
+        while worker.recycle_reason is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
     assert worker.recycle_reason is not None and "max-tasks-per-process" in worker.recycle_reason
     assert worker.stats["claimed"] == 10 and worker.stats["succeeded"] == 10

@@ -46,3 +46,21 @@ SELECT result, true AS recorded FROM inserted
 UNION ALL
 SELECT result, false FROM effects
 WHERE tenant_id = $1 AND key = $2 AND NOT EXISTS (SELECT 1 FROM inserted);
+
+-- name: record_step
+-- A durable step's result, in one statement with an asynchronous commit: set_config(...,
+-- true) lasts until this statement's own transaction commits, so the commit does not wait
+-- for the WAL flush. Losing such a write to a server crash only means the step runs again
+-- (at-least-once), which a step tolerates; task outcomes and once-effects stay durable.
+WITH relaxed AS (
+    SELECT set_config('synchronous_commit', 'off', true)
+), inserted AS (
+    INSERT INTO effects (tenant_id, key, state, task_id, result)
+    SELECT $1, $2, 'done', $3, $4 FROM relaxed
+    ON CONFLICT (tenant_id, key) DO NOTHING
+    RETURNING result
+)
+SELECT result FROM inserted
+UNION ALL
+SELECT result FROM effects
+WHERE tenant_id = $1 AND key = $2 AND NOT EXISTS (SELECT 1 FROM inserted);
