@@ -120,6 +120,11 @@ class App:
             raise ConfigurationError(f"agent {name!r}: timeout must be > 0 seconds")
         if stall_timeout is not None and not (0 < stall_timeout < math.inf):
             raise ConfigurationError(f"agent {name!r}: stall_timeout must be > 0 seconds")
+        if stall_timeout is not None and isolation is not None:
+            raise ConfigurationError(
+                f"agent {name!r}: stall_timeout needs progress reports, which an isolated "
+                "child cannot send; use timeout/cpu_limit_seconds instead"
+            )
         policy = retry or RetryPolicy()
         if max_attempts is not None:
             policy = RetryPolicy(max_attempts=max_attempts, base=policy.base, cap=policy.cap)

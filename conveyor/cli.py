@@ -388,6 +388,9 @@ def worker(
         int | None,
         typer.Option("--max-tasks-per-process", min=1, help="Recycle after this many tasks."),
     ] = None,
+    sync_threads: Annotated[
+        int, typer.Option("--sync-threads", min=1, help="Threads for plain def handlers.")
+    ] = 64,
     max_memory: Annotated[
         float | None,
         typer.Option("--max-memory", min=1, help="Recycle past this resident memory (MB)."),
@@ -395,7 +398,9 @@ def worker(
     migrate_first: Annotated[
         bool | None, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
     ] = None,
-    log_level: Annotated[str, typer.Option("--log-level")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run the agents of an App until SIGTERM/SIGINT (a second signal forces exit)."""
@@ -417,6 +422,7 @@ def worker(
             grace_seconds=grace,
             max_tasks_per_process=max_tasks,
             max_memory_mb=max_memory,
+            sync_threads=sync_threads,
         )
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import structlog
 
-from conveyor.errors import InvalidTask
+from conveyor.errors import PermanentError
 from conveyor.store.effects import EffectOwner, EffectStatus
 from conveyor.store.params import NewTask
 from conveyor.store.records import ClaimedTask
@@ -144,7 +144,11 @@ class TaskContext:
                 tenant_id=self.task.tenant_id,
                 priority=priority,
                 max_attempts=max_attempts,
-                idempotency_key=f"spawn:{self.task.id}:{key or self._spawned}",
+                idempotency_key=(
+                    f"spawn:{self.task.id}:key:{key}"
+                    if key is not None
+                    else f"spawn:{self.task.id}:n:{self._spawned}"
+                ),
                 parent_id=self.task.id,
                 group_id=self.task.group_id,
                 trace_context=self._trace_context,
@@ -188,5 +192,6 @@ async def _call_json(key: str, fn: Callable[..., Any], args: Any) -> Any:
     try:
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise InvalidTask(f"result of {key!r} must be JSON to be recorded: {exc}") from exc
+        # permanent: running it again returns the same kind of value
+        raise PermanentError(f"result of {key!r} must be JSON to be recorded: {exc}") from exc
     return result

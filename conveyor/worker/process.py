@@ -67,7 +67,8 @@ async def serve(
         worker = Worker(app, store, options)
         try:
             await worker.run(stop)
-            return worker.recycle_reason
+            # a signal during the recycle drain means stop, not start over
+            return None if stop.is_set() else worker.recycle_reason
         finally:
             if upkeep is not None:
                 upkeep.cancel()

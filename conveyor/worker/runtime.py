@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import os
 import random
 import socket
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -74,6 +77,8 @@ class WorkerOptions:
     """Recycle (drain and restart) the process after claiming this many tasks."""
     max_memory_mb: float | None = None
     """Recycle the process when its resident memory grows past this many MB."""
+    sync_threads: int = 64
+    """Threads for plain ``def`` handlers (each blocks one thread while it runs)."""
     loop_lag_warn_seconds: float = 0.25
     """Log a warning naming the task when the event loop is blocked this long."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
@@ -87,6 +92,8 @@ class WorkerOptions:
             raise ConfigurationError("--max-tasks-per-process must be >= 1")
         if self.max_memory_mb is not None and self.max_memory_mb <= 0:
             raise ConfigurationError("--max-memory must be > 0 MB")
+        if self.sync_threads < 1:
+            raise ConfigurationError("--sync-threads must be >= 1")
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ConfigurationError(
                 "CONVEYOR_HEARTBEAT_SECONDS must be at most half of CONVEYOR_LEASE_SECONDS, "
@@ -133,6 +140,9 @@ class Worker:
         self.loop_lag = LoopLagMonitor(
             warn_after=self.options.loop_lag_warn_seconds, describe=_running_task
         )
+        self._threads = ThreadPoolExecutor(
+            self.options.sync_threads, thread_name_prefix="conveyor-sync"
+        )
         self.recycle_reason: str | None = None
         """Why the worker stopped to be recycled (None: it was asked to stop)."""
 
@@ -144,6 +154,12 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
         opts = self.options
+        idle_rss = resident_memory_mb()
+        if opts.max_memory_mb is not None and idle_rss >= opts.max_memory_mb * 0.9:
+            raise ConfigurationError(
+                f"--max-memory {opts.max_memory_mb:g} MB is below what this worker uses idle "
+                f"({idle_rss:.0f} MB): it would recycle forever; give it more headroom"
+            )
         await self.store.register_worker(
             WorkerInfo(
                 opts.worker_id, socket.gethostname(), os.getpid(), self.queues, opts.concurrency
@@ -176,6 +192,7 @@ class Worker:
             while self._pending or self._releases:
                 await self._flush()
             await listener.stop()
+            self._threads.shutdown(wait=False, cancel_futures=True)
             await self.store.set_worker_state(opts.worker_id, "stopped")
             log.info(
                 "worker_stopped",
@@ -298,6 +315,7 @@ class Worker:
             # _LOST: another worker owns the task now; record nothing
         except Exception as exc:
             outcome = failure(task, agent, exc)
+            _log_failure(task, exc, outcome)
         finally:
             del self._running[task.id]
             self._per_queue[task.queue] -= 1
@@ -314,7 +332,10 @@ class Worker:
         if self._is_async[task.queue]:
             return await agent.handler(entry.context, parse_payload(agent, task))
         payload = parse_payload(agent, task)
-        return await asyncio.to_thread(agent.handler, entry.context, payload)
+        # a pool of our own (--sync-threads), not asyncio's default of cpu+4 threads
+        call = functools.partial(agent.handler, entry.context, payload)
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self._threads, context.run, call)
 
     def _cancel(self, task_id: int, reason: str) -> None:
         entry = self._running.get(task_id)
@@ -432,3 +453,21 @@ def resident_memory_mb() -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _log_failure(task: ClaimedTask, exc: Exception, outcome: Outcome) -> None:
+    """One line per failed run: what failed and what happens next."""
+    if isinstance(outcome, RetryLease):
+        next_step = "snooze" if not outcome.count_attempt else f"retry in {outcome.delay:.2f}s"
+    else:
+        next_step = outcome.state.value
+    log.warning(
+        "task_failed",
+        task_id=task.id,
+        queue=task.queue,
+        tenant_id=task.tenant_id,
+        attempt=task.attempts,
+        error_type=type(exc).__name__,
+        error=str(exc)[:500],
+        next=next_step,
+    )

@@ -131,3 +131,16 @@ async def test_list_results_round_trip(store: PostgresStore) -> None:
     lease = LeaseRef(claimed.id, claimed.lease_token)
     await store.finish([Finish(lease, TaskState.SUCCEEDED, [[1, 2], ["a"], []])])
     assert (await store.get_task(claimed.id)).result == [[1, 2], ["a"], []]
+
+
+async def test_a_step_whose_result_is_not_json_fails_for_good(store: PostgresStore) -> None:
+    async def agent(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        await ctx.step("bad", lambda: object())
+
+    app = App("bad-step")
+    app.agent("work", retry=FAST)(agent)
+    result = await store.enqueue(NewTask("work"))
+    async with running(app, store):
+        record = await settle(store, result.task_id)
+    assert record.state is TaskState.DEAD and record.attempts == 1
+    assert "must be JSON" in record.last_error["message"]

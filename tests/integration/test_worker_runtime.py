@@ -312,3 +312,39 @@ async def test_a_run_without_progress_fails_as_stalled_while_a_chatty_one_lives(
     assert alive.state is TaskState.SUCCEEDED and alive.attempts == 1
     assert stuck.state is TaskState.DEAD and stuck.attempts == 2
     assert stuck.last_error["type"] == "TaskStalled"
+
+
+async def test_sync_handlers_get_their_own_thread_pool(store: PostgresStore) -> None:
+    lock = threading.Lock()
+    now_running = 0
+    peak = 0
+
+    def blocking(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        nonlocal now_running, peak
+        with lock:
+            now_running += 1
+            peak = max(peak, now_running)
+        time.sleep(0.3)
+        with lock:
+            now_running -= 1
+
+    results = await store.enqueue_batch([NewTask("work") for _ in range(12)])
+    async with running(app_with(blocking), store, sync_threads=12):
+        for r in results:
+            await settle(store, r.task_id)
+    # asyncio's default pool would cap this at min(32, cpu + 4) = 6 on two cores
+    assert peak > 6
+
+
+async def test_failures_are_logged_with_what_happens_next(store: PostgresStore) -> None:
+    async def handler(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        raise ValueError("provider said no")
+
+    result = await store.enqueue(NewTask("work", max_attempts=2))
+    with structlog.testing.capture_logs() as logs:
+        async with running(app_with(handler), store):
+            await settle(store, result.task_id)
+    failed = [e for e in logs if e["event"] == "task_failed"]
+    assert [e["attempt"] for e in failed] == [1, 2]
+    assert failed[0]["next"].startswith("retry in") and failed[1]["next"] == "dead"
+    assert failed[0]["error"] == "provider said no" and failed[0]["error_type"] == "ValueError"

@@ -79,3 +79,9 @@ def test_handlers_a_child_cannot_import_are_refused() -> None:
             app.agent("iso", isolation="process")(refused)
     assert "iso" not in app.agents
     app.agent("plain")(nested)  # without isolation, anything callable is fine
+
+
+def test_stall_timeout_is_refused_for_isolated_agents() -> None:
+    app = App("t")
+    with pytest.raises(ConfigurationError, match="stall_timeout"):
+        app.agent("x", isolation="process", stall_timeout=5)(handler)
