@@ -23,7 +23,13 @@ from conveyor.settings import Settings, load_settings
 from conveyor.store.connection import connect
 from conveyor.store.database import open_store, resolve_dsn
 from conveyor.store.migrate import migrate as apply_migrations
-from conveyor.store.params import NewTask, ReplayFilter, validate_queue_name, validate_tenant_id
+from conveyor.store.params import (
+    NewTask,
+    ReplayFilter,
+    TenantAgentUpdate,
+    validate_queue_name,
+    validate_tenant_id,
+)
 from conveyor.store.postgres import PostgresStore
 
 T = TypeVar("T")
@@ -32,10 +38,12 @@ dlq_cli = typer.Typer(
     help="The dead-letter queue: list and replay dead tasks.", no_args_is_help=True
 )
 queues_cli = typer.Typer(help="Pause and resume queues.", no_args_is_help=True)
-tenants_cli = typer.Typer(help="Create and list tenants.", no_args_is_help=True)
+tenants_cli = typer.Typer(help="Tenants, their plans and overrides.", no_args_is_help=True)
+plans_cli = typer.Typer(help="Plans: what each tier may run.", no_args_is_help=True)
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(queues_cli, name="queues")
 cli.add_typer(tenants_cli, name="tenants")
+cli.add_typer(plans_cli, name="plans")
 out = Console()
 err = Console(stderr=True)
 
@@ -333,19 +341,26 @@ def tenants_add(
     tenant_id: str,
     name: Annotated[str | None, typer.Option("--name")] = None,
     weight: Annotated[float | None, typer.Option("--weight", min=0.001)] = None,
+    plan: Annotated[
+        str | None, typer.Option("--plan", help="free, pro, agency, enterprise, or your own.")
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Create a tenant, or update the name and weight given of an existing one."""
+    """Create a tenant, or update the name, weight and plan given of an existing one."""
     try:
         validate_tenant_id(tenant_id)
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc), param_hint="TENANT_ID") from None
     tenant = _run(
         _with_store(
-            _settings(database_url), lambda store: store.create_tenant(tenant_id, name, weight)
+            _settings(database_url),
+            lambda store: store.create_tenant(tenant_id, name, weight, plan=plan),
         )
     )
-    out.print(f"tenant {tenant.id} ({tenant.name}, weight {tenant.weight:g})")
+    out.print(
+        f"tenant {tenant.id} ({tenant.name}, weight {tenant.weight:g}, "
+        f"plan {tenant.plan_id or 'none'})"
+    )
 
 
 @tenants_cli.command("list")
@@ -353,7 +368,64 @@ def tenants_list(database_url: DatabaseUrl = None) -> None:
     """List tenants."""
     tenants = _run(_with_store(_settings(database_url), lambda store: store.list_tenants()))
     for t in tenants:
-        out.print(f"{t.id}\t{t.name}\tweight {t.weight:g}")
+        out.print(f"{t.id}\t{t.name}\tweight {t.weight:g}\tplan {t.plan_id or 'none'}")
+
+
+@tenants_cli.command("agent")
+def tenants_agent(
+    tenant_id: str,
+    role: str,
+    enabled: Annotated[
+        bool | None, typer.Option("--enable/--disable", help="Allow or refuse the role.")
+    ] = None,
+    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", min=1)] = None,
+    monthly_limit: Annotated[int | None, typer.Option("--monthly-limit", min=0)] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model override.")] = None,
+    adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter override.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Override the plan for one tenant and role (flags not given keep their value)."""
+    try:
+        update = TenantAgentUpdate(
+            tenant_id, role, enabled, max_concurrent, monthly_limit, model, adapter
+        )
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    agent = _run(_with_store(_settings(database_url), lambda s: s.set_tenant_agent(update)))
+    out.print(
+        f"{agent.tenant_id}/{agent.queue}: {'enabled' if agent.enabled else 'disabled'}, "
+        f"max concurrent {agent.max_concurrent or 'plan'}, "
+        f"monthly limit {agent.monthly_task_limit or 'plan'}, "
+        f"model {agent.model_override or 'default'}"
+    )
+
+
+@tenants_cli.command("usage")
+def tenants_usage(tenant_id: str, database_url: DatabaseUrl = None) -> None:
+    """Tasks the tenant submitted this month, per role and in all."""
+    usage = _run(_with_store(_settings(database_url), lambda s: s.tenant_usage(tenant_id)))
+    if not usage:
+        out.print(f"{tenant_id}: no counted tasks this month (only tenants with limits count)")
+    for queue, tasks in sorted(usage.items()):
+        out.print(f"{'all roles' if queue == '*' else queue}\t{tasks}")
+
+
+@plans_cli.command("list")
+def plans_list(database_url: DatabaseUrl = None) -> None:
+    """The plans: allowed roles, caps and monthly limits."""
+    plans = _run(_with_store(_settings(database_url), lambda s: s.list_plans()))
+    table = Table(title="plans")
+    for column in ("id", "roles", "max concurrent/role", "tasks/month", "tokens/month"):
+        table.add_column(column)
+    for p in plans:
+        table.add_row(
+            p.id,
+            ", ".join(p.allowed_roles) if p.allowed_roles is not None else "any",
+            str(p.max_concurrent_per_role or "configurable"),
+            f"{p.monthly_task_limit:,}" if p.monthly_task_limit is not None else "unlimited",
+            f"{p.monthly_token_budget:,}" if p.monthly_token_budget is not None else "unlimited",
+        )
+    out.print(table)
 
 
 def load_app(reference: str) -> App:

@@ -10,6 +10,8 @@
     │   └── MigrationError        a migration file failed or the history is inconsistent
     ├── InvalidTask               a task submission is malformed (bad queue, priority, ...)
     ├── UnknownTenant             the tenant does not exist; create it first
+    ├── PlanViolation             the tenant's plan (or override) does not allow that role
+    ├── QuotaExceeded             the tenant reached a monthly task limit
     ├── TaskNotFound              no task with that id (for that tenant)
     ├── LeaseLost                 a worker's lease was taken over; its result is refused
     ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
@@ -62,6 +64,35 @@ class UnknownTenant(ConveyorError):
         self.tenant_ids = tenant_ids
         names = ", ".join(sorted(tenant_ids))
         super().__init__(f"unknown tenant(s): {names}; create them first (conveyor tenants add)")
+
+
+class PlanViolation(ConveyorError):
+    """The tenant's plan, or its override for the role, does not allow the task.
+
+    Nothing of the submission is stored. The HTTP API answers 403.
+    """
+
+    def __init__(self, tenant_id: str, queue: str, reason: str) -> None:
+        self.tenant_id = tenant_id
+        self.queue = queue
+        super().__init__(f"tenant {tenant_id!r} may not submit {queue!r} tasks: {reason}")
+
+
+class QuotaExceeded(ConveyorError):
+    """The submission would take the tenant past a monthly task limit.
+
+    Nothing of the submission is stored. The HTTP API answers 429.
+    """
+
+    def __init__(self, tenant_id: str, scope: str, used: int, asked: int, limit: int) -> None:
+        self.tenant_id = tenant_id
+        self.scope = scope
+        self.used = used
+        self.limit = limit
+        super().__init__(
+            f"tenant {tenant_id!r} has used {used} of its {limit} {scope} tasks this month; "
+            f"{asked} more would exceed it (the limit resets on the 1st, or raise it)"
+        )
 
 
 class TaskNotFound(ConveyorError):

@@ -2,19 +2,72 @@
 
 from __future__ import annotations
 
+from datetime import date
+
+import asyncpg
+
+from conveyor.errors import ConfigurationError
 from conveyor.store.connection import Conn
-from conveyor.store.params import ReplayFilter, WorkerInfo
-from conveyor.store.records import DeadTask, QueueStatus, Tenant, WorkerStatus
+from conveyor.store.params import ReplayFilter, TenantAgentUpdate, WorkerInfo
+from conveyor.store.records import (
+    DeadTask,
+    Plan,
+    QueueStatus,
+    Tenant,
+    TenantAgent,
+    WorkerStatus,
+)
 from conveyor.store.sql import q
 
 
 async def create_tenant(
-    conn: Conn, tenant_id: str, name: str | None, weight: float | None
+    conn: Conn, tenant_id: str, name: str | None, weight: float | None, plan: str | None = None
 ) -> Tenant:
-    """Create a tenant, or update the name and weight of an existing one."""
-    row = await conn.fetchrow(q("create_tenant"), tenant_id, name, weight)
+    """Create a tenant, or update the name, weight and plan given of an existing one."""
+    try:
+        row = await conn.fetchrow(q("create_tenant"), tenant_id, name, weight, plan)
+    except asyncpg.ForeignKeyViolationError:
+        plans = ", ".join(p.id for p in await list_plans(conn))
+        raise ConfigurationError(f"unknown plan {plan!r}; the plans are: {plans}") from None
     assert row is not None
     return Tenant(**dict(row))
+
+
+async def list_plans(conn: Conn) -> list[Plan]:
+    """Every plan, smallest first."""
+    rows = await conn.fetch(q("list_plans"))
+    return [Plan(**{**dict(r), "allowed_roles": _tuple(r["allowed_roles"])}) for r in rows]
+
+
+async def set_tenant_agent(conn: Conn, override: TenantAgentUpdate) -> TenantAgent:
+    """Create or update a tenant's override of one role (None fields keep their value)."""
+    row = await conn.fetchrow(
+        q("set_tenant_agent"),
+        override.tenant_id,
+        override.queue,
+        override.enabled,
+        override.max_concurrent,
+        override.monthly_task_limit,
+        override.model_override,
+        override.adapter_override,
+    )
+    assert row is not None
+    return TenantAgent(**dict(row))
+
+
+async def list_tenant_agents(conn: Conn, tenant_id: str) -> list[TenantAgent]:
+    """A tenant's role overrides."""
+    return [TenantAgent(**dict(r)) for r in await conn.fetch(q("list_tenant_agents"), tenant_id)]
+
+
+async def tenant_usage(conn: Conn, tenant_id: str, month: date) -> dict[str, int]:
+    """Tasks accepted this month per queue, and in all under ``"*"``."""
+    rows = await conn.fetch(q("tenant_usage"), tenant_id, month)
+    return {row["queue"]: row["tasks"] for row in rows}
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 async def list_tenants(conn: Conn) -> list[Tenant]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
-from conveyor.errors import StoreError, UnknownTenant
+from conveyor.errors import StoreError
+from conveyor.store.admission import check_rules, count_accepted
 from conveyor.store.connection import Conn
 from conveyor.store.params import NewTask
 from conveyor.store.records import EnqueueResult
@@ -21,10 +23,7 @@ async def enqueue_batch(conn: Conn, tasks: Sequence[NewTask]) -> list[EnqueueRes
     """
     if not tasks:
         return []
-    tenants = sorted({task.tenant_id for task in tasks})
-    unknown = await conn.fetchval(q("unknown_tenants"), tenants)
-    if unknown:
-        raise UnknownTenant(list(unknown))
+    rules = await check_rules(conn, tasks)
 
     ids: list[int] = list(await conn.fetchval(q("allocate_task_ids"), len(tasks)))
     created = [True] * len(tasks)
@@ -38,6 +37,7 @@ async def enqueue_batch(conn: Conn, tasks: Sequence[NewTask]) -> list[EnqueueRes
     else:
         new_tasks, new_ids = list(tasks), ids
     if new_tasks:
+        await count_accepted(conn, rules, new_tasks, datetime.now(UTC))
         await _insert(conn, new_tasks, new_ids)
         # Delivered at commit, once per queue; a delayed task's wake-up is spurious but
         # cheap, while a missed one would cost a poll period.

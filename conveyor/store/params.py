@@ -195,3 +195,24 @@ class ReplayFilter:
     def __post_init__(self) -> None:
         if not (self.task_ids or self.queue or self.tenant_id or self.everything):
             raise ValueError("say which dead tasks to replay: ids, a queue, a tenant, or all")
+
+
+@dataclass(frozen=True, slots=True)
+class TenantAgentUpdate:
+    """Change a tenant's override of one role; None fields keep their current value."""
+
+    tenant_id: str
+    queue: str
+    enabled: bool | None = None
+    max_concurrent: int | None = None
+    monthly_task_limit: int | None = None
+    model_override: str | None = None
+    adapter_override: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_tenant_id(self.tenant_id)
+        validate_queue_name(self.queue)
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise InvalidTask("max_concurrent must be >= 1")
+        if self.monthly_task_limit is not None and self.monthly_task_limit < 0:
+            raise InvalidTask("monthly_task_limit must be >= 0")

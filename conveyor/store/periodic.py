@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from conveyor.core.cron import latest_tick
-from conveyor.errors import UnknownTenant
+from conveyor.store.admission import check_rules
 from conveyor.store.connection import Conn
 from conveyor.store.enqueue import enqueue_batch
 from conveyor.store.params import NewTask, PeriodicTask
@@ -16,12 +16,9 @@ from conveyor.store.sql import q
 async def register_periodic(conn: Conn, schedules: Sequence[PeriodicTask], now: datetime) -> None:
     """Create or update schedules; a new one first fires at its next tick after ``now``."""
     async with conn.transaction():
-        # Refused now: a schedule of an unknown tenant would fail every later tick.
-        unknown = await conn.fetchval(
-            q("unknown_tenants"), sorted({s.tenant_id for s in schedules})
-        )
-        if unknown:
-            raise UnknownTenant(list(unknown))
+        # Refused now: a schedule of an unknown tenant, or of a role its plan does not
+        # allow, would fail every later tick.
+        await check_rules(conn, [NewTask(queue=s.queue, tenant_id=s.tenant_id) for s in schedules])
         for s in schedules:
             await conn.execute(
                 q("register_periodic"),

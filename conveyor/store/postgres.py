@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -25,6 +25,7 @@ from conveyor.store.params import (
     PeriodicTask,
     ReplayFilter,
     RetryLease,
+    TenantAgentUpdate,
     WorkerInfo,
 )
 from conveyor.store.records import (
@@ -32,10 +33,12 @@ from conveyor.store.records import (
     DeadTask,
     EnqueueResult,
     HeartbeatResult,
+    Plan,
     QueueStatus,
     ReapResult,
     TaskRecord,
     Tenant,
+    TenantAgent,
     WorkerStatus,
 )
 from conveyor.types import TaskState
@@ -179,10 +182,33 @@ class PostgresStore:
     # -- operations ---------------------------------------------------------------------
 
     async def create_tenant(
-        self, tenant_id: str, name: str | None = None, weight: float | None = None
+        self,
+        tenant_id: str,
+        name: str | None = None,
+        weight: float | None = None,
+        *,
+        plan: str | None = None,
     ) -> Tenant:
-        """Create or update a tenant."""
-        return await self._run(lambda c: admin.create_tenant(c, tenant_id, name, weight))
+        """Create or update a tenant (None keeps a field's value; a new tenant has no plan)."""
+        return await self._run(lambda c: admin.create_tenant(c, tenant_id, name, weight, plan))
+
+    async def list_plans(self) -> list[Plan]:
+        """Every plan, smallest first."""
+        return await self._run(admin.list_plans)
+
+    async def set_tenant_agent(self, override: TenantAgentUpdate) -> TenantAgent:
+        """Create or update a tenant's override of one role."""
+        return await self._run(lambda c: admin.set_tenant_agent(c, override))
+
+    async def list_tenant_agents(self, tenant_id: str) -> list[TenantAgent]:
+        """A tenant's role overrides."""
+        return await self._run(lambda c: admin.list_tenant_agents(c, tenant_id))
+
+    async def tenant_usage(self, tenant_id: str, *, now: datetime | None = None) -> dict[str, int]:
+        """Tasks the tenant submitted this month, per queue and in all (``"*"``)."""
+        moment = now or datetime.now(UTC)
+        month = date(moment.year, moment.month, 1)
+        return await self._run(lambda c: admin.tenant_usage(c, tenant_id, month))
 
     async def list_tenants(self) -> list[Tenant]:
         """Every tenant."""

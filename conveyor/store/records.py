@@ -133,4 +133,31 @@ class Tenant:
     id: str
     name: str
     weight: float
+    plan_id: str | None
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A plan: allowed roles and limits (None: no limit; allowed_roles None: any role)."""
+
+    id: str
+    name: str
+    allowed_roles: tuple[str, ...] | None
+    max_concurrent_per_role: int | None
+    monthly_task_limit: int | None
+    monthly_token_budget: int | None
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class TenantAgent:
+    """A tenant's override of one role; None fields fall back to the plan."""
+
+    tenant_id: str
+    queue: str
+    enabled: bool
+    max_concurrent: int | None
+    monthly_task_limit: int | None
+    model_override: str | None
+    adapter_override: str | None

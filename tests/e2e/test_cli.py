@@ -103,3 +103,19 @@ def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_ds
     )
     assert unreachable.returncode == 1 and "cannot connect" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+
+
+def test_plans_and_overrides_from_the_cli(run_cli: RunCli) -> None:
+    assert "enterprise" in run_cli("plans", "list").stdout
+    assert "plan free" in run_cli("tenants", "add", "shop", "--plan", "free").stdout
+    refused = run_cli("enqueue", "analyst", "--tenant", "shop")
+    assert refused.returncode == 1 and "plan 'free' allows copywriter, seo" in refused.stderr
+    assert "--enable" in refused.stderr  # the message says how to allow it
+    enabled = run_cli("tenants", "agent", "shop", "analyst", "--enable", "--monthly-limit", "1")
+    assert enabled.returncode == 0 and "monthly limit 1" in enabled.stdout
+    assert run_cli("enqueue", "analyst", "--tenant", "shop").returncode == 0
+    over = run_cli("enqueue", "analyst", "--tenant", "shop")
+    assert over.returncode == 1 and "used 1 of its 1" in over.stderr
+    assert run_cli("tenants", "usage", "shop").stdout.split()[-2:] == ["analyst", "1"]
+    unknown = run_cli("tenants", "add", "shop", "--plan", "gold")
+    assert unknown.returncode == 1 and "unknown plan 'gold'" in unknown.stderr

@@ -1,12 +1,42 @@
 -- name: create_tenant
--- A NULL name or weight keeps the existing value (or takes the id and 1 for a new tenant).
-INSERT INTO tenants (id, name, weight) VALUES ($1, coalesce($2, $1), coalesce($3, 1))
+-- A NULL name, weight or plan keeps the existing value (a new tenant takes its id as name,
+-- weight 1, and no plan).
+INSERT INTO tenants (id, name, weight, plan_id)
+VALUES ($1, coalesce($2, $1), coalesce($3, 1), $4)
 ON CONFLICT (id) DO UPDATE
-SET name = coalesce($2, tenants.name), weight = coalesce($3, tenants.weight)
-RETURNING id, name, weight, created_at;
+SET name = coalesce($2, tenants.name), weight = coalesce($3, tenants.weight),
+    plan_id = coalesce($4, tenants.plan_id)
+RETURNING id, name, weight, plan_id, created_at;
 
 -- name: list_tenants
-SELECT id, name, weight, created_at FROM tenants ORDER BY id;
+SELECT id, name, weight, plan_id, created_at FROM tenants ORDER BY id;
+
+-- name: list_plans
+SELECT id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
+       monthly_token_budget, weight
+FROM plans ORDER BY weight, id;
+
+-- name: set_tenant_agent
+-- Creates or updates a tenant's override of one role; NULL arguments keep what is there.
+INSERT INTO tenant_agents AS a (tenant_id, queue, enabled, max_concurrent, monthly_task_limit,
+                                model_override, adapter_override)
+VALUES ($1, $2, coalesce($3, true), $4, $5, $6, $7)
+ON CONFLICT (tenant_id, queue) DO UPDATE
+SET enabled = coalesce($3, a.enabled),
+    max_concurrent = coalesce($4, a.max_concurrent),
+    monthly_task_limit = coalesce($5, a.monthly_task_limit),
+    model_override = coalesce($6, a.model_override),
+    adapter_override = coalesce($7, a.adapter_override)
+RETURNING tenant_id, queue, enabled, max_concurrent, monthly_task_limit, model_override,
+          adapter_override;
+
+-- name: list_tenant_agents
+SELECT tenant_id, queue, enabled, max_concurrent, monthly_task_limit, model_override,
+       adapter_override
+FROM tenant_agents WHERE tenant_id = $1 ORDER BY queue;
+
+-- name: tenant_usage
+SELECT queue, tasks FROM tenant_usage WHERE tenant_id = $1 AND month = $2 ORDER BY queue;
 
 -- name: set_queue_paused
 INSERT INTO queues (name, paused, paused_at)

@@ -1,8 +1,3 @@
--- name: unknown_tenants
--- The distinct tenant ids of a batch that have no row in `tenants`.
-SELECT array_agg(t) FROM unnest($1::text[]) AS t
-WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE id = t);
-
 -- name: allocate_task_ids
 SELECT array_agg(nextval('task_id_seq')) FROM generate_series(1, $1::int);
 
