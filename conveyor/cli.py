@@ -410,6 +410,20 @@ def tenants_usage(tenant_id: str, database_url: DatabaseUrl = None) -> None:
         out.print(f"{'all roles' if queue == '*' else queue}\t{tasks}")
 
 
+@cli.command()
+def group(
+    group_id: str,
+    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """A campaign's tasks by state, and its completion."""
+    status = _run(_with_store(_settings(database_url), lambda s: s.group_status(tenant, group_id)))
+    counts = ", ".join(f"{state.value} {n}" for state, n in sorted(status.counts.items()))
+    done = f"completed {status.completed_at:%Y-%m-%d %H:%M:%S}" if status.completed_at else "open"
+    follow = f", follow-up task {status.follow_up_id}" if status.follow_up_id else ""
+    out.print(f"group {group_id} ({tenant}): {counts or 'no tasks yet'}; {done}{follow}")
+
+
 @plans_cli.command("list")
 def plans_list(database_url: DatabaseUrl = None) -> None:
     """The plans: allowed roles, caps and monthly limits."""

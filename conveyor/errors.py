@@ -13,6 +13,7 @@
     ├── PlanViolation             the tenant's plan (or override) does not allow that role
     ├── QuotaExceeded             the tenant reached a monthly task limit
     ├── TaskNotFound              no task with that id (for that tenant)
+    ├── GroupNotFound             no campaign (group) with that id (for that tenant)
     ├── LeaseLost                 a worker's lease was taken over; its result is refused
     ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
     └── TaskOutcome               raised by a handler to steer what happens next
@@ -101,6 +102,15 @@ class TaskNotFound(ConveyorError):
     def __init__(self, task_id: int) -> None:
         self.task_id = task_id
         super().__init__(f"task {task_id} not found")
+
+
+class GroupNotFound(ConveyorError):
+    """No group with that id for the tenant: none registered and no task carries it."""
+
+    def __init__(self, tenant_id: str, group_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.group_id = group_id
+        super().__init__(f"group {group_id!r} of tenant {tenant_id!r} not found")
 
 
 class LeaseLost(ConveyorError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from conveyor.errors import TaskNotFound
 from conveyor.store.connection import Conn
@@ -12,10 +13,18 @@ from conveyor.store.sql import q
 from conveyor.types import TaskState
 
 
-async def finish(conn: Conn, finishes: Sequence[Finish]) -> set[int]:
-    """Move leased tasks to history in one statement; returns the ids refused (lease lost)."""
+@dataclass(frozen=True, slots=True)
+class FinishResult:
+    """Ids refused for a lost lease, and the (tenant, group) pairs of the tasks finished."""
+
+    refused: set[int]
+    groups: set[tuple[str, str]]
+
+
+async def finish(conn: Conn, finishes: Sequence[Finish]) -> FinishResult:
+    """Move leased tasks to history in one statement."""
     if not finishes:
-        return set()
+        return FinishResult(set(), set())
     rows = await conn.fetch(
         q("finish_batch"),
         [f.lease.task_id for f in finishes],
@@ -24,7 +33,10 @@ async def finish(conn: Conn, finishes: Sequence[Finish]) -> set[int]:
         [f.result for f in finishes],  # one JSON document each (see finish_batch)
         [f.error for f in finishes],
     )
-    return {f.lease.task_id for f in finishes} - {row["id"] for row in rows}
+    return FinishResult(
+        refused={f.lease.task_id for f in finishes} - {row["id"] for row in rows},
+        groups={(row["tenant_id"], row["group_id"]) for row in rows if row["group_id"]},
+    )
 
 
 async def retry(conn: Conn, retries: Sequence[RetryLease]) -> set[int]:

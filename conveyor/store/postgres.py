@@ -15,7 +15,17 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from conveyor.store import admin, effects, enqueue, finish, leases, periodic, reports, retention
+from conveyor.store import (
+    admin,
+    effects,
+    enqueue,
+    finish,
+    groups,
+    leases,
+    periodic,
+    reports,
+    retention,
+)
 from conveyor.store.connection import Conn, create_pool, translated_errors
 from conveyor.store.params import (
     ClaimRequest,
@@ -135,8 +145,13 @@ class PostgresStore:
     # -- finishing ----------------------------------------------------------------------
 
     async def finish(self, finishes: Sequence[Finish]) -> set[int]:
-        """Finish leased tasks in one statement; returns the ids refused for a lost lease."""
-        return await self._with_partitions(lambda: self._run(lambda c: finish.finish(c, finishes)))
+        """Finish leased tasks in one statement; returns the ids refused for a lost lease.
+
+        Groups whose tasks were among them are checked for completion right after.
+        """
+        done = await self._with_partitions(lambda: self._run(lambda c: finish.finish(c, finishes)))
+        await self._complete_groups(done.groups)
+        return done.refused
 
     async def finish_and_claim(
         self, finishes: Sequence[Finish], request: ClaimRequest
@@ -148,11 +163,31 @@ class PostgresStore:
         may be finished again.
         """
 
-        async def both(conn: Conn) -> tuple[set[int], list[ClaimedTask]]:
-            refused = await finish.finish(conn, finishes)
-            return refused, await leases.claim(conn, request)
+        async def both(conn: Conn) -> tuple[finish.FinishResult, list[ClaimedTask]]:
+            done = await finish.finish(conn, finishes)
+            return done, await leases.claim(conn, request)
 
-        return await self._with_partitions(lambda: self._run_in_transaction(both))
+        done, claimed = await self._with_partitions(lambda: self._run_in_transaction(both))
+        await self._complete_groups(done.groups)
+        return done.refused, claimed
+
+    async def _complete_groups(self, pairs: set[tuple[str, str]]) -> None:
+        if pairs:
+            await self._run(lambda c: groups.complete_groups(c, pairs))
+
+    async def create_group(
+        self, tenant_id: str, group_id: str, *, on_complete: NewTask | None = None
+    ) -> None:
+        """Register a campaign; ``on_complete`` is enqueued once when all its tasks finish."""
+        await self._run(lambda c: groups.create_group(c, tenant_id, group_id, on_complete))
+
+    async def group_status(self, tenant_id: str, group_id: str) -> groups.GroupStatus:
+        """Counts by state of a campaign's tasks, and its completion."""
+        return await self._run(lambda c: groups.group_status(c, tenant_id, group_id))
+
+    async def sweep_open_groups(self, limit: int = 500) -> list[int]:
+        """Complete open groups that are done (maintenance); the follow-up task ids."""
+        return await self._run(lambda c: groups.sweep_open_groups(c, limit))
 
     async def _with_partitions(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:

@@ -31,6 +31,7 @@ class MaintenanceOptions:
     periodic_seconds: float = 1.0
     partition_seconds: float = 3600.0
     prune_workers_seconds: float = 60.0
+    group_sweep_seconds: float = 10.0
     forget_workers_after: float = 86400.0
 
 
@@ -57,6 +58,7 @@ class Maintenance:
             ("reap", opts.reaper_seconds, self._reap),
             ("partitions", opts.partition_seconds, self.store.ensure_partitions),
             ("prune_workers", opts.prune_workers_seconds, self._prune_workers),
+            ("groups", opts.group_sweep_seconds, self.store.sweep_open_groups),
         ]
         if self.schedules:
             jobs.append(("periodic", opts.periodic_seconds, self._periodic))

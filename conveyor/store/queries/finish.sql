@@ -26,7 +26,7 @@ SELECT id, tenant_id, queue, final_state, priority, attempts, max_attempts, time
        idempotency_key, parent_id, group_id, payload, trace_context, final_result,
        coalesce(final_error, last_error), worker_id, created_at, started_at
 FROM done
-RETURNING id;
+RETURNING id, tenant_id, group_id;
 
 -- name: retry_batch
 -- Leased tasks go back to wait: 'scheduled' until now() + delay, or 'queued' at once when
