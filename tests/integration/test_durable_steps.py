@@ -10,7 +10,7 @@ from conveyor.store.effects import EffectOwner, EffectStatus
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
-from tests.integration.test_worker_runtime import running, settle
+from tests.integration.worker_harness import running, settle
 
 FAST = RetryPolicy(max_attempts=3, base=0.01, cap=0.05)
 

@@ -14,7 +14,7 @@ from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
 from tests.integration import isolated_agents
-from tests.integration.test_worker_runtime import running, settle
+from tests.integration.worker_harness import running, settle
 
 FAST = RetryPolicy(max_attempts=3, base=0.01, cap=0.05)
 

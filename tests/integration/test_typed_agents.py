@@ -7,7 +7,7 @@ from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
 from tests.integration import typed_agents
-from tests.integration.test_worker_runtime import running, settle
+from tests.integration.worker_harness import running, settle
 
 
 def typed_app() -> App:

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,42 +16,9 @@ from conveyor import App, Cancel, PermanentError, Retry, RetryPolicy, Snooze, Ta
 from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
-from conveyor.worker.runtime import Worker, WorkerOptions
+from tests.integration.worker_harness import running, settle
 
 FAST = RetryPolicy(max_attempts=3, base=0.01, cap=0.05)
-
-
-@asynccontextmanager
-async def running(app: App, store: PostgresStore, **options: Any) -> AsyncIterator[Worker]:
-    """A worker serving ``app`` until the block ends, with a fast promoter alongside."""
-    opts = {"poll_seconds": 0.1, "heartbeat_seconds": 0.2, "lease_seconds": 5, **options}
-    worker = Worker(app, store, WorkerOptions(**opts))
-    stop = asyncio.Event()
-
-    async def promote() -> None:
-        while True:
-            await store.promote_due()
-            await asyncio.sleep(0.05)
-
-    promoter = asyncio.create_task(promote())
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        yield worker
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        promoter.cancel()
-
-
-async def settle(store: PostgresStore, task_id: int, timeout: float = 15) -> Any:
-    """Wait until the task reaches a terminal state; returns its record."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = await store.get_task(task_id)
-        if record.state.is_terminal:
-            return record
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"task {task_id} still {record.state} after {timeout}s")
 
 
 def app_with(handler: Callable[..., Any], **agent: Any) -> App:
