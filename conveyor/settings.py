@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(
         default=2.0, gt=0, description="Idle poll period, a fallback to LISTEN/NOTIFY."
     )
+    fairness: bool = Field(
+        default=True, description="Fair dequeue between tenants (off: priority, then FIFO)."
+    )
     retention: str = Field(default="90d", description="How long finished tasks are kept.")
 
     @field_validator("retention")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import Any
 
 from conveyor.errors import PlanViolation, QuotaExceeded, UnknownTenant
 from conveyor.store.connection import Conn
@@ -24,7 +25,7 @@ TOTAL = "*"
 
 async def check_rules(
     conn: Conn, tasks: Sequence[NewTask]
-) -> dict[tuple[str, str], dict[str, object]]:
+) -> dict[tuple[str, str], dict[str, Any]]:
     """Refuse unknown tenants and roles their plan or override does not allow.
 
     Returns the rules per (tenant, queue), for :func:`count_accepted`.
@@ -51,7 +52,7 @@ async def check_rules(
 
 async def count_accepted(
     conn: Conn,
-    rules: dict[tuple[str, str], dict[str, object]],
+    rules: dict[tuple[str, str], dict[str, Any]],
     accepted: Sequence[NewTask],
     now: datetime,
 ) -> None:

@@ -46,6 +46,7 @@ async def open_store(
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             statement_cache_size=settings.statement_cache_size,
+            fairness=settings.fairness,
         )
         try:
             yield store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from operator import attrgetter
@@ -15,8 +16,13 @@ from conveyor.store.records import EnqueueResult
 from conveyor.store.sql import q
 
 
-async def enqueue_batch(conn: Conn, tasks: Sequence[NewTask]) -> list[EnqueueResult]:
+async def enqueue_batch(
+    conn: Conn, tasks: Sequence[NewTask], *, fair: bool = True
+) -> list[EnqueueResult]:
     """Insert ``tasks`` in the caller's transaction; results follow the input order.
+
+    With ``fair`` (the default) each task gets a fairness_key from its tenant's virtual
+    clock, so claims interleave tenants by weight instead of serving floods first.
 
     A task whose idempotency key is already taken (by an earlier call, a concurrent one, or
     an earlier task of the same batch) creates nothing and reports the first task's id.
@@ -38,7 +44,8 @@ async def enqueue_batch(conn: Conn, tasks: Sequence[NewTask]) -> list[EnqueueRes
         new_tasks, new_ids = list(tasks), ids
     if new_tasks:
         await count_accepted(conn, rules, new_tasks, datetime.now(UTC))
-        await _insert(conn, new_tasks, new_ids)
+        clocks = await _reserve_fairness(conn, new_tasks, rules) if fair else {}
+        await _insert(conn, new_tasks, new_ids, clocks)
         # Delivered at commit, once per queue; a delayed task's wake-up is spurious but
         # cheap, while a missed one would cost a poll period.
         await conn.execute(q("notify_queues"), sorted({t.queue for t in new_tasks}))
@@ -90,20 +97,55 @@ async def _resolve_idempotency_keys(
             ids[i] = ids[first]
 
 
-async def _insert(conn: Conn, tasks: Sequence[NewTask], ids: list[int]) -> None:
+async def _insert(
+    conn: Conn, tasks: Sequence[NewTask], ids: list[int], clocks: FairnessClocks
+) -> None:
     shared = _shared_fields(tasks[0])
     if all(_shared_fields(t) == shared for t in tasks):
         keys = [t.idempotency_key for t in tasks]
+        start, step = clocks.get((tasks[0].queue, tasks[0].tenant_id), (0.0, 0.0))
         await conn.execute(
             q("insert_uniform_tasks"),
             ids,
             *shared,
             keys if any(k is not None for k in keys) else None,
             [t.payload for t in tasks],
+            start,
+            step,
         )
     else:
         rows = [_row(task_id, t) for task_id, t in zip(ids, tasks, strict=True)]
+        if clocks:
+            seen: Counter[tuple[str, str]] = Counter()
+            for row, task in zip(rows, tasks, strict=True):
+                pair = (task.queue, task.tenant_id)
+                seen[pair] += 1
+                start, step = clocks[pair]
+                row["fairness_key"] = start + seen[pair] * step
         await conn.execute(q("insert_tasks"), rows)
+
+
+FairnessClocks = dict[tuple[str, str], tuple[float, float]]
+"""(queue, tenant) -> (start of the tenant's clock reservation, 1 / weight)."""
+
+
+async def _reserve_fairness(
+    conn: Conn, tasks: Sequence[NewTask], rules: dict[tuple[str, str], dict[str, Any]]
+) -> FairnessClocks:
+    """Advance each (queue, tenant) virtual clock by its tasks / weight; where each starts."""
+    counts = Counter((t.queue, t.tenant_id) for t in tasks)
+    pairs = sorted(counts)
+    steps = {pair: 1.0 / float(rules[(pair[1], pair[0])]["weight"] or 1.0) for pair in pairs}
+    rows = await conn.fetch(
+        q("advance_fairness_clocks"),
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        [counts[p] * steps[p] for p in pairs],
+    )
+    return {
+        (r["queue"], r["tenant_id"]): (r["start"], steps[(r["queue"], r["tenant_id"])])
+        for r in rows
+    }
 
 
 # The fields a uniform batch shares, in the order of insert_uniform_tasks' $2..$10.

@@ -59,19 +59,27 @@ T = TypeVar("T")
 class PostgresStore:
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
         self._pool = pool
         self.dsn = dsn
+        self.fairness = fairness
+        """Fair dequeue between tenants (see fairness.sql); False orders by priority, id."""
 
     @classmethod
     async def open(
-        cls, dsn: str, *, min_size: int = 1, max_size: int = 10, statement_cache_size: int = 100
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        statement_cache_size: int = 100,
+        fairness: bool = True,
     ) -> PostgresStore:
         """Open a pool to ``dsn`` (already migrated)."""
         pool = await create_pool(
             dsn, min_size=min_size, max_size=max_size, statement_cache_size=statement_cache_size
         )
-        return cls(pool, dsn)
+        return cls(pool, dsn, fairness=fairness)
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -115,8 +123,10 @@ class PostgresStore:
         """Enqueue many tasks in one statement; with ``connection``, in its transaction."""
         if connection is not None:
             async with translated_errors(), connection.transaction():
-                return await enqueue.enqueue_batch(connection, tasks)
-        return await self._run_in_transaction(lambda c: enqueue.enqueue_batch(c, tasks))
+                return await enqueue.enqueue_batch(connection, tasks, fair=self.fairness)
+        return await self._run_in_transaction(
+            lambda c: enqueue.enqueue_batch(c, tasks, fair=self.fairness)
+        )
 
     # -- leases -------------------------------------------------------------------------
 

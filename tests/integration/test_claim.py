@@ -88,7 +88,9 @@ async def test_one_claim_takes_from_several_queues_in_priority_order(
     b = await store.enqueue_batch([NewTask(queue="b", priority=p) for p in (1, 5)])
     await enqueue_many(store, 2, queue="c")  # not asked for
     claimed = await claim(store, "a", "b", limit=4)
-    assert [(c.queue, c.priority) for c in claimed] == [("a", 1), ("b", 1), ("a", 5), ("b", 5)]
+    # priority first; within a priority, queues interleave by fairness key (then id)
+    assert [c.priority for c in claimed] == [1, 1, 5, 5]
+    assert {(c.queue, c.priority) for c in claimed} == {("a", 1), ("b", 1), ("a", 5), ("b", 5)}
     assert {c.id for c in claimed} == {
         a[1].task_id,
         b[0].task_id,

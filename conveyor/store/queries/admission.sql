@@ -7,7 +7,8 @@ SELECT r.tenant_id, r.queue,
        p.allowed_roles,
        p.monthly_task_limit AS plan_limit,
        ta.enabled,
-       ta.monthly_task_limit AS role_limit
+       ta.monthly_task_limit AS role_limit,
+       coalesce(t.weight, 1) * coalesce(p.weight, 1) AS weight
 FROM unnest($1::text[], $2::text[]) AS r(tenant_id, queue)
 LEFT JOIN tenants AS t ON t.id = r.tenant_id
 LEFT JOIN plans AS p ON p.id = t.plan_id
