@@ -327,6 +327,10 @@ class PostgresStore:
         pruned = await self._run(lambda c: retention.prune_ledgers(c, cutoff))
         return dropped, pruned
 
+    async def tenant_waits(self, since: datetime) -> list[reports.TenantWaits]:
+        """Per-tenant wait (enqueue to start) percentiles of tasks finished since ``since``."""
+        return await self._run(lambda c: reports.tenant_waits(c, since))
+
     async def history_summary(self, since: datetime) -> list[reports.QueueSummary]:
         """Per-queue outcomes and latency percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.history_summary(c, since))

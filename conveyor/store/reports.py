@@ -27,3 +27,18 @@ async def history_summary(conn: Conn, since: datetime) -> list[QueueSummary]:
     """Per-queue summary of tasks finished at or after ``since``."""
     rows = await conn.fetch(q("history_summary"), since)
     return [QueueSummary(**dict(row)) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantWaits:
+    """How long one tenant's finished tasks waited between enqueue and start (seconds)."""
+
+    tenant_id: str
+    tasks: int
+    wait_p50: float | None
+    wait_p99: float | None
+
+
+async def tenant_waits(conn: Conn, since: datetime) -> list[TenantWaits]:
+    """Per-tenant wait percentiles of tasks finished at or after ``since``."""
+    return [TenantWaits(**dict(row)) for row in await conn.fetch(q("tenant_waits"), since)]

@@ -16,3 +16,16 @@ FROM task_history
 WHERE finished_at >= $1
 GROUP BY queue
 ORDER BY queue;
+
+-- name: tenant_waits
+-- Per tenant, tasks finished since $1 and their wait (enqueue to start) percentiles.
+SELECT tenant_id,
+       count(*) AS tasks,
+       percentile_cont(0.5) WITHIN GROUP (
+           ORDER BY extract(epoch FROM started_at - created_at)) AS wait_p50,
+       percentile_cont(0.99) WITHIN GROUP (
+           ORDER BY extract(epoch FROM started_at - created_at)) AS wait_p99
+FROM task_history
+WHERE finished_at >= $1 AND started_at IS NOT NULL
+GROUP BY tenant_id
+ORDER BY tenant_id;
