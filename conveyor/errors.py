@@ -14,7 +14,6 @@
     ├── QuotaExceeded             the tenant reached a monthly task limit
     ├── TaskNotFound              no task with that id (for that tenant)
     ├── GroupNotFound             no campaign (group) with that id (for that tenant)
-    ├── LeaseLost                 a worker's lease was taken over; its result is refused
     ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
     └── TaskOutcome               raised by a handler to steer what happens next
         ├── Retry                 try again after a delay (counts an attempt)
@@ -111,14 +110,6 @@ class GroupNotFound(ConveyorError):
         self.tenant_id = tenant_id
         self.group_id = group_id
         super().__init__(f"group {group_id!r} of tenant {tenant_id!r} not found")
-
-
-class LeaseLost(ConveyorError):
-    """The task's lease expired and it was claimed again; this worker's result is refused."""
-
-    def __init__(self, task_ids: list[int]) -> None:
-        self.task_ids = task_ids
-        super().__init__(f"lease lost for task(s) {task_ids}: another worker holds them now")
 
 
 class IsolatedTaskError(ConveyorError):

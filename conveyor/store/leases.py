@@ -10,7 +10,6 @@ from conveyor.store.records import ClaimedTask, HeartbeatResult, ReapResult
 from conveyor.store.sql import q
 
 REAPER_LOCK = 0x636F6E7665790001  # "convey" + 1: the advisory lock of the reaper
-PROMOTER_LOCK = 0x636F6E7665790002
 
 
 async def claim(conn: Conn, request: ClaimRequest) -> list[ClaimedTask]:

@@ -132,9 +132,6 @@ FROM due
 WHERE t.id = due.id
 RETURNING t.queue;
 
--- name: next_scheduled_at
-SELECT min(run_at) FROM tasks WHERE state = 'scheduled';
-
 -- name: try_leader_lock
 -- One maintenance job of a kind at a time across all workers, for this transaction only
 -- (safe behind PgBouncer in transaction mode).
