@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from conveyor.app import App
-from conveyor.core.durations import parse_duration
+from conveyor.core.durations import format_rate, parse_duration, parse_rate
 from conveyor.errors import ConveyorError
 from conveyor.settings import Settings, load_settings
 from conveyor.store.connection import connect
@@ -25,7 +25,10 @@ from conveyor.store.database import open_store, resolve_dsn
 from conveyor.store.migrate import migrate as apply_migrations
 from conveyor.store.params import (
     NewTask,
+    PlanUpdate,
+    QueueLimits,
     ReplayFilter,
+    StartRate,
     TenantAgentUpdate,
     validate_queue_name,
     validate_tenant_id,
@@ -37,7 +40,9 @@ cli = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=F
 dlq_cli = typer.Typer(
     help="The dead-letter queue: list and replay dead tasks.", no_args_is_help=True
 )
-queues_cli = typer.Typer(help="Pause and resume queues.", no_args_is_help=True)
+queues_cli = typer.Typer(
+    help="Pause and resume queues; set a role's global cap and aging.", no_args_is_help=True
+)
 tenants_cli = typer.Typer(help="Tenants, their plans and overrides.", no_args_is_help=True)
 plans_cli = typer.Typer(help="Plans: what each tier may run.", no_args_is_help=True)
 cli.add_typer(dlq_cli, name="dlq")
@@ -321,6 +326,37 @@ def queues_pause(queue: str, database_url: DatabaseUrl = None) -> None:
     out.print(f"paused {queue}")
 
 
+@queues_cli.command("set")
+def queues_set(
+    queue: str,
+    max_running: Annotated[
+        int | None,
+        typer.Option(
+            "--max-running", min=0, help="Global cap: all tenants together (0 removes it)."
+        ),
+    ] = None,
+    aging: Annotated[
+        str | None,
+        typer.Option("--aging", help="Serve a priority level left waiting this long, e.g. 30s."),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set a role's limits across tenants (flags not given keep their value)."""
+    try:
+        aging_seconds = parse_duration(aging).total_seconds() if aging is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--aging") from None
+    try:
+        limits = QueueLimits(validate_queue_name(queue), max_running, aging_seconds)
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    settings = _run(_with_store(_settings(database_url), lambda s: s.set_queue_limits(limits)))
+    out.print(
+        f"{settings.name}: max running {settings.max_running or 'unlimited'}, "
+        f"aging {settings.aging_seconds:g}s{', paused' if settings.paused else ''}"
+    )
+
+
 @queues_cli.command("resume")
 def queues_resume(queue: str, database_url: DatabaseUrl = None) -> None:
     """Let workers claim from QUEUE again."""
@@ -382,12 +418,23 @@ def tenants_agent(
     monthly_limit: Annotated[int | None, typer.Option("--monthly-limit", min=0)] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model override.")] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter override.")] = None,
+    start_rate: Annotated[
+        str | None,
+        typer.Option("--start-rate", help="At most COUNT starts per DURATION, e.g. 10/1m."),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Override the plan for one tenant and role (flags not given keep their value)."""
     try:
         update = TenantAgentUpdate(
-            tenant_id, role, enabled, max_concurrent, monthly_limit, model, adapter
+            tenant_id,
+            role,
+            enabled,
+            max_concurrent,
+            monthly_limit,
+            model,
+            adapter,
+            _start_rate(start_rate),
         )
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -395,9 +442,23 @@ def tenants_agent(
     out.print(
         f"{agent.tenant_id}/{agent.queue}: {'enabled' if agent.enabled else 'disabled'}, "
         f"max concurrent {agent.max_concurrent or 'plan'}, "
+        f"start rate {_rate_text(agent.start_rate_limit, agent.start_rate_interval, 'plan')}, "
         f"monthly limit {agent.monthly_task_limit or 'plan'}, "
         f"model {agent.model_override or 'default'}"
     )
+
+
+def _start_rate(text: str | None) -> StartRate | None:
+    if text is None:
+        return None
+    try:
+        return StartRate(*parse_rate(text))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--start-rate") from None
+
+
+def _rate_text(limit: int | None, interval: float | None, unset: str) -> str:
+    return format_rate(limit, interval) if limit is not None and interval else unset
 
 
 @tenants_cli.command("usage")
@@ -424,18 +485,61 @@ def group(
     out.print(f"group {group_id} ({tenant}): {counts or 'no tasks yet'}; {done}{follow}")
 
 
+@plans_cli.command("set")
+def plans_set(
+    plan_id: str,
+    max_concurrent: Annotated[
+        int | None, typer.Option("--max-concurrent", min=1, help="Cap per tenant and role.")
+    ] = None,
+    monthly_limit: Annotated[int | None, typer.Option("--monthly-limit", min=0)] = None,
+    weight: Annotated[
+        float | None, typer.Option("--weight", min=0.001, help="Fair share against others.")
+    ] = None,
+    start_rate: Annotated[
+        str | None,
+        typer.Option("--start-rate", help="At most COUNT starts per DURATION, e.g. 10/1m."),
+    ] = None,
+    roles: Annotated[
+        str | None, typer.Option("--roles", help="Comma-separated roles the plan allows.")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change a plan (flags not given keep their value); tenants on it follow at once."""
+    try:
+        update = PlanUpdate(
+            plan_id,
+            max_concurrent,
+            monthly_limit,
+            weight,
+            _start_rate(start_rate),
+            tuple(r.strip() for r in roles.split(",") if r.strip()) if roles is not None else None,
+        )
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    plan = _run(_with_store(_settings(database_url), lambda s: s.update_plan(update)))
+    out.print(
+        f"{plan.id}: roles {', '.join(plan.allowed_roles) if plan.allowed_roles else 'any'}; "
+        f"max concurrent/role {plan.max_concurrent_per_role or 'unlimited'}; "
+        f"start rate {_rate_text(plan.start_rate_limit, plan.start_rate_interval, 'unlimited')}; "
+        f"weight {plan.weight:g}"
+    )
+
+
 @plans_cli.command("list")
 def plans_list(database_url: DatabaseUrl = None) -> None:
     """The plans: allowed roles, caps and monthly limits."""
     plans = _run(_with_store(_settings(database_url), lambda s: s.list_plans()))
     table = Table(title="plans")
-    for column in ("id", "roles", "max concurrent/role", "tasks/month", "tokens/month"):
+    columns = ("id", "roles", "max concurrent/role", "start rate/role", "weight")
+    for column in (*columns, "tasks/month", "tokens/month"):
         table.add_column(column)
     for p in plans:
         table.add_row(
             p.id,
             ", ".join(p.allowed_roles) if p.allowed_roles is not None else "any",
             str(p.max_concurrent_per_role or "configurable"),
+            _rate_text(p.start_rate_limit, p.start_rate_interval, "unlimited"),
+            f"{p.weight:g}",
             f"{p.monthly_task_limit:,}" if p.monthly_task_limit is not None else "unlimited",
             f"{p.monthly_token_budget:,}" if p.monthly_token_budget is not None else "unlimited",
         )

@@ -8,10 +8,17 @@ import asyncpg
 
 from conveyor.errors import ConfigurationError
 from conveyor.store.connection import Conn
-from conveyor.store.params import ReplayFilter, TenantAgentUpdate, WorkerInfo
+from conveyor.store.params import (
+    PlanUpdate,
+    QueueLimits,
+    ReplayFilter,
+    TenantAgentUpdate,
+    WorkerInfo,
+)
 from conveyor.store.records import (
     DeadTask,
     Plan,
+    QueueSettings,
     QueueStatus,
     Tenant,
     TenantAgent,
@@ -39,6 +46,34 @@ async def list_plans(conn: Conn) -> list[Plan]:
     return [Plan(**{**dict(r), "allowed_roles": _tuple(r["allowed_roles"])}) for r in rows]
 
 
+async def update_plan(conn: Conn, update: PlanUpdate) -> Plan:
+    """Change a plan (None fields keep their value); ConfigurationError if there is none."""
+    rate = update.start_rate
+    row = await conn.fetchrow(
+        q("update_plan"),
+        update.plan_id,
+        update.max_concurrent_per_role,
+        update.monthly_task_limit,
+        update.weight,
+        rate.limit if rate else None,
+        rate.interval_seconds if rate else None,
+        list(update.allowed_roles) if update.allowed_roles is not None else None,
+    )
+    if row is None:
+        plans = ", ".join(p.id for p in await list_plans(conn))
+        raise ConfigurationError(f"unknown plan {update.plan_id!r}; the plans are: {plans}")
+    return Plan(**{**dict(row), "allowed_roles": _tuple(row["allowed_roles"])})
+
+
+async def set_queue_limits(conn: Conn, limits: QueueLimits) -> QueueSettings:
+    """Set a role's global cap and starvation guard (None fields keep their value)."""
+    row = await conn.fetchrow(
+        q("set_queue_limits"), limits.queue, limits.max_running, limits.aging_seconds
+    )
+    assert row is not None
+    return QueueSettings(**dict(row))
+
+
 async def set_tenant_agent(conn: Conn, override: TenantAgentUpdate) -> TenantAgent:
     """Create or update a tenant's override of one role (None fields keep their value)."""
     row = await conn.fetchrow(
@@ -50,6 +85,8 @@ async def set_tenant_agent(conn: Conn, override: TenantAgentUpdate) -> TenantAge
         override.monthly_task_limit,
         override.model_override,
         override.adapter_override,
+        override.start_rate.limit if override.start_rate else None,
+        override.start_rate.interval_seconds if override.start_rate else None,
     )
     assert row is not None
     return TenantAgent(**dict(row))

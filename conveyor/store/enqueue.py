@@ -45,6 +45,8 @@ async def enqueue_batch(
     if new_tasks:
         await count_accepted(conn, rules, new_tasks, datetime.now(UTC))
         clocks = await _reserve_fairness(conn, new_tasks, rules) if fair else {}
+        if not fair:
+            await _ensure_levels(conn, new_tasks)
         await _insert(conn, new_tasks, new_ids, clocks)
         # Delivered at commit, once per queue; a delayed task's wake-up is spurious but
         # cheap, while a missed one would cost a poll period.
@@ -103,7 +105,7 @@ async def _insert(
     shared = _shared_fields(tasks[0])
     if all(_shared_fields(t) == shared for t in tasks):
         keys = [t.idempotency_key for t in tasks]
-        start, step = clocks.get((tasks[0].queue, tasks[0].tenant_id), (0.0, 0.0))
+        start, step = clocks.get(_level(tasks[0]), (0.0, 0.0))
         await conn.execute(
             q("insert_uniform_tasks"),
             ids,
@@ -116,36 +118,62 @@ async def _insert(
     else:
         rows = [_row(task_id, t) for task_id, t in zip(ids, tasks, strict=True)]
         if clocks:
-            seen: Counter[tuple[str, str]] = Counter()
+            seen: Counter[Level] = Counter()
+            now = datetime.now(UTC)
             for row, task in zip(rows, tasks, strict=True):
-                pair = (task.queue, task.tenant_id)
-                seen[pair] += 1
-                start, step = clocks[pair]
-                row["fairness_key"] = start + seen[pair] * step
+                if not _ready(task, now):
+                    continue  # keyed when it becomes ready (promote_due)
+                level = _level(task)
+                seen[level] += 1
+                start, step = clocks[level]
+                row["fairness_key"] = start + seen[level] * step
         await conn.execute(q("insert_tasks"), rows)
 
 
-FairnessClocks = dict[tuple[str, str], tuple[float, float]]
-"""(queue, tenant) -> (start of the tenant's clock reservation, 1 / weight)."""
+Level = tuple[str, str, int]
+"""(tenant, queue, priority): the scope of one virtual clock."""
+
+FairnessClocks = dict[Level, tuple[float, float]]
+"""Level -> (start of the tenant's clock reservation, 1 / weight)."""
+
+
+def _level(task: NewTask) -> Level:
+    return (task.tenant_id, task.queue, task.priority)
 
 
 async def _reserve_fairness(
     conn: Conn, tasks: Sequence[NewTask], rules: dict[tuple[str, str], dict[str, Any]]
 ) -> FairnessClocks:
-    """Advance each (queue, tenant) virtual clock by its tasks / weight; where each starts."""
-    counts = Counter((t.queue, t.tenant_id) for t in tasks)
-    pairs = sorted(counts)
-    steps = {pair: 1.0 / float(rules[(pair[1], pair[0])]["weight"] or 1.0) for pair in pairs}
+    """Advance each level's tenant clock by its tasks / weight; where each reservation starts."""
+    now = datetime.now(UTC)
+    counts = Counter(_level(t) for t in tasks if _ready(t, now))
+    if not counts:
+        await _ensure_levels(conn, tasks)
+        return {}
+    levels = sorted(counts)
+    steps = {lv: 1.0 / float(rules[(lv[0], lv[1])]["weight"] or 1.0) for lv in levels}
     rows = await conn.fetch(
         q("advance_fairness_clocks"),
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-        [counts[p] * steps[p] for p in pairs],
+        [lv[0] for lv in levels],
+        [lv[1] for lv in levels],
+        [lv[2] for lv in levels],
+        [counts[lv] * steps[lv] for lv in levels],
     )
-    return {
-        (r["queue"], r["tenant_id"]): (r["start"], steps[(r["queue"], r["tenant_id"])])
-        for r in rows
-    }
+    starts: FairnessClocks = {}
+    for r in rows:
+        level = (r["tenant_id"], r["queue"], r["priority"])
+        starts[level] = (r["start"], steps[level])
+    return starts
+
+
+def _ready(task: NewTask, now: datetime) -> bool:
+    """Whether the task is queued at once; a delayed one takes its key when it is due."""
+    return task.run_at is None or task.run_at <= now
+
+
+async def _ensure_levels(conn: Conn, tasks: Sequence[NewTask]) -> None:
+    levels = sorted({(t.queue, t.priority) for t in tasks})
+    await conn.execute(q("ensure_queue_levels"), [lv[0] for lv in levels], [lv[1] for lv in levels])
 
 
 # The fields a uniform batch shares, in the order of insert_uniform_tasks' $2..$10.

@@ -208,6 +208,7 @@ class TenantAgentUpdate:
     monthly_task_limit: int | None = None
     model_override: str | None = None
     adapter_override: str | None = None
+    start_rate: StartRate | None = None
 
     def __post_init__(self) -> None:
         validate_tenant_id(self.tenant_id)
@@ -216,3 +217,63 @@ class TenantAgentUpdate:
             raise InvalidTask("max_concurrent must be >= 1")
         if self.monthly_task_limit is not None and self.monthly_task_limit < 0:
             raise InvalidTask("monthly_task_limit must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
+class StartRate:
+    """At most ``limit`` task starts per ``interval_seconds``, shared by every worker."""
+
+    limit: int
+    interval_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise InvalidTask("a start rate limit must allow at least 1 start")
+        if not self.interval_seconds > 0:
+            raise InvalidTask("a start rate interval must be longer than zero")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanUpdate:
+    """Change a plan; None fields keep their current value."""
+
+    plan_id: str
+    max_concurrent_per_role: int | None = None
+    monthly_task_limit: int | None = None
+    weight: float | None = None
+    start_rate: StartRate | None = None
+    allowed_roles: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_per_role is not None and self.max_concurrent_per_role < 1:
+            raise InvalidTask("max_concurrent_per_role must be >= 1")
+        if self.monthly_task_limit is not None and self.monthly_task_limit < 0:
+            raise InvalidTask("monthly_task_limit must be >= 0")
+        if self.weight is not None and not self.weight > 0:
+            raise InvalidTask("weight must be > 0")
+        for role in self.allowed_roles or ():
+            validate_queue_name(role)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """A role's limits across all tenants.
+
+    Attributes:
+        queue: the role.
+        max_running: most tasks of the role running at once, all tenants together
+            (None keeps the current value; 0 removes the cap).
+        aging_seconds: a priority level with work that was not served for this long gets a
+            share of the next claims (the starvation guard; None keeps the current value).
+    """
+
+    queue: str
+    max_running: int | None = None
+    aging_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        validate_queue_name(self.queue)
+        if self.max_running is not None and self.max_running < 0:
+            raise InvalidTask("max_running must be >= 1 (or 0 to remove the cap)")
+        if self.aging_seconds is not None and not self.aging_seconds > 0:
+            raise InvalidTask("aging must be longer than zero")

@@ -33,6 +33,8 @@ from conveyor.store.params import (
     LeaseRef,
     NewTask,
     PeriodicTask,
+    PlanUpdate,
+    QueueLimits,
     ReplayFilter,
     RetryLease,
     TenantAgentUpdate,
@@ -44,6 +46,7 @@ from conveyor.store.records import (
     EnqueueResult,
     HeartbeatResult,
     Plan,
+    QueueSettings,
     QueueStatus,
     ReapResult,
     TaskRecord,
@@ -150,7 +153,7 @@ class PostgresStore:
 
     async def promote_due(self, limit: int = 10_000) -> int:
         """Make due scheduled tasks ready; how many."""
-        return await self._run(lambda c: leases.promote_due(c, limit))
+        return await self._run(lambda c: leases.promote_due(c, limit, fair=self.fairness))
 
     # -- finishing ----------------------------------------------------------------------
 
@@ -240,6 +243,14 @@ class PostgresStore:
     async def list_plans(self) -> list[Plan]:
         """Every plan, smallest first."""
         return await self._run(admin.list_plans)
+
+    async def update_plan(self, update: PlanUpdate) -> Plan:
+        """Change a plan's limits (None fields keep their value)."""
+        return await self._run(lambda c: admin.update_plan(c, update))
+
+    async def set_queue_limits(self, limits: QueueLimits) -> QueueSettings:
+        """Set a role's global cap and starvation guard (None fields keep their value)."""
+        return await self._run(lambda c: admin.set_queue_limits(c, limits))
 
     async def set_tenant_agent(self, override: TenantAgentUpdate) -> TenantAgent:
         """Create or update a tenant's override of one role."""

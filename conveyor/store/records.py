@@ -148,6 +148,8 @@ class Plan:
     monthly_task_limit: int | None
     monthly_token_budget: int | None
     weight: float
+    start_rate_limit: int | None = None
+    start_rate_interval: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +163,15 @@ class TenantAgent:
     monthly_task_limit: int | None
     model_override: str | None
     adapter_override: str | None
+    start_rate_limit: int | None = None
+    start_rate_interval: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """A queue's switches and limits across tenants (None: no global cap)."""
+
+    name: str
+    paused: bool
+    max_running: int | None
+    aging_seconds: float

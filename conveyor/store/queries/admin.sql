@@ -13,26 +13,42 @@ SELECT id, name, weight, plan_id, created_at FROM tenants ORDER BY id;
 
 -- name: list_plans
 SELECT id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
-       monthly_token_budget, weight
+       monthly_token_budget, weight, start_rate_limit, start_rate_interval
 FROM plans ORDER BY weight, id;
+
+-- name: update_plan
+-- NULL arguments keep what is there.
+UPDATE plans
+SET max_concurrent_per_role = coalesce($2, max_concurrent_per_role),
+    monthly_task_limit = coalesce($3, monthly_task_limit),
+    weight = coalesce($4, weight),
+    start_rate_limit = coalesce($5, start_rate_limit),
+    start_rate_interval = coalesce($6, start_rate_interval),
+    allowed_roles = coalesce($7, allowed_roles)
+WHERE id = $1
+RETURNING id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
+          monthly_token_budget, weight, start_rate_limit, start_rate_interval;
 
 -- name: set_tenant_agent
 -- Creates or updates a tenant's override of one role; NULL arguments keep what is there.
 INSERT INTO tenant_agents AS a (tenant_id, queue, enabled, max_concurrent, monthly_task_limit,
-                                model_override, adapter_override)
-VALUES ($1, $2, coalesce($3, true), $4, $5, $6, $7)
+                                model_override, adapter_override, start_rate_limit,
+                                start_rate_interval)
+VALUES ($1, $2, coalesce($3, true), $4, $5, $6, $7, $8, $9)
 ON CONFLICT (tenant_id, queue) DO UPDATE
 SET enabled = coalesce($3, a.enabled),
     max_concurrent = coalesce($4, a.max_concurrent),
     monthly_task_limit = coalesce($5, a.monthly_task_limit),
     model_override = coalesce($6, a.model_override),
-    adapter_override = coalesce($7, a.adapter_override)
+    adapter_override = coalesce($7, a.adapter_override),
+    start_rate_limit = coalesce($8, a.start_rate_limit),
+    start_rate_interval = coalesce($9, a.start_rate_interval)
 RETURNING tenant_id, queue, enabled, max_concurrent, monthly_task_limit, model_override,
-          adapter_override;
+          adapter_override, start_rate_limit, start_rate_interval;
 
 -- name: list_tenant_agents
 SELECT tenant_id, queue, enabled, max_concurrent, monthly_task_limit, model_override,
-       adapter_override
+       adapter_override, start_rate_limit, start_rate_interval
 FROM tenant_agents WHERE tenant_id = $1 ORDER BY queue;
 
 -- name: tenant_usage
@@ -46,6 +62,15 @@ SET paused = excluded.paused, paused_at = excluded.paused_at;
 
 -- name: paused_queues
 SELECT name FROM queues WHERE paused ORDER BY name;
+
+-- name: set_queue_limits
+-- NULL keeps the current value; max_running 0 removes the cap.
+INSERT INTO queues AS s (name, max_running, aging_seconds)
+VALUES ($1, nullif($2, 0), coalesce($3, 30))
+ON CONFLICT (name) DO UPDATE
+SET max_running = CASE WHEN $2 IS NULL THEN s.max_running ELSE nullif($2, 0) END,
+    aging_seconds = coalesce($3, s.aging_seconds)
+RETURNING name, paused, max_running, aging_seconds;
 
 -- name: list_dead
 SELECT id, tenant_id, queue, attempts, max_attempts, last_error, payload, created_at,

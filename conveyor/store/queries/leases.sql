@@ -5,43 +5,11 @@
 -- (measured: finish_batch 765 ms for 500 tasks; by primary key it is a few ms).
 
 -- name: claim_batch
--- Takes up to $2 ready tasks of the queues $1 that are not paused, in (priority,
--- fairness_key, id) order, and leases them to worker $3 for $4 seconds under one new fencing
--- token. Each queue is read through its own index range (LATERAL) so the order holds across
--- several queues without sorting the backlog. A task submitted without max_attempts takes
--- the default of its agent ($5, aligned with $1) at its first claim.
-WITH active AS (
-    -- DISTINCT: a queue named twice would otherwise yield its rows twice and waste the limit.
-    SELECT DISTINCT ON (q) q, default_attempts
-    FROM unnest($1::text[], $5::int[]) AS a(q, default_attempts)
-    WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = q AND paused)
-), picked AS (
-    SELECT c.id, active.default_attempts
-    FROM active, LATERAL (
-        SELECT id, priority, fairness_key FROM tasks
-        WHERE queue = active.q AND state = 'queued'
-        ORDER BY priority, fairness_key, id
-        LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    ) AS c
-    ORDER BY c.priority, c.fairness_key, c.id
-    LIMIT $2
-), token AS (
-    SELECT nextval('lease_token_seq') AS value
-)
-UPDATE tasks AS t
-SET state = 'running',
-    attempts = t.attempts + 1,
-    max_attempts = coalesce(t.max_attempts, picked.default_attempts),
-    worker_id = $3,
-    lease_token = token.value,
-    lease_expires_at = now() + make_interval(secs => $4::float8),
-    started_at = now()
-FROM picked, token
-WHERE t.id = picked.id
-RETURNING t.id, t.tenant_id, t.queue, t.priority, t.attempts, t.max_attempts,
-          t.timeout_seconds, t.lease_token, t.lease_expires_at, t.parent_id, t.group_id,
-          t.payload, t.trace_context, t.created_at;
+-- Takes up to $2 ready tasks of the queues $1 for worker $3 for $4 seconds under one new
+-- fencing token, fairly between tenants and within every cap and start rate limit: see
+-- conveyor_claim in migrations/0005_fair_claim.sql. A task submitted without max_attempts
+-- takes the default of its agent ($5, aligned with $1) at its first claim.
+SELECT * FROM conveyor_claim($1::text[], $2::int, $3::text, $4::float8, $5::int[]);
 
 -- name: extend_leases
 -- The worker's heartbeat: one statement touches its own row and extends every lease it
@@ -119,16 +87,48 @@ UNION ALL
 SELECT id, queue, outcome FROM archived;
 
 -- name: promote_due
--- Scheduled tasks whose run_at has come become ready.
-WITH due AS (
-    SELECT id FROM tasks
-    WHERE state = 'scheduled' AND run_at <= now()
-    ORDER BY run_at
+-- Scheduled tasks whose run_at has come become ready. With fairness ($2) each takes its
+-- fairness_key now, from its tenant's clock at its level, like a fresh submission: a key from
+-- submission time would put a 9:00 batch (or a wave of retries) ahead of everyone.
+WITH due AS MATERIALIZED (
+    SELECT t.id, t.tenant_id, t.queue, t.priority FROM tasks AS t
+    WHERE t.state = 'scheduled' AND t.run_at <= now()
+    ORDER BY t.run_at
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), levels AS MATERIALIZED (
+    SELECT d.tenant_id, d.queue, d.priority, count(*) AS n,
+           1.0 / (coalesce(tn.weight, 1) * coalesce(p.weight, 1))::float8 AS step
+    FROM due AS d
+    LEFT JOIN tenants AS tn ON tn.id = d.tenant_id
+    LEFT JOIN plans AS p ON p.id = tn.plan_id
+    GROUP BY d.tenant_id, d.queue, d.priority, tn.weight, p.weight
+), level_rows AS (
+    INSERT INTO queue_clocks (queue, priority)
+    SELECT DISTINCT l.queue, l.priority FROM levels AS l
+    ORDER BY l.queue, l.priority
+    ON CONFLICT DO NOTHING
+), reserved AS (
+    INSERT INTO tenant_clocks AS c (tenant_id, queue, priority, clock, span)
+    SELECT l.tenant_id, l.queue, l.priority, coalesce(v.vtime, 0) + l.n * l.step, l.n * l.step
+    FROM levels AS l
+    LEFT JOIN queue_clocks AS v ON v.queue = l.queue AND v.priority = l.priority
+    WHERE $2::bool
+    ORDER BY l.tenant_id, l.queue, l.priority
+    ON CONFLICT (tenant_id, queue, priority) DO UPDATE
+    SET clock = greatest(c.clock + excluded.span, excluded.clock), span = excluded.span
+    RETURNING c.tenant_id, c.queue, c.priority, c.clock - c.span AS start
+), keyed AS (
+    SELECT d.id,
+           r.start + l.step * row_number() OVER (
+               PARTITION BY d.tenant_id, d.queue, d.priority ORDER BY d.id) AS fairness_key
+    FROM due AS d
+    JOIN levels AS l USING (tenant_id, queue, priority)
+    JOIN reserved AS r USING (tenant_id, queue, priority)
 )
-UPDATE tasks AS t SET state = 'queued'
-FROM due
+UPDATE tasks AS t
+SET state = 'queued', fairness_key = coalesce(k.fairness_key, t.fairness_key)
+FROM due LEFT JOIN keyed AS k ON k.id = due.id
 WHERE t.id = due.id
 RETURNING t.queue;
 

@@ -1,0 +1,446 @@
+-- 0005: the fair claim. Virtual clocks per (queue, priority), per-tenant per-role caps and
+-- start rate limits enforced in the claim, a global cap per role, and priority aging.
+-- docs/design/fairness.md measured the design; docs/fairness.md explains it.
+
+-- Clocks per (queue, priority): one clock per (queue, tenant) pushed a tenant's priority-1
+-- work behind its own priority-10 backlog. The queue's virtual time is moved by the claim
+-- (the largest key it took), not read from the head, so a capped tenant's stale head does
+-- not pull newcomers ahead of everything the served tenants have queued.
+CREATE TABLE queue_clocks (
+    queue           text NOT NULL,
+    priority        smallint NOT NULL,
+    vtime           double precision NOT NULL DEFAULT 0,
+    last_served_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (queue, priority)
+);
+
+CREATE TABLE tenant_clocks (
+    tenant_id  text NOT NULL,
+    queue      text NOT NULL,
+    priority   smallint NOT NULL,
+    clock      double precision NOT NULL,
+    span       double precision NOT NULL,
+    PRIMARY KEY (tenant_id, queue, priority)
+);
+
+-- Carry queued work over: each level starts at its lowest queued key, each tenant at its
+-- highest, so nothing queued before this migration is overtaken by what comes after.
+INSERT INTO queue_clocks (queue, priority, vtime)
+SELECT queue, priority, min(fairness_key) FROM tasks GROUP BY queue, priority;
+INSERT INTO tenant_clocks (tenant_id, queue, priority, clock, span)
+SELECT tenant_id, queue, priority, max(fairness_key), 0
+FROM tasks GROUP BY tenant_id, queue, priority;
+DROP TABLE fairness_clocks;
+
+-- Start rate limits: at most start_rate_limit task starts per start_rate_interval seconds,
+-- per tenant and role; the plan gives the default, tenant_agents overrides it.
+ALTER TABLE plans
+    ADD COLUMN start_rate_limit integer CHECK (start_rate_limit >= 1),
+    ADD COLUMN start_rate_interval real CHECK (start_rate_interval > 0),
+    ADD CONSTRAINT plans_start_rate_pair
+        CHECK ((start_rate_limit IS NULL) = (start_rate_interval IS NULL));
+ALTER TABLE tenant_agents
+    ADD COLUMN start_rate_limit integer CHECK (start_rate_limit >= 1),
+    ADD COLUMN start_rate_interval real CHECK (start_rate_interval > 0),
+    ADD CONSTRAINT tenant_agents_start_rate_pair
+        CHECK ((start_rate_limit IS NULL) = (start_rate_interval IS NULL));
+
+-- The GCRA state of a rate-limited (tenant, role): the theoretical arrival time of the next
+-- start. `emission` (seconds between starts) and `burst` are copied from the limit when the
+-- claim spends, so the claim can tell a dry bucket without resolving limits.
+CREATE TABLE tenant_rate (
+    tenant_id  text NOT NULL,
+    queue      text NOT NULL,
+    tat        timestamptz NOT NULL,
+    emission   double precision NOT NULL CHECK (emission > 0),
+    burst      integer NOT NULL CHECK (burst >= 1),
+    PRIMARY KEY (tenant_id, queue)
+);
+CREATE INDEX tenant_rate_dry_idx ON tenant_rate (queue, tat);
+
+-- A global cap per role (all tenants together) and the starvation guard's wait.
+ALTER TABLE queues
+    ADD COLUMN max_running integer CHECK (max_running >= 1),
+    ADD COLUMN aging_seconds real NOT NULL DEFAULT 30 CHECK (aging_seconds > 0);
+
+-- Running tasks per (queue, tenant): the cap check counts these.
+CREATE INDEX tasks_running_tenant_idx ON tasks (queue, tenant_id) WHERE state = 'running';
+-- Ready tasks per (queue, tenant) in claim order: the look past the claim window when
+-- capped tenants' rows fill it, and the list of tenants with ready work.
+CREATE INDEX tasks_tenant_ready_idx ON tasks (queue, tenant_id, priority, fairness_key, id)
+    WHERE state = 'queued';
+
+-- The cap and start rate limit of each tenant for role q; NULL is no limit.
+CREATE FUNCTION conveyor_tenant_limits(q text, tenant_ids text[])
+RETURNS TABLE (tenant_id text, cap integer, rate_limit integer, rate_interval real)
+LANGUAGE sql STABLE AS $fn$
+    SELECT t.id,
+           coalesce(ta.max_concurrent, p.max_concurrent_per_role),
+           CASE WHEN ta.start_rate_limit IS NOT NULL THEN ta.start_rate_limit
+                ELSE p.start_rate_limit END,
+           CASE WHEN ta.start_rate_limit IS NOT NULL THEN ta.start_rate_interval
+                ELSE p.start_rate_interval END
+    FROM tenants AS t
+    LEFT JOIN plans AS p ON p.id = t.plan_id
+    LEFT JOIN tenant_agents AS ta ON ta.tenant_id = t.id AND ta.queue = q
+    WHERE t.id = ANY (tenant_ids)
+$fn$;
+
+-- Claim up to n ready tasks of one queue under fencing token `token`. Two snapshots:
+-- statement 1 locks candidate rows in claim order, passing over tenants that are at their
+-- cap or out of start tokens; then the limited tenants among them are try-locked (one
+-- claimer per tenant at a time; a tenant another claimer holds is skipped, never awaited);
+-- statement 2, under a snapshot taken after those locks, counts every committed running
+-- task of each locked tenant and takes only what fits. Exits from 'running' need no
+-- bookkeeping: the running rows are the count.
+CREATE FUNCTION conveyor_claim_queue(
+    q text, n integer, worker text, lease double precision, dflt integer, token bigint,
+    aging double precision
+) RETURNS TABLE (
+    id bigint, tenant_id text, queue text, priority smallint, attempts integer,
+    max_attempts integer, timeout_seconds real, lease_token bigint,
+    lease_expires_at timestamptz, parent_id bigint, group_id text, payload jsonb,
+    trace_context jsonb, created_at timestamptz
+) LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    share integer := greatest(1, n / 10);
+    window_rows integer := 4 * n;
+    b_priority smallint := 32767;
+    b_key double precision := 'infinity';
+    b_id bigint := 9223372036854775807;
+    bounded boolean := false;
+    window_ids bigint[];
+    window_priorities smallint[];
+    window_keys double precision[];
+    window_count integer;
+    aged_ids bigint[];
+    capped text[];
+    dry text[];
+    ids bigint[];
+    more bigint[];
+    more_tenants text[];
+    heads text[];
+    limited text[];
+    locked text[];
+BEGIN
+    -- Tenants at their cap (by running rows of this queue) or with an empty bucket.
+    WITH running AS MATERIALIZED (
+        SELECT t.tenant_id, count(*) AS n_running FROM tasks AS t
+        WHERE t.queue = q AND t.state = 'running' GROUP BY t.tenant_id
+    )
+    SELECT coalesce(array_agg(r.tenant_id), '{}') INTO capped
+    FROM running AS r
+    JOIN conveyor_tenant_limits(q, ARRAY(SELECT running.tenant_id FROM running)) AS l
+        ON l.tenant_id = r.tenant_id
+    WHERE r.n_running >= l.cap;
+    SELECT coalesce(array_agg(b.tenant_id), '{}') INTO dry FROM tenant_rate AS b
+    WHERE b.queue = q AND b.tat > now()
+      AND b.tat > now() + (b.burst - 1) * make_interval(secs => b.emission);
+
+    IF cardinality(capped) = 0 AND cardinality(dry) = 0 THEN
+        -- Statement 1, nobody to pass over: lock the first n rows in claim order. Levels
+        -- with work that were not served for `aging` seconds take up to `share` rows first,
+        -- so priority 10 is never starved by a steady stream of priority 1.
+        WITH starving AS MATERIALIZED (
+            SELECT c.priority FROM queue_clocks AS c
+            WHERE c.queue = q AND c.last_served_at < now() - make_interval(secs => aging)
+        ), aged AS MATERIALIZED (
+            SELECT a.id, a.tenant_id FROM starving AS s, LATERAL (
+                SELECT t.id, t.tenant_id FROM tasks AS t
+                WHERE t.queue = q AND t.state = 'queued' AND t.priority = s.priority
+                ORDER BY t.fairness_key, t.id
+                LIMIT share
+                FOR UPDATE OF t SKIP LOCKED
+            ) AS a
+        ), main AS MATERIALIZED (
+            SELECT t.id, t.tenant_id, t.priority, t.fairness_key FROM tasks AS t
+            WHERE t.queue = q AND t.state = 'queued'
+              AND t.id <> ALL (ARRAY(SELECT aged.id FROM aged))
+            ORDER BY t.priority, t.fairness_key, t.id
+            LIMIT n
+            FOR UPDATE OF t SKIP LOCKED
+        ), cand AS (
+            SELECT aged.id, aged.tenant_id FROM aged
+            UNION ALL
+            (SELECT main.id, main.tenant_id FROM main
+             ORDER BY main.priority, main.fairness_key, main.id
+             LIMIT n - (SELECT count(*) FROM aged))
+        )
+        SELECT array_agg(cand.id), array_agg(DISTINCT cand.tenant_id) INTO ids, heads
+        FROM cand;
+    ELSE
+        -- Statement 1 with tenants to pass over, inside a window: the first 4n ready rows
+        -- (and the first 4 * share of each starving level). A deep backlog of capped
+        -- tenants at the head then costs at most 4n rows per claim; what lies beyond is
+        -- reached by the look past the window below. The rows are locked by id, so the
+        -- planner cannot trade the index order for a scan of the whole queue.
+        SELECT array_agg(w.id ORDER BY w.priority, w.fairness_key, w.id),
+               array_agg(w.priority ORDER BY w.priority, w.fairness_key, w.id),
+               array_agg(w.fairness_key ORDER BY w.priority, w.fairness_key, w.id)
+        INTO window_ids, window_priorities, window_keys
+        FROM (SELECT t.id, t.priority, t.fairness_key FROM tasks AS t
+              WHERE t.queue = q AND t.state = 'queued'
+              ORDER BY t.priority, t.fairness_key, t.id
+              LIMIT window_rows) AS w;
+        window_count := coalesce(cardinality(window_ids), 0);
+        bounded := window_count >= window_rows;
+        IF bounded THEN
+            b_priority := window_priorities[window_count];
+            b_key := window_keys[window_count];
+            b_id := window_ids[window_count];
+        END IF;
+        SELECT coalesce(array_agg(a.id), '{}') INTO aged_ids
+        FROM queue_clocks AS c, LATERAL (
+            SELECT t.id FROM tasks AS t
+            WHERE t.queue = q AND t.state = 'queued' AND t.priority = c.priority
+            ORDER BY t.fairness_key, t.id
+            LIMIT 4 * share
+        ) AS a
+        WHERE c.queue = q AND c.last_served_at < now() - make_interval(secs => aging);
+        WITH aged AS MATERIALIZED (
+            SELECT t.id, t.tenant_id FROM tasks AS t
+            WHERE t.id = ANY (aged_ids) AND t.state = 'queued'
+              AND t.tenant_id <> ALL (capped) AND t.tenant_id <> ALL (dry)
+            ORDER BY t.priority, t.fairness_key, t.id
+            LIMIT share
+            FOR UPDATE OF t SKIP LOCKED
+        ), main AS MATERIALIZED (
+            SELECT t.id, t.tenant_id, t.priority, t.fairness_key FROM tasks AS t
+            WHERE t.id = ANY (window_ids) AND t.state = 'queued'
+              AND t.tenant_id <> ALL (capped) AND t.tenant_id <> ALL (dry)
+              AND t.id <> ALL (ARRAY(SELECT aged.id FROM aged))
+            ORDER BY t.priority, t.fairness_key, t.id
+            LIMIT n
+            FOR UPDATE OF t SKIP LOCKED
+        ), cand AS (
+            SELECT aged.id, aged.tenant_id FROM aged
+            UNION ALL
+            (SELECT main.id, main.tenant_id FROM main
+             ORDER BY main.priority, main.fairness_key, main.id
+             LIMIT n - (SELECT count(*) FROM aged))
+        )
+        SELECT array_agg(cand.id), array_agg(DISTINCT cand.tenant_id) INTO ids, heads
+        FROM cand;
+    END IF;
+    ids := coalesce(ids, '{}');
+    heads := coalesce(heads, '{}');
+
+    -- The window was full of capped tenants' rows: look past it, one probe per tenant
+    -- with ready work, by one claimer of the queue at a time.
+    IF bounded AND cardinality(ids) < n
+       AND pg_try_advisory_xact_lock(hashtext('conveyor.look_past'), hashtext(q)) THEN
+        WITH RECURSIVE ready_tenants AS (
+            (SELECT t.tenant_id FROM tasks AS t
+             WHERE t.queue = q AND t.state = 'queued'
+             ORDER BY t.tenant_id LIMIT 1)
+            UNION ALL
+            SELECT (SELECT t.tenant_id FROM tasks AS t
+                    WHERE t.queue = q AND t.state = 'queued' AND t.tenant_id > r.tenant_id
+                    ORDER BY t.tenant_id LIMIT 1)
+            FROM ready_tenants AS r WHERE r.tenant_id IS NOT NULL
+        ), firsts AS (
+            SELECT r.tenant_id, h.priority, h.fairness_key, h.id
+            FROM ready_tenants AS r, LATERAL (
+                SELECT t.priority, t.fairness_key, t.id FROM tasks AS t
+                WHERE t.queue = q AND t.state = 'queued' AND t.tenant_id = r.tenant_id
+                  AND (t.priority, t.fairness_key, t.id) > (b_priority, b_key, b_id)
+                ORDER BY t.priority, t.fairness_key, t.id
+                LIMIT 1
+            ) AS h
+            WHERE r.tenant_id IS NOT NULL
+              AND r.tenant_id <> ALL (capped) AND r.tenant_id <> ALL (dry)
+            ORDER BY h.priority, h.fairness_key, h.id
+            LIMIT n - cardinality(ids)
+        ), beyond AS (
+            SELECT w.id FROM firsts AS f, LATERAL (
+                SELECT t.id, t.priority, t.fairness_key FROM tasks AS t
+                WHERE t.queue = q AND t.state = 'queued' AND t.tenant_id = f.tenant_id
+                  AND (t.priority, t.fairness_key, t.id) > (b_priority, b_key, b_id)
+                ORDER BY t.priority, t.fairness_key, t.id
+                LIMIT n - cardinality(ids)
+            ) AS w
+            ORDER BY w.priority, w.fairness_key, w.id
+            LIMIT n - cardinality(ids)
+        ), taken AS (
+            SELECT t.id, t.tenant_id FROM tasks AS t
+            WHERE t.id IN (SELECT beyond.id FROM beyond) AND t.state = 'queued'
+            FOR UPDATE OF t SKIP LOCKED
+        )
+        SELECT array_agg(taken.id), array_agg(DISTINCT taken.tenant_id)
+        INTO more, more_tenants
+        FROM taken;
+        IF more IS NOT NULL THEN
+            ids := ids || more;
+            heads := ARRAY(SELECT DISTINCT x FROM unnest(heads || more_tenants) AS x);
+        END IF;
+    END IF;
+    IF cardinality(ids) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- Limited tenants among the candidates are claimed by one transaction at a time.
+    SELECT coalesce(array_agg(l.tenant_id), '{}') INTO limited
+    FROM conveyor_tenant_limits(q, heads) AS l
+    WHERE l.cap IS NOT NULL OR l.rate_limit IS NOT NULL;
+    SELECT coalesce(array_agg(x), '{}') INTO locked FROM unnest(limited) AS x
+    WHERE pg_try_advisory_xact_lock(hashtext(q), hashtext(x));
+
+    -- Statement 2 (a snapshot taken after the locks: earlier claims of a locked tenant
+    -- have committed and are counted).
+    RETURN QUERY
+    WITH lim AS MATERIALIZED (
+        SELECT l.tenant_id,
+               l.cap - (SELECT count(*) FROM tasks AS r
+                        WHERE r.queue = q AND r.tenant_id = l.tenant_id
+                          AND r.state = 'running') AS cap_free,
+               l.rate_limit,
+               l.rate_interval::float8 / l.rate_limit AS emission,
+               greatest(coalesce(b.tat, now()), now()) AS tat0
+        FROM conveyor_tenant_limits(q, locked) AS l
+        LEFT JOIN tenant_rate AS b ON b.tenant_id = l.tenant_id AND b.queue = q
+    ), allowance AS MATERIALIZED (
+        SELECT lim.*,
+               CASE WHEN lim.rate_limit IS NULL THEN NULL ELSE
+                   floor(extract(epoch FROM now() - lim.tat0) / lim.emission
+                         + lim.rate_limit + 1e-9)::integer
+               END AS tokens
+        FROM lim
+    ), got AS MATERIALIZED (
+        SELECT x.id, x.tenant_id, x.priority, x.fairness_key FROM (
+            SELECT c.id, c.tenant_id, c.priority, c.fairness_key,
+                   CASE WHEN c.tenant_id <> ALL (limited) THEN n
+                        WHEN c.tenant_id <> ALL (locked) THEN 0
+                        ELSE least(coalesce(a.cap_free, n), coalesce(a.tokens, n)) END AS free,
+                   row_number() OVER (PARTITION BY c.tenant_id
+                                      ORDER BY c.priority, c.fairness_key, c.id) AS rn
+            FROM tasks AS c LEFT JOIN allowance AS a ON a.tenant_id = c.tenant_id
+            WHERE c.id = ANY (ids)
+        ) AS x
+        WHERE x.rn <= x.free
+    ), spend AS (
+        INSERT INTO tenant_rate AS b (tenant_id, queue, tat, emission, burst)
+        SELECT a.tenant_id, q, a.tat0 + k.k * make_interval(secs => a.emission),
+               a.emission, a.rate_limit
+        FROM (SELECT got.tenant_id, count(*) AS k FROM got GROUP BY got.tenant_id) AS k
+        JOIN allowance AS a ON a.tenant_id = k.tenant_id
+        WHERE a.rate_limit IS NOT NULL
+        ON CONFLICT (tenant_id, queue) DO UPDATE
+        SET tat = excluded.tat, emission = excluded.emission, burst = excluded.burst
+    ), served AS MATERIALIZED (
+        SELECT c.priority FROM queue_clocks AS c
+        WHERE c.queue = q AND c.priority IN (SELECT got.priority FROM got)
+        FOR UPDATE SKIP LOCKED          -- another claimer is moving it: leave it to them
+    ), advance AS (
+        UPDATE queue_clocks AS c
+        SET vtime = greatest(c.vtime, m.k), last_served_at = now()
+        FROM (SELECT got.priority, max(got.fairness_key) AS k FROM got
+              WHERE got.priority IN (SELECT served.priority FROM served)
+              GROUP BY got.priority) AS m
+        WHERE c.queue = q AND c.priority = m.priority
+    ), claimed AS (
+        UPDATE tasks AS t
+        SET state = 'running',
+            attempts = t.attempts + 1,
+            max_attempts = coalesce(t.max_attempts, dflt),
+            worker_id = worker,
+            lease_token = token,
+            lease_expires_at = now() + make_interval(secs => lease),
+            started_at = now()
+        FROM got
+        WHERE t.id = got.id
+        RETURNING t.id, t.tenant_id, t.queue, t.priority, t.attempts, t.max_attempts,
+                  t.timeout_seconds, t.lease_token, t.lease_expires_at, t.parent_id,
+                  t.group_id, t.payload, t.trace_context, t.created_at, t.fairness_key
+    )
+    SELECT c.id, c.tenant_id, c.queue, c.priority, c.attempts, c.max_attempts,
+           c.timeout_seconds, c.lease_token, c.lease_expires_at, c.parent_id, c.group_id,
+           c.payload, c.trace_context, c.created_at
+    FROM claimed AS c
+    ORDER BY c.priority, c.fairness_key, c.id;
+END
+$fn$;
+
+-- Claim up to n ready tasks of the given queues under one new fencing token. Paused
+-- queues are left out. With several queues, the first n ready rows of all of them, merged by
+-- (priority, lag behind the level's virtual time, id), give each queue its share (keys of
+-- different queues are not comparable; their lags are); what a share leaves unclaimed
+-- (capped tenants) goes to the other queues in a second pass. A queue with a global cap
+-- (queues.max_running) is claimed by one transaction at a time: those locks are taken
+-- first, in name order, so claimers never deadlock.
+CREATE FUNCTION conveyor_claim(
+    queue_names text[], n integer, worker text, lease double precision, dflt integer[]
+) RETURNS TABLE (
+    id bigint, tenant_id text, queue text, priority smallint, attempts integer,
+    max_attempts integer, timeout_seconds real, lease_token bigint,
+    lease_expires_at timestamptz, parent_id bigint, group_id text, payload jsonb,
+    trace_context jsonb, created_at timestamptz
+) LANGUAGE plpgsql AS $fn$
+#variable_conflict use_column
+DECLARE
+    token bigint := nextval('lease_token_seq');
+    wanted integer := n;
+    room integer;
+    taken integer;
+    pass integer;
+    shortfall boolean := false;
+    capped_queue record;
+    r record;
+BEGIN
+    FOR capped_queue IN
+        SELECT s.name FROM queues AS s
+        WHERE s.name = ANY (queue_names) AND s.max_running IS NOT NULL AND NOT s.paused
+        ORDER BY s.name
+    LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('conveyor.queue'), hashtext(capped_queue.name));
+    END LOOP;
+    FOR pass IN 1..2 LOOP
+        FOR r IN
+            WITH active AS (
+                SELECT a.q, a.d, coalesce(s.aging_seconds, 30)::float8 AS aging,
+                       s.max_running
+                FROM (SELECT DISTINCT ON (u.q) u.q, u.d
+                      FROM unnest(queue_names, dflt) AS u(q, d)) AS a
+                LEFT JOIN queues AS s ON s.name = a.q
+                WHERE NOT coalesce(s.paused, false)
+            ), heads AS (
+                SELECT a.q, h.priority, h.lag, h.id FROM active AS a, LATERAL (
+                    SELECT t.priority, t.fairness_key - coalesce(v.vtime, 0) AS lag, t.id
+                    FROM tasks AS t
+                    LEFT JOIN queue_clocks AS v ON v.queue = t.queue AND v.priority = t.priority
+                    WHERE t.queue = a.q AND t.state = 'queued'
+                    ORDER BY t.priority, t.fairness_key, t.id
+                    LIMIT wanted
+                ) AS h
+            ), merged AS (
+                SELECT heads.q, min(heads.priority) AS best, count(*) AS share FROM (
+                    SELECT * FROM heads ORDER BY heads.priority, heads.lag, heads.id
+                    LIMIT wanted
+                ) AS heads
+                GROUP BY heads.q
+            )
+            SELECT a.q, a.d, a.aging, a.max_running, m.best,
+                   CASE WHEN pass = 1 THEN m.share ELSE wanted END AS share
+            FROM active AS a JOIN merged AS m ON m.q = a.q
+            ORDER BY m.best, a.q
+        LOOP
+            room := least(wanted, r.share);
+            IF r.max_running IS NOT NULL THEN
+                room := least(room, r.max_running - (
+                    SELECT count(*) FROM tasks AS t
+                    WHERE t.queue = r.q AND t.state = 'running'));
+            END IF;
+            IF room > 0 THEN
+                RETURN QUERY SELECT * FROM conveyor_claim_queue(
+                    r.q, room, worker, lease, r.d, token, r.aging);
+                GET DIAGNOSTICS taken = ROW_COUNT;
+                wanted := wanted - taken;
+                shortfall := shortfall OR taken < room;
+                EXIT WHEN wanted <= 0;
+            END IF;
+        END LOOP;
+        -- A second pass only when a queue took less than its share (capped tenants).
+        EXIT WHEN wanted <= 0 OR NOT shortfall OR cardinality(queue_names) = 1;
+    END LOOP;
+END
+$fn$;
