@@ -19,3 +19,9 @@ async def llm(ctx: TaskContext, payload: dict[str, Any]) -> None:
 @app.agent("noop")
 async def noop(ctx: TaskContext, payload: dict[str, Any]) -> None:
     """Does nothing: measures the runtime's own cost per task."""
+
+
+@app.agent("work")
+async def work(ctx: TaskContext, payload: dict[str, Any]) -> None:
+    """A short task (``ms``, default 20): the fairness benchmark's unit of work."""
+    await asyncio.sleep(float(payload.get("ms", 20)) / 1000)

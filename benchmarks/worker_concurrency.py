@@ -43,11 +43,18 @@ ROOT = Path(__file__).resolve().parents[1]
 class WorkerProcess:
     """One `conveyor worker` child; JSON logs in a temp file."""
 
-    def __init__(self, dsn: str, queue: str, concurrency: int, claim_batch: int) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        queue: str,
+        concurrency: int,
+        claim_batch: int,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             "w+", prefix="conveyor-bench-", suffix=".log"
         )
-        env = {**os.environ, "DATABASE_URL": dsn, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "DATABASE_URL": dsn, "PYTHONPATH": str(ROOT), **(env or {})}
         self.process = subprocess.Popen(
             [
                 sys.executable, "-m", "conveyor.cli", "worker",

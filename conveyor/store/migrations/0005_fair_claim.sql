@@ -123,17 +123,32 @@ DECLARE
     heads text[];
     limited text[];
     locked text[];
+    contended text[];
+    waited text;
+    old_lock_timeout text;
 BEGIN
-    -- Tenants at their cap (by running rows of this queue) or with an empty bucket.
-    WITH running AS MATERIALIZED (
-        SELECT t.tenant_id, count(*) AS n_running FROM tasks AS t
-        WHERE t.queue = q AND t.state = 'running' GROUP BY t.tenant_id
+    -- Tenants at their cap or with an empty bucket. The tenants with running tasks come
+    -- from a skip scan of the running index (one probe per tenant, not per task); only
+    -- those with a cap are counted, and no further than the cap.
+    WITH RECURSIVE busy AS (
+        (SELECT t.tenant_id FROM tasks AS t
+         WHERE t.queue = q AND t.state = 'running' ORDER BY t.tenant_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT t.tenant_id FROM tasks AS t
+                WHERE t.queue = q AND t.state = 'running' AND t.tenant_id > b.tenant_id
+                ORDER BY t.tenant_id LIMIT 1)
+        FROM busy AS b WHERE b.tenant_id IS NOT NULL
+    ), busy_tenants AS MATERIALIZED (
+        SELECT coalesce(array_agg(b.tenant_id), '{}') AS ids
+        FROM busy AS b WHERE b.tenant_id IS NOT NULL
     )
-    SELECT coalesce(array_agg(r.tenant_id), '{}') INTO capped
-    FROM running AS r
-    JOIN conveyor_tenant_limits(q, ARRAY(SELECT running.tenant_id FROM running)) AS l
-        ON l.tenant_id = r.tenant_id
-    WHERE r.n_running >= l.cap;
+    SELECT coalesce(array_agg(l.tenant_id), '{}') INTO capped
+    FROM busy_tenants AS b, conveyor_tenant_limits(q, b.ids) AS l
+    WHERE l.cap IS NOT NULL
+      AND (SELECT count(*) FROM (
+               SELECT 1 FROM tasks AS r
+               WHERE r.queue = q AND r.tenant_id = l.tenant_id AND r.state = 'running'
+               LIMIT l.cap) AS c) >= l.cap;
     SELECT coalesce(array_agg(b.tenant_id), '{}') INTO dry FROM tenant_rate AS b
     WHERE b.queue = q AND b.tat > now()
       AND b.tat > now() + (b.burst - 1) * make_interval(secs => b.emission);
@@ -173,8 +188,9 @@ BEGIN
         -- Statement 1 with tenants to pass over, inside a window: the first 4n ready rows
         -- (and the first 4 * share of each starving level). A deep backlog of capped
         -- tenants at the head then costs at most 4n rows per claim; what lies beyond is
-        -- reached by the look past the window below. The rows are locked by id, so the
-        -- planner cannot trade the index order for a scan of the whole queue.
+        -- reached by the look past the window below. The rows are locked by id, and the
+        -- state test is written so no partial index matches it: the planner must take the
+        -- primary key instead of scanning the queue (it did, on stale statistics).
         SELECT array_agg(w.id ORDER BY w.priority, w.fairness_key, w.id),
                array_agg(w.priority ORDER BY w.priority, w.fairness_key, w.id),
                array_agg(w.fairness_key ORDER BY w.priority, w.fairness_key, w.id)
@@ -200,14 +216,14 @@ BEGIN
         WHERE c.queue = q AND c.last_served_at < now() - make_interval(secs => aging);
         WITH aged AS MATERIALIZED (
             SELECT t.id, t.tenant_id FROM tasks AS t
-            WHERE t.id = ANY (aged_ids) AND t.state = 'queued'
+            WHERE t.id = ANY (aged_ids) AND t.state NOT IN ('scheduled', 'running')
               AND t.tenant_id <> ALL (capped) AND t.tenant_id <> ALL (dry)
             ORDER BY t.priority, t.fairness_key, t.id
             LIMIT share
             FOR UPDATE OF t SKIP LOCKED
         ), main AS MATERIALIZED (
             SELECT t.id, t.tenant_id, t.priority, t.fairness_key FROM tasks AS t
-            WHERE t.id = ANY (window_ids) AND t.state = 'queued'
+            WHERE t.id = ANY (window_ids) AND t.state NOT IN ('scheduled', 'running')
               AND t.tenant_id <> ALL (capped) AND t.tenant_id <> ALL (dry)
               AND t.id <> ALL (ARRAY(SELECT aged.id FROM aged))
             ORDER BY t.priority, t.fairness_key, t.id
@@ -264,7 +280,8 @@ BEGIN
             LIMIT n - cardinality(ids)
         ), taken AS (
             SELECT t.id, t.tenant_id FROM tasks AS t
-            WHERE t.id IN (SELECT beyond.id FROM beyond) AND t.state = 'queued'
+            WHERE t.id IN (SELECT beyond.id FROM beyond)
+              AND t.state NOT IN ('scheduled', 'running')
             FOR UPDATE OF t SKIP LOCKED
         )
         SELECT array_agg(taken.id), array_agg(DISTINCT taken.tenant_id)
@@ -279,58 +296,88 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Limited tenants among the candidates are claimed by one transaction at a time.
+    -- Limited tenants among the candidates (with a cap or a start rate) are claimed by one
+    -- transaction at a time.
     SELECT coalesce(array_agg(l.tenant_id), '{}') INTO limited
     FROM conveyor_tenant_limits(q, heads) AS l
     WHERE l.cap IS NOT NULL OR l.rate_limit IS NOT NULL;
     SELECT coalesce(array_agg(x), '{}') INTO locked FROM unnest(limited) AS x
     WHERE pg_try_advisory_xact_lock(hashtext(q), hashtext(x));
+    -- A tenant another claimer holds is worth a short wait: its claim commits within
+    -- milliseconds, and skipping it left workers idle while one big tenant was all the work
+    -- (benchmarks/fairness.py). The wait is bounded by lock_timeout, so two claimers that
+    -- wait for each other's tenants give up instead of deadlocking.
+    contended := ARRAY(SELECT x FROM unnest(limited) AS x WHERE x <> ALL (locked)
+                       ORDER BY x LIMIT 4);
+    IF cardinality(contended) > 0 THEN
+        old_lock_timeout := current_setting('lock_timeout');
+        PERFORM set_config('lock_timeout', '20ms', true);
+        FOREACH waited IN ARRAY contended LOOP
+            BEGIN
+                PERFORM pg_advisory_xact_lock(hashtext(q), hashtext(waited));
+                locked := locked || waited;
+            EXCEPTION WHEN lock_not_available THEN
+                NULL;  -- still held: pass over the tenant in this claim
+            END;
+        END LOOP;
+        PERFORM set_config('lock_timeout', old_lock_timeout, true);
+    END IF;
 
-    -- Statement 2 (a snapshot taken after the locks: earlier claims of a locked tenant
-    -- have committed and are counted).
+    IF cardinality(limited) > 0 THEN
+        -- Statement 2 (a snapshot taken after the locks: earlier claims of a locked tenant
+        -- have committed and are counted) keeps what fits and spends the start tokens.
+        WITH lim AS MATERIALIZED (
+            SELECT l.tenant_id,
+                   l.cap - (SELECT count(*) FROM tasks AS r
+                            WHERE r.queue = q AND r.tenant_id = l.tenant_id
+                              AND r.state = 'running') AS cap_free,
+                   l.rate_limit,
+                   l.rate_interval::float8 / l.rate_limit AS emission,
+                   greatest(coalesce(b.tat, now()), now()) AS tat0
+            FROM conveyor_tenant_limits(q, locked) AS l
+            LEFT JOIN tenant_rate AS b ON b.tenant_id = l.tenant_id AND b.queue = q
+        ), allowance AS MATERIALIZED (
+            SELECT lim.*,
+                   CASE WHEN lim.rate_limit IS NULL THEN NULL ELSE
+                       floor(extract(epoch FROM now() - lim.tat0) / lim.emission
+                             + lim.rate_limit + 1e-9)::integer
+                   END AS tokens
+            FROM lim
+        ), got AS MATERIALIZED (
+            SELECT x.id, x.tenant_id, x.priority, x.fairness_key FROM (
+                SELECT c.id, c.tenant_id, c.priority, c.fairness_key,
+                       CASE WHEN c.tenant_id <> ALL (limited) THEN n
+                            WHEN c.tenant_id <> ALL (locked) THEN 0
+                            ELSE least(coalesce(a.cap_free, n), coalesce(a.tokens, n))
+                       END AS free,
+                       row_number() OVER (PARTITION BY c.tenant_id
+                                          ORDER BY c.priority, c.fairness_key, c.id) AS rn
+                FROM tasks AS c LEFT JOIN allowance AS a ON a.tenant_id = c.tenant_id
+                WHERE c.id = ANY (ids)
+            ) AS x
+            WHERE x.rn <= x.free
+        ), spend AS (
+            INSERT INTO tenant_rate AS b (tenant_id, queue, tat, emission, burst)
+            SELECT a.tenant_id, q, a.tat0 + k.k * make_interval(secs => a.emission),
+                   a.emission, a.rate_limit
+            FROM (SELECT got.tenant_id, count(*) AS k FROM got GROUP BY got.tenant_id) AS k
+            JOIN allowance AS a ON a.tenant_id = k.tenant_id
+            WHERE a.rate_limit IS NOT NULL
+            ON CONFLICT (tenant_id, queue) DO UPDATE
+            SET tat = excluded.tat, emission = excluded.emission, burst = excluded.burst
+        )
+        SELECT coalesce(array_agg(got.id), '{}') INTO ids FROM got;
+    END IF;
+
+    -- Lease the kept rows under the claim's token; move the level's virtual time to the
+    -- largest key taken.
     RETURN QUERY
-    WITH lim AS MATERIALIZED (
-        SELECT l.tenant_id,
-               l.cap - (SELECT count(*) FROM tasks AS r
-                        WHERE r.queue = q AND r.tenant_id = l.tenant_id
-                          AND r.state = 'running') AS cap_free,
-               l.rate_limit,
-               l.rate_interval::float8 / l.rate_limit AS emission,
-               greatest(coalesce(b.tat, now()), now()) AS tat0
-        FROM conveyor_tenant_limits(q, locked) AS l
-        LEFT JOIN tenant_rate AS b ON b.tenant_id = l.tenant_id AND b.queue = q
-    ), allowance AS MATERIALIZED (
-        SELECT lim.*,
-               CASE WHEN lim.rate_limit IS NULL THEN NULL ELSE
-                   floor(extract(epoch FROM now() - lim.tat0) / lim.emission
-                         + lim.rate_limit + 1e-9)::integer
-               END AS tokens
-        FROM lim
-    ), got AS MATERIALIZED (
-        SELECT x.id, x.tenant_id, x.priority, x.fairness_key FROM (
-            SELECT c.id, c.tenant_id, c.priority, c.fairness_key,
-                   CASE WHEN c.tenant_id <> ALL (limited) THEN n
-                        WHEN c.tenant_id <> ALL (locked) THEN 0
-                        ELSE least(coalesce(a.cap_free, n), coalesce(a.tokens, n)) END AS free,
-                   row_number() OVER (PARTITION BY c.tenant_id
-                                      ORDER BY c.priority, c.fairness_key, c.id) AS rn
-            FROM tasks AS c LEFT JOIN allowance AS a ON a.tenant_id = c.tenant_id
-            WHERE c.id = ANY (ids)
-        ) AS x
-        WHERE x.rn <= x.free
-    ), spend AS (
-        INSERT INTO tenant_rate AS b (tenant_id, queue, tat, emission, burst)
-        SELECT a.tenant_id, q, a.tat0 + k.k * make_interval(secs => a.emission),
-               a.emission, a.rate_limit
-        FROM (SELECT got.tenant_id, count(*) AS k FROM got GROUP BY got.tenant_id) AS k
-        JOIN allowance AS a ON a.tenant_id = k.tenant_id
-        WHERE a.rate_limit IS NOT NULL
-        ON CONFLICT (tenant_id, queue) DO UPDATE
-        SET tat = excluded.tat, emission = excluded.emission, burst = excluded.burst
+    WITH got AS MATERIALIZED (
+        SELECT c.id, c.priority, c.fairness_key FROM tasks AS c WHERE c.id = ANY (ids)
     ), served AS MATERIALIZED (
         SELECT c.priority FROM queue_clocks AS c
         WHERE c.queue = q AND c.priority IN (SELECT got.priority FROM got)
-        FOR UPDATE SKIP LOCKED          -- another claimer is moving it: leave it to them
+        FOR UPDATE SKIP LOCKED
     ), advance AS (
         UPDATE queue_clocks AS c
         SET vtime = greatest(c.vtime, m.k), last_served_at = now()
@@ -347,8 +394,7 @@ BEGIN
             lease_token = token,
             lease_expires_at = now() + make_interval(secs => lease),
             started_at = now()
-        FROM got
-        WHERE t.id = got.id
+        WHERE t.id = ANY (ids)
         RETURNING t.id, t.tenant_id, t.queue, t.priority, t.attempts, t.max_attempts,
                   t.timeout_seconds, t.lease_token, t.lease_expires_at, t.parent_id,
                   t.group_id, t.payload, t.trace_context, t.created_at, t.fairness_key
@@ -394,6 +440,24 @@ BEGIN
     LOOP
         PERFORM pg_advisory_xact_lock(hashtext('conveyor.queue'), hashtext(capped_queue.name));
     END LOOP;
+    IF cardinality(queue_names) = 1 THEN
+        SELECT s.paused, s.max_running, coalesce(s.aging_seconds, 30)::float8 AS aging
+        INTO r FROM (SELECT 1) AS one LEFT JOIN queues AS s ON s.name = queue_names[1];
+        IF coalesce(r.paused, false) THEN
+            RETURN;
+        END IF;
+        room := n;
+        IF r.max_running IS NOT NULL THEN
+            room := least(room, r.max_running - (
+                SELECT count(*) FROM tasks AS t
+                WHERE t.queue = queue_names[1] AND t.state = 'running'));
+        END IF;
+        IF room > 0 THEN
+            RETURN QUERY SELECT * FROM conveyor_claim_queue(
+                queue_names[1], room, worker, lease, dflt[1], token, r.aging);
+        END IF;
+        RETURN;
+    END IF;
     FOR pass IN 1..2 LOOP
         FOR r IN
             WITH active AS (
@@ -440,7 +504,7 @@ BEGIN
             END IF;
         END LOOP;
         -- A second pass only when a queue took less than its share (capped tenants).
-        EXIT WHEN wanted <= 0 OR NOT shortfall OR cardinality(queue_names) = 1;
+        EXIT WHEN wanted <= 0 OR NOT shortfall;
     END LOOP;
 END
 $fn$;

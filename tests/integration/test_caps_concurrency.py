@@ -1,0 +1,137 @@
+"""Caps under contention: sampled while many claimers and four workers run at once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+import asyncpg
+
+from conveyor import App, TaskContext
+from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask
+from conveyor.store.postgres import PostgresStore
+from conveyor.types import TaskState
+from tests.integration.worker_harness import running
+
+RUNNING_PER_TENANT = """
+    SELECT tenant_id, count(*) AS n FROM tasks
+    WHERE queue = 'copywriter' AND state = 'running' GROUP BY tenant_id
+"""
+
+
+async def sample_until(
+    dsn: str, done: Callable[[], Awaitable[bool]], check: Callable[[dict[str, int]], None]
+) -> int:
+    """Sample running tasks per tenant (one snapshot each) until ``done``; returns samples."""
+    conn = await asyncpg.connect(dsn)
+    samples = 0
+    try:
+        while not await done():
+            rows = await conn.fetch(RUNNING_PER_TENANT)
+            check({r["tenant_id"]: r["n"] for r in rows})
+            samples += 1
+            await asyncio.sleep(0.002)
+    finally:
+        await conn.close()
+    return samples
+
+
+async def test_racing_claimers_never_exceed_a_cap(store: PostgresStore, database_dsn: str) -> None:
+    """16 claimers, cap 1, and urgent tasks arriving all the time (rows that sort ahead)."""
+    tenants = [f"t{i:02d}" for i in range(20)]
+    for tenant in tenants:
+        await store.create_tenant(tenant, plan="free")
+        await store.enqueue_batch([NewTask("copywriter", tenant_id=tenant) for _ in range(60)])
+    over: list[dict[str, int]] = []
+    stop_at = time.monotonic() + 4
+
+    async def claimer(seed: int) -> int:
+        rng = random.Random(seed)
+        own = await PostgresStore.open(database_dsn, min_size=1, max_size=1)
+        started = 0
+        try:
+            while time.monotonic() < stop_at:
+                got = await own.claim(ClaimRequest(("copywriter",), 10, f"w{seed}", 60))
+                started += len(got)
+                await asyncio.sleep(rng.random() * 0.005)
+                if got:
+                    await own.finish(
+                        [Finish(LeaseRef(t.id, t.lease_token), TaskState.SUCCEEDED) for t in got]
+                    )
+                else:
+                    await asyncio.sleep(0.001)
+        finally:
+            await own.close()
+        return started
+
+    async def urgent() -> None:
+        rng = random.Random(99)
+        while time.monotonic() < stop_at:
+            tenant = rng.choice(tenants)
+            await store.enqueue(NewTask("copywriter", tenant_id=tenant, priority=1))
+            await asyncio.sleep(0.001)
+
+    async def finished() -> bool:
+        return time.monotonic() >= stop_at
+
+    def check(counts: dict[str, int]) -> None:
+        if any(n > 1 for n in counts.values()):
+            over.append(counts)
+
+    results = await asyncio.gather(
+        *(claimer(i) for i in range(16)),
+        urgent(),
+        sample_until(database_dsn, finished, check),
+    )
+    started, samples = sum(results[:16]), results[-1]
+    assert started > 100 and samples > 50  # the race really ran
+    assert over == []
+
+
+async def test_four_workers_never_exceed_the_plan_caps(
+    store: PostgresStore, database_dsn: str
+) -> None:
+    """Four worker runtimes (own pools), each with room for far more than the caps allow."""
+    app = App("caps")
+
+    @app.agent("copywriter")
+    async def write(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        await asyncio.sleep(payload["ms"] / 1000)
+
+    caps = {"free1": 1, "pro1": 2, "pro2": 2, "agency1": 4}
+    plans = {"free1": "free", "pro1": "pro", "pro2": "pro", "agency1": "agency"}
+    rng = random.Random(7)
+    for tenant, plan in plans.items():
+        await store.create_tenant(tenant, plan=plan)
+        await store.enqueue_batch(
+            [NewTask("copywriter", {"ms": rng.randint(5, 25)}, tenant_id=tenant) for _ in range(60)]
+        )
+    over: list[dict[str, int]] = []
+    seen_max: dict[str, int] = dict.fromkeys(caps, 0)
+
+    def check(counts: dict[str, int]) -> None:
+        for tenant, n in counts.items():
+            seen_max[tenant] = max(seen_max[tenant], n)
+            if n > caps[tenant]:
+                over.append(counts)
+
+    async def drained() -> bool:
+        return await store.queue_status() == [] or all(
+            q.queued == 0 and q.running == 0 for q in await store.queue_status()
+        )
+
+    async with AsyncExitStack() as stack:
+        for i in range(4):
+            own = await PostgresStore.open(database_dsn, min_size=1, max_size=4)
+            stack.push_async_callback(own.close)
+            await stack.enter_async_context(
+                running(app, own, concurrency=32, poll_seconds=0.02, worker_id=f"cap-{i}")
+            )
+        samples = await asyncio.wait_for(sample_until(database_dsn, drained, check), 60)
+    assert samples > 20
+    assert over == []
+    assert seen_max == caps  # every tenant reached its cap: the workers stayed busy
