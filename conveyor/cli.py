@@ -485,6 +485,24 @@ def group(
     out.print(f"group {group_id} ({tenant}): {counts or 'no tasks yet'}; {done}{follow}")
 
 
+@cli.command(
+    "mock-llm",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def mock_llm(ctx: typer.Context) -> None:
+    """A fake OpenAI, Anthropic and Ollama provider with latency and faults (docs/mock_llm.md).
+
+    Run `conveyor mock-llm --help` for its flags.
+    """
+    # Imported here: the mock's HTTP server (aiohttp) is not needed by any other command.
+    from conveyor.gateway.mock.cli import mock_llm_command
+
+    command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    command.command()(mock_llm_command)
+    command(args=ctx.args, prog_name="conveyor mock-llm")
+
+
 @plans_cli.command("set")
 def plans_set(
     plan_id: str,

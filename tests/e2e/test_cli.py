@@ -10,6 +10,15 @@ from conveyor.types import TaskState
 from tests.e2e.conftest import RunCli, process_env
 
 
+def assert_clear_errors(run_cli: RunCli, cases: list[tuple[tuple[str, ...], str]]) -> None:
+    """Each command fails with the hint in its message, never with a traceback."""
+    for args, hint in cases:
+        result = run_cli(*args)
+        assert result.returncode != 0, args
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert hint in (result.stderr + result.stdout), (args, result.stderr)
+
+
 def test_migrate_is_idempotent(run_cli: RunCli) -> None:
     first = run_cli("migrate")
     assert first.returncode == 0, first.stderr
@@ -90,11 +99,7 @@ def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_ds
         (("show", "999999"), "not found"),
         (("worker", "--app", "no.such.module:app"), "--app"),
     ]
-    for args, hint in cases:
-        result = run_cli(*args)
-        assert result.returncode != 0, args
-        assert "Traceback" not in result.stderr, (args, result.stderr)
-        assert hint in (result.stderr + result.stdout), (args, result.stderr)
+    assert_clear_errors(run_cli, cases)
 
     broken = run_cli("status", env=process_env(database_dsn, CONVEYOR_LEASE_SECONDS="soon"))
     assert broken.returncode == 2 and "CONVEYOR_LEASE_SECONDS" in broken.stderr
@@ -119,3 +124,26 @@ def test_plans_and_overrides_from_the_cli(run_cli: RunCli) -> None:
     assert run_cli("tenants", "usage", "shop").stdout.split()[-2:] == ["analyst", "1"]
     unknown = run_cli("tenants", "add", "shop", "--plan", "gold")
     assert unknown.returncode == 1 and "unknown plan 'gold'" in unknown.stderr
+
+
+def test_limits_from_the_cli(run_cli: RunCli) -> None:
+    changed = run_cli("plans", "set", "pro", "--max-concurrent", "3", "--start-rate", "120/1m")
+    assert changed.returncode == 0, changed.stderr
+    assert "max concurrent/role 3" in changed.stdout and "start rate 120/1m" in changed.stdout
+    assert "120/1m" in run_cli("plans", "list").stdout
+    run_cli("tenants", "add", "shop", "--plan", "pro")
+    agent = run_cli("tenants", "agent", "shop", "seo", "--start-rate", "5/s")
+    assert agent.returncode == 0 and "start rate 5/1s" in agent.stdout
+    capped = run_cli("queues", "set", "researcher", "--max-running", "50", "--aging", "2m")
+    assert capped.returncode == 0 and "max running 50, aging 120s" in capped.stdout
+    uncapped = run_cli("queues", "set", "researcher", "--max-running", "0")
+    assert "max running unlimited, aging 120s" in uncapped.stdout
+    cases = [
+        (("plans", "set", "gold", "--weight", "2"), "unknown plan 'gold'"),
+        (("plans", "set", "pro", "--start-rate", "fast"), "--start-rate"),
+        (("tenants", "agent", "shop", "seo", "--start-rate", "0/1m"), "--start-rate"),
+        (("queues", "set", "researcher", "--aging", "soon"), "--aging"),
+        (("queues", "set", "researcher", "--max-running", "-1"), "--max-running"),
+        (("mock-llm", "--latency", "abc"), "--latency"),
+    ]
+    assert_clear_errors(run_cli, cases)

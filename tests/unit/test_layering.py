@@ -32,6 +32,12 @@ FORBIDDEN_INTERNAL: dict[str, tuple[str, ...]] = {
         "conveyor.api",
         "conveyor.cli",
     ),
+    "conveyor.gateway": (
+        "conveyor.worker",
+        "conveyor.client",
+        "conveyor.api",
+        "conveyor.cli",
+    ),
 }
 
 # Third-party packages only one layer may import.
@@ -42,6 +48,7 @@ OWNED_PACKAGES: dict[str, str] = {
     "psycopg_pool": "conveyor.store",
     "fastapi": "conveyor.api",
     "starlette": "conveyor.api",
+    "aiohttp": "conveyor.gateway.mock",
 }
 
 # The pure core may use the standard library and these only.

@@ -1,0 +1,1 @@
+"""The LLM gateway: how workers reach model providers; ``mock`` is a provider to test against."""
