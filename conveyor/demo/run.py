@@ -17,11 +17,14 @@ from conveyor.demo import agents
 from conveyor.observability.logging import configure_logging
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
-from conveyor.store.params import ClaimRequest, NewTask, ReplayFilter
+from conveyor.store.params import ClaimRequest, NewTask, ReplayFilter, TenantAgentUpdate
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import Priority
 from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
 from conveyor.worker.runtime import Worker, WorkerOptions
+
+ENTERPRISE_CAP = 40
+"""Running tasks per role allowed to the demo's enterprise tenant (its plan has no cap)."""
 
 ROLE_MIX = {  # share of submitted tasks per role, after WORKLOADS.md
     "copywriter": 0.30,
@@ -79,9 +82,19 @@ async def _crashed_worker(store: PostgresStore) -> int:
     return len(claimed)
 
 
-async def _drain(store: PostgresStore, total: int, console: Console, started: datetime) -> None:
+async def _drain(
+    store: PostgresStore,
+    total: int,
+    console: Console,
+    started: datetime,
+    peaks: dict[tuple[str, str], int],
+) -> None:
+    """Show progress until nothing is left; ``peaks`` collects the most running per
+    (tenant, role) seen, to show the plan caps holding."""
     with Live(console=console, refresh_per_second=4, transient=True) as live:
         while True:
+            for key, running in (await store.running_by_tenant()).items():
+                peaks[key] = max(peaks.get(key, 0), running)
             statuses = await store.queue_status()
             summary = await store.history_summary(started)
             done = sum(s.succeeded + s.dead + s.cancelled for s in summary)
@@ -106,8 +119,15 @@ async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Con
             f"[bold]Conveyor demo[/bold] on {where}: {tasks} agent tasks, {tenants} tenants"
         )
         names = [f"enterprise-{i}" for i in range(1)] + [f"agency-{i}" for i in range(tenants - 1)]
+        # The noisy neighbour is an enterprise tenant with a cap of its own per role; the
+        # agencies are on the agency plan (4 running per role).
         for name in names:
-            await store.create_tenant(name, name.replace("-", " ").title())
+            plan = "enterprise" if name.startswith("enterprise") else "agency"
+            await store.create_tenant(name, name.replace("-", " ").title(), plan=plan)
+        for role in ROLE_MIX:
+            await store.set_tenant_agent(
+                TenantAgentUpdate(names[0], role, max_concurrent=ENTERPRISE_CAP)
+            )
         started = datetime.now(UTC)
         run_id = started.strftime("%H%M%S%f")
         planned = [
@@ -141,7 +161,8 @@ async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Con
         )
         running = asyncio.create_task(worker.run(stop))
         t1 = time.perf_counter()
-        await _drain(store, tasks, console, started)
+        peaks: dict[tuple[str, str], int] = {}
+        await _drain(store, tasks, console, started, peaks)
         process_s = time.perf_counter() - t1
 
         dead = await store.list_dead(limit=1000)
@@ -152,7 +173,7 @@ async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Con
             if ours
             else []
         )
-        await _drain(store, tasks, console, started)
+        await _drain(store, tasks, console, started, peaks)
         stop.set()
         await running
         upkeep.cancel()
@@ -195,6 +216,12 @@ async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Con
                 f"{_ms(sorted(o.wait_p50 or 0.0 for o in others)[len(others) // 2])}, "
                 f"worst p99 {_ms(worst_other)}"
             )
+        agency_peak = max((n for (t, _), n in peaks.items() if t != names[0]), default=0)
+        flood_peak = max((n for (t, _), n in peaks.items() if t == names[0]), default=0)
+        console.print(
+            f"caps held across the run: at most {agency_peak} running per agency tenant and "
+            f"role (plan cap 4), {flood_peak} for {names[0]} (its cap {ENTERPRISE_CAP})"
+        )
         saved = agents.calls["requested"] - agents.calls["executed"]
         console.print(
             f"{agents.calls['executed']} simulated model calls ran; {saved} were replayed from "

@@ -342,6 +342,10 @@ class PostgresStore:
         """Per-tenant wait (enqueue to start) percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.tenant_waits(c, since))
 
+    async def running_by_tenant(self) -> dict[tuple[str, str], int]:
+        """Tasks running now per (tenant, queue): what the concurrency caps bound."""
+        return await self._run(reports.running_by_tenant)
+
     async def history_summary(self, since: datetime) -> list[reports.QueueSummary]:
         """Per-queue outcomes and latency percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.history_summary(c, since))

@@ -42,3 +42,9 @@ class TenantWaits:
 async def tenant_waits(conn: Conn, since: datetime) -> list[TenantWaits]:
     """Per-tenant wait percentiles of tasks finished at or after ``since``."""
     return [TenantWaits(**dict(row)) for row in await conn.fetch(q("tenant_waits"), since)]
+
+
+async def running_by_tenant(conn: Conn) -> dict[tuple[str, str], int]:
+    """Tasks running now per (tenant, queue)."""
+    rows = await conn.fetch(q("running_by_tenant"))
+    return {(row["tenant_id"], row["queue"]): row["running"] for row in rows}

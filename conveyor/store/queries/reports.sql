@@ -29,3 +29,9 @@ FROM task_history
 WHERE finished_at >= $1 AND started_at IS NOT NULL
 GROUP BY tenant_id
 ORDER BY tenant_id;
+
+-- name: running_by_tenant
+-- Tasks running now per (tenant, queue), through the running index: what the caps bound.
+SELECT tenant_id, queue, count(*) AS running
+FROM tasks WHERE state = 'running'
+GROUP BY tenant_id, queue;
