@@ -1,1 +1,46 @@
-"""The LLM gateway: how workers reach model providers; ``mock`` is a provider to test against."""
+"""The LLM gateway: how workers reach model providers (``ctx.llm``); ``mock`` is one to test
+against. ``docs/gateway.md`` describes configuration, errors and what is not built yet."""
+
+from __future__ import annotations
+
+from conveyor.gateway.bound import BoundLLM
+from conveyor.gateway.breakers import BreakerRegistry
+from conveyor.gateway.budget import AdmitAllBudget, Budget, Reservation
+from conveyor.gateway.chat import ChatChunk, ChatRequest, ChatResult, Message
+from conveyor.gateway.config import (
+    LLM_CONFIG_ENV,
+    GatewayConfig,
+    gateway_config_from_env,
+    load_gateway_config,
+)
+from conveyor.gateway.current import close_gateway, get_gateway, set_gateway
+from conveyor.gateway.gateway import Gateway
+from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecord, CallRecorder
+from conveyor.gateway.routing import Target
+from conveyor.gateway.streaming import ChatStream
+
+__all__ = [
+    "LLM_CONFIG_ENV",
+    "AdmitAllBudget",
+    "BoundLLM",
+    "BreakerRegistry",
+    "Budget",
+    "CallCounters",
+    "CallOutcome",
+    "CallRecord",
+    "CallRecorder",
+    "ChatChunk",
+    "ChatRequest",
+    "ChatResult",
+    "ChatStream",
+    "Gateway",
+    "GatewayConfig",
+    "Message",
+    "Reservation",
+    "Target",
+    "close_gateway",
+    "gateway_config_from_env",
+    "get_gateway",
+    "load_gateway_config",
+    "set_gateway",
+]

@@ -32,6 +32,7 @@ from conveyor.store.records import ClaimedTask
 from conveyor.types import Priority
 
 if TYPE_CHECKING:
+    from conveyor.gateway.bound import BoundLLM
     from conveyor.store.postgres import PostgresStore
 
 T = TypeVar("T")
@@ -51,7 +52,8 @@ class TaskInfo:
 
 
 class TaskContext:
-    """Handed to every handler: identity, a bound logger, durable steps, effects, spawning."""
+    """Handed to every handler: identity, a bound logger, durable steps, effects, spawning,
+    and the LLM gateway (``ctx.llm``)."""
 
     def __init__(self, claimed: ClaimedTask, store: PostgresStore | None = None) -> None:
         self.task = TaskInfo(
@@ -69,6 +71,7 @@ class TaskContext:
         self._trace_context = claimed.trace_context
         self._lease_token = claimed.lease_token
         self._spawned = 0
+        self._llm: BoundLLM | None = None
 
     @property
     def log(self) -> Any:
@@ -85,6 +88,27 @@ class TaskContext:
                 trace_id=(self._trace_context or {}).get("traceparent"),
             )
         return self._log
+
+    @property
+    def llm(self) -> BoundLLM:
+        """The process's LLM gateway on behalf of this task: ``await ctx.llm.chat(...)``.
+
+        Calls are accounted to this task's tenant and id; every streamed chunk and every
+        finished chat counts as progress (``heartbeat``). Raises ConfigurationError when no
+        gateway is set and ``CONVEYOR_LLM_CONFIG`` is unset. See docs/gateway.md.
+        """
+        if self._llm is None:
+            # Imported here: a worker whose agents never call a model does not load httpx.
+            from conveyor.gateway.bound import BoundLLM
+            from conveyor.gateway.current import get_gateway
+
+            self._llm = BoundLLM(
+                get_gateway(),
+                tenant_id=self.task.tenant_id,
+                task_id=self.task.id,
+                on_progress=self.heartbeat,
+            )
+        return self._llm
 
     def heartbeat(self) -> None:
         """Report progress (each streamed chunk does this for you)."""

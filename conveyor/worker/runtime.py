@@ -15,6 +15,7 @@ import functools
 import os
 import random
 import socket
+import sys
 import time
 import uuid
 from collections import Counter
@@ -194,6 +195,7 @@ class Worker:
             while self._pending or self._releases:
                 await self._flush()
             await listener.stop()
+            await _close_gateway_if_used()
             self._threads.shutdown(wait=False, cancel_futures=True)
             await self.store.set_worker_state(opts.worker_id, "stopped")
             log.info(
@@ -487,3 +489,13 @@ def _log_failure(task: ClaimedTask, exc: Exception, outcome: Outcome) -> None:
         error=str(exc)[:500],
         next=next_step,
     )
+
+
+async def _close_gateway_if_used() -> None:
+    """Close the LLM gateway's connections if an agent used ``ctx.llm`` in this process.
+
+    Looked up in sys.modules: a worker whose agents never call a model never loads it.
+    """
+    current = sys.modules.get("conveyor.gateway.current")
+    if current is not None:
+        await current.close_gateway()

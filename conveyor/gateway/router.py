@@ -1,0 +1,154 @@
+"""Walk a call's chain: breaker, budget, attempt, classify, then retry, fall back or stop.
+
+For each target in order: an open breaker skips it at once (nothing sent); otherwise the
+budget reserves, the attempt runs, and a failure is classified by
+``conveyor.core.llm_errors.decide``: retry the same target after a delay, move on to the
+next target, or stop with ``LLMPermanentError`` (the request is at fault: no provider would
+take it). When the chain runs out, ``LLMUnavailable`` lists what happened at each target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+from conveyor.core.breaker import BreakerOutcome
+from conveyor.core.llm_errors import (
+    CallRetryPolicy,
+    FailureKind,
+    Verdict,
+    classify_status,
+    decide,
+)
+from conveyor.errors import (
+    BudgetRefused,
+    CircuitOpen,
+    LLMAttemptError,
+    LLMError,
+    LLMPermanentError,
+    LLMStatusError,
+    LLMTimeout,
+    LLMUnavailable,
+    TargetFailure,
+)
+from conveyor.gateway.attempt import Attempt, Call, Services
+from conveyor.gateway.recording import CallOutcome
+
+T = TypeVar("T")
+log = structlog.get_logger("conveyor.gateway")
+
+RunAttempt = Callable[[Attempt], Awaitable[T]]
+
+
+def failure_kind(error: LLMAttemptError) -> FailureKind:
+    """The kind of an attempt's failure, for retrying and for the breaker."""
+    if isinstance(error, LLMStatusError):
+        return classify_status(error.status)
+    if isinstance(error, LLMTimeout):
+        return FailureKind.TIMEOUT
+    return FailureKind.TRANSPORT
+
+
+class Router:
+    """Runs attempts along a chain until one succeeds."""
+
+    def __init__(
+        self,
+        services: Services,
+        retry: CallRetryPolicy,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.services = services
+        self.retry = retry
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+
+    async def first_success(self, call: Call, run: RunAttempt[T]) -> T:
+        """``run(attempt)``'s value for the first attempt that succeeds.
+
+        ``run`` settles its attempt on success; a failure it raises as an
+        ``LLMAttemptError`` is settled here. Anything else (a cancellation) settles the
+        attempt as abandoned and propagates.
+        """
+        failures: list[TargetFailure] = []
+        ordinal = 0
+        last: LLMError | None = None
+        breakers = self.services.breakers
+        for target in call.targets:
+            number = 0
+            while True:
+                ticket = breakers.allow(target.provider, target.model)
+                if ticket is None:
+                    last = CircuitOpen(
+                        target.provider,
+                        target.model,
+                        breakers.retry_in(target.provider, target.model),
+                    )
+                    await self.services.record(
+                        call.record(target, number + 1, CallOutcome.CIRCUIT_OPEN, error=str(last))
+                    )
+                    failures.append(TargetFailure(target.provider, target.model, number, last))
+                    break
+                try:
+                    reservation = await self.services.budget.reserve(
+                        call.tenant_id, target.provider, call.estimated_tokens
+                    )
+                except BaseException as exc:
+                    breakers.record(target.provider, target.model, ticket, BreakerOutcome.IGNORED)
+                    if isinstance(exc, BudgetRefused):
+                        await self.services.record(
+                            call.record(
+                                target, number + 1, CallOutcome.BUDGET_REFUSED, error=str(exc)
+                            )
+                        )
+                    raise
+                number += 1
+                ordinal += 1
+                attempt = Attempt(self.services, call, target, number, ordinal, ticket, reservation)
+                try:
+                    return await run(attempt)
+                except LLMAttemptError as exc:
+                    kind = failure_kind(exc)
+                    await attempt.settle(
+                        CallOutcome.of(kind),
+                        kind=kind,
+                        status=exc.status if isinstance(exc, LLMStatusError) else None,
+                        error=str(exc),
+                    )
+                    decision = decide(kind, number, self.retry, self._rng.random(), exc.retry_after)
+                    log.info(
+                        "llm_attempt_failed",
+                        provider=target.provider,
+                        model=target.model,
+                        attempt=number,
+                        error=str(exc),
+                        verdict=decision.verdict.value,
+                        reason=decision.reason,
+                    )
+                    if decision.verdict is Verdict.FAIL:
+                        raise _permanent(exc) from exc
+                    last = exc
+                    if decision.verdict is Verdict.NEXT_TARGET:
+                        failures.append(TargetFailure(target.provider, target.model, number, exc))
+                        break
+                    await self._sleep(decision.delay)
+                except BaseException:
+                    await attempt.settle(CallOutcome.ABANDONED)
+                    raise
+        raise LLMUnavailable(call.requested, failures) from last
+
+
+def _permanent(error: LLMAttemptError) -> LLMPermanentError:
+    status = error.status if isinstance(error, LLMStatusError) else None
+    return LLMPermanentError(
+        f"{error}; the request itself was refused, so it is neither retried nor sent to a "
+        "fallback: fix the request (or the API key)",
+        provider=error.provider,
+        model=error.model,
+        status=status,
+    )

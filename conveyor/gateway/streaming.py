@@ -1,0 +1,160 @@
+"""A streamed reply as the caller iterates it, and the result assembled from its pieces.
+
+A stream is retried and failed over only until its first token: after that the caller has
+seen text, which a fresh attempt could not take back, so a later failure is raised as it
+is (an ``LLMTimeout`` with ``layer == "gap"`` for a stream that went silent).
+
+Close a stream you stop reading early (``async with gateway.stream(...) as stream:`` or
+``await stream.aclose()``): until then it holds a connection slot of its host.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from types import TracebackType
+
+from conveyor.core.llm_errors import FailureKind
+from conveyor.gateway.attempt import Attempt
+from conveyor.gateway.budget import CHARS_PER_TOKEN
+from conveyor.gateway.chat import ChatChunk, ChatResult
+from conveyor.gateway.endpoint import Timed
+from conveyor.gateway.providers import Reply
+from conveyor.gateway.recording import CallOutcome
+
+
+class ChatStream:
+    """An async iterator of ``ChatChunk``; the last chunk carries the whole ``ChatResult``."""
+
+    def __init__(self, chunks: AsyncGenerator[ChatChunk, None]) -> None:
+        self._chunks = chunks
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> ChatChunk:
+        return await self._chunks.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop the stream and give its connection back; safe to call more than once."""
+        await self._chunks.aclose()
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An attempt whose stream has produced its first token (or ended without any)."""
+
+    attempt: Attempt
+    head: tuple[Timed, ...]
+    rest: AsyncGenerator[Timed, None]
+
+
+def estimate_text_tokens(text: str) -> int:
+    """A completion's size when the provider does not say: characters / 4."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def whole_result(attempt: Attempt, reply: Reply, latency: float, ttft: float) -> ChatResult:
+    """The result of a non-streamed attempt; missing usage is estimated (and says so)."""
+    prompt = reply.prompt_tokens
+    completion = reply.completion_tokens
+    return ChatResult(
+        text=reply.text,
+        finish_reason=reply.finish_reason,
+        prompt_tokens=attempt.call.prompt_estimate if prompt is None else prompt,
+        completion_tokens=estimate_text_tokens(reply.text) if completion is None else completion,
+        provider=attempt.target.provider,
+        model=attempt.target.model,
+        latency=latency,
+        ttft=ttft,
+        attempts=attempt.ordinal,
+        usage_estimated=prompt is None or completion is None,
+    )
+
+
+class StreamAssembly:
+    """What a stream has delivered so far: text, finish reason, usage, timings."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        self.attempt = attempt
+        self._parts: list[str] = []
+        self._deltas = 0
+        self.finish_reason: str | None = None
+        self._prompt: int | None = None
+        self._completion: int | None = None
+        self.ttft: float | None = None
+        self.latency = 0.0
+
+    def add(self, timed: Timed) -> None:
+        """Take in one piece."""
+        piece = timed.piece
+        self.latency = timed.at
+        if piece.text:
+            if self.ttft is None:
+                self.ttft = timed.at
+            self._parts.append(piece.text)
+            self._deltas += 1
+        if piece.finish_reason is not None:
+            self.finish_reason = piece.finish_reason
+        if piece.prompt_tokens is not None:
+            self._prompt = piece.prompt_tokens
+        if piece.completion_tokens is not None:
+            self._completion = piece.completion_tokens
+
+    @property
+    def usage_estimated(self) -> bool:
+        """True when the provider has not (yet) reported both counts."""
+        return self._prompt is None or self._completion is None
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Reported prompt tokens, else the call's estimate."""
+        return self.attempt.call.prompt_estimate if self._prompt is None else self._prompt
+
+    @property
+    def completion_tokens(self) -> int:
+        """Reported completion tokens, else one per text delta received."""
+        return self._deltas if self._completion is None else self._completion
+
+    async def settle(
+        self, outcome: CallOutcome, *, kind: FailureKind | None = None, error: str | None = None
+    ) -> None:
+        """Settle the attempt with what the stream delivered up to now."""
+        await self.attempt.settle(
+            outcome,
+            kind=kind,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            usage_estimated=self.usage_estimated,
+            latency=self.latency,
+            ttft=self.ttft,
+            status=200,
+            error=error,
+        )
+
+    def result(self) -> ChatResult:
+        """The whole reply, once the stream has ended."""
+        return ChatResult(
+            text="".join(self._parts),
+            finish_reason=self.finish_reason or "stop",
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            provider=self.attempt.target.provider,
+            model=self.attempt.target.model,
+            latency=self.latency,
+            ttft=self.latency if self.ttft is None else self.ttft,
+            attempts=self.attempt.ordinal,
+            usage_estimated=self.usage_estimated,
+        )
