@@ -24,7 +24,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from conveyor.store.params import NewTask, TenantAgentUpdate
+from conveyor.store.params import NewTask, QueueLimits, TenantAgentUpdate
 from conveyor.store.postgres import PostgresStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -99,6 +99,8 @@ async def run(dsn: str, args: argparse.Namespace, fair: bool, a_cap: int) -> dic
             await store.create_tenant(tenant, plan="pro")
             await store.set_tenant_agent(TenantAgentUpdate(tenant, "work", enabled=True))
         env = {"CONVEYOR_FAIRNESS": "true" if fair else "false"}
+        if args.global_cap:
+            await store.set_queue_limits(QueueLimits("work", max_running=args.global_cap))
         await store.pause_queue("work")
         for start in range(0, args.flood, 10_000):
             count = min(10_000, args.flood - start)
@@ -192,7 +194,8 @@ async def main(args: argparse.Namespace) -> None:
         f"machine: {os.cpu_count()} cores; PostgreSQL {facts['server_version']}, "
         f"synchronous_commit={facts['synchronous_commit']}; A floods {args.flood:,} tasks, "
         f"B..K submit {args.rate:g}/s each for {args.seconds:g} s; {args.workers} workers x "
-        f"{args.concurrency} slots; tasks of {args.task_ms:g} ms"
+        f"{args.concurrency} slots; tasks of {args.task_ms:g} ms; global cap "
+        f"{args.global_cap or 'none'}"
     )
     for result in results:
         print_run(console, result, args)
@@ -210,6 +213,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--a-cap", type=int, default=1000, help="tenant A's cap (not binding)")
     parser.add_argument(
         "--binding-cap", type=int, default=16, help="a third run with A capped so (0: skip)"
+    )
+    parser.add_argument(
+        "--global-cap", type=int, default=0, help="the role's cap over all tenants (0: none)"
     )
     parser.add_argument("--max-drain", type=float, default=120, help="give up after this")
     parser.add_argument("--skip-off", action="store_true", help="only the fair run")

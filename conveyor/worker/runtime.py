@@ -401,6 +401,10 @@ class Worker:
             self._pending = outcomes + self._pending  # keep them for the next try
             self._releases = releases + self._releases
             raise
+        if finishes or retries or releases:
+            # Claim again now: until this commit, the finished tasks still counted against
+            # their tenants' caps, so a claim made when they ended may have come back short.
+            self._wake.set()
         for finish in finishes:
             if finish.lease.task_id not in refused:
                 self.stats[finish.state.value] += 1

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from conveyor import App, TaskContext
-from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask
+from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask, TenantAgentUpdate
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
 from tests.integration.worker_harness import running
@@ -135,3 +135,75 @@ async def test_four_workers_never_exceed_the_plan_caps(
     assert samples > 20
     assert over == []
     assert seen_max == caps  # every tenant reached its cap: the workers stayed busy
+
+
+async def test_a_large_cap_is_served_by_several_claimers_at_once(
+    store: PostgresStore, database_dsn: str
+) -> None:
+    """A cap of 8 or more is striped: a claim in flight does not shut others out."""
+    await store.create_tenant("big", plan="enterprise")
+    await store.set_tenant_agent(TenantAgentUpdate("big", "copywriter", max_concurrent=12))
+    await store.enqueue_batch([NewTask("copywriter", tenant_id="big") for _ in range(100)])
+    claim = "SELECT * FROM conveyor_claim('{copywriter}', 2, 'w', 60, '{5}')"
+    first, second = await asyncpg.connect(database_dsn), await asyncpg.connect(database_dsn)
+    try:
+        async with first.transaction():
+            held = await first.fetch(claim)  # its stripe lock is held until this commits
+            async with second.transaction():
+                alongside = await second.fetch(claim)
+        assert len(held) == 2 and len(alongside) == 2
+        stripes = await first.fetch(
+            "SELECT id, cap_stripe FROM tasks WHERE id = ANY ($1::bigint[])",
+            [r["id"] for r in held + alongside],
+        )
+        by_id = {r["id"]: r["cap_stripe"] for r in stripes}
+        # each claim ran under stripes of its own (a quota of 3 each: 12 / 4)
+        assert {by_id[r["id"]] for r in held}.isdisjoint({by_id[r["id"]] for r in alongside})
+    finally:
+        await first.close()
+        await second.close()
+    # Filling up: never more than the cap, however the stripes are taken.
+    taken = 4
+    for _ in range(20):
+        taken += len(await store.claim(ClaimRequest(("copywriter",), 5, "w", 60)))
+    assert taken == 12
+
+
+async def test_racing_claimers_never_exceed_a_striped_cap(
+    store: PostgresStore, database_dsn: str
+) -> None:
+    await store.create_tenant("big", plan="enterprise")
+    await store.set_tenant_agent(TenantAgentUpdate("big", "copywriter", max_concurrent=10))
+    await store.enqueue_batch([NewTask("copywriter", tenant_id="big") for _ in range(3000)])
+    over: list[dict[str, int]] = []
+    stop_at = time.monotonic() + 3
+
+    async def claimer(seed: int) -> int:
+        rng = random.Random(seed)
+        own = await PostgresStore.open(database_dsn, min_size=1, max_size=1)
+        started = 0
+        try:
+            while time.monotonic() < stop_at:
+                got = await own.claim(ClaimRequest(("copywriter",), 4, f"w{seed}", 60))
+                started += len(got)
+                await asyncio.sleep(rng.random() * 0.004)
+                if got:
+                    await own.finish(
+                        [Finish(LeaseRef(t.id, t.lease_token), TaskState.SUCCEEDED) for t in got]
+                    )
+        finally:
+            await own.close()
+        return started
+
+    async def finished() -> bool:
+        return time.monotonic() >= stop_at
+
+    def check(counts: dict[str, int]) -> None:
+        if counts.get("big", 0) > 10:
+            over.append(counts)
+
+    results = await asyncio.gather(
+        *(claimer(i) for i in range(12)), sample_until(database_dsn, finished, check)
+    )
+    assert sum(results[:12]) > 100 and results[-1] > 50
+    assert over == []

@@ -63,9 +63,12 @@ ALTER TABLE queues
     ADD COLUMN max_running integer CHECK (max_running >= 1),
     ADD COLUMN aging_seconds real NOT NULL DEFAULT 30 CHECK (aging_seconds > 0);
 
--- Running tasks per (queue, tenant): the cap check counts these. (No index of ready tasks
--- per tenant: measured, it cost enqueue a quarter of its throughput.)
-CREATE INDEX tasks_running_tenant_idx ON tasks (queue, tenant_id) WHERE state = 'running';
+-- The cap stripe a running task was claimed under (see conveyor_claim_queue).
+ALTER TABLE tasks ADD COLUMN cap_stripe smallint;
+-- Running tasks per (queue, tenant, stripe): the cap check counts these. (No index of ready
+-- tasks per tenant: measured, it cost enqueue a quarter of its throughput.)
+CREATE INDEX tasks_running_tenant_idx ON tasks (queue, tenant_id, cap_stripe)
+    WHERE state = 'running';
 
 -- The cap and start rate limit of each tenant for role q; NULL is no limit.
 CREATE FUNCTION conveyor_tenant_limits(q text, tenant_ids text[])
@@ -121,9 +124,17 @@ DECLARE
     heads text[];
     limited text[];
     locked text[];
-    contended text[];
-    waited text;
     old_lock_timeout text;
+    limited_stripes integer[];
+    limited_caps integer[];
+    limited_wants bigint[];
+    unit_tenants text[];
+    unit_stripes smallint[];
+    id_stripes smallint[];
+    covered bigint;
+    last_tried integer;
+    stripe integer;
+    waits integer;
 BEGIN
     -- Tenants at their cap or with an empty bucket. The tenants with running tasks come
     -- from a skip scan of the running index (one probe per tenant, not per task); only
@@ -279,66 +290,121 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Limited tenants among the candidates (with a cap or a start rate) are claimed by one
-    -- transaction at a time.
-    SELECT coalesce(array_agg(l.tenant_id), '{}') INTO limited
+    -- Limited tenants among the candidates (with a cap or a start rate) are claimed under
+    -- locks. A tenant's cap is split into 4 stripes (a quarter of the cap each; a running
+    -- task records its stripe in cap_stripe), each with a lock of its own, so up to 4
+    -- claimers serve one big tenant at once; a claimer locks as many stripes as it needs.
+    -- A stripe never takes the tenant past the cap: it counts its own running tasks against
+    -- its quota and all of them against the cap. A tenant with a start rate has one bucket,
+    -- so one lock (stripe 0, quota the whole cap).
+    SELECT coalesce(array_agg(l.tenant_id ORDER BY l.tenant_id), '{}'),
+           coalesce(array_agg(CASE WHEN l.rate_limit IS NULL THEN 4 ELSE 1 END
+                              ORDER BY l.tenant_id), '{}'),
+           coalesce(array_agg(coalesce(l.cap, 0) ORDER BY l.tenant_id), '{}'),
+           coalesce(array_agg((SELECT count(*) FROM tasks AS c
+                               WHERE c.id = ANY (ids) AND c.tenant_id = l.tenant_id)
+                              ORDER BY l.tenant_id), '{}')
+    INTO limited, limited_stripes, limited_caps, limited_wants
     FROM conveyor_tenant_limits(q, heads) AS l
     WHERE l.cap IS NOT NULL OR l.rate_limit IS NOT NULL;
-    SELECT coalesce(array_agg(x), '{}') INTO locked FROM unnest(limited) AS x
-    WHERE pg_try_advisory_xact_lock(hashtext(q), hashtext(x));
-    -- A tenant another claimer holds is worth a short wait: its claim commits within
-    -- milliseconds, and skipping it left workers idle while one big tenant was all the work
-    -- (benchmarks/fairness.py). The wait is bounded by lock_timeout, so two claimers that
-    -- wait for each other's tenants give up instead of deadlocking.
-    contended := ARRAY(SELECT x FROM unnest(limited) AS x WHERE x <> ALL (locked)
-                       ORDER BY x LIMIT 4);
-    IF cardinality(contended) > 0 THEN
-        old_lock_timeout := current_setting('lock_timeout');
-        PERFORM set_config('lock_timeout', '20ms', true);
-        FOREACH waited IN ARRAY contended LOOP
+    -- Stripes are tried in a random order, so claimers spread over them. When all are held,
+    -- a short wait for one: its holder commits within milliseconds, and skipping left
+    -- workers idle while one big tenant was all the work (benchmarks/fairness.py).
+    -- lock_timeout bounds the wait, so claimers waiting for each other give up instead of
+    -- deadlocking.
+    unit_tenants := '{}';
+    unit_stripes := '{}';
+    waits := 0;
+    FOR i IN 1 .. cardinality(limited) LOOP
+        covered := 0;
+        last_tried := NULL;
+        FOR stripe IN
+            SELECT g FROM generate_series(0, limited_stripes[i] - 1) AS g
+            WHERE limited_stripes[i] = 1 OR limited_caps[i] / 4 + (g < limited_caps[i] % 4)::int > 0
+            ORDER BY random()
+        LOOP
+            last_tried := stripe;
+            IF pg_try_advisory_xact_lock(hashtext(q), hashtext(limited[i] || '#' || stripe)) THEN
+                unit_tenants := unit_tenants || limited[i];
+                unit_stripes := unit_stripes || stripe::smallint;
+                covered := covered + CASE WHEN limited_stripes[i] = 1 THEN limited_wants[i]
+                    ELSE limited_caps[i] / 4 + (stripe < limited_caps[i] % 4)::int END;
+                EXIT WHEN covered >= limited_wants[i];
+            END IF;
+        END LOOP;
+        IF covered = 0 AND last_tried IS NOT NULL AND waits < 4 THEN
+            waits := waits + 1;
+            old_lock_timeout := current_setting('lock_timeout');
+            PERFORM set_config('lock_timeout', '20ms', true);
             BEGIN
-                PERFORM pg_advisory_xact_lock(hashtext(q), hashtext(waited));
-                locked := locked || waited;
+                PERFORM pg_advisory_xact_lock(hashtext(q),
+                                              hashtext(limited[i] || '#' || last_tried));
+                unit_tenants := unit_tenants || limited[i];
+                unit_stripes := unit_stripes || last_tried::smallint;
             EXCEPTION WHEN lock_not_available THEN
                 NULL;  -- still held: pass over the tenant in this claim
             END;
-        END LOOP;
-        PERFORM set_config('lock_timeout', old_lock_timeout, true);
-    END IF;
+            PERFORM set_config('lock_timeout', old_lock_timeout, true);
+        END IF;
+    END LOOP;
 
+    id_stripes := array_fill(NULL::smallint, ARRAY[cardinality(ids)]);
     IF cardinality(limited) > 0 THEN
-        -- Statement 2 (a snapshot taken after the locks: earlier claims of a locked tenant
-        -- have committed and are counted) keeps what fits and spends the start tokens.
-        WITH lim AS MATERIALIZED (
-            SELECT l.tenant_id,
-                   l.cap - (SELECT count(*) FROM tasks AS r
-                            WHERE r.queue = q AND r.tenant_id = l.tenant_id
-                              AND r.state = 'running') AS cap_free,
-                   l.rate_limit,
+        -- Statement 2 (a snapshot taken after the locks: earlier claims under a held stripe
+        -- have committed and are counted) keeps what fits, assigns each kept task to one of
+        -- its tenant's held stripes, and spends the start tokens.
+        WITH units AS MATERIALIZED (
+            SELECT u.tenant_id, u.stripe, s.stripes, l.cap, l.rate_limit,
                    l.rate_interval::float8 / l.rate_limit AS emission,
-                   greatest(coalesce(b.tat, now()), now()) AS tat0
-            FROM conveyor_tenant_limits(q, locked) AS l
-            LEFT JOIN tenant_rate AS b ON b.tenant_id = l.tenant_id AND b.queue = q
+                   (SELECT count(*) FROM tasks AS r
+                    WHERE r.queue = q AND r.tenant_id = u.tenant_id
+                      AND r.state = 'running') AS running,
+                   (SELECT count(*) FROM tasks AS r
+                    WHERE r.queue = q AND r.tenant_id = u.tenant_id AND r.state = 'running'
+                      AND r.cap_stripe = u.stripe) AS in_stripe
+            FROM unnest(unit_tenants, unit_stripes) AS u(tenant_id, stripe)
+            JOIN unnest(limited, limited_stripes) AS s(tenant_id, stripes)
+                ON s.tenant_id = u.tenant_id
+            JOIN conveyor_tenant_limits(q, unit_tenants) AS l ON l.tenant_id = u.tenant_id
+        ), unit_room AS MATERIALIZED (
+            SELECT n_.tenant_id, n_.stripe, n_.rate_limit, n_.emission,
+                   greatest(0, CASE
+                       WHEN n_.cap IS NULL THEN n
+                       WHEN n_.stripes = 1 THEN n_.cap - n_.running
+                       ELSE least(n_.cap / 4 + (n_.stripe < n_.cap % 4)::int - n_.in_stripe,
+                                  n_.cap - n_.running)
+                   END) AS room
+            FROM units AS n_
+        ), ranges AS MATERIALIZED (
+            -- each held stripe covers a range of the tenant's candidates, in claim order
+            SELECT r.*,
+                   sum(r.room) OVER (PARTITION BY r.tenant_id ORDER BY r.stripe) - r.room
+                       AS lo,
+                   sum(r.room) OVER (PARTITION BY r.tenant_id ORDER BY r.stripe) AS hi
+            FROM unit_room AS r
         ), allowance AS MATERIALIZED (
-            SELECT lim.*,
-                   CASE WHEN lim.rate_limit IS NULL THEN NULL ELSE
-                       floor(extract(epoch FROM now() - lim.tat0) / lim.emission
-                             + lim.rate_limit + 1e-9)::integer
-                   END AS tokens
-            FROM lim
+            SELECT b0.tenant_id, greatest(coalesce(b.tat, now()), now()) AS tat0,
+                   b0.emission, b0.rate_limit,
+                   floor(extract(epoch FROM now() - greatest(coalesce(b.tat, now()), now()))
+                         / b0.emission + b0.rate_limit + 1e-9)::integer AS tokens
+            FROM (SELECT DISTINCT ranges.tenant_id, ranges.emission, ranges.rate_limit
+                  FROM ranges WHERE ranges.rate_limit IS NOT NULL) AS b0
+            LEFT JOIN tenant_rate AS b ON b.tenant_id = b0.tenant_id AND b.queue = q
+        ), candidates AS MATERIALIZED (
+            SELECT c.id, c.tenant_id, c.priority, c.fairness_key,
+                   c.tenant_id = ANY (limited) AS is_limited,
+                   row_number() OVER (PARTITION BY c.tenant_id
+                                      ORDER BY c.priority, c.fairness_key, c.id) AS rn
+            FROM tasks AS c
+            WHERE c.id = ANY (ids)
         ), got AS MATERIALIZED (
-            SELECT x.id, x.tenant_id, x.priority, x.fairness_key FROM (
-                SELECT c.id, c.tenant_id, c.priority, c.fairness_key,
-                       CASE WHEN c.tenant_id <> ALL (limited) THEN n
-                            WHEN c.tenant_id <> ALL (locked) THEN 0
-                            ELSE least(coalesce(a.cap_free, n), coalesce(a.tokens, n))
-                       END AS free,
-                       row_number() OVER (PARTITION BY c.tenant_id
-                                          ORDER BY c.priority, c.fairness_key, c.id) AS rn
-                FROM tasks AS c LEFT JOIN allowance AS a ON a.tenant_id = c.tenant_id
-                WHERE c.id = ANY (ids)
-            ) AS x
-            WHERE x.rn <= x.free
+            SELECT c.id, c.tenant_id, c.priority, c.fairness_key, g.stripe
+            FROM candidates AS c
+            LEFT JOIN ranges AS g
+                ON g.tenant_id = c.tenant_id AND c.rn > g.lo AND c.rn <= g.hi
+            LEFT JOIN allowance AS a ON a.tenant_id = c.tenant_id
+            WHERE NOT c.is_limited
+               OR (g.stripe IS NOT NULL AND (a.tokens IS NULL OR c.rn <= a.tokens))
         ), spend AS (
             INSERT INTO tenant_rate AS b (tenant_id, queue, tat, emission, burst)
             SELECT a.tenant_id, q, a.tat0 + k.k * make_interval(secs => a.emission),
@@ -349,7 +415,9 @@ BEGIN
             ON CONFLICT (tenant_id, queue) DO UPDATE
             SET tat = excluded.tat, emission = excluded.emission, burst = excluded.burst
         )
-        SELECT coalesce(array_agg(got.id), '{}') INTO ids FROM got;
+        SELECT coalesce(array_agg(got.id), '{}'), coalesce(array_agg(got.stripe), '{}')
+        INTO ids, id_stripes
+        FROM got;
     END IF;
 
     -- Lease the kept rows under the claim's token; move the level's virtual time to the
@@ -357,6 +425,8 @@ BEGIN
     RETURN QUERY
     WITH got AS MATERIALIZED (
         SELECT c.id, c.priority, c.fairness_key FROM tasks AS c WHERE c.id = ANY (ids)
+    ), stripes AS (
+        SELECT * FROM unnest(ids, id_stripes) AS s(id, stripe)
     ), served AS MATERIALIZED (
         SELECT c.priority FROM queue_clocks AS c
         WHERE c.queue = q AND c.priority IN (SELECT got.priority FROM got)
@@ -376,8 +446,10 @@ BEGIN
             worker_id = worker,
             lease_token = token,
             lease_expires_at = now() + make_interval(secs => lease),
-            started_at = now()
-        WHERE t.id = ANY (ids)
+            started_at = now(),
+            cap_stripe = stripes.stripe
+        FROM stripes
+        WHERE t.id = stripes.id
         RETURNING t.id, t.tenant_id, t.queue, t.priority, t.attempts, t.max_attempts,
                   t.timeout_seconds, t.lease_token, t.lease_expires_at, t.parent_id,
                   t.group_id, t.payload, t.trace_context, t.created_at, t.fairness_key
