@@ -6,11 +6,16 @@ The public surface is exactly ``__all__`` (a test pins it); everything else is i
 from conveyor.app import AgentSpec, App
 from conveyor.core.backoff import RetryPolicy
 from conveyor.errors import (
+    BudgetRefused,
     Cancel,
     ConfigurationError,
     ConveyorError,
     DatabaseUnavailable,
     InvalidTask,
+    LLMError,
+    LLMPermanentError,
+    LLMTimeout,
+    LLMUnavailable,
     MigrationError,
     PermanentError,
     PlanViolation,
@@ -25,7 +30,15 @@ from conveyor.errors import (
 )
 from conveyor.settings import Settings, load_settings
 from conveyor.store.database import open_store
-from conveyor.store.params import NewTask, PeriodicTask, ReplayFilter
+from conveyor.store.params import (
+    NewTask,
+    PeriodicTask,
+    PlanUpdate,
+    QueueLimits,
+    ReplayFilter,
+    StartRate,
+    TenantAgentUpdate,
+)
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import Priority, TaskState
 from conveyor.worker.context import TaskContext
@@ -36,18 +49,25 @@ __version__ = "0.1.0"
 __all__ = [
     "AgentSpec",
     "App",
+    "BudgetRefused",
     "Cancel",
     "ConfigurationError",
     "ConveyorError",
     "DatabaseUnavailable",
     "InvalidTask",
+    "LLMError",
+    "LLMPermanentError",
+    "LLMTimeout",
+    "LLMUnavailable",
     "MigrationError",
     "NewTask",
     "PeriodicTask",
     "PermanentError",
+    "PlanUpdate",
     "PlanViolation",
     "PostgresStore",
     "Priority",
+    "QueueLimits",
     "QuotaExceeded",
     "ReplayFilter",
     "Retry",
@@ -55,11 +75,13 @@ __all__ = [
     "SchemaNotReady",
     "Settings",
     "Snooze",
+    "StartRate",
     "StoreError",
     "TaskContext",
     "TaskNotFound",
     "TaskOutcome",
     "TaskState",
+    "TenantAgentUpdate",
     "UnknownTenant",
     "Worker",
     "WorkerOptions",
