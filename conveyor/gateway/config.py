@@ -129,6 +129,22 @@ class ProviderConfig(_Strict):
     max_tokens_field: MaxTokensField = Field(
         default="max_tokens", description="OpenAI kind only: the body field of the token cap."
     )
+    requests_per_minute: int | None = Field(
+        default=None,
+        ge=2,
+        description="The provider key's request budget, shared by every worker (PostgreSQL).",
+    )
+    tokens_per_minute: int | None = Field(
+        default=None,
+        ge=2,
+        description="The key's token budget (prompt estimate + max_tokens reserved, "
+        "the unused part given back), shared by every worker.",
+    )
+    rate_window: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds the two budgets count over (60: per minute).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:

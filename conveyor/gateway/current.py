@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from conveyor.gateway.gateway import Gateway
+from conveyor.gateway.shared_budget import BucketStore
 
 _current: Gateway | None = None
 
@@ -21,7 +22,9 @@ def set_gateway(gateway: Gateway | None) -> None:
     _current = gateway
 
 
-def get_gateway(environ: Mapping[str, str] | None = None) -> Gateway:
+def get_gateway(
+    environ: Mapping[str, str] | None = None, *, store: BucketStore | None = None
+) -> Gateway:
     """The process's gateway, built from ``CONVEYOR_LLM_CONFIG`` on first use if none is set.
 
     Raises ConfigurationError ("no LLM gateway configured; set CONVEYOR_LLM_CONFIG ...")
@@ -29,7 +32,7 @@ def get_gateway(environ: Mapping[str, str] | None = None) -> Gateway:
     """
     global _current
     if _current is None:
-        _current = Gateway.from_env(environ)
+        _current = Gateway.from_env(environ, store=store)
     return _current
 
 

@@ -33,6 +33,7 @@ from conveyor.gateway.providers import AnthropicMessages, OllamaChat, OpenAIChat
 from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecorder
 from conveyor.gateway.router import Router, failure_kind
 from conveyor.gateway.routing import ModelRoutes
+from conveyor.gateway.shared_budget import BucketStore, SharedBudget
 from conveyor.gateway.streaming import ChatStream, Opened, StreamAssembly, whole_result
 
 
@@ -85,15 +86,22 @@ class Gateway:
         self._router = Router(Services(self.breakers, self.budget, self.recorder), retry, rng)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Gateway:
-        """A gateway from ``CONVEYOR_LLM_CONFIG``; ConfigurationError when it is unset."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, store: BucketStore | None = None
+    ) -> Gateway:
+        """A gateway from ``CONVEYOR_LLM_CONFIG``; ConfigurationError when it is unset.
+
+        With ``store``, providers that set ``requests_per_minute`` or ``tokens_per_minute``
+        get budgets shared through it by every worker (``SharedBudget``).
+        """
         config = gateway_config_from_env(environ)
         if config is None:
             raise ConfigurationError(
                 "no LLM gateway configured; set CONVEYOR_LLM_CONFIG to a .toml or .json file "
                 "(see docs/gateway.md)"
             )
-        return cls(config, environ=environ)
+        budget = SharedBudget.for_config(store, config) if store is not None else None
+        return cls(config, budget=budget, environ=environ)
 
     def pool_of(self, provider: str) -> HostPool:
         """The host pool a provider's requests go through."""

@@ -277,3 +277,21 @@ class QueueLimits:
             raise InvalidTask("max_running must be >= 1 (or 0 to remove the cap)")
         if self.aging_seconds is not None and not self.aging_seconds > 0:
             raise InvalidTask("aging must be longer than zero")
+
+
+@dataclass(frozen=True, slots=True)
+class BucketDraw:
+    """Time taken from (or given back to) one shared drip bucket.
+
+    ``seconds`` is units x the bucket's emission (seconds a unit occupies the bucket);
+    ``tenant_id`` '' is the provider's global bucket.
+    """
+
+    provider: str
+    kind: str
+    seconds: float
+    tenant_id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("requests", "tokens"):
+            raise ValueError(f"a bucket is 'requests' or 'tokens', not {self.kind!r}")

@@ -17,6 +17,7 @@ import asyncpg
 
 from conveyor.store import (
     admin,
+    budgets,
     effects,
     enqueue,
     finish,
@@ -28,6 +29,7 @@ from conveyor.store import (
 )
 from conveyor.store.connection import Conn, create_pool, translated_errors
 from conveyor.store.params import (
+    BucketDraw,
     ClaimRequest,
     Finish,
     LeaseRef,
@@ -349,6 +351,14 @@ class PostgresStore:
     async def history_summary(self, since: datetime) -> list[reports.QueueSummary]:
         """Per-queue outcomes and latency percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.history_summary(c, since))
+
+    async def reserve_llm_budget(self, draws: Sequence[BucketDraw]) -> list[float]:
+        """Take the next slot of each shared bucket; how far each clock now runs ahead."""
+        return await self._run(lambda c: budgets.reserve(c, draws))
+
+    async def refund_llm_budget(self, draws: Sequence[BucketDraw]) -> None:
+        """Give time back to shared buckets (unused tokens, a refused call)."""
+        await self._run(lambda c: budgets.refund(c, draws))
 
     async def begin_effect(self, owner: effects.EffectOwner) -> effects.EffectRecord:
         """Find a ledger key's result, or take the key to run its effect (see effects.py)."""

@@ -103,7 +103,7 @@ class TaskContext:
             from conveyor.gateway.current import get_gateway
 
             self._llm = BoundLLM(
-                get_gateway(),
+                get_gateway(store=self._store),
                 tenant_id=self.task.tenant_id,
                 task_id=self.task.id,
                 on_progress=self.heartbeat,

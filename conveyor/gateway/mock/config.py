@@ -85,6 +85,11 @@ class MockConfig(BaseModel):
         ge=1,
         description="Requests admitted per sliding minute; None: no limit. Excess gets 429.",
     )
+    rate_limit_window: float = Field(
+        default=60.0,
+        gt=0,
+        description="Length of the rate limit's sliding window in seconds (60: per minute).",
+    )
     seed: int = Field(default=0, description="Seed of the fault_rates draws, for repeatable runs.")
     models: tuple[str, ...] = Field(
         default=("mock-gpt", "mock-claude", "mock-llama"),

@@ -14,20 +14,27 @@ WINDOW_SECONDS = 60.0
 
 
 class RequestRateLimiter:
-    """At most ``per_minute`` admitted requests in any sliding 60-second window.
+    """At most ``per_minute`` admitted requests in any sliding window of ``window`` seconds
+    (60 by default: a per-minute limit; tests shorten it to stay fast).
 
     A sliding log rather than a fixed window: a fixed window lets a client send twice the
     limit across a window boundary, and real providers do not allow that either. Rejected
     requests do not use up the window, so a client that honours Retry-After gets in.
     """
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        window: float = WINDOW_SECONDS,
+    ) -> None:
         self.per_minute = per_minute
+        self.window = window
         self._clock = clock
         self._admitted: deque[float] = deque()
 
     def _expire(self, now: float) -> None:
-        while self._admitted and self._admitted[0] <= now - WINDOW_SECONDS:
+        while self._admitted and self._admitted[0] <= now - self.window:
             self._admitted.popleft()
 
     def admit(self) -> float | None:
@@ -37,7 +44,7 @@ class RequestRateLimiter:
         if len(self._admitted) < self.per_minute:
             self._admitted.append(now)
             return None
-        return max(self._admitted[0] + WINDOW_SECONDS - now, 0.001)
+        return max(self._admitted[0] + self.window - now, 0.001)
 
     def remaining(self) -> int:
         """Requests that would be admitted right now."""
@@ -48,7 +55,7 @@ class RequestRateLimiter:
         """Seconds until the oldest admitted request leaves the window (0 when empty)."""
         now = self._clock()
         self._expire(now)
-        return self._admitted[0] + WINDOW_SECONDS - now if self._admitted else 0.0
+        return self._admitted[0] + self.window - now if self._admitted else 0.0
 
 
 class FaultPicker:

@@ -28,7 +28,9 @@ class MockState:
     @staticmethod
     def _limiter_for(config: MockConfig) -> RequestRateLimiter | None:
         rpm = config.rate_limit_rpm
-        return None if rpm is None else RequestRateLimiter(rpm)
+        if rpm is None:
+            return None
+        return RequestRateLimiter(rpm, window=config.rate_limit_window)
 
     def next_sequence(self) -> int:
         """A number per request, for response ids that are unique and readable."""
