@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from conveyor.app import App
-from conveyor.core.durations import format_rate, parse_duration, parse_rate
+from conveyor.cli_support import DatabaseUrl, out
+from conveyor.cli_support import run as _run
+from conveyor.cli_support import settings as _settings
+from conveyor.cli_support import with_store as _with_store
+from conveyor.cli_tenants import plans_cli, tenants_cli
+from conveyor.core.durations import parse_duration
 from conveyor.errors import ConveyorError
-from conveyor.settings import Settings, load_settings
 from conveyor.store.connection import connect
-from conveyor.store.database import open_store, resolve_dsn
+from conveyor.store.database import resolve_dsn
 from conveyor.store.migrate import migrate as apply_migrations
 from conveyor.store.params import (
     NewTask,
-    PlanUpdate,
     QueueLimits,
     ReplayFilter,
-    StartRate,
-    TenantAgentUpdate,
     validate_queue_name,
-    validate_tenant_id,
 )
 from conveyor.store.postgres import PostgresStore
 
@@ -43,56 +40,10 @@ dlq_cli = typer.Typer(
 queues_cli = typer.Typer(
     help="Pause and resume queues; set a role's global cap and aging.", no_args_is_help=True
 )
-tenants_cli = typer.Typer(help="Tenants, their plans and overrides.", no_args_is_help=True)
-plans_cli = typer.Typer(help="Plans: what each tier may run.", no_args_is_help=True)
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(queues_cli, name="queues")
 cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(plans_cli, name="plans")
-out = Console()
-err = Console(stderr=True)
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url", envvar="DATABASE_URL", help="PostgreSQL DSN (default: embedded)."
-    ),
-]
-
-
-def _settings(database_url: str | None) -> Settings:
-    try:
-        return load_settings(database_url=database_url)
-    except ConveyorError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _run(coro: Coroutine[Any, Any, T], *, fast_loop: bool = False) -> T:
-    """Run ``coro``; a Conveyor error becomes one readable line and exit status 1.
-
-    ``fast_loop`` uses uvloop where it is installed: it schedules the worker's thousands of
-    coroutines with measurably less CPU than the default loop.
-    """
-    try:
-        if fast_loop:
-            try:
-                import uvloop
-            except ImportError:  # pragma: no cover - Windows, or a minimal install
-                pass
-            else:
-                return uvloop.run(coro)
-        return asyncio.run(coro)
-    except ConveyorError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-
-
-async def _with_store(settings: Settings, action: Callable[[PostgresStore], Awaitable[T]]) -> T:
-    # The embedded server is private to this machine, so keeping it migrated is safe; a
-    # configured server is migrated only when asked (`conveyor migrate`).
-    async with open_store(settings, auto_migrate=settings.database_url is None) as store:
-        return await action(store)
 
 
 @cli.command()
@@ -372,105 +323,6 @@ def _check_queue(queue: str) -> None:
         raise typer.BadParameter(str(exc), param_hint="QUEUE") from None
 
 
-@tenants_cli.command("add")
-def tenants_add(
-    tenant_id: str,
-    name: Annotated[str | None, typer.Option("--name")] = None,
-    weight: Annotated[float | None, typer.Option("--weight", min=0.001)] = None,
-    plan: Annotated[
-        str | None, typer.Option("--plan", help="free, pro, agency, enterprise, or your own.")
-    ] = None,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Create a tenant, or update the name, weight and plan given of an existing one."""
-    try:
-        validate_tenant_id(tenant_id)
-    except ConveyorError as exc:
-        raise typer.BadParameter(str(exc), param_hint="TENANT_ID") from None
-    tenant = _run(
-        _with_store(
-            _settings(database_url),
-            lambda store: store.create_tenant(tenant_id, name, weight, plan=plan),
-        )
-    )
-    out.print(
-        f"tenant {tenant.id} ({tenant.name}, weight {tenant.weight:g}, "
-        f"plan {tenant.plan_id or 'none'})"
-    )
-
-
-@tenants_cli.command("list")
-def tenants_list(database_url: DatabaseUrl = None) -> None:
-    """List tenants."""
-    tenants = _run(_with_store(_settings(database_url), lambda store: store.list_tenants()))
-    for t in tenants:
-        out.print(f"{t.id}\t{t.name}\tweight {t.weight:g}\tplan {t.plan_id or 'none'}")
-
-
-@tenants_cli.command("agent")
-def tenants_agent(
-    tenant_id: str,
-    role: str,
-    enabled: Annotated[
-        bool | None, typer.Option("--enable/--disable", help="Allow or refuse the role.")
-    ] = None,
-    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", min=1)] = None,
-    monthly_limit: Annotated[int | None, typer.Option("--monthly-limit", min=0)] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model override.")] = None,
-    adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter override.")] = None,
-    start_rate: Annotated[
-        str | None,
-        typer.Option("--start-rate", help="At most COUNT starts per DURATION, e.g. 10/1m."),
-    ] = None,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Override the plan for one tenant and role (flags not given keep their value)."""
-    try:
-        update = TenantAgentUpdate(
-            tenant_id,
-            role,
-            enabled,
-            max_concurrent,
-            monthly_limit,
-            model,
-            adapter,
-            _start_rate(start_rate),
-        )
-    except ConveyorError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    agent = _run(_with_store(_settings(database_url), lambda s: s.set_tenant_agent(update)))
-    out.print(
-        f"{agent.tenant_id}/{agent.queue}: {'enabled' if agent.enabled else 'disabled'}, "
-        f"max concurrent {agent.max_concurrent or 'plan'}, "
-        f"start rate {_rate_text(agent.start_rate_limit, agent.start_rate_interval, 'plan')}, "
-        f"monthly limit {agent.monthly_task_limit or 'plan'}, "
-        f"model {agent.model_override or 'default'}"
-    )
-
-
-def _start_rate(text: str | None) -> StartRate | None:
-    if text is None:
-        return None
-    try:
-        return StartRate(*parse_rate(text))
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--start-rate") from None
-
-
-def _rate_text(limit: int | None, interval: float | None, unset: str) -> str:
-    return format_rate(limit, interval) if limit is not None and interval else unset
-
-
-@tenants_cli.command("usage")
-def tenants_usage(tenant_id: str, database_url: DatabaseUrl = None) -> None:
-    """Tasks the tenant submitted this month, per role and in all."""
-    usage = _run(_with_store(_settings(database_url), lambda s: s.tenant_usage(tenant_id)))
-    if not usage:
-        out.print(f"{tenant_id}: no counted tasks this month (only tenants with limits count)")
-    for queue, tasks in sorted(usage.items()):
-        out.print(f"{'all roles' if queue == '*' else queue}\t{tasks}")
-
-
 @cli.command()
 def group(
     group_id: str,
@@ -501,67 +353,6 @@ def mock_llm(ctx: typer.Context) -> None:
     command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     command.command()(mock_llm_command)
     command(args=ctx.args, prog_name="conveyor mock-llm")
-
-
-@plans_cli.command("set")
-def plans_set(
-    plan_id: str,
-    max_concurrent: Annotated[
-        int | None, typer.Option("--max-concurrent", min=1, help="Cap per tenant and role.")
-    ] = None,
-    monthly_limit: Annotated[int | None, typer.Option("--monthly-limit", min=0)] = None,
-    weight: Annotated[
-        float | None, typer.Option("--weight", min=0.001, help="Fair share against others.")
-    ] = None,
-    start_rate: Annotated[
-        str | None,
-        typer.Option("--start-rate", help="At most COUNT starts per DURATION, e.g. 10/1m."),
-    ] = None,
-    roles: Annotated[
-        str | None, typer.Option("--roles", help="Comma-separated roles the plan allows.")
-    ] = None,
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Change a plan (flags not given keep their value); tenants on it follow at once."""
-    try:
-        update = PlanUpdate(
-            plan_id,
-            max_concurrent,
-            monthly_limit,
-            weight,
-            _start_rate(start_rate),
-            tuple(r.strip() for r in roles.split(",") if r.strip()) if roles is not None else None,
-        )
-    except ConveyorError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    plan = _run(_with_store(_settings(database_url), lambda s: s.update_plan(update)))
-    out.print(
-        f"{plan.id}: roles {', '.join(plan.allowed_roles) if plan.allowed_roles else 'any'}; "
-        f"max concurrent/role {plan.max_concurrent_per_role or 'unlimited'}; "
-        f"start rate {_rate_text(plan.start_rate_limit, plan.start_rate_interval, 'unlimited')}; "
-        f"weight {plan.weight:g}"
-    )
-
-
-@plans_cli.command("list")
-def plans_list(database_url: DatabaseUrl = None) -> None:
-    """The plans: allowed roles, caps and monthly limits."""
-    plans = _run(_with_store(_settings(database_url), lambda s: s.list_plans()))
-    table = Table(title="plans")
-    columns = ("id", "roles", "max concurrent/role", "start rate/role", "weight")
-    for column in (*columns, "tasks/month", "tokens/month"):
-        table.add_column(column)
-    for p in plans:
-        table.add_row(
-            p.id,
-            ", ".join(p.allowed_roles) if p.allowed_roles is not None else "any",
-            str(p.max_concurrent_per_role or "configurable"),
-            _rate_text(p.start_rate_limit, p.start_rate_interval, "unlimited"),
-            f"{p.weight:g}",
-            f"{p.monthly_task_limit:,}" if p.monthly_task_limit is not None else "unlimited",
-            f"{p.monthly_token_budget:,}" if p.monthly_token_budget is not None else "unlimited",
-        )
-    out.print(table)
 
 
 def load_app(reference: str) -> App:
