@@ -40,6 +40,28 @@ async def sample_until(
     return samples
 
 
+async def race_claims(dsn: str, seed: int, batch: int, stop_at: float, hold: float) -> int:
+    """One claimer on a pool of its own: claim, hold the tasks up to ``hold`` s, finish them,
+    until ``stop_at``; returns how many tasks it started."""
+    rng = random.Random(seed)
+    own = await PostgresStore.open(dsn, min_size=1, max_size=1)
+    started = 0
+    try:
+        while time.monotonic() < stop_at:
+            got = await own.claim(ClaimRequest(("copywriter",), batch, f"w{seed}", 60))
+            started += len(got)
+            await asyncio.sleep(rng.random() * hold)
+            if got:
+                await own.finish(
+                    [Finish(LeaseRef(t.id, t.lease_token), TaskState.SUCCEEDED) for t in got]
+                )
+            else:
+                await asyncio.sleep(0.001)
+    finally:
+        await own.close()
+    return started
+
+
 async def test_racing_claimers_never_exceed_a_cap(store: PostgresStore, database_dsn: str) -> None:
     """16 claimers, cap 1, and urgent tasks arriving all the time (rows that sort ahead)."""
     tenants = [f"t{i:02d}" for i in range(20)]
@@ -48,25 +70,6 @@ async def test_racing_claimers_never_exceed_a_cap(store: PostgresStore, database
         await store.enqueue_batch([NewTask("copywriter", tenant_id=tenant) for _ in range(60)])
     over: list[dict[str, int]] = []
     stop_at = time.monotonic() + 4
-
-    async def claimer(seed: int) -> int:
-        rng = random.Random(seed)
-        own = await PostgresStore.open(database_dsn, min_size=1, max_size=1)
-        started = 0
-        try:
-            while time.monotonic() < stop_at:
-                got = await own.claim(ClaimRequest(("copywriter",), 10, f"w{seed}", 60))
-                started += len(got)
-                await asyncio.sleep(rng.random() * 0.005)
-                if got:
-                    await own.finish(
-                        [Finish(LeaseRef(t.id, t.lease_token), TaskState.SUCCEEDED) for t in got]
-                    )
-                else:
-                    await asyncio.sleep(0.001)
-        finally:
-            await own.close()
-        return started
 
     async def urgent() -> None:
         rng = random.Random(99)
@@ -83,7 +86,7 @@ async def test_racing_claimers_never_exceed_a_cap(store: PostgresStore, database
             over.append(counts)
 
     results = await asyncio.gather(
-        *(claimer(i) for i in range(16)),
+        *(race_claims(database_dsn, i, 10, stop_at, 0.005) for i in range(16)),
         urgent(),
         sample_until(database_dsn, finished, check),
     )
@@ -178,23 +181,6 @@ async def test_racing_claimers_never_exceed_a_striped_cap(
     over: list[dict[str, int]] = []
     stop_at = time.monotonic() + 3
 
-    async def claimer(seed: int) -> int:
-        rng = random.Random(seed)
-        own = await PostgresStore.open(database_dsn, min_size=1, max_size=1)
-        started = 0
-        try:
-            while time.monotonic() < stop_at:
-                got = await own.claim(ClaimRequest(("copywriter",), 4, f"w{seed}", 60))
-                started += len(got)
-                await asyncio.sleep(rng.random() * 0.004)
-                if got:
-                    await own.finish(
-                        [Finish(LeaseRef(t.id, t.lease_token), TaskState.SUCCEEDED) for t in got]
-                    )
-        finally:
-            await own.close()
-        return started
-
     async def finished() -> bool:
         return time.monotonic() >= stop_at
 
@@ -203,7 +189,8 @@ async def test_racing_claimers_never_exceed_a_striped_cap(
             over.append(counts)
 
     results = await asyncio.gather(
-        *(claimer(i) for i in range(12)), sample_until(database_dsn, finished, check)
+        *(race_claims(database_dsn, i, 4, stop_at, 0.004) for i in range(12)),
+        sample_until(database_dsn, finished, check),
     )
     assert sum(results[:12]) > 100 and results[-1] > 50
     assert over == []
