@@ -65,6 +65,9 @@ class AgentSpec:
     payload_model: type[BaseModel] | None = None
     """The pydantic model of the payload when the handler's second parameter is typed so;
     the worker validates each payload against it before calling the handler."""
+    llm_cache: bool = False
+    """Whether this agent's deterministic ``ctx.llm.chat`` calls (temperature 0) may be
+    answered from the shared response cache."""
 
     @property
     def is_async(self) -> bool:
@@ -97,6 +100,7 @@ class App:
         memory_limit_mb: int | None = None,
         cpu_limit_seconds: float | None = None,
         stall_timeout: float | None = None,
+        llm_cache: bool = False,
     ) -> Callable[[F], F]:
         """Register ``async def handler(ctx, payload)`` as the agent of queue ``name``.
 
@@ -112,6 +116,10 @@ class App:
         ``stall_timeout`` fails a run that shows no progress (``ctx.heartbeat()``, a step,
         an effect, each streamed chunk) for that many seconds, and retries it per policy: a
         hung call is caught long before a generous ``timeout``.
+
+        ``llm_cache=True`` lets the agent's ``ctx.llm.chat`` calls with ``temperature=0``
+        be answered from the response cache all workers share (per tenant; see
+        docs/gateway.md): the same prompt to the same model is paid for once.
         """
         validate_queue_name(name)
         if concurrency is not None and concurrency < 1:
@@ -136,6 +144,7 @@ class App:
             spec = AgentSpec(
                 name, handler, concurrency, timeout, policy, isolation, memory, cpu,
                 payload_model=_payload_model(handler), stall_timeout=stall_timeout,
+                llm_cache=llm_cache,
             )  # fmt: skip
             if isolation is not None:
                 _check_importable(spec)

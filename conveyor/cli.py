@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from conveyor.app import App
+from conveyor.cli_llm import llm_cli
 from conveyor.cli_support import DatabaseUrl, out
 from conveyor.cli_support import run as _run
 from conveyor.cli_support import settings as _settings
@@ -44,6 +45,7 @@ cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(queues_cli, name="queues")
 cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(plans_cli, name="plans")
+cli.add_typer(llm_cli, name="llm")
 
 
 @cli.command()
@@ -394,6 +396,12 @@ def worker(
         float | None,
         typer.Option("--max-memory", min=1, help="Recycle past this resident memory (MB)."),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port."
+        ),
+    ] = None,
     migrate_first: Annotated[
         bool | None, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
     ] = None,
@@ -422,6 +430,7 @@ def worker(
             max_tasks_per_process=max_tasks,
             max_memory_mb=max_memory,
             sync_threads=sync_threads,
+            metrics_port=metrics_port,
         )
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -278,6 +278,14 @@ class BudgetRefused(LLMError):
         super().__init__(f"tenant {tenant_id!r} may not call {provider!r} now: {reason}")
 
 
+class SpendLimitExceeded(BudgetRefused, PermanentError):
+    """The tenant's monthly token budget or spend limit cannot take this call.
+
+    Also a ``PermanentError``: the task fails for good instead of retrying into the same
+    wall (raise the limit, then replay it from the dead-letter queue).
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class TargetFailure:
     """What happened at one target of a chain: how many attempts, and the last error."""
@@ -292,13 +300,20 @@ class TargetFailure:
 
 
 class LLMUnavailable(LLMError):
-    """Every target of the chain failed; ``failures`` has one entry per target, in order."""
+    """Every target of the chain failed, or the task's deadline came first (``note`` says
+    so); ``failures`` has one entry per target tried, in order."""
 
-    def __init__(self, requested: str, failures: Sequence[TargetFailure]) -> None:
+    def __init__(
+        self, requested: str, failures: Sequence[TargetFailure], note: str | None = None
+    ) -> None:
         self.requested = requested
         self.failures = tuple(failures)
+        self.note = note
         listed = "; ".join(str(f) for f in self.failures) or "no target was tried"
-        super().__init__(f"every target of {requested!r} failed: {listed}")
+        if note is None:
+            super().__init__(f"every target of {requested!r} failed: {listed}")
+        else:
+            super().__init__(f"{requested!r} gave up: {note}; so far: {listed}")
 
 
 class LLMPermanentError(LLMError, PermanentError):

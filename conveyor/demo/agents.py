@@ -1,9 +1,10 @@
 """The seven roles of the marketing-agency workload, with simulated work.
 
 Task times follow the time-compressed agency mix of WORKLOADS.md (a few tens of
-milliseconds instead of minutes). Until the LLM gateway lands, each agent makes two
-simulated model calls as durable steps (``ctx.step``); the activity planner spawns a
-copywriter, an SEO and a social task for its campaign (``ctx.spawn``). Failure modes are
+milliseconds instead of minutes). Each agent makes two model calls through the gateway
+(``ctx.llm``, against the mock provider unless a key is set), each a durable step
+(``ctx.step``), with some tool work around them; the activity planner spawns a copywriter,
+an SEO and a social task for its campaign (``ctx.spawn``). Failure modes are
 driven by the payload so the demo is repeatable: ``flaky`` fails between its two calls on
 the first attempt (a provider 503; the retry replays the first call from the ledger),
 ``bad_brief`` fails for good until the brief is fixed, after which a replay from the
@@ -46,12 +47,26 @@ calls = Counter[str]()
 """``requested`` model calls (ctx.step invocations) and ``executed`` ones; the difference
 is the work durable steps saved on retries."""
 
+PROMPTS = {1: "Outline a {role} deliverable for: {brief}", 2: "Write the {role} piece for: {brief}"}
 
-async def model_call(role: str, part: int, mean_seconds: float) -> dict[str, Any]:
-    """One simulated model call (until the LLM gateway lands)."""
+
+async def model_call(
+    ctx: TaskContext, part: int, brief: str, mean_seconds: float
+) -> dict[str, Any]:
+    """One model call through the gateway, and the tool work around it."""
     calls["executed"] += 1
-    await asyncio.sleep(random.uniform(0.5, 1.5) * mean_seconds)
-    return {"part": part, "words": random.randint(40, 450)}
+    await asyncio.sleep(random.uniform(0.5, 1.5) * mean_seconds)  # tools, parsing
+    role = ctx.task.queue
+    reply = await ctx.llm.chat(
+        model="writer",
+        messages=[
+            {"role": "system", "content": f"You are the agency's {role.replace('_', ' ')}."},
+            {"role": "user", "content": PROMPTS[part].format(role=role, brief=brief)},
+        ],
+        max_tokens=80,
+        temperature=0.7,
+    )
+    return {"part": part, "words": len(reply.text.split()), "tokens": reply.total_tokens}
 
 
 async def simulate(
@@ -60,12 +75,13 @@ async def simulate(
     """Two model calls as durable steps; fail as the payload asks, between them."""
     if payload.get("bad_brief") and not briefs_fixed:
         raise PermanentError("the brief has no target audience; fix it and replay")
+    brief = str(payload.get("brief", ""))
     calls["requested"] += 1
-    outline = await ctx.step("outline", model_call, ctx.task.queue, 1, mean_seconds / 2)
+    outline = await ctx.step("outline", model_call, ctx, 1, brief, mean_seconds / 4)
     if payload.get("flaky") and ctx.task.attempt == 1:
         raise ProviderUnavailable("model provider answered 503")  # the outline is kept
     calls["requested"] += 1
-    body = await ctx.step("body", model_call, ctx.task.queue, 2, mean_seconds / 2)
+    body = await ctx.step("body", model_call, ctx, 2, brief, mean_seconds / 4)
     spawned = []
     if ctx.task.queue == "activity_planner":  # a campaign decomposes into role tasks
         for role in ("copywriter", "seo", "social"):
@@ -74,6 +90,7 @@ async def simulate(
         "role": ctx.task.queue,
         "tenant": ctx.task.tenant_id,
         "words": outline["words"] + body["words"],
+        "tokens": outline["tokens"] + body["tokens"],
         "spawned": spawned,
     }
 

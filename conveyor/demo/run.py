@@ -14,6 +14,8 @@ from rich.live import Live
 from rich.table import Table
 
 from conveyor.demo import agents
+from conveyor.demo.llm import PROVIDER_RPM, DemoProvider, demo_provider
+from conveyor.gateway import Gateway, set_gateway
 from conveyor.observability.logging import configure_logging
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
@@ -107,6 +109,13 @@ async def _drain(
 
 async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Console) -> None:
     """The whole demo; prints a summary table at the end."""
+    with demo_provider() as provider:
+        await _run_demo(settings, tasks, tenants, console, provider)
+
+
+async def _run_demo(
+    settings: Settings, tasks: int, tenants: int, console: Console, provider: DemoProvider
+) -> None:
     rng = random.Random(7)
     agents.briefs_fixed = False
     agents.calls.clear()
@@ -116,8 +125,10 @@ async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Con
     async with open_store(roomy, auto_migrate=True) as store:
         where = "embedded PostgreSQL" if settings.database_url is None else "DATABASE_URL"
         console.print(
-            f"[bold]Conveyor demo[/bold] on {where}: {tasks} agent tasks, {tenants} tenants"
+            f"[bold]Conveyor demo[/bold] on {where}: {tasks} agent tasks, {tenants} tenants; "
+            f"models: {provider.description}"
         )
+        set_gateway(Gateway.with_store(provider.config, store))  # the worker closes it
         names = [f"enterprise-{i}" for i in range(1)] + [f"agency-{i}" for i in range(tenants - 1)]
         # The noisy neighbour is an enterprise tenant with a cap of its own per role; the
         # agencies are on the agency plan (4 running per role).
@@ -223,9 +234,45 @@ async def run_demo(settings: Settings, *, tasks: int, tenants: int, console: Con
             f"role (plan cap 4), {flood_peak} for {names[0]} (its cap {ENTERPRISE_CAP})"
         )
         saved = agents.calls["requested"] - agents.calls["executed"]
+        await _print_llm_usage(store, names, started, provider, console)
         console.print(
-            f"{agents.calls['executed']} simulated model calls ran; {saved} were replayed from "
-            "durable steps on retries instead of being paid for twice."
+            f"{agents.calls['executed']} model calls ran; {saved} were replayed from durable "
+            "steps on retries instead of being paid for twice."
+        )
+
+
+async def _print_llm_usage(
+    store: PostgresStore,
+    tenants: list[str],
+    started: datetime,
+    provider: DemoProvider,
+    console: Console,
+) -> None:
+    """What the model calls cost, per tenant, from ``llm_calls``."""
+    table = Table(title="LLM calls (from llm_calls)")
+    for column in ("tenant", "attempts", "failed", "tokens in", "tokens out", "cost (USD)"):
+        table.add_column(column, justify="left" if column == "tenant" else "right")
+    totals = [0, 0]
+    for tenant in tenants:
+        rows = await store.llm_usage(tenant, started)
+        attempts, failed = sum(r.attempts for r in rows), sum(r.failed for r in rows)
+        totals[0] += attempts
+        totals[1] += failed
+        table.add_row(
+            tenant,
+            f"{attempts:,}",
+            f"{failed:,}",
+            f"{sum(r.prompt_tokens for r in rows):,}",
+            f"{sum(r.completion_tokens for r in rows):,}",
+            f"{sum(r.cost for r in rows):.4f}",
+        )
+    console.print(table)
+    refused = provider.limit_429s()
+    if refused is not None:
+        console.print(
+            f"the gateway made {totals[0]:,} attempts: {totals[1]:,} drew an injected 429 or "
+            f"503 and were retried; the provider refused {refused} for exceeding its "
+            f"{PROVIDER_RPM:,} requests/min (the shared budget kept every worker under it)."
         )
 
 

@@ -1,11 +1,11 @@
 """The LLM gateway: how workers reach model providers (``ctx.llm``); ``mock`` is one to test
-against. ``docs/gateway.md`` describes configuration, errors and what is not built yet."""
+against. ``docs/gateway.md`` describes configuration, budgets, accounting and errors."""
 
 from __future__ import annotations
 
 from conveyor.gateway.bound import BoundLLM
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.budget import AdmitAllBudget, Budget, Reservation
+from conveyor.gateway.budget import AdmitAllBudget, Budget, BudgetAsk, CombinedBudget, Reservation
 from conveyor.gateway.chat import ChatChunk, ChatRequest, ChatResult, Message
 from conveyor.gateway.config import (
     LLM_CONFIG_ENV,
@@ -17,6 +17,7 @@ from conveyor.gateway.current import close_gateway, get_gateway, set_gateway
 from conveyor.gateway.gateway import Gateway
 from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecord, CallRecorder
 from conveyor.gateway.routing import Target
+from conveyor.gateway.scope import CallScope
 from conveyor.gateway.streaming import ChatStream
 
 __all__ = [
@@ -25,14 +26,17 @@ __all__ = [
     "BoundLLM",
     "BreakerRegistry",
     "Budget",
+    "BudgetAsk",
     "CallCounters",
     "CallOutcome",
     "CallRecord",
     "CallRecorder",
+    "CallScope",
     "ChatChunk",
     "ChatRequest",
     "ChatResult",
     "ChatStream",
+    "CombinedBudget",
     "Gateway",
     "GatewayConfig",
     "Message",

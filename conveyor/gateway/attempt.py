@@ -2,22 +2,29 @@
 
 Every attempt the router sends took a breaker ticket and a budget reservation and owes one
 report to each, plus a ``CallRecord``, however it ends: a reply, an error, a cancellation,
-or a stream its caller stopped reading. ``Attempt.settle`` pays all three exactly once.
+or a stream its caller stopped reading. ``Attempt.settle`` pays all three exactly once; the
+budget's share (a database round trip) runs in the background, after the caller has its
+answer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from conveyor.core.breaker import BreakerOutcome, BreakerSettings, Ticket, breaker_outcome
 from conveyor.core.llm_errors import FailureKind
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.budget import Budget, Reservation
+from conveyor.gateway.budget import Budget, BudgetAsk, Reservation
 from conveyor.gateway.chat import ChatRequest, Message
 from conveyor.gateway.recording import CallOutcome, CallRecord, CallRecorder
 from conveyor.gateway.routing import Target
+from conveyor.gateway.scope import CallScope
+from conveyor.store.llm_accounting import TenantLLMPolicy
 
 log = structlog.get_logger("conveyor.gateway")
 
@@ -32,14 +39,20 @@ class Call:
     max_tokens: int
     temperature: float | None
     stream: bool
-    tenant_id: str | None
-    task_id: int | None
+    scope: CallScope
     prompt_estimate: int
+    policy: TenantLLMPolicy | None = None
 
-    @property
-    def estimated_tokens(self) -> int:
-        """What a reservation sets aside: the prompt estimate plus max_tokens."""
-        return self.prompt_estimate + self.max_tokens
+    def ask(self, target: Target) -> BudgetAsk:
+        """What an attempt at ``target`` asks of the budget."""
+        return BudgetAsk(
+            self.scope,
+            target.provider,
+            target.model,
+            self.prompt_estimate,
+            self.max_tokens,
+            self.policy,
+        )
 
     def request_for(self, target: Target) -> ChatRequest:
         """The request to send to ``target``."""
@@ -67,8 +80,9 @@ class Call:
     ) -> CallRecord:
         """A record of an attempt of this call (see ``CallRecord`` for the fields)."""
         return CallRecord(
-            tenant_id=self.tenant_id,
-            task_id=self.task_id,
+            tenant_id=self.scope.tenant_id,
+            task_id=self.scope.task_id,
+            group_id=self.scope.group_id,
             requested=self.requested,
             provider=target.provider,
             model=target.model,
@@ -92,6 +106,18 @@ class Services:
     breakers: BreakerRegistry
     budget: Budget
     recorder: CallRecorder
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def later(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` off the caller's path (settling a budget); ``drain`` awaits it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def drain(self) -> None:
+        """Wait for the background work still running."""
+        while self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
 
     @property
     def breaker_settings(self) -> BreakerSettings:
@@ -163,10 +189,8 @@ class Attempt:
         self.services.breakers.record(
             self.target.provider, self.target.model, self._ticket, counted
         )
-        try:
-            await self.services.budget.settle(self._reservation, prompt_tokens + completion_tokens)
-        except Exception:
-            log.exception("llm_budget_settle_failed", provider=self.target.provider)
+        if self._reservation.holds:
+            self.services.later(self._settle_budget(prompt_tokens, completion_tokens))
         await self.services.record(
             self.call.record(
                 self.target,
@@ -181,3 +205,9 @@ class Attempt:
                 error=error,
             )
         )
+
+    async def _settle_budget(self, prompt_tokens: int, completion_tokens: int) -> None:
+        try:
+            await self.services.budget.settle(self._reservation, prompt_tokens, completion_tokens)
+        except Exception:
+            log.exception("llm_budget_settle_failed", provider=self.target.provider)

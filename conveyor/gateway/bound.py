@@ -1,8 +1,9 @@
-"""``ctx.llm``: the process's gateway with the running task's tenant and id filled in.
+"""``ctx.llm``: the process's gateway on behalf of the running task.
 
-Every call it makes is accounted to the task's tenant (budgets, records), and every chunk
-of a stream, like every finished chat, counts as the task's progress: a long streaming
-agent keeps its lease and does not trip its ``stall_timeout``.
+Every call it makes carries the task's scope: its tenant (budgets, spend, model override),
+its id and group (accounting), and its deadline (no wait for a budget or a retry outlasts
+the task). Every chunk of a stream, like every finished chat, counts as the task's
+progress: a long streaming agent keeps its lease and does not trip its ``stall_timeout``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from conveyor.gateway.chat import ChatResult, Message
 from conveyor.gateway.gateway import Gateway
+from conveyor.gateway.scope import CallScope
 from conveyor.gateway.streaming import ChatStream
 
 
@@ -20,14 +22,15 @@ class BoundLLM:
     def __init__(
         self,
         gateway: Gateway,
+        scope: CallScope,
         *,
-        tenant_id: str | None,
-        task_id: int | None,
         on_progress: Callable[[], None] | None = None,
+        cache: bool = False,
     ) -> None:
         self.gateway = gateway
-        self.tenant_id = tenant_id
-        self.task_id = task_id
+        self.scope = scope
+        self.cache = cache
+        """The agent opted in to the response cache (``@app.agent(..., llm_cache=True)``)."""
         self._on_progress = on_progress
 
     async def chat(
@@ -37,7 +40,6 @@ class BoundLLM:
         messages: Sequence[Message],
         max_tokens: int | None = None,
         temperature: float | None = None,
-        model_override: str | None = None,
     ) -> ChatResult:
         """A whole reply (see ``Gateway.chat``); reports progress when it arrives."""
         result = await self.gateway.chat(
@@ -45,9 +47,8 @@ class BoundLLM:
             messages=messages,
             max_tokens=max_tokens,
             temperature=temperature,
-            tenant_id=self.tenant_id,
-            task_id=self.task_id,
-            model_override=model_override,
+            scope=self.scope,
+            cache=self.cache,
         )
         if self._on_progress is not None:
             self._on_progress()
@@ -60,7 +61,6 @@ class BoundLLM:
         messages: Sequence[Message],
         max_tokens: int | None = None,
         temperature: float | None = None,
-        model_override: str | None = None,
     ) -> ChatStream:
         """The reply chunk by chunk (see ``Gateway.stream``); each chunk reports progress."""
         return self.gateway.stream(
@@ -68,8 +68,6 @@ class BoundLLM:
             messages=messages,
             max_tokens=max_tokens,
             temperature=temperature,
-            tenant_id=self.tenant_id,
-            task_id=self.task_id,
-            model_override=model_override,
+            scope=self.scope,
             on_chunk=self._on_progress,
         )

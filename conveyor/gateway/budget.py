@@ -1,13 +1,12 @@
-"""The seam where token budgets plug in: reserve before each attempt, settle after it.
+"""What a budget is to the gateway: reserve before each attempt, settle after it.
 
-Budgets (token buckets per tenant per provider, a global bucket per provider key, shared by
-every worker through PostgreSQL or Redis) are not built yet. The gateway already calls a
-``Budget`` around every attempt it sends, so that work is an implementation of this
-protocol and nothing else: ``reserve`` may wait for room (the "drip") or raise
-``BudgetRefused``; ``settle`` returns what the estimate over-reserved.
-
-The default, ``AdmitAllBudget``, admits everything at once and keeps nothing: it is what a
-process without budgets does, not a budget.
+Before every attempt the router asks the gateway's ``Budget`` to ``reserve`` the call's
+estimate (prompt estimate + ``max_tokens``): a budget may wait for room (the drip) or raise
+``BudgetRefused``. After the attempt, ``settle`` gets the tokens it really used, so the
+unused part goes back. The budgets built on this seam are the shared drip buckets
+(``shared_budget.py``) and the tenant's monthly spend (``spend_budget.py``);
+``CombinedBudget`` runs several as one. ``AdmitAllBudget`` admits everything at once: what
+a gateway without limits does.
 """
 
 from __future__ import annotations
@@ -17,7 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
+
 from conveyor.gateway.chat import Message
+from conveyor.gateway.scope import CallScope
+from conveyor.store.llm_accounting import TenantLLMPolicy
 
 # A token is about four characters of English; the estimate only sizes a reservation,
 # which settle() corrects with the provider's count.
@@ -25,25 +28,49 @@ CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_REPLY = 3
 
+log = structlog.get_logger("conveyor.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAsk:
+    """One attempt's request for room: who, toward which target, how big at most.
+
+    ``policy`` is the tenant's LLM limits (from its plan), None for a call outside any
+    tenant or a gateway without a store.
+    """
+
+    scope: CallScope
+    provider: str
+    model: str
+    prompt_tokens: int
+    max_tokens: int
+    policy: TenantLLMPolicy | None = None
+
+    @property
+    def tenant_id(self) -> str | None:
+        """The tenant the attempt is for."""
+        return self.scope.tenant_id
+
+    @property
+    def estimated_tokens(self) -> int:
+        """The most the attempt can use: the prompt estimate plus ``max_tokens``."""
+        return self.prompt_tokens + self.max_tokens
+
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """Tokens set aside for one attempt; ``handle`` is the budget backend's own reference
-    (a row id, a bucket key), opaque to the gateway."""
+    """Room set aside for one attempt; ``holds`` are the backends' own references (empty:
+    nothing to give back, and ``settle`` may be skipped)."""
 
-    tenant_id: str | None
-    provider: str
-    estimated_tokens: int
-    handle: object = None
+    ask: BudgetAsk
+    holds: tuple[object, ...] = ()
 
 
 class Budget(Protocol):
-    """Admits attempts against a tenant's token budget toward a provider."""
+    """Admits attempts against budgets: the provider's, the tenant's, or both."""
 
-    async def reserve(
-        self, tenant_id: str | None, provider: str, estimated_tokens: int
-    ) -> Reservation:
-        """Set ``estimated_tokens`` aside, waiting for room if need be.
+    async def reserve(self, ask: BudgetAsk) -> Reservation:
+        """Set the estimate aside, waiting for room if need be.
 
         Raises ``BudgetRefused`` when the call must not happen; the gateway then sends
         nothing, does not count it against the provider's breaker, and raises it to the
@@ -51,12 +78,13 @@ class Budget(Protocol):
         """
         ...
 
-    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
-        """The attempt is over and used ``used_tokens`` (0 if it failed before a reply).
+    async def settle(
+        self, reservation: Reservation, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """The attempt is over and used these tokens (0 and 0 if it got no reply).
 
-        Called exactly once per reservation, also when the attempt failed or was cancelled.
-        An exception here is logged and swallowed: accounting never costs the caller an
-        answer it already has, so a backend must expire reservations never settled.
+        Called exactly once per reservation, after the caller has its answer (in the
+        background); an exception here is logged and swallowed.
         """
         ...
 
@@ -64,14 +92,61 @@ class Budget(Protocol):
 class AdmitAllBudget:
     """The in-process default: admits every call at once and remembers nothing."""
 
-    async def reserve(
-        self, tenant_id: str | None, provider: str, estimated_tokens: int
-    ) -> Reservation:
+    async def reserve(self, ask: BudgetAsk) -> Reservation:
         """A reservation that holds nothing back."""
-        return Reservation(tenant_id, provider, estimated_tokens)
+        return Reservation(ask)
 
-    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+    async def settle(
+        self, reservation: Reservation, prompt_tokens: int, completion_tokens: int
+    ) -> None:
         """Nothing to return."""
+
+
+class CombinedBudget:
+    """Several budgets as one: all must admit, in order; a refusal releases the others.
+
+    Put the budget that refuses cheaply first (the monthly spend), so a call that will be
+    refused does not take a slot in the drip.
+    """
+
+    def __init__(self, parts: Sequence[Budget]) -> None:
+        self.parts = tuple(parts)
+
+    async def reserve(self, ask: BudgetAsk) -> Reservation:
+        """Every part's reservation; on a refusal the ones already made are released."""
+        taken: list[_Part] = []
+        try:
+            for part in self.parts:
+                held = await part.reserve(ask)
+                if held.holds:  # a part that holds nothing has nothing to settle
+                    taken.append(_Part(part, held))
+        except BaseException:
+            for held_part in reversed(taken):
+                try:
+                    await held_part.budget.settle(held_part.reservation, 0, 0)
+                except Exception:
+                    log.exception("llm_budget_release_failed", provider=ask.provider)
+            raise
+        return Reservation(ask, tuple(taken))
+
+    async def settle(
+        self, reservation: Reservation, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Settle every part that holds something; one's failure does not skip the others."""
+        for held_part in reservation.holds:
+            assert isinstance(held_part, _Part)
+            try:
+                await held_part.budget.settle(
+                    held_part.reservation, prompt_tokens, completion_tokens
+                )
+            except Exception:
+                log.exception("llm_budget_settle_failed", provider=reservation.ask.provider)
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    budget: Budget
+    reservation: Reservation
 
 
 def estimate_prompt_tokens(messages: Sequence[Message]) -> int:

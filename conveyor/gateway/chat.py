@@ -50,6 +50,8 @@ class ChatResult:
     ttft: float
     attempts: int = 1
     usage_estimated: bool = False
+    cached: bool = False
+    """True when the reply came from the response cache, not a provider (``cache.py``)."""
 
     @property
     def total_tokens(self) -> int:

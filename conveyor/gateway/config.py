@@ -209,6 +209,11 @@ class GatewayConfig(_Strict):
     default_max_tokens: int = Field(
         default=1024, ge=1, description="Token cap of a call that sets none."
     )
+    cache_ttl: float = Field(
+        default=86400.0,
+        gt=0,
+        description="Seconds a reply stays in the response cache (agents opt in).",
+    )
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)

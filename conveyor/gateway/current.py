@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from conveyor.gateway.gateway import Gateway
-from conveyor.gateway.shared_budget import BucketStore
+from conveyor.gateway.stores import GatewayStore
 
 _current: Gateway | None = None
 
@@ -23,7 +23,7 @@ def set_gateway(gateway: Gateway | None) -> None:
 
 
 def get_gateway(
-    environ: Mapping[str, str] | None = None, *, store: BucketStore | None = None
+    environ: Mapping[str, str] | None = None, *, store: GatewayStore | None = None
 ) -> Gateway:
     """The process's gateway, built from ``CONVEYOR_LLM_CONFIG`` on first use if none is set.
 

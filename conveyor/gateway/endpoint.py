@@ -196,14 +196,22 @@ class Endpoint:
         try:
             yield
         except httpx.ConnectTimeout as exc:
-            raise LLMTimeout(self.name, model, "connect", self.timeouts.connect) from exc
-        except httpx.TimeoutException as exc:  # httpx's backstop, set to the total limit
+            # The aiohttp transport reports every broken connection (a reset, a server
+            # that hung up) as a ConnectTimeout; only a timeout underneath is one.
+            cause = exc.__cause__
+            if cause is None or isinstance(cause, TimeoutError):
+                raise LLMTimeout(self.name, model, "connect", self.timeouts.connect) from exc
+            raise LLMTransportError(self.name, model, _describe(cause)) from exc
+        except httpx.TimeoutException as exc:  # the backstop, set to the total limit
             raise LLMTimeout(self.name, model, "total", self.timeouts.total) from exc
         except httpx.RequestError as exc:
-            detail = str(exc) or "no detail"
-            raise LLMTransportError(self.name, model, f"{type(exc).__name__}: {detail}") from exc
+            raise LLMTransportError(self.name, model, _describe(exc.__cause__ or exc)) from exc
         except BadReply as exc:
             raise LLMTransportError(self.name, model, f"malformed reply: {exc}") from exc
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error) or 'no detail'}"
 
 
 def _json(body: bytes) -> Any:

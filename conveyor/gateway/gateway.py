@@ -7,34 +7,56 @@
         async for chunk in gateway.stream(model="writer", messages=...):
             print(chunk.text, end="")
 
-It owns the host pools, the endpoints and the breakers; the ``Budget`` and ``CallRecorder``
-are seams whose defaults admit everything and count in-process (``budget.py``,
-``recording.py``). A worker shares one gateway among all its tasks (``current.py``), so the
-breakers and the per-host concurrency are the process's.
+It owns the host pools, the endpoints and the breakers. Built with a store
+(``Gateway.from_env(store=...)``, what a worker does), it also enforces the providers' and
+tenants' rate budgets and the tenants' monthly spend, applies each tenant's model override,
+and writes every attempt to ``llm_calls``; built bare, its ``Budget`` admits everything and
+its ``CallRecorder`` counts in-process (``budget.py``, ``recording.py``). A worker shares one
+gateway among all its tasks (``current.py``), so the breakers and the per-host concurrency
+are the process's.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
+
+import structlog
 
 from conveyor.core.llm_errors import CallRetryPolicy
 from conveyor.errors import ConfigurationError, LLMAttemptError, LLMPermanentError
+from conveyor.gateway.accounting import CallLog
 from conveyor.gateway.attempt import Attempt, Call, Services
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.budget import AdmitAllBudget, Budget, estimate_prompt_tokens
+from conveyor.gateway.bucket_backend import bucket_store_from_env
+from conveyor.gateway.budget import AdmitAllBudget, Budget, CombinedBudget, estimate_prompt_tokens
+from conveyor.gateway.cache import ResponseCache
 from conveyor.gateway.chat import ChatChunk, ChatResult, Message, checked_messages
 from conveyor.gateway.config import GatewayConfig, ProviderConfig, gateway_config_from_env
 from conveyor.gateway.endpoint import Endpoint, Timed
+from conveyor.gateway.policies import TenantPolicies
 from conveyor.gateway.pools import HostPool, HostPools
 from conveyor.gateway.providers import AnthropicMessages, OllamaChat, OpenAIChat, WireFormat
 from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecorder
 from conveyor.gateway.router import Router, failure_kind
-from conveyor.gateway.routing import ModelRoutes
-from conveyor.gateway.shared_budget import BucketStore, SharedBudget
+from conveyor.gateway.routing import ModelRoutes, Target
+from conveyor.gateway.scope import NO_SCOPE, CallScope
+from conveyor.gateway.shared_budget import SharedBudget
+from conveyor.gateway.spend_budget import SpendBudget
+from conveyor.gateway.stores import GatewayStore
 from conveyor.gateway.streaming import ChatStream, Opened, StreamAssembly, whole_result
+from conveyor.observability.metrics import MetricsRecorder, watch_breakers
+
+log = structlog.get_logger("conveyor.gateway")
+
+
+def _checked(messages: Sequence[Message], max_tokens: int | None) -> tuple[Message, ...]:
+    if max_tokens is not None and (isinstance(max_tokens, bool) or max_tokens < 1):
+        raise LLMPermanentError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+    return checked_messages(messages)
 
 
 def _wire(provider: ProviderConfig) -> WireFormat:
@@ -50,7 +72,8 @@ class Gateway:
 
     ``budget`` defaults to ``AdmitAllBudget`` (admits all), ``recorder`` to
     ``CallCounters`` (in-process counters), ``breakers`` to a registry with the config's
-    breaker settings. ``environ`` is where ``api_key_env`` variables are read.
+    breaker settings; ``policies`` (tenants' limits and model overrides) to none.
+    ``environ`` is where ``api_key_env`` variables are read.
     """
 
     def __init__(
@@ -60,6 +83,8 @@ class Gateway:
         budget: Budget | None = None,
         recorder: CallRecorder | None = None,
         breakers: BreakerRegistry | None = None,
+        policies: TenantPolicies | None = None,
+        cache: ResponseCache | None = None,
         rng: random.Random | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
@@ -69,6 +94,9 @@ class Gateway:
         self.breakers = breakers or BreakerRegistry(config.breaker.settings())
         self.budget: Budget = budget or AdmitAllBudget()
         self.recorder: CallRecorder = recorder or CallCounters()
+        self.policies = policies
+        self.cache = cache
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         keys = {name: p.resolve_api_key(name, env) for name, p in config.providers.items()}
         self._pools = HostPools(config.providers)
         self.endpoints = {
@@ -83,16 +111,18 @@ class Gateway:
             for name, provider in config.providers.items()
         }
         retry: CallRetryPolicy = config.retry.policy()
-        self._router = Router(Services(self.breakers, self.budget, self.recorder), retry, rng)
+        # The process's Prometheus metrics see every attempt and every breaker change.
+        self._services = Services(self.breakers, self.budget, MetricsRecorder(self.recorder))
+        watch_breakers(self.breakers)
+        self._router = Router(self._services, retry, rng)
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, store: BucketStore | None = None
+        cls, environ: Mapping[str, str] | None = None, *, store: GatewayStore | None = None
     ) -> Gateway:
         """A gateway from ``CONVEYOR_LLM_CONFIG``; ConfigurationError when it is unset.
 
-        With ``store``, providers that set ``requests_per_minute`` or ``tokens_per_minute``
-        get budgets shared through it by every worker (``SharedBudget``).
+        With ``store`` (a worker's), it is the full gateway: see ``with_store``.
         """
         config = gateway_config_from_env(environ)
         if config is None:
@@ -100,8 +130,37 @@ class Gateway:
                 "no LLM gateway configured; set CONVEYOR_LLM_CONFIG to a .toml or .json file "
                 "(see docs/gateway.md)"
             )
-        budget = SharedBudget.for_config(store, config) if store is not None else None
-        return cls(config, budget=budget, environ=environ)
+        if store is None:
+            return cls(config, environ=environ)
+        return cls.with_store(config, store, environ=environ)
+
+    @classmethod
+    def with_store(
+        cls, config: GatewayConfig, store: GatewayStore, *, environ: Mapping[str, str] | None = None
+    ) -> Gateway:
+        """The gateway a worker runs: budgets, spend limits, policies and ``llm_calls``.
+
+        Rate buckets live in Redis when ``REDIS_URL`` is set, else in ``store``; the
+        monthly spend, the tenants' policies and the call log are always in ``store``.
+        """
+        env = os.environ if environ is None else environ
+        buckets = bucket_store_from_env(env, store)
+        budget = CombinedBudget([SpendBudget(store), SharedBudget.for_config(buckets, config)])
+        log = CallLog(store)
+        gateway = cls(
+            config,
+            budget=budget,
+            recorder=log,
+            policies=TenantPolicies(store),
+            cache=ResponseCache(store, config.cache_ttl),
+            environ=env,
+        )
+        gateway._closers.append(log.aclose)
+        if buckets is not store:
+            closer = getattr(buckets, "aclose", None)
+            if closer is not None:
+                gateway._closers.append(closer)
+        return gateway
 
     def pool_of(self, provider: str) -> HostPool:
         """The host pool a provider's requests go through."""
@@ -114,19 +173,36 @@ class Gateway:
         messages: Sequence[Message],
         max_tokens: int | None = None,
         temperature: float | None = None,
-        tenant_id: str | None = None,
-        task_id: int | None = None,
+        scope: CallScope = NO_SCOPE,
         model_override: str | None = None,
+        cache: bool = False,
     ) -> ChatResult:
         """A whole reply from the first target of ``model``'s chain that gives one.
 
-        Raises ``LLMPermanentError`` (the request is at fault), ``LLMUnavailable`` (every
-        target failed; ``failures`` says how) or ``BudgetRefused``.
+        ``scope`` says which task (tenant, group, deadline) the call is for. With
+        ``cache`` and ``temperature=0``, an identical earlier call's reply is returned from
+        the response cache (``result.cached``), and a new reply is stored there. Raises
+        ``LLMPermanentError`` (the request is at fault), ``LLMUnavailable`` (every target
+        failed, or the deadline came first), ``BudgetRefused`` or ``SpendLimitExceeded``.
         """
-        call = self._call(
-            model, messages, max_tokens, temperature, False, tenant_id, task_id, model_override
+        call = await self._call(
+            model, messages, max_tokens, temperature, False, scope, model_override
         )
-        return await self._router.first_success(call, self._complete)
+        key = None
+        if cache and self.cache is not None:
+            key = self.cache.key(call.requested, call.messages, call.max_tokens, temperature)
+        if key is None:
+            return await self._router.first_success(call, self._complete)
+        assert self.cache is not None
+        hit = await self.cache.get(scope.tenant_id, key)
+        if hit is not None:
+            await self._services.record(
+                call.record(Target(hit.provider, hit.model), 1, CallOutcome.CACHED)
+            )
+            return hit
+        result = await self._router.first_success(call, self._complete)
+        self._services.later(self.cache.put(scope.tenant_id, key, result))
+        return result
 
     def stream(
         self,
@@ -135,8 +211,7 @@ class Gateway:
         messages: Sequence[Message],
         max_tokens: int | None = None,
         temperature: float | None = None,
-        tenant_id: str | None = None,
-        task_id: int | None = None,
+        scope: CallScope = NO_SCOPE,
         model_override: str | None = None,
         on_chunk: Callable[[], None] | None = None,
     ) -> ChatStream:
@@ -146,13 +221,22 @@ class Gateway:
         after that is raised as is. ``on_chunk`` is called for every chunk (``ctx.llm``
         passes the task's heartbeat, so a long stream keeps its lease alive).
         """
-        call = self._call(
-            model, messages, max_tokens, temperature, True, tenant_id, task_id, model_override
+        _checked(messages, max_tokens)  # a malformed call fails here, not at the first chunk
+        self.routes.resolve(model, model_override)
+        opening = functools.partial(
+            self._call, model, messages, max_tokens, temperature, True, scope, model_override
         )
-        return ChatStream(self._chunks(call, on_chunk))
+        return ChatStream(self._chunks(opening, on_chunk))
 
     async def aclose(self) -> None:
-        """Close every connection; the gateway cannot be used afterwards."""
+        """Settle what is pending, write the call log, close every connection."""
+        await self._services.drain()
+        for close in self._closers:
+            try:
+                await close()
+            except Exception:
+                log.exception("llm_gateway_close_failed")
+        self._closers.clear()
         await self._pools.aclose()
 
     async def __aenter__(self) -> Gateway:
@@ -166,20 +250,22 @@ class Gateway:
     ) -> None:
         await self.aclose()
 
-    def _call(
+    async def _call(
         self,
         model: str,
         messages: Sequence[Message],
         max_tokens: int | None,
         temperature: float | None,
         stream: bool,
-        tenant_id: str | None,
-        task_id: int | None,
+        scope: CallScope,
         model_override: str | None,
     ) -> Call:
-        checked = checked_messages(messages)
-        if max_tokens is not None and (isinstance(max_tokens, bool) or max_tokens < 1):
-            raise LLMPermanentError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        checked = _checked(messages, max_tokens)
+        policy = None
+        if self.policies is not None and scope.tenant_id:
+            policy = await self.policies.get(scope.tenant_id, scope.queue)
+        if policy is not None and policy.model_override:
+            model_override = policy.model_override  # the operator's choice for this tenant
         requested, targets = self.routes.resolve(model, model_override)
         return Call(
             requested=requested,
@@ -188,9 +274,9 @@ class Gateway:
             max_tokens=max_tokens or self.config.default_max_tokens,
             temperature=temperature,
             stream=stream,
-            tenant_id=tenant_id,
-            task_id=task_id,
+            scope=scope,
             prompt_estimate=estimate_prompt_tokens(checked),
+            policy=policy,
         )
 
     async def _complete(self, attempt: Attempt) -> ChatResult:
@@ -225,8 +311,9 @@ class Gateway:
         return Opened(attempt, tuple(head), pieces)
 
     async def _chunks(
-        self, call: Call, on_chunk: Callable[[], None] | None
+        self, opening: Callable[[], Awaitable[Call]], on_chunk: Callable[[], None] | None
     ) -> AsyncGenerator[ChatChunk, None]:
+        call = await opening()
         opened = await self._router.first_success(call, self._open)
         assembly = StreamAssembly(opened.attempt)
         try:

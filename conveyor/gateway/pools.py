@@ -1,9 +1,15 @@
 """One pooled HTTP client per provider host, and a semaphore of the pool's size in front.
 
-The pool's ``max_connections`` equals the concurrency the gateway allows toward the host,
-and a coroutine takes a semaphore slot before it sends. So a request never queues inside
-httpx for a socket (where its time would count against its own timeouts): it waits here,
+The pool's connection limit equals the concurrency the gateway allows toward the host, and
+a coroutine takes a semaphore slot before it sends. So a request never queues inside the
+client for a socket (where its time would count against its own timeouts): it waits here,
 before its attempt's clock starts, and once admitted it has a connection to itself.
+
+The client is an ``httpx.AsyncClient`` whose transport is aiohttp's connection pool
+(``httpx-aiohttp``). httpcore's own pool does work in proportion to its connections on
+every request (each idle connection is checked for expiry, a socket poll each): with 200
+connections to one host that cost 2.6-7.6 ms of CPU per call on this machine, against
+0.9 ms for the whole call through aiohttp's pool (``benchmarks/gateway.py`` measures it).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from conveyor.gateway.config import ProviderConfig
 
@@ -23,10 +30,12 @@ class HostPool:
     def __init__(self, origin: str, max_connections: int) -> None:
         self.origin = origin
         self.max_connections = max_connections
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
         self.client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            transport=AiohttpTransport(limits=limits),
+            limits=limits,
             # Each request carries its own timeouts (they differ per provider).
             timeout=None,
             follow_redirects=False,

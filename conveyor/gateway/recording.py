@@ -1,18 +1,17 @@
 """The seam where call accounting plugs in: one ``CallRecord`` per attempt.
 
-Accounting (a row per call in ``llm_calls`` with tokens and cost from a price table) is not
-built yet. The gateway already hands a ``CallRecorder`` a record of every attempt (failed
-ones, fallbacks and fail-fast skips of an open breaker included), so that work is an
-implementation of this protocol.
-
-The default, ``CallCounters``, keeps in-process counters only: enough for a test or a
-process's own metrics, lost when the process ends.
+The gateway hands its ``CallRecorder`` a record of every attempt (failed ones, fallbacks,
+fail-fast skips of an open breaker, budget refusals and cache hits included).
+``accounting.CallLog`` writes them to ``llm_calls`` in batches, priced from the price
+table; the default here, ``CallCounters``, keeps in-process counters only: enough for a
+test or a process's own use, lost when the process ends.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -31,6 +30,7 @@ class CallOutcome(StrEnum):
     CIRCUIT_OPEN = "circuit_open"  # failed fast: nothing was sent
     BUDGET_REFUSED = "budget_refused"  # the budget said no: nothing was sent
     ABANDONED = "abandoned"  # cancelled, or the caller stopped reading a stream
+    CACHED = "cached"  # answered from the response cache: nothing was sent
 
     @classmethod
     def of(cls, kind: FailureKind) -> CallOutcome:
@@ -45,11 +45,13 @@ class CallRecord:
     ``requested`` is the alias or model the caller asked for; ``provider`` and ``model``
     the target tried. ``attempt`` is 1-based per target. Tokens are the provider's counts
     when it reported them, else the gateway's estimate (``usage_estimated``); a failed
-    attempt without a reply has 0. Times are seconds; ``ttft`` is None without a token.
+    attempt without a reply has 0. Times are seconds; ``ttft`` is None without a token;
+    ``at`` is when the record was made.
     """
 
     tenant_id: str | None
     task_id: int | None
+    group_id: str | None
     requested: str
     provider: str
     model: str
@@ -63,6 +65,7 @@ class CallRecord:
     ttft: float | None = None
     status: int | None = None
     error: str | None = None
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class CallRecorder(Protocol):

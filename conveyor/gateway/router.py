@@ -95,9 +95,7 @@ class Router:
                     failures.append(TargetFailure(target.provider, target.model, number, last))
                     break
                 try:
-                    reservation = await self.services.budget.reserve(
-                        call.tenant_id, target.provider, call.estimated_tokens
-                    )
+                    reservation = await self.services.budget.reserve(call.ask(target))
                 except BaseException as exc:
                     breakers.record(target.provider, target.model, ticket, BreakerOutcome.IGNORED)
                     if isinstance(exc, BudgetRefused):
@@ -136,6 +134,15 @@ class Router:
                     if decision.verdict is Verdict.NEXT_TARGET:
                         failures.append(TargetFailure(target.provider, target.model, number, exc))
                         break
+                    remaining = call.scope.remaining()
+                    if remaining is not None and decision.delay >= remaining:
+                        failures.append(TargetFailure(target.provider, target.model, number, exc))
+                        raise LLMUnavailable(
+                            call.requested,
+                            failures,
+                            note=f"the next retry would start in {decision.delay:.1f} s, "
+                            f"after the task's deadline ({max(remaining, 0.0):.1f} s left)",
+                        ) from exc
                     await self._sleep(decision.delay)
                 except BaseException:
                     await attempt.settle(CallOutcome.ABANDONED)

@@ -1,11 +1,14 @@
-"""Provider budgets shared by every worker on every machine, kept in PostgreSQL.
+"""Request and token budgets shared by every worker on every machine: drip buckets.
 
-Each provider with ``requests_per_minute`` or ``tokens_per_minute`` in its configuration
-has a drip bucket per budget (``llm_buckets``, see core/drip.py). An attempt reserves one
-request and its estimated tokens before it is sent, in one statement, and waits for its
-slot: callers queue in order instead of hammering the provider into 429s. After the
-attempt, the tokens it did not use go back. However many replicas run, the provider never
-sees more than its limit in any window: the buckets are shared rows, not process memory.
+Each provider with ``requests_per_minute`` or ``tokens_per_minute`` in its configuration has
+a global drip bucket per budget (see core/drip.py), and each tenant whose plan sets
+``llm_requests_per_minute`` or ``llm_tokens_per_minute`` has its own per provider. An
+attempt reserves one request and its estimated tokens in every bucket that applies, in one
+round trip, and waits for the latest of its slots: callers queue in order instead of
+hammering the provider into 429s. After the attempt, the tokens it did not use go back.
+However many replicas run, the provider never sees more than its limit in any window: the
+buckets live in PostgreSQL (``llm_buckets``) or Redis (``redis_buckets.py``), not in
+process memory. A slot further ahead than the task has time left is refused at once.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from typing import Protocol
 
 from conveyor.core.drip import DripRate
 from conveyor.errors import BudgetRefused
-from conveyor.gateway.budget import Reservation
+from conveyor.gateway.budget import BudgetAsk, Reservation
 from conveyor.gateway.config import GatewayConfig
 from conveyor.store.params import BucketDraw
 
 DEFAULT_MAX_WAIT = 300.0
-"""A call that would wait longer than this for its slot is refused instead."""
+"""A call that would wait longer than this for its slot is refused instead (a task's
+remaining time bounds it further)."""
 
 
 class BucketStore(Protocol):
@@ -43,12 +47,11 @@ class ProviderRates:
 
 @dataclass(frozen=True, slots=True)
 class _Hold:
-    draws: tuple[BucketDraw, ...]
-    token_rate: DripRate | None
+    token_draws: tuple[tuple[BucketDraw, DripRate], ...]
 
 
 class SharedBudget:
-    """The ``Budget`` of a gateway whose providers have request or token limits."""
+    """The drip-bucket ``Budget``: the providers' global rates and the tenants' own."""
 
     def __init__(
         self,
@@ -56,16 +59,18 @@ class SharedBudget:
         rates: dict[str, ProviderRates],
         *,
         max_wait: float = DEFAULT_MAX_WAIT,
+        tenant_window: float = 60.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._store = store
         self._rates = rates
         self._max_wait = max_wait
+        self._tenant_window = tenant_window
         self._sleep = sleep
 
     @classmethod
-    def for_config(cls, store: BucketStore, config: GatewayConfig) -> SharedBudget | None:
-        """The budget the configuration asks for; None when no provider sets a limit."""
+    def for_config(cls, store: BucketStore, config: GatewayConfig) -> SharedBudget:
+        """The budget of the configuration's provider limits (and of tenants' plans)."""
         rates = {
             name: ProviderRates(
                 DripRate(p.requests_per_minute, p.rate_window) if p.requests_per_minute else None,
@@ -74,56 +79,89 @@ class SharedBudget:
             for name, p in config.providers.items()
             if p.requests_per_minute or p.tokens_per_minute
         }
-        return cls(store, rates) if rates else None
+        return cls(store, rates)
 
-    async def reserve(
-        self, tenant_id: str | None, provider: str, estimated_tokens: int
-    ) -> Reservation:
-        """Take the next request and token slots of ``provider``; wait for them."""
-        rates = self._rates.get(provider)
-        if rates is None:
-            return Reservation(tenant_id, provider, estimated_tokens)
+    def _plan(self, ask: BudgetAsk) -> list[tuple[BucketDraw, DripRate]]:
         planned: list[tuple[BucketDraw, DripRate]] = []
-        if rates.requests is not None:
-            draw = BucketDraw(provider, "requests", rates.requests.emission)
-            planned.append((draw, rates.requests))
-        if rates.tokens is not None:
-            tokens = min(estimated_tokens, rates.tokens.limit)  # a bigger call still fits once
-            draw = BucketDraw(provider, "tokens", tokens * rates.tokens.emission)
-            planned.append((draw, rates.tokens))
+        buckets: list[tuple[str, ProviderRates]] = []
+        provider_rates = self._rates.get(ask.provider)
+        if provider_rates is not None:
+            buckets.append(("", provider_rates))
+        policy = ask.policy
+        if ask.tenant_id and policy is not None:
+            window = self._tenant_window
+            tenant_rates = ProviderRates(
+                DripRate(policy.requests_per_minute, window)
+                if policy.requests_per_minute
+                else None,
+                DripRate(policy.tokens_per_minute, window) if policy.tokens_per_minute else None,
+            )
+            if tenant_rates.requests or tenant_rates.tokens:
+                buckets.append((ask.tenant_id, tenant_rates))
+        for tenant, rates in buckets:
+            if rates.requests is not None:
+                draw = BucketDraw(ask.provider, "requests", rates.requests.emission, tenant)
+                planned.append((draw, rates.requests))
+            if rates.tokens is not None:
+                tokens = min(ask.estimated_tokens, rates.tokens.limit)  # a big call fits once
+                draw = BucketDraw(ask.provider, "tokens", tokens * rates.tokens.emission, tenant)
+                planned.append((draw, rates.tokens))
+        return planned
+
+    async def reserve(self, ask: BudgetAsk) -> Reservation:
+        """Take the next request and token slots of every bucket that applies; wait."""
+        planned = self._plan(ask)
+        if not planned:
+            return Reservation(ask)
         draws = tuple(d for d, _ in planned)
         ahead = await self._store.reserve_llm_budget(draws)
         wait = max(rate.wait(a) for (_, rate), a in zip(planned, ahead, strict=True))
-        if wait > self._max_wait:
+        remaining = ask.scope.remaining()
+        if wait > self._max_wait or (remaining is not None and wait > remaining):
             await self._store.refund_llm_budget(draws)
+            limit = self._max_wait if remaining is None else min(self._max_wait, remaining)
+            who = (
+                "the task has"
+                if remaining is not None and remaining < self._max_wait
+                else "a call may wait"
+            )
             raise BudgetRefused(
-                tenant_id,
-                provider,
-                f"the provider's shared budget ({self._describe(rates)}) is booked "
-                f"{wait:.0f} s ahead, longer than the {self._max_wait:.0f} s a call may wait",
+                ask.tenant_id,
+                ask.provider,
+                f"the request budget ({self._describe(planned)}) is booked {wait:.1f} s "
+                f"ahead, longer than the {max(limit, 0.0):.1f} s {who}",
                 retry_after=wait,
             )
         if wait > 0:
             await self._sleep(wait)
-        return Reservation(tenant_id, provider, estimated_tokens, _Hold(draws, rates.tokens))
+        tokens = tuple((draw, rate) for draw, rate in planned if draw.kind == "tokens")
+        return Reservation(ask, (_Hold(tokens),))
 
-    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+    async def settle(
+        self, reservation: Reservation, prompt_tokens: int, completion_tokens: int
+    ) -> None:
         """Give back the tokens the estimate over-reserved."""
-        hold = reservation.handle
-        if not isinstance(hold, _Hold) or hold.token_rate is None:
+        if not reservation.holds:
             return
-        reserved = min(reservation.estimated_tokens, hold.token_rate.limit)
-        unused = reserved - max(used_tokens, 0)
-        if unused > 0:
-            await self._store.refund_llm_budget(
-                [BucketDraw(reservation.provider, "tokens", unused * hold.token_rate.emission)]
-            )
+        hold = reservation.holds[0]
+        assert isinstance(hold, _Hold)
+        used = max(prompt_tokens + completion_tokens, 0)
+        refunds = []
+        for draw, rate in hold.token_draws:
+            reserved = min(reservation.ask.estimated_tokens, rate.limit)
+            unused = reserved - used
+            if unused > 0:
+                refunds.append(
+                    BucketDraw(draw.provider, "tokens", unused * rate.emission, draw.tenant_id)
+                )
+        if refunds:
+            await self._store.refund_llm_budget(refunds)
 
     @staticmethod
-    def _describe(rates: ProviderRates) -> str:
+    def _describe(planned: Sequence[tuple[BucketDraw, DripRate]]) -> str:
         parts = [
-            f"{rate.limit:g} {kind} per {rate.window:g} s"
-            for kind, rate in (("requests", rates.requests), ("tokens", rates.tokens))
-            if rate is not None
+            f"{'tenant ' + d.tenant_id if d.tenant_id else 'provider'}: "
+            f"{rate.limit:g} {d.kind} per {rate.window:g} s"
+            for d, rate in planned
         ]
         return ", ".join(parts)

@@ -58,6 +58,10 @@ async def update_plan(conn: Conn, update: PlanUpdate) -> Plan:
         rate.limit if rate else None,
         rate.interval_seconds if rate else None,
         list(update.allowed_roles) if update.allowed_roles is not None else None,
+        update.monthly_token_budget,
+        update.llm_requests_per_minute,
+        update.llm_tokens_per_minute,
+        update.monthly_spend_limit,
     )
     if row is None:
         plans = ", ".join(p.id for p in await list_plans(conn))

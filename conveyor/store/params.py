@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from conveyor.core.cron import validate_cron
@@ -243,8 +244,20 @@ class PlanUpdate:
     weight: float | None = None
     start_rate: StartRate | None = None
     allowed_roles: tuple[str, ...] | None = None
+    monthly_token_budget: int | None = None
+    llm_requests_per_minute: int | None = None
+    llm_tokens_per_minute: int | None = None
+    monthly_spend_limit: Decimal | None = None
 
     def __post_init__(self) -> None:
+        for name in ("monthly_token_budget", "monthly_spend_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InvalidTask(f"{name} must be >= 0")
+        for name in ("llm_requests_per_minute", "llm_tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InvalidTask(f"{name} must be >= 1")
         if self.max_concurrent_per_role is not None and self.max_concurrent_per_role < 1:
             raise InvalidTask("max_concurrent_per_role must be >= 1")
         if self.monthly_task_limit is not None and self.monthly_task_limit < 0:

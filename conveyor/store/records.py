@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from conveyor.types import TaskState
@@ -150,6 +151,9 @@ class Plan:
     weight: float
     start_rate_limit: int | None = None
     start_rate_interval: float | None = None
+    llm_requests_per_minute: int | None = None
+    llm_tokens_per_minute: int | None = None
+    monthly_spend_limit: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,7 +55,14 @@ class TaskContext:
     """Handed to every handler: identity, a bound logger, durable steps, effects, spawning,
     and the LLM gateway (``ctx.llm``)."""
 
-    def __init__(self, claimed: ClaimedTask, store: PostgresStore | None = None) -> None:
+    def __init__(
+        self,
+        claimed: ClaimedTask,
+        store: PostgresStore | None = None,
+        *,
+        timeout: float | None = None,
+        llm_cache: bool = False,
+    ) -> None:
         self.task = TaskInfo(
             id=claimed.id,
             tenant_id=claimed.tenant_id,
@@ -72,6 +79,9 @@ class TaskContext:
         self._lease_token = claimed.lease_token
         self._spawned = 0
         self._llm: BoundLLM | None = None
+        self.deadline = None if timeout is None else self.last_progress + timeout
+        """``time.monotonic()`` by which the task times out; None without a timeout."""
+        self._llm_cache = llm_cache
 
     @property
     def log(self) -> Any:
@@ -101,12 +111,20 @@ class TaskContext:
             # Imported here: a worker whose agents never call a model does not load httpx.
             from conveyor.gateway.bound import BoundLLM
             from conveyor.gateway.current import get_gateway
+            from conveyor.gateway.scope import CallScope
 
-            self._llm = BoundLLM(
-                get_gateway(store=self._store),
+            scope = CallScope(
                 tenant_id=self.task.tenant_id,
                 task_id=self.task.id,
+                group_id=self.task.group_id,
+                queue=self.task.queue,
+                deadline=self.deadline,
+            )
+            self._llm = BoundLLM(
+                get_gateway(store=self._store),
+                scope,
                 on_progress=self.heartbeat,
+                cache=self._llm_cache,
             )
         return self._llm
 

@@ -32,6 +32,7 @@ class MaintenanceOptions:
     partition_seconds: float = 3600.0
     prune_workers_seconds: float = 60.0
     group_sweep_seconds: float = 10.0
+    prune_llm_cache_seconds: float = 300.0
     forget_workers_after: float = 86400.0
 
 
@@ -59,6 +60,7 @@ class Maintenance:
             ("partitions", opts.partition_seconds, self.store.ensure_partitions),
             ("prune_workers", opts.prune_workers_seconds, self._prune_workers),
             ("groups", opts.group_sweep_seconds, self.store.sweep_open_groups),
+            ("prune_llm_cache", opts.prune_llm_cache_seconds, self.store.prune_llm_cache),
         ]
         if self.schedules:
             jobs.append(("periodic", opts.periodic_seconds, self._periodic))

@@ -4,6 +4,9 @@ When the worker asks to be recycled (``--max-tasks-per-process``, ``--max-memory
 drains like a SIGTERM, and the process then replaces itself with a fresh interpreter
 running the same command (same pid, so supervisors and orchestrators see no restart).
 
+With ``--metrics-port`` the process serves Prometheus metrics (the worker's and the LLM
+gateway's) from before it opens the database until it exits.
+
 The first signal stops claiming and lets in-flight tasks finish within the grace period
 (the rest are released, no attempt counted); a second signal exits at once, and the
 leases of whatever was running expire and are redelivered.
@@ -21,6 +24,8 @@ import sys
 import structlog
 
 from conveyor.app import App
+from conveyor.observability.metrics import serve_metrics
+from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
 from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
@@ -55,6 +60,23 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     tune_garbage_collector()
+    metrics = None if options.metrics_port is None else serve_metrics(options.metrics_port)
+    try:
+        return await _serve_worker(app, settings, options, stop, migrate, maintenance)
+    finally:
+        if metrics is not None:
+            await asyncio.to_thread(metrics.shutdown)  # waits out its poll, up to 0.5 s
+            metrics.server_close()
+
+
+async def _serve_worker(
+    app: App,
+    settings: Settings,
+    options: WorkerOptions,
+    stop: asyncio.Event,
+    migrate: bool,
+    maintenance: bool,
+) -> str | None:
     # the pool must hold the claim loop, the flusher and the heartbeat at once
     pool_settings = settings.model_copy(update={"pool_max_size": max(settings.pool_max_size, 4)})
     async with open_store(pool_settings, auto_migrate=migrate) as store:
@@ -65,11 +87,13 @@ async def serve(
             )
             upkeep = asyncio.create_task(Maintenance(store, app.schedules, options_m).run())
         worker = Worker(app, store, options)
+        watch_worker(worker)
         try:
             await worker.run(stop)
             # a signal during the recycle drain means stop, not start over
             return None if stop.is_set() else worker.recycle_reason
         finally:
+            unwatch_worker(worker)
             if upkeep is not None:
                 upkeep.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -84,6 +84,8 @@ class WorkerOptions:
     """Threads for plain ``def`` handlers (each blocks one thread while it runs)."""
     loop_lag_warn_seconds: float = 0.25
     """Log a warning naming the task when the event loop is blocked this long."""
+    metrics_port: int | None = None
+    """Serve Prometheus metrics on this port while the process runs (0: any free port)."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     def __post_init__(self) -> None:
@@ -97,6 +99,8 @@ class WorkerOptions:
             raise ConfigurationError("--max-memory must be > 0 MB")
         if self.sync_threads < 1:
             raise ConfigurationError("--sync-threads must be >= 1")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigurationError("--metrics-port must be a TCP port (0 to 65535)")
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ConfigurationError(
                 "CONVEYOR_HEARTBEAT_SECONDS must be at most half of CONVEYOR_LEASE_SECONDS, "
@@ -292,7 +296,9 @@ class Worker:
 
     def _start(self, task: ClaimedTask) -> None:
         agent = self.app.agents[task.queue]
-        entry = _Running(task, agent, TaskContext(task, self.store))
+        timeout = task.timeout_seconds or agent.timeout
+        context = TaskContext(task, self.store, timeout=timeout, llm_cache=agent.llm_cache)
+        entry = _Running(task, agent, context)
         self._running[task.id] = entry
         self._per_queue[task.queue] += 1
         self.stats["claimed"] += 1

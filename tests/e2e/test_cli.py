@@ -147,3 +147,42 @@ def test_limits_from_the_cli(run_cli: RunCli) -> None:
         (("mock-llm", "--latency", "abc"), "--latency"),
     ]
     assert_clear_errors(run_cli, cases)
+
+
+async def test_llm_usage_prices_and_limits_from_the_cli(
+    run_cli: RunCli, store: PostgresStore
+) -> None:
+    priced = run_cli("llm", "price", "house-model", "--input", "2", "--output", "8")
+    assert priced.returncode == 0 and "$2 in, $8 out" in priced.stdout, priced.stderr
+    assert "house-model" in run_cli("llm", "prices").stdout
+    run_cli("tenants", "add", "shop")
+    row = {
+        "created_at": "2026-12-02T10:00:00+00:00", "tenant_id": "shop", "task_id": 5,
+        "group_id": "launch", "requested": "writer", "provider": "openai",
+        "model": "house-model", "attempt": 1, "outcome": "ok", "stream": False,
+        "prompt_tokens": 1000, "completion_tokens": 500, "usage_estimated": False,
+        "latency_ms": 800.0, "ttft_ms": 120.0, "status": 200, "error": None,
+    }  # fmt: skip
+    await store.record_llm_calls([row, {**row, "task_id": 6, "group_id": None}])
+    usage = run_cli("llm", "usage", "shop", "--month", "2026-12", "--group", "launch")
+    assert usage.returncode == 0, usage.stderr
+    assert "house-model" in usage.stdout and "total cost: $0.006000" in usage.stdout
+    everything = run_cli("llm", "usage", "shop", "--month", "2026-12")
+    assert "total cost: $0.012000" in everything.stdout
+
+    limited = run_cli("llm", "limits", "shop", "--tokens", "5000", "--spend", "12.5")
+    assert limited.returncode == 0, limited.stderr
+    assert "5,000 tokens/month, $12.50 spend/month" in limited.stdout
+    cleared = run_cli("llm", "limits", "shop", "--tokens", "plan")
+    assert "unlimited tokens/month, $12.50 spend/month" in cleared.stdout
+    plan = run_cli("plans", "set", "pro", "--llm-rpm", "90", "--spend-limit", "250")
+    assert plan.returncode == 0 and "90 req/min" in plan.stdout and "$250.00/month" in plan.stdout
+    assert_clear_errors(
+        run_cli,
+        [
+            (("llm", "usage", "shop", "--month", "12-2026"), "YYYY-MM"),
+            (("llm", "limits", "shop", "--spend", "lots"), "--spend"),
+            (("llm", "limits", "nobody", "--tokens", "5"), "unknown tenant"),
+            (("llm", "price", "m", "--input", "-1", "--output", "1"), "--input"),
+        ],
+    )

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
@@ -201,3 +204,49 @@ async def test_a_second_signal_forces_exit_and_leases_bring_the_work_back(
     await asyncio.sleep(2.5)  # past the 2 s lease of FAST_LEASES
     reaped = await store.reap_expired()
     assert reaped is not None and reaped.requeued == (result.task_id,)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def scrape_until(port: int, name: str, value: float, timeout: float = 30) -> None:
+    """Scrape the worker's /metrics until the unlabelled sample ``name`` equals ``value``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    seen = None
+    async with httpx.AsyncClient() as client:
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                reply = await client.get(f"http://127.0.0.1:{port}/metrics")
+            except httpx.TransportError:  # not listening yet
+                await asyncio.sleep(0.1)
+                continue
+            found = {
+                s.name: s.value
+                for family in text_string_to_metric_families(reply.text)
+                for s in family.samples
+                if not s.labels
+            }
+            seen = found.get(name)
+            if seen == value:
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} was {seen}, not {value}, after {timeout}s")
+
+
+@pytest.mark.timeout(90)
+async def test_worker_serves_its_metrics(
+    store: PostgresStore, database_dsn: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    worker = WorkerProcess(database_dsn, tmp_path / "metrics.log", "--metrics-port", str(port))
+    try:
+        await scrape_until(port, "conveyor_tasks_in_flight", 0)
+        task = await store.enqueue(NewTask(queue="echo", payload={"sleep": 3}))
+        await scrape_until(port, "conveyor_tasks_in_flight", 1)
+        await wait_until_finished(store, [task.task_id], timeout=30)
+        await scrape_until(port, "conveyor_tasks_claimed_total", 1)
+    finally:
+        assert worker.stop() == 0, worker.output

@@ -25,8 +25,10 @@ from conveyor.errors import (
     PermanentError,
 )
 from conveyor.gateway import (
+    BudgetAsk,
     CallCounters,
     CallOutcome,
+    CallScope,
     ChatChunk,
     Gateway,
     Reservation,
@@ -280,23 +282,25 @@ class RecordingBudget:
         self.reserved: list[tuple[str | None, str, int]] = []
         self.settled: list[int] = []
 
-    async def reserve(
-        self, tenant_id: str | None, provider: str, estimated_tokens: int
-    ) -> Reservation:
+    async def reserve(self, ask: BudgetAsk) -> Reservation:
         if self.refuse:
-            raise BudgetRefused(tenant_id, provider, "over the monthly spend limit")
-        self.reserved.append((tenant_id, provider, estimated_tokens))
-        return Reservation(tenant_id, provider, estimated_tokens)
+            raise BudgetRefused(ask.tenant_id, ask.provider, "over the monthly spend limit")
+        self.reserved.append((ask.tenant_id, ask.provider, ask.estimated_tokens))
+        return Reservation(ask, ("held",))  # something to settle
 
-    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
-        self.settled.append(used_tokens)
+    async def settle(
+        self, reservation: Reservation, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        self.settled.append(prompt_tokens + completion_tokens)
 
 
 async def test_the_budget_is_asked_around_every_attempt(mock: MockLLM) -> None:
     mock.configure(script=["503", "ok"])
     budget = RecordingBudget()
     async with Gateway(load_gateway_config(config({"openai": mock.url})), budget=budget) as gw:
-        result = await gw.chat(model="openai/mock-gpt", messages=MESSAGES, tenant_id="acme")
+        result = await gw.chat(
+            model="openai/mock-gpt", messages=MESSAGES, scope=CallScope(tenant_id="acme")
+        )
     [(tenant, provider, estimate), again] = budget.reserved
     assert (tenant, provider) == ("acme", "openai") and again == budget.reserved[0]
     assert estimate > 1024  # the prompt estimate plus the default max_tokens

@@ -400,6 +400,16 @@ async def test_the_rate_limit_answers_429_and_counts_apart_from_injected_ones(
     assert counted["requests_total"] == 5
 
 
+async def test_a_new_rate_limit_window_starts_empty(mock: MockLLM, http: httpx.AsyncClient) -> None:
+    mock.configure(rate_limit_rpm=2)
+    statuses = [(await http.post("/v1/chat/completions", json=OPENAI_BODY)).status_code]
+    statuses += [(await http.post("/v1/chat/completions", json=OPENAI_BODY)).status_code]
+    statuses += [(await http.post("/v1/chat/completions", json=OPENAI_BODY)).status_code]
+    mock.configure(rate_limit_window=30.0)  # the same limit over another window: a fresh one
+    statuses += [(await http.post("/v1/chat/completions", json=OPENAI_BODY)).status_code]
+    assert statuses == [200, 200, 429, 200]
+
+
 async def test_the_script_is_consumed_in_order_then_requests_succeed(
     mock: MockLLM, http: httpx.AsyncClient
 ) -> None:

@@ -4,31 +4,25 @@ each with its own connection pool) never send the provider more than the budget.
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
 
 import pytest
 
 from conveyor.core.drip import DripRate
 from conveyor.errors import BudgetRefused, LLMError
 from conveyor.gateway import Gateway, load_gateway_config
+from conveyor.gateway.budget import BudgetAsk
 from conveyor.gateway.mock import MockConfig, MockLLM
+from conveyor.gateway.scope import CallScope
 from conveyor.gateway.shared_budget import ProviderRates, SharedBudget
 from conveyor.store.postgres import PostgresStore
-
-LIMIT, WINDOW = 20, 2.0  # the provider's own limit, and the budget set to the same
-MESSAGES = [{"role": "user", "content": "write a slogan for shoes"}]
-
-
-def config(url: str, *, budget: bool, attempts: int = 3) -> dict[str, Any]:
-    provider: dict[str, Any] = {"kind": "openai", "base_url": url, "api_key": "k"}
-    if budget:
-        provider |= {"requests_per_minute": LIMIT, "rate_window": WINDOW}
-    return {
-        "providers": {"openai": provider},
-        "aliases": {"writer": ["openai/mock-gpt"]},
-        "retry": {"max_attempts": attempts, "base": 0.01, "cap": 0.05},
-    }
+from tests.integration.budget_harness import (
+    CALLS,
+    LIMIT,
+    MESSAGES,
+    WINDOW,
+    config,
+    two_gateways_call,
+)
 
 
 async def test_two_gateways_sharing_a_budget_never_exceed_the_providers_limit(
@@ -36,28 +30,13 @@ async def test_two_gateways_sharing_a_budget_never_exceed_the_providers_limit(
 ) -> None:
     stores = [await PostgresStore.open(database_dsn, max_size=4) for _ in range(2)]
     try:
-        async with MockLLM(MockConfig(rate_limit_rpm=LIMIT, rate_limit_window=WINDOW)) as mock:
-            gateways = []
-            for store in stores:
-                loaded = load_gateway_config(config(mock.url, budget=True))
-                gateways.append(Gateway(loaded, budget=SharedBudget.for_config(store, loaded)))
-            began = time.monotonic()
-            calls = [
-                gateways[i % 2].chat(model="writer", messages=MESSAGES, max_tokens=8)
-                for i in range(30)
-            ]
-            results = await asyncio.gather(*calls)
-            elapsed = time.monotonic() - began
-            for gateway in gateways:
-                await gateway.aclose()
-            stats = mock.stats
-        assert len(results) == 30 and all(r.text for r in results)
-        assert stats.limit_429s == 0  # the provider never had to refuse one
-        # 30 calls at 20 per 2 s cannot all go at once: the budget made them wait their turn
-        assert elapsed >= 1.5
+        answered, stats, waited = await two_gateways_call(stores)
     finally:
         for store in stores:
             await store.close()
+    assert answered == CALLS
+    assert stats.limit_429s == 0  # the provider never had to refuse one
+    assert waited >= CALLS - LIMIT  # the budget made the calls past the limit wait their turn
 
 
 async def test_without_the_budget_the_same_load_is_refused_by_the_provider() -> None:
@@ -70,6 +49,9 @@ async def test_without_the_budget_the_same_load_is_refused_by_the_provider() -> 
             )
         assert sum(isinstance(r, LLMError) for r in results) == 10
         assert mock.stats.limit_429s == 10
+
+
+ASK = BudgetAsk(CallScope(tenant_id="t"), "openai", "mock-gpt", 5, 5)
 
 
 async def test_a_call_booked_too_far_ahead_is_refused_and_gives_its_slot_back(
@@ -87,12 +69,12 @@ async def test_a_call_booked_too_far_ahead_is_refused_and_gives_its_slot_back(
         budget = SharedBudget(store, rates, max_wait=0.5, sleep=note_wait)
         assert SharedBudget.for_config(store, loaded) is not None
         for _ in range(12):  # a burst of 10, then 0.225 s and 0.45 s ahead (2.25 s / 10)
-            await budget.reserve("t", "openai", 10)
+            await budget.reserve(ASK)
         assert len(waits) == 2 and 0.15 < waits[0] < 0.3 and 0.35 < waits[1] < 0.5
         with pytest.raises(BudgetRefused, match="booked") as first:
-            await budget.reserve("t", "openai", 10)  # 0.675 s ahead: past max_wait
+            await budget.reserve(ASK)  # 0.675 s ahead: past max_wait
         with pytest.raises(BudgetRefused) as second:
-            await budget.reserve("t", "openai", 10)
+            await budget.reserve(ASK)
         # the refused call gave its slot back, so the next one is booked no further ahead
         assert first.value.retry_after is not None and second.value.retry_after is not None
         assert abs(second.value.retry_after - first.value.retry_after) < 0.1

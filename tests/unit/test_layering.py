@@ -49,6 +49,7 @@ OWNED_PACKAGES: dict[str, str] = {
     "fastapi": "conveyor.api",
     "starlette": "conveyor.api",
     "aiohttp": "conveyor.gateway.mock",
+    "redis": "conveyor.gateway.redis_buckets",
 }
 
 # The pure core may use the standard library and these only.

@@ -10,8 +10,8 @@ EXPECTED = {
     "LLMUnavailable", "MigrationError", "NewTask", "PeriodicTask", "PermanentError",
     "PlanUpdate", "PlanViolation", "PostgresStore", "Priority", "QueueLimits",
     "QuotaExceeded", "ReplayFilter", "Retry", "RetryPolicy", "SchemaNotReady", "Settings",
-    "Snooze", "StartRate", "StoreError", "TaskContext", "TaskNotFound", "TaskOutcome",
-    "TaskState", "TenantAgentUpdate", "UnknownTenant", "Worker", "WorkerOptions",
+    "SpendLimitExceeded", "Snooze", "StartRate", "StoreError", "TaskContext", "TaskNotFound",
+    "TaskOutcome", "TaskState", "TenantAgentUpdate", "UnknownTenant", "Worker", "WorkerOptions",
     "__version__", "load_settings", "open_store",
 }  # fmt: skip
 

@@ -49,7 +49,7 @@ class MockState:
         } | ({"script"} if "script" in changes else set())
         self.config = updated
         self.picker.reconfigure(updated, changed)
-        if "rate_limit_rpm" in changed:
+        if changed & {"rate_limit_rpm", "rate_limit_window"}:
             self.limiter = self._limiter_for(updated)
         return updated
 

@@ -13,7 +13,8 @@ SELECT id, name, weight, plan_id, created_at FROM tenants ORDER BY id;
 
 -- name: list_plans
 SELECT id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
-       monthly_token_budget, weight, start_rate_limit, start_rate_interval
+       monthly_token_budget, weight, start_rate_limit, start_rate_interval,
+       llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit
 FROM plans ORDER BY weight, id;
 
 -- name: update_plan
@@ -24,10 +25,15 @@ SET max_concurrent_per_role = coalesce($2, max_concurrent_per_role),
     weight = coalesce($4, weight),
     start_rate_limit = coalesce($5, start_rate_limit),
     start_rate_interval = coalesce($6, start_rate_interval),
-    allowed_roles = coalesce($7, allowed_roles)
+    allowed_roles = coalesce($7, allowed_roles),
+    monthly_token_budget = coalesce($8, monthly_token_budget),
+    llm_requests_per_minute = coalesce($9, llm_requests_per_minute),
+    llm_tokens_per_minute = coalesce($10, llm_tokens_per_minute),
+    monthly_spend_limit = coalesce($11, monthly_spend_limit)
 WHERE id = $1
 RETURNING id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
-          monthly_token_budget, weight, start_rate_limit, start_rate_interval;
+          monthly_token_budget, weight, start_rate_limit, start_rate_interval,
+          llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit;
 
 -- name: set_tenant_agent
 -- Creates or updates a tenant's override of one role; NULL arguments keep what is there.

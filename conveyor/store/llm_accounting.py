@@ -1,0 +1,188 @@
+"""LLM accounting: call records, the tenant's monthly spend, prices and usage totals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from conveyor.errors import UnknownTenant
+from conveyor.store.connection import Conn
+from conveyor.store.sql import q
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLLMPolicy:
+    """What the gateway enforces for a tenant's calls from one queue (None: no limit)."""
+
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    monthly_token_budget: int | None
+    monthly_spend_limit: Decimal | None
+    model_override: str | None
+
+    @property
+    def limits_spend(self) -> bool:
+        """Whether calls must reserve against a monthly budget."""
+        return self.monthly_token_budget is not None or self.monthly_spend_limit is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SpendReservation:
+    """The answer to a reservation: ``ok``, and the month's usage counting it."""
+
+    ok: bool
+    month: date
+    tokens: int
+    cost: Decimal
+    estimate: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSettle:
+    """A reserved call is over: what it reserved and what it used."""
+
+    tenant_id: str
+    month: date
+    provider: str
+    model: str
+    reserved_tokens: int
+    reserved_cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class LLMUsage:
+    """A tenant's calls to one (provider, model): counts, tokens and cost (USD)."""
+
+    provider: str
+    model: str
+    attempts: int
+    succeeded: int
+    failed: int
+    cached: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    unpriced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LLMPrice:
+    """USD per million tokens of a model (provider '' : on any provider)."""
+
+    model: str
+    provider: str
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    updated_at: datetime
+
+
+async def record_calls(conn: Conn, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert call records (dicts with the ``llm_calls`` columns but cost) in one statement."""
+    if rows:
+        await conn.execute(q("record_llm_calls"), list(rows))  # the jsonb codec encodes it
+
+
+async def tenant_policy(conn: Conn, tenant_id: str, queue: str) -> TenantLLMPolicy:
+    """The tenant's LLM limits for ``queue``; UnknownTenant if there is no such tenant."""
+    row = await conn.fetchrow(q("tenant_llm_policy"), tenant_id, queue)
+    if row is None:
+        raise UnknownTenant([tenant_id])
+    return TenantLLMPolicy(**dict(row))
+
+
+async def reserve_spend(
+    conn: Conn,
+    tenant_id: str,
+    provider: str,
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    policy: TenantLLMPolicy,
+) -> SpendReservation:
+    """Reserve a call's estimate against the tenant's month, if it fits."""
+    row = await conn.fetchrow(
+        q("reserve_llm_spend"),
+        tenant_id,
+        provider,
+        model,
+        prompt_tokens,
+        completion_tokens,
+        policy.monthly_token_budget,
+        policy.monthly_spend_limit,
+    )
+    assert row is not None  # the function always returns one row
+    return SpendReservation(**dict(row))
+
+
+async def settle_spend(conn: Conn, settle: SpendSettle) -> None:
+    """Release a reservation and count what the call used."""
+    await conn.execute(
+        q("settle_llm_spend"),
+        settle.tenant_id,
+        settle.month,
+        settle.provider,
+        settle.model,
+        settle.reserved_tokens,
+        settle.reserved_cost,
+        settle.prompt_tokens,
+        settle.completion_tokens,
+    )
+
+
+async def usage(
+    conn: Conn,
+    tenant_id: str,
+    since: datetime,
+    group_id: str | None = None,
+    task_id: int | None = None,
+) -> list[LLMUsage]:
+    """Totals of a tenant's calls since ``since`` per (provider, model)."""
+    rows = await conn.fetch(q("llm_usage"), tenant_id, since, group_id, task_id)
+    return [LLMUsage(**dict(row)) for row in rows]
+
+
+async def tenant_month(conn: Conn, tenant_id: str, month: date) -> dict[str, Any] | None:
+    """The month's counters of a tenant with limits (tokens, cost, and in-flight reserved)."""
+    row = await conn.fetchrow(q("tenant_llm_month"), tenant_id, month)
+    return None if row is None else dict(row)
+
+
+async def list_prices(conn: Conn) -> list[LLMPrice]:
+    """Every price row."""
+    return [LLMPrice(**dict(row)) for row in await conn.fetch(q("list_llm_prices"))]
+
+
+async def set_price(
+    conn: Conn, model: str, provider: str, input_per_mtok: Decimal, output_per_mtok: Decimal
+) -> LLMPrice:
+    """Add or change the price of a model (provider '' : every provider)."""
+    row = await conn.fetchrow(q("set_llm_price"), model, provider, input_per_mtok, output_per_mtok)
+    assert row is not None
+    return LLMPrice(**dict(row))
+
+
+async def set_tenant_limits(
+    conn: Conn,
+    tenant_id: str,
+    *,
+    monthly_token_budget: int | None,
+    monthly_spend_limit: Decimal | None,
+    clear_tokens: bool = False,
+    clear_spend: bool = False,
+) -> None:
+    """Set (or clear back to the plan's) a tenant's monthly token budget and spend limit."""
+    found = await conn.fetchval(
+        q("set_tenant_llm_limits"),
+        tenant_id,
+        monthly_token_budget,
+        monthly_spend_limit,
+        clear_tokens,
+        clear_spend,
+    )
+    if found is None:
+        raise UnknownTenant([tenant_id])
