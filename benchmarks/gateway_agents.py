@@ -2,9 +2,11 @@
 
 It makes one ``ctx.llm.chat`` call (through the worker's gateway, built from
 ``CONVEYOR_LLM_CONFIG``) and returns what the benchmark adds up: the call's wall time as
-the agent saw it, the attempts the gateway made, and the latency of the attempt that
-answered. A call that gets no reply is returned as such (``ok: false``), not raised, so
-its attempts are counted too and the task is not retried behind the benchmark's back.
+the agent saw it, the attempts the gateway made, the latency of the attempt that
+answered, and the gateway's own time (the wall time less the time inside attempts and the
+waits for budget slots and retries, as ``ChatResult.sent`` and ``waited`` report). A call
+that gets no reply is returned as such (``ok: false``), not raised, so its attempts are
+counted too and the task is not retried behind the benchmark's back.
 """
 
 from __future__ import annotations
@@ -40,4 +42,6 @@ async def chat(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
         "wall": time.perf_counter() - began,
         "attempts": result.attempts,
         "latency": result.latency,
+        # what the gateway itself took: the wall time less its attempts and its waits
+        "own": time.perf_counter() - began - result.sent - result.waited,
     }

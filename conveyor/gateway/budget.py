@@ -64,6 +64,8 @@ class Reservation:
 
     ask: BudgetAsk
     holds: tuple[object, ...] = ()
+    waited: float = 0.0
+    """Seconds ``reserve`` slept for the slot (the drip), as opposed to its round trip."""
 
 
 class Budget(Protocol):
@@ -115,9 +117,11 @@ class CombinedBudget:
     async def reserve(self, ask: BudgetAsk) -> Reservation:
         """Every part's reservation; on a refusal the ones already made are released."""
         taken: list[_Part] = []
+        waited = 0.0
         try:
             for part in self.parts:
                 held = await part.reserve(ask)
+                waited += held.waited
                 if held.holds:  # a part that holds nothing has nothing to settle
                     taken.append(_Part(part, held))
         except BaseException:
@@ -127,7 +131,7 @@ class CombinedBudget:
                 except Exception:
                     log.exception("llm_budget_release_failed", provider=ask.provider)
             raise
-        return Reservation(ask, tuple(taken))
+        return Reservation(ask, tuple(taken), waited)
 
     async def settle(
         self, reservation: Reservation, prompt_tokens: int, completion_tokens: int

@@ -52,6 +52,11 @@ class ChatResult:
     usage_estimated: bool = False
     cached: bool = False
     """True when the reply came from the response cache, not a provider (``cache.py``)."""
+    waited: float = 0.0
+    """Seconds the call waited on purpose: for its budget slots and between retries."""
+    sent: float = 0.0
+    """Seconds inside its attempts, failed ones included. The gateway's own time is the
+    call's wall time less ``sent`` and ``waited`` (set by ``chat``, not by streams)."""
 
     @property
     def total_tokens(self) -> int:

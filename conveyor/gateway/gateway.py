@@ -18,6 +18,7 @@ are the process's.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import random
@@ -35,13 +36,14 @@ from conveyor.gateway.bucket_backend import bucket_store_from_env
 from conveyor.gateway.budget import AdmitAllBudget, Budget, CombinedBudget, estimate_prompt_tokens
 from conveyor.gateway.cache import ResponseCache
 from conveyor.gateway.chat import ChatChunk, ChatResult, Message, checked_messages
+from conveyor.gateway.coalescing import CoalescingBuckets
 from conveyor.gateway.config import GatewayConfig, ProviderConfig, gateway_config_from_env
 from conveyor.gateway.endpoint import Endpoint, Timed
 from conveyor.gateway.policies import TenantPolicies
 from conveyor.gateway.pools import HostPool, HostPools
 from conveyor.gateway.providers import AnthropicMessages, OllamaChat, OpenAIChat, WireFormat
 from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecorder
-from conveyor.gateway.router import Router, failure_kind
+from conveyor.gateway.router import CallClock, Router, failure_kind
 from conveyor.gateway.routing import ModelRoutes, Target
 from conveyor.gateway.scope import NO_SCOPE, CallScope
 from conveyor.gateway.shared_budget import SharedBudget
@@ -145,7 +147,8 @@ class Gateway:
         """
         env = os.environ if environ is None else environ
         buckets = bucket_store_from_env(env, store)
-        budget = CombinedBudget([SpendBudget(store), SharedBudget.for_config(buckets, config)])
+        drip = SharedBudget.for_config(CoalescingBuckets(buckets), config)
+        budget = CombinedBudget([SpendBudget(store), drip])
         log = CallLog(store)
         gateway = cls(
             config,
@@ -192,7 +195,7 @@ class Gateway:
         if cache and self.cache is not None:
             key = self.cache.key(call.requested, call.messages, call.max_tokens, temperature)
         if key is None:
-            return await self._router.first_success(call, self._complete)
+            return await self._answer(call)
         assert self.cache is not None
         hit = await self.cache.get(scope.tenant_id, key)
         if hit is not None:
@@ -200,9 +203,14 @@ class Gateway:
                 call.record(Target(hit.provider, hit.model), 1, CallOutcome.CACHED)
             )
             return hit
-        result = await self._router.first_success(call, self._complete)
+        result = await self._answer(call)
         self._services.later(self.cache.put(scope.tenant_id, key, result))
         return result
+
+    async def _answer(self, call: Call) -> ChatResult:
+        clock = CallClock()
+        result = await self._router.first_success(call, self._complete, clock)
+        return dataclasses.replace(result, sent=clock.sent, waited=clock.waited)
 
     def stream(
         self,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import structlog
@@ -44,6 +46,14 @@ log = structlog.get_logger("conveyor.gateway")
 RunAttempt = Callable[[Attempt], Awaitable[T]]
 
 
+@dataclass(slots=True)
+class CallClock:
+    """Where a call's time went: inside attempts, and in waits it was made to do."""
+
+    sent: float = 0.0
+    waited: float = 0.0
+
+
 def failure_kind(error: LLMAttemptError) -> FailureKind:
     """The kind of an attempt's failure, for retrying and for the breaker."""
     if isinstance(error, LLMStatusError):
@@ -68,13 +78,17 @@ class Router:
         self._rng = rng or random.Random()
         self._sleep = sleep
 
-    async def first_success(self, call: Call, run: RunAttempt[T]) -> T:
+    async def first_success(
+        self, call: Call, run: RunAttempt[T], clock: CallClock | None = None
+    ) -> T:
         """``run(attempt)``'s value for the first attempt that succeeds.
 
         ``run`` settles its attempt on success; a failure it raises as an
         ``LLMAttemptError`` is settled here. Anything else (a cancellation) settles the
-        attempt as abandoned and propagates.
+        attempt as abandoned and propagates. ``clock``, if given, adds up the time spent in
+        attempts and in deliberate waits.
         """
+        clock = clock or CallClock()
         failures: list[TargetFailure] = []
         ordinal = 0
         last: LLMError | None = None
@@ -96,6 +110,7 @@ class Router:
                     break
                 try:
                     reservation = await self.services.budget.reserve(call.ask(target))
+                    clock.waited += reservation.waited
                 except BaseException as exc:
                     breakers.record(target.provider, target.model, ticket, BreakerOutcome.IGNORED)
                     if isinstance(exc, BudgetRefused):
@@ -108,9 +123,13 @@ class Router:
                 number += 1
                 ordinal += 1
                 attempt = Attempt(self.services, call, target, number, ordinal, ticket, reservation)
+                started = time.perf_counter()
                 try:
-                    return await run(attempt)
+                    value = await run(attempt)
+                    clock.sent += time.perf_counter() - started
+                    return value
                 except LLMAttemptError as exc:
+                    clock.sent += time.perf_counter() - started
                     kind = failure_kind(exc)
                     await attempt.settle(
                         CallOutcome.of(kind),
@@ -143,7 +162,9 @@ class Router:
                             note=f"the next retry would start in {decision.delay:.1f} s, "
                             f"after the task's deadline ({max(remaining, 0.0):.1f} s left)",
                         ) from exc
+                    began = time.perf_counter()
                     await self._sleep(decision.delay)
+                    clock.waited += time.perf_counter() - began
                 except BaseException:
                     await attempt.settle(CallOutcome.ABANDONED)
                     raise

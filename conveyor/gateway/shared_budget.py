@@ -14,6 +14,7 @@ process memory. A slot further ahead than the task has time left is refused at o
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -132,10 +133,13 @@ class SharedBudget:
                 f"ahead, longer than the {max(limit, 0.0):.1f} s {who}",
                 retry_after=wait,
             )
+        slept = 0.0
         if wait > 0:
+            began = time.monotonic()
             await self._sleep(wait)
+            slept = time.monotonic() - began
         tokens = tuple((draw, rate) for draw, rate in planned if draw.kind == "tokens")
-        return Reservation(ask, (_Hold(tokens),))
+        return Reservation(ask, (_Hold(tokens),), slept)
 
     async def settle(
         self, reservation: Reservation, prompt_tokens: int, completion_tokens: int

@@ -26,3 +26,10 @@ def hog(ctx: TaskContext, payload: dict[str, Any]) -> int:
     """Leaks about 1 GB in 16 MB pieces: only its child process may die of it."""
     chunks = [bytearray(16 * 1024 * 1024) for _ in range(64)]
     return len(chunks)
+
+
+@app.agent("chat", timeout=60, retry=RetryPolicy(max_attempts=1))
+async def chat(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """One call through the worker's gateway (``CONVEYOR_LLM_CONFIG``)."""
+    reply = await ctx.llm.chat(model="writer", messages=[{"role": "user", "content": "hi"}])
+    return {"tokens": reply.total_tokens, "attempts": reply.attempts}

@@ -29,12 +29,14 @@ FAST_LEASES = {
 class WorkerProcess:
     """``conveyor worker`` in a child process, its output in a log file."""
 
-    def __init__(self, dsn: str, log_path: Path, *extra: str) -> None:
+    def __init__(
+        self, dsn: str, log_path: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.log_path = log_path
         with log_path.open("w") as log:
             self.process = subprocess.Popen(
                 [*CLI, "worker", "--app", "tests.e2e.agents:app", "--log-level", "WARNING", *extra],
-                env=process_env(dsn, **FAST_LEASES),
+                env=process_env(dsn, **FAST_LEASES, **(env or {})),
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
