@@ -143,7 +143,7 @@ class App:
                 raise ConfigurationError(f"agent {name!r} is registered twice")
             spec = AgentSpec(
                 name, handler, concurrency, timeout, policy, isolation, memory, cpu,
-                payload_model=_payload_model(handler), stall_timeout=stall_timeout,
+                payload_model=payload_model(handler), stall_timeout=stall_timeout,
                 llm_cache=llm_cache,
             )  # fmt: skip
             if isolation is not None:
@@ -225,7 +225,7 @@ def _check_importable(spec: AgentSpec) -> None:
         )
 
 
-def _payload_model(handler: Handler) -> type[BaseModel] | None:
+def payload_model(handler: Handler) -> type[BaseModel] | None:
     """The pydantic model annotating the handler's payload parameter, if there is one."""
     try:
         hints = typing.get_type_hints(handler)

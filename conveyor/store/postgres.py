@@ -154,7 +154,10 @@ class PostgresStore:
 
     async def reap_expired(self, limit: int = 1000) -> ReapResult | None:
         """Requeue expired leases (one reaper at a time); None if another reaper ran."""
-        return await self._run(lambda c: leases.reap_expired(c, limit))
+        # a lease out of attempts finishes as dead: into this month's history partition
+        return await self._with_partitions(
+            lambda: self._run(lambda c: leases.reap_expired(c, limit))
+        )
 
     async def promote_due(self, limit: int = 10_000) -> int:
         """Make due scheduled tasks ready; how many."""
@@ -226,7 +229,9 @@ class PostgresStore:
         self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
     ) -> TaskState:
         """Cancel a task; CANCELLED if done now, RUNNING if its worker was asked to stop."""
-        return await self._run(lambda c: finish.cancel(c, task_id, tenant_id, reason))
+        return await self._with_partitions(
+            lambda: self._run(lambda c: finish.cancel(c, task_id, tenant_id, reason))
+        )
 
     async def get_task(self, task_id: int, *, tenant_id: str | None = None) -> TaskRecord:
         """A task by id, active or finished; TaskNotFound if absent or another tenant's."""

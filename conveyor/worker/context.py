@@ -82,6 +82,7 @@ class TaskContext:
         self.deadline = None if timeout is None else self.last_progress + timeout
         """``time.monotonic()`` by which the task times out; None without a timeout."""
         self._llm_cache = llm_cache
+        self._once_locks: dict[str, asyncio.Lock] | None = None
 
     @property
     def log(self) -> Any:
@@ -199,6 +200,15 @@ class TaskContext:
         return result.task_id
 
     async def _once(self, key: str, fn: Callable[..., Any], args: Any) -> Any:
+        # The ledger's owner is the lease, so two calls of one run with the same key would
+        # both own it: within a run, the second waits for the first and gets its result.
+        if self._once_locks is None:
+            self._once_locks = {}
+        lock = self._once_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            return await self._once_owned(key, fn, args)
+
+    async def _once_owned(self, key: str, fn: Callable[..., Any], args: Any) -> Any:
         store = self._require_store("once")
         owner = EffectOwner(self.task.tenant_id, key, self.task.id, self._lease_token)
         wait = 0.05

@@ -7,7 +7,10 @@ writes can corrupt the reply.
 
 Inside the child the handler gets an :class:`IsolatedContext`: ``ctx.task``, ``ctx.log``
 and ``ctx.heartbeat()`` work as in the worker; ``ctx.once``, ``ctx.step`` and
-``ctx.spawn`` need the worker's database connection and are not available.
+``ctx.spawn`` need the worker's database connection and are not available. A handler whose
+payload parameter is a pydantic model gets the payload as that model (validated in the worker
+first, so a payload that does not fit fails before a child starts), and a model it returns is
+stored as its JSON, as in the worker.
 """
 
 from __future__ import annotations
@@ -27,10 +30,13 @@ import traceback
 from typing import IO, Any, NoReturn
 
 import structlog
+from pydantic import BaseModel
 
+from conveyor.app import payload_model
 from conveyor.errors import Cancel, PermanentError, Retry, Snooze
 from conveyor.observability.logging import configure_logging
 from conveyor.worker.context import TaskInfo
+from conveyor.worker.outcomes import validated_payload
 
 _PR_SET_PDEATHSIG = 1
 _RESERVE_BYTES = 1 << 20
@@ -139,10 +145,16 @@ def _serve(request: dict[str, Any]) -> str | None:
     try:
         handler = _resolve(request["handler"])
         ctx = IsolatedContext(TaskInfo(**request["task"]))
+        payload = request["payload"]
+        model = payload_model(handler)  # typed handlers get their model, as in the worker
+        if model is not None:
+            payload = validated_payload(model, payload)
         if inspect.iscoroutinefunction(handler):
-            result = asyncio.run(handler(ctx, request["payload"]))
+            result = asyncio.run(handler(ctx, payload))
         else:
-            result = handler(ctx, request["payload"])
+            result = handler(ctx, payload)
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
     except MemoryError:
         return None
     except BaseException as exc:  # a handler's SystemExit is its error too

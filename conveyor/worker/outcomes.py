@@ -59,16 +59,20 @@ def parse_payload(agent: AgentSpec, task: ClaimedTask) -> Any:
     """
     if agent.payload_model is None:
         return task.payload
+    return validated_payload(agent.payload_model, task.payload)
+
+
+def validated_payload(model: type[BaseModel], payload: Any) -> BaseModel:
+    """``payload`` as ``model``, or PermanentError naming each wrong field (also used by an
+    isolated child, which validates in its own process)."""
     try:
-        return agent.payload_model.model_validate(task.payload)
+        return model.model_validate(payload)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'payload'}: {error['msg']}"
             for error in exc.errors()
         )
-        raise PermanentError(
-            f"payload does not match {agent.payload_model.__name__}: {problems}"
-        ) from None
+        raise PermanentError(f"payload does not match {model.__name__}: {problems}") from None
 
 
 def success(task: ClaimedTask, result: Any) -> Outcome:

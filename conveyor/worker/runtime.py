@@ -352,6 +352,7 @@ class Worker:
         """Run the handler where it belongs: a child process, the loop, or a thread."""
         task, agent = entry.claimed, entry.agent
         if agent.isolation == "process":
+            parse_payload(agent, task)  # a payload that does not fit fails before a child starts
             return await run_isolated(agent, entry.context.task, task.payload)
         if self._is_async[task.queue]:
             return await agent.handler(entry.context, parse_payload(agent, task))

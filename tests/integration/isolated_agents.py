@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from conveyor import PermanentError, TaskContext
 
 MEGABYTE = 1024 * 1024
@@ -47,3 +49,23 @@ async def sleep_forever(ctx: TaskContext, payload: dict[str, Any]) -> None:
     """Record this process's pid in ``payload["pid_file"]``, then sleep."""
     Path(payload["pid_file"]).write_text(str(os.getpid()))
     await asyncio.sleep(3600)
+
+
+class Brief(BaseModel):
+    """A typed payload."""
+
+    topic: str
+    words: int
+
+
+class Draft(BaseModel):
+    """A typed result."""
+
+    text: str
+    pid: int
+
+
+def write_typed(ctx: TaskContext, payload: Brief) -> Draft:
+    """Receives its payload as a Brief and returns a Draft, in a child process."""
+    assert isinstance(payload, Brief)
+    return Draft(text=f"{payload.words} words on {payload.topic}", pid=os.getpid())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
@@ -61,6 +62,28 @@ async def test_once_runs_an_effect_once_per_key_across_tasks(store: PostgresStor
         b = await settle(store, second.task_id)
     assert sent == ["ada"]
     assert a.result == b.result == {"message_id": "m-1"}
+
+
+async def test_two_calls_of_one_run_with_the_same_key_run_the_effect_once(
+    store: PostgresStore,
+) -> None:
+    charged: list[int] = []
+
+    async def charge() -> dict[str, int]:
+        charged.append(1)
+        await asyncio.sleep(0.05)  # the second call arrives while the first one runs
+        return {"charge": len(charged)}
+
+    async def agent(ctx: TaskContext, payload: dict[str, Any]) -> list[dict[str, int]]:
+        return list(await asyncio.gather(ctx.once("charge", charge), ctx.once("charge", charge)))
+
+    app = App("once-twice")
+    app.agent("work", retry=FAST)(agent)
+    task = await store.enqueue(NewTask("work"))
+    async with running(app, store):
+        done = await settle(store, task.task_id)
+    assert charged == [1]
+    assert done.result == [{"charge": 1}, {"charge": 1}]
 
 
 async def test_spawned_children_are_linked_and_not_duplicated_on_retry(

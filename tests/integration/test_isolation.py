@@ -45,6 +45,20 @@ async def test_isolated_task_returns_its_result_from_another_process(
     assert record.result["pid"] != os.getpid()
 
 
+async def test_a_typed_isolated_handler_gets_its_model_and_bad_payloads_fail_early(
+    store: PostgresStore,
+) -> None:
+    good = await store.enqueue(NewTask("iso", {"topic": "shoes", "words": 50}))
+    bad = await store.enqueue(NewTask("iso", {"topic": "shoes", "words": "many"}, max_attempts=3))
+    async with running(isolated_app(isolated_agents.write_typed), store):
+        done = await settle(store, good.task_id)
+        refused = await settle(store, bad.task_id)
+    assert done.state is TaskState.SUCCEEDED
+    assert done.result["text"] == "50 words on shoes" and done.result["pid"] != os.getpid()
+    assert refused.state is TaskState.DEAD and refused.attempts == 1
+    assert "payload does not match Brief: words" in refused.last_error["message"]
+
+
 async def test_memory_hog_is_killed_and_the_worker_keeps_serving(store: PostgresStore) -> None:
     async def normal(ctx: TaskContext, payload: dict[str, Any]) -> str:
         return "fine"

@@ -151,3 +151,19 @@ async def test_workers_finishing_at_once_into_a_missing_month(wide_store: Postgr
         assert refused == [set()] * 12
         assert await fetchval(wide_store, f"SELECT count(*) FROM task_history_p{month}") == 12
         assert {(await wide_store.get_task(i)).state for i in ids} == {TaskState.SUCCEEDED}
+
+
+async def test_cancel_and_the_reaper_recreate_a_missing_month(store: PostgresStore) -> None:
+    """Month rollover without maintenance: a cancel or a reaped dead task still lands."""
+    month = await fetchval(store, "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY_MM')")
+    [waiting] = await enqueue_many(store, 1, queue="c")
+    [dying] = await enqueue_many(store, 1, queue="r", max_attempts=1)
+    await claim(store, "r", lease_seconds=0.05)
+    await asyncio.sleep(0.1)
+    await execute(store, f"DROP TABLE task_history_p{month}")
+    assert await store.cancel(waiting) is TaskState.CANCELLED
+    await execute(store, f"DROP TABLE task_history_p{month}")  # and again, for the reaper
+    reaped = await store.reap_expired()
+    assert reaped is not None
+    assert (await store.get_task(dying)).state is TaskState.DEAD
+    assert await fetchval(store, f"SELECT count(*) FROM task_history_p{month}") == 1
