@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -17,6 +18,8 @@ from conveyor.cli_support import with_store as _with_store
 from conveyor.core.partitions import Month
 from conveyor.store.llm_accounting import TenantLLMPolicy
 from conveyor.store.postgres import PostgresStore
+
+N = TypeVar("N", int, Decimal)
 
 llm_cli = typer.Typer(help="LLM usage, prices and tenants' LLM limits.", no_args_is_help=True)
 
@@ -127,7 +130,7 @@ def llm_price(
     )
 
 
-def _limit(text: str | None, flag: str, kind: type[int] | type[Decimal]) -> tuple[object, bool]:
+def _limit(text: str | None, flag: str, kind: Callable[[str], N]) -> tuple[N | None, bool]:
     """(value, clear) of a limit flag: a number, or 'plan' to fall back to the plan's."""
     if text is None:
         return None, False
@@ -165,8 +168,8 @@ def llm_limits(
         if tokens is not None or spend is not None:
             await store.set_tenant_llm_limits(
                 tenant_id,
-                monthly_token_budget=token_value if isinstance(token_value, int) else None,
-                monthly_spend_limit=spend_value if isinstance(spend_value, Decimal) else None,
+                monthly_token_budget=token_value,
+                monthly_spend_limit=spend_value,
                 clear_tokens=clear_tokens,
                 clear_spend=clear_spend,
             )

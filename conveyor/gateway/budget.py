@@ -159,8 +159,3 @@ def estimate_prompt_tokens(messages: Sequence[Message]) -> int:
         math.ceil(len(str(m.get("content", ""))) / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE
         for m in messages
     )
-
-
-def estimate_tokens(messages: Sequence[Message], max_tokens: int) -> int:
-    """What to reserve for a call: the prompt estimate plus the most it may generate."""
-    return estimate_prompt_tokens(messages) + max_tokens

@@ -55,12 +55,6 @@ class CoalescingBuckets:
         """Give time back (not coalesced: refunds run off the calls' path)."""
         await self.inner.refund_llm_budget(draws)
 
-    async def aclose(self) -> None:
-        """Close the store underneath, if it has connections of its own (Redis)."""
-        closer = getattr(self.inner, "aclose", None)
-        if closer is not None:
-            await closer()
-
     async def _send(self) -> None:
         try:
             # Let the calls that became ready in this turn of the loop join the first batch.

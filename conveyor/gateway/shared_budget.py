@@ -45,6 +45,14 @@ class ProviderRates:
     requests: DripRate | None
     tokens: DripRate | None
 
+    @classmethod
+    def of(cls, requests: int | None, tokens: int | None, window: float) -> ProviderRates:
+        """The rates of ``requests`` and ``tokens`` per ``window`` (None or 0: no limit)."""
+        return cls(
+            DripRate(requests, window) if requests else None,
+            DripRate(tokens, window) if tokens else None,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class _Hold:
@@ -73,10 +81,7 @@ class SharedBudget:
     def for_config(cls, store: BucketStore, config: GatewayConfig) -> SharedBudget:
         """The budget of the configuration's provider limits (and of tenants' plans)."""
         rates = {
-            name: ProviderRates(
-                DripRate(p.requests_per_minute, p.rate_window) if p.requests_per_minute else None,
-                DripRate(p.tokens_per_minute, p.rate_window) if p.tokens_per_minute else None,
-            )
+            name: ProviderRates.of(p.requests_per_minute, p.tokens_per_minute, p.rate_window)
             for name, p in config.providers.items()
             if p.requests_per_minute or p.tokens_per_minute
         }
@@ -90,12 +95,8 @@ class SharedBudget:
             buckets.append(("", provider_rates))
         policy = ask.policy
         if ask.tenant_id and policy is not None:
-            window = self._tenant_window
-            tenant_rates = ProviderRates(
-                DripRate(policy.requests_per_minute, window)
-                if policy.requests_per_minute
-                else None,
-                DripRate(policy.tokens_per_minute, window) if policy.tokens_per_minute else None,
+            tenant_rates = ProviderRates.of(
+                policy.requests_per_minute, policy.tokens_per_minute, self._tenant_window
             )
             if tenant_rates.requests or tenant_rates.tokens:
                 buckets.append((ask.tenant_id, tenant_rates))
@@ -139,7 +140,8 @@ class SharedBudget:
             await self._sleep(wait)
             slept = time.monotonic() - began
         tokens = tuple((draw, rate) for draw, rate in planned if draw.kind == "tokens")
-        return Reservation(ask, (_Hold(tokens),), slept)
+        # Only token draws have anything to give back: without them there is no settle.
+        return Reservation(ask, (_Hold(tokens),) if tokens else (), slept)
 
     async def settle(
         self, reservation: Reservation, prompt_tokens: int, completion_tokens: int

@@ -14,7 +14,6 @@ conservative side of the error.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -91,19 +90,18 @@ class SpendBudget:
 
 
 def _why(ask: BudgetAsk, got: SpendReservation, policy: TenantLLMPolicy) -> str:
-    parts: Sequence[str] = []
+    parts: list[str] = []
     month = got.month.strftime("%Y-%m")
     if policy.monthly_token_budget is not None:
-        parts = [
+        parts.append(
             f"{got.tokens:,} of its {policy.monthly_token_budget:,} monthly tokens used or "
             f"reserved in {month}, and this call may need {ask.estimated_tokens:,}"
-        ]
+        )
     if policy.monthly_spend_limit is not None:
-        parts = [
-            *parts,
+        parts.append(
             f"${got.cost:.4f} of its ${policy.monthly_spend_limit:.2f} monthly spend limit used "
-            f"or reserved, and this call may cost ${got.estimate:.4f}",
-        ]
+            f"or reserved, and this call may cost ${got.estimate:.4f}"
+        )
     return (
         "; ".join(parts) + ". Raise the limit (conveyor llm limits TENANT, or the plan's) "
         "or wait for next month"
