@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_MARGIN = 0.25
+"""Seconds of lateness between a slot and its request that never crowd a window."""
+
 
 @dataclass(frozen=True, slots=True)
 class DripRate:
@@ -23,7 +26,7 @@ class DripRate:
 
     limit: float
     window: float = 60.0
-    margin: float = 0.25
+    margin: float = DEFAULT_MARGIN
 
     def __post_init__(self) -> None:
         if not self.limit > 0 or not self.window > 0 or self.margin < 0:

@@ -7,11 +7,24 @@ PostgreSQL needs nothing more to run. Either way every worker shares the same bu
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
-from conveyor.gateway.shared_budget import BucketStore
+from conveyor.store.params import BucketDraw
 
 REDIS_URL_ENV = "REDIS_URL"
+
+
+class BucketStore(Protocol):
+    """Where the drip buckets' clocks are kept: PostgresStore, RedisBuckets, or a wrapper."""
+
+    async def reserve_llm_budget(self, draws: Sequence[BucketDraw]) -> list[float]:
+        """Add each draw's seconds to its bucket; how far each clock now runs ahead."""
+        ...
+
+    async def refund_llm_budget(self, draws: Sequence[BucketDraw]) -> None:
+        """Take each draw's seconds back off its bucket."""
+        ...
 
 
 def bucket_store_from_env(environ: Mapping[str, str] | None, postgres: BucketStore) -> BucketStore:

@@ -133,6 +133,13 @@ class CombinedBudget:
             raise
         return Reservation(ask, tuple(taken), waited)
 
+    async def aclose(self) -> None:
+        """Close every part that has something to close (leased slots to give back)."""
+        for part in self.parts:
+            close = getattr(part, "aclose", None)
+            if close is not None:
+                await close()
+
     async def settle(
         self, reservation: Reservation, prompt_tokens: int, completion_tokens: int
     ) -> None:

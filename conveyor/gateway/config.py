@@ -145,6 +145,14 @@ class ProviderConfig(_Strict):
         gt=0,
         description="Seconds the two budgets count over (60: per minute).",
     )
+    budget_lease: float = Field(
+        default=0.25,
+        ge=0,
+        le=5,
+        description="Seconds a slot of the shared budget, booked ahead of demand so a call "
+        "takes it without a round trip, may be used late (the budget's margin grows by as "
+        "much); 0: every call books its own slot.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:

@@ -239,6 +239,12 @@ class Gateway:
     async def aclose(self) -> None:
         """Settle what is pending, write the call log, close every connection."""
         await self._services.drain()
+        budget_close = getattr(self.budget, "aclose", None)
+        if budget_close is not None:  # leased slots go back before their buckets close
+            try:
+                await budget_close()
+            except Exception:
+                log.exception("llm_budget_close_failed")
         for close in self._closers:
             try:
                 await close()

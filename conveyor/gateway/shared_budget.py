@@ -17,25 +17,18 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
-from conveyor.core.drip import DripRate
+from conveyor.core.drip import DEFAULT_MARGIN, DripRate
 from conveyor.errors import BudgetRefused
+from conveyor.gateway.bucket_backend import BucketStore
 from conveyor.gateway.budget import BudgetAsk, Reservation
 from conveyor.gateway.config import GatewayConfig
+from conveyor.gateway.slot_leases import SlotLeases
 from conveyor.store.params import BucketDraw
 
 DEFAULT_MAX_WAIT = 300.0
 """A call that would wait longer than this for its slot is refused instead (a task's
 remaining time bounds it further)."""
-
-
-class BucketStore(Protocol):
-    """What the budget needs of the store (PostgresStore has it)."""
-
-    async def reserve_llm_budget(self, draws: Sequence[BucketDraw]) -> list[float]: ...
-
-    async def refund_llm_budget(self, draws: Sequence[BucketDraw]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,11 +39,17 @@ class ProviderRates:
     tokens: DripRate | None
 
     @classmethod
-    def of(cls, requests: int | None, tokens: int | None, window: float) -> ProviderRates:
+    def of(
+        cls,
+        requests: int | None,
+        tokens: int | None,
+        window: float,
+        margin: float = DEFAULT_MARGIN,
+    ) -> ProviderRates:
         """The rates of ``requests`` and ``tokens`` per ``window`` (None or 0: no limit)."""
         return cls(
-            DripRate(requests, window) if requests else None,
-            DripRate(tokens, window) if tokens else None,
+            DripRate(requests, window, margin) if requests else None,
+            DripRate(tokens, window, margin) if tokens else None,
         )
 
 
@@ -70,8 +69,10 @@ class SharedBudget:
         max_wait: float = DEFAULT_MAX_WAIT,
         tenant_window: float = 60.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        leases: SlotLeases | None = None,
     ) -> None:
         self._store = store
+        self.leases = leases
         self._rates = rates
         self._max_wait = max_wait
         self._tenant_window = tenant_window
@@ -79,13 +80,27 @@ class SharedBudget:
 
     @classmethod
     def for_config(cls, store: BucketStore, config: GatewayConfig) -> SharedBudget:
-        """The budget of the configuration's provider limits (and of tenants' plans)."""
-        rates = {
-            name: ProviderRates.of(p.requests_per_minute, p.tokens_per_minute, p.rate_window)
+        """The budget of the configuration's provider limits (and of tenants' plans).
+
+        A provider with ``budget_lease`` > 0 has its slots leased ahead of demand
+        (``slot_leases.py``), its rates' margin widened by that lateness.
+        """
+        limited = {
+            name: p
             for name, p in config.providers.items()
             if p.requests_per_minute or p.tokens_per_minute
         }
-        return cls(store, rates)
+        rates = {
+            name: ProviderRates.of(
+                p.requests_per_minute,
+                p.tokens_per_minute,
+                p.rate_window,
+                DEFAULT_MARGIN + p.budget_lease,
+            )
+            for name, p in limited.items()
+        }
+        lateness = {name: p.budget_lease for name, p in limited.items() if p.budget_lease > 0}
+        return cls(store, rates, leases=SlotLeases(store, lateness) if lateness else None)
 
     def _plan(self, ask: BudgetAsk) -> list[tuple[BucketDraw, DripRate]]:
         planned: list[tuple[BucketDraw, DripRate]] = []
@@ -116,7 +131,9 @@ class SharedBudget:
         if not planned:
             return Reservation(ask)
         draws = tuple(d for d, _ in planned)
-        ahead = await self._store.reserve_llm_budget(draws)
+        ahead = self.leases.take(planned) if self.leases is not None else None
+        if ahead is None:
+            ahead = await self._store.reserve_llm_budget(draws)
         wait = max(rate.wait(a) for (_, rate), a in zip(planned, ahead, strict=True))
         remaining = ask.scope.remaining()
         if wait > self._max_wait or (remaining is not None and wait > remaining):
@@ -162,6 +179,11 @@ class SharedBudget:
                 )
         if refunds:
             await self._store.refund_llm_budget(refunds)
+
+    async def aclose(self) -> None:
+        """Give back the slots leased ahead (a gateway closing calls this)."""
+        if self.leases is not None:
+            await self.leases.aclose()
 
     @staticmethod
     def _describe(planned: Sequence[tuple[BucketDraw, DripRate]]) -> str:

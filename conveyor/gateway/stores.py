@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from conveyor.gateway.accounting import CallStore
+from conveyor.gateway.bucket_backend import BucketStore
 from conveyor.gateway.cache import CacheStore
 from conveyor.gateway.policies import PolicyStore
-from conveyor.gateway.shared_budget import BucketStore
 from conveyor.gateway.spend_budget import SpendStore
 
 

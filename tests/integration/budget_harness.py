@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from conveyor.core.drip import DripRate
+from conveyor.core.drip import DEFAULT_MARGIN, DripRate
 from conveyor.gateway import Gateway, load_gateway_config
 from conveyor.gateway.mock import MockConfig, MockLLM, MockStats
 from conveyor.gateway.shared_budget import BucketStore, ProviderRates, SharedBudget
+from conveyor.gateway.slot_leases import SlotLeases
 
 LIMIT, WINDOW = 20, 2.0  # the provider's own limit, and the budget set to the same
 MESSAGES = [{"role": "user", "content": "write a slogan for shoes"}]
@@ -28,9 +29,20 @@ def config(url: str, *, budget: bool, attempts: int = 3) -> dict[str, Any]:
     }
 
 
-async def two_gateways_call(backends: Sequence[BucketStore]) -> tuple[int, MockStats, int]:
-    """``CALLS`` calls spread over one gateway per backend: (answered, the mock's stats,
-    how many calls the budget made wait)."""
+class Seen(NamedTuple):
+    answered: int
+    stats: MockStats
+    waited: int
+    """Calls the budget made wait."""
+    leased: int
+    """Calls whose slot came from a lease (no round trip)."""
+
+
+async def two_gateways_call(
+    backends: Sequence[BucketStore], *, lateness: float = 0.0, spacing: float = 0.0
+) -> Seen:
+    """``CALLS`` calls spread over one gateway per backend, one every ``spacing`` seconds
+    (0: all at once); with ``lateness`` > 0 each gateway leases slots ahead of demand."""
     waited = 0
 
     async def note_wait(seconds: float) -> None:
@@ -42,13 +54,24 @@ async def two_gateways_call(backends: Sequence[BucketStore]) -> tuple[int, MockS
         gateways = []
         for backend in backends:
             loaded = load_gateway_config(config(mock.url, budget=True))
-            rates = {"openai": ProviderRates(DripRate(LIMIT, WINDOW), None)}
-            gateways.append(Gateway(loaded, budget=SharedBudget(backend, rates, sleep=note_wait)))
-        calls = [
-            gateways[i % len(gateways)].chat(model="writer", messages=MESSAGES, max_tokens=8)
-            for i in range(CALLS)
-        ]
-        results = await asyncio.gather(*calls)
+            rate = DripRate(LIMIT, WINDOW, DEFAULT_MARGIN + lateness)
+            leases = SlotLeases(backend, {"openai": lateness}) if lateness else None
+            budget = SharedBudget(
+                backend, {"openai": ProviderRates(rate, None)}, sleep=note_wait, leases=leases
+            )
+            gateways.append(Gateway(loaded, budget=budget))
+
+        async def call(i: int) -> bool:
+            await asyncio.sleep(i * spacing)
+            gateway = gateways[i % len(gateways)]
+            result = await gateway.chat(model="writer", messages=MESSAGES, max_tokens=8)
+            return bool(result.text)
+
+        results = await asyncio.gather(*(call(i) for i in range(CALLS)))
+        leased = 0
         for gateway in gateways:
+            assert isinstance(gateway.budget, SharedBudget)
+            if gateway.budget.leases is not None:
+                leased += gateway.budget.leases.served
             await gateway.aclose()
-        return sum(bool(r.text) for r in results), mock.stats, waited
+        return Seen(sum(results), mock.stats, waited, leased)

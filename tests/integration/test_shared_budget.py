@@ -33,7 +33,7 @@ async def test_two_gateways_sharing_a_budget_never_exceed_the_providers_limit(
 ) -> None:
     stores = [await PostgresStore.open(database_dsn, max_size=4) for _ in range(2)]
     try:
-        answered, stats, waited = await two_gateways_call(stores)
+        answered, stats, waited, _ = await two_gateways_call(stores)
     finally:
         for store in stores:
             await store.close()

@@ -1,0 +1,94 @@
+"""Slots leased ahead of demand: calls that come in waves take them without a round trip,
+the limit still holds across two gateways, and what a lease did not use goes back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from conveyor.core.drip import DEFAULT_MARGIN
+from conveyor.gateway import load_gateway_config
+from conveyor.gateway.budget import BudgetAsk
+from conveyor.gateway.coalescing import CoalescingBuckets
+from conveyor.gateway.scope import CallScope
+from conveyor.gateway.shared_budget import SharedBudget
+from conveyor.store.postgres import PostgresStore
+from tests.integration.budget_harness import CALLS, LIMIT, two_gateways_call
+from tests.integration.helpers import fetchval
+
+PROVIDER_ASK = BudgetAsk(CallScope(tenant_id="default"), "openai", "mock-gpt", 5, 5)
+WAVES, WAVE = 6, 10
+
+
+def leased_config(requests_per_minute: int, lateness: float) -> dict[str, object]:
+    provider = {
+        "kind": "openai",
+        "base_url": "http://127.0.0.1:9",
+        "api_key": "k",
+        "requests_per_minute": requests_per_minute,
+        "budget_lease": lateness,
+    }
+    return {"providers": {"openai": provider}, "aliases": {"writer": ["openai/mock-gpt"]}}
+
+
+async def bucket_clock(store: PostgresStore) -> float:
+    ahead = await fetchval(
+        store,
+        "SELECT extract(epoch FROM tat)::float8 FROM llm_buckets "
+        "WHERE tenant_id = '' AND provider = 'openai' AND kind = 'requests'",
+    )
+    return float(ahead)
+
+
+async def test_calls_in_waves_take_leased_slots_without_a_round_trip(
+    store: PostgresStore,
+) -> None:
+    budget = SharedBudget.for_config(
+        CoalescingBuckets(store), load_gateway_config(leased_config(6_000, 0.25))
+    )
+    assert budget.leases is not None
+    waited = []
+    for _ in range(WAVES):
+        held = await asyncio.gather(*(budget.reserve(PROVIDER_ASK) for _ in range(WAVE)))
+        waited += [r.waited for r in held]
+        await asyncio.sleep(0.05)  # the lease is booked between the waves
+    served = budget.leases.served
+    # The first wave books the first block; every later one finds it there.
+    assert served >= (WAVES - 1) * WAVE - WAVE // 2, served
+    assert budget.leases.renewals >= 1
+    assert all(w == 0 for w in waited)  # 60 calls fit the burst of 100: none waits
+    held = budget.leases.held()[("openai", "requests")]
+    assert held > 0.03  # at least three slots (10 ms each) booked ahead, unused
+    before = await bucket_clock(store)
+    await budget.aclose()
+    after = await bucket_clock(store)
+    # The lease's unused future went back to the bucket: its clock moved back by as much.
+    assert held * 0.8 < before - after < held + 0.01, (before - after, held)
+    assert budget.leases.take([]) is None
+
+
+async def test_a_lease_of_zero_seconds_turns_leasing_off(store: PostgresStore) -> None:
+    budget = SharedBudget.for_config(store, load_gateway_config(leased_config(600, 0)))
+    assert budget.leases is None
+    rates = budget._rates["openai"].requests
+    assert rates is not None and rates.margin == DEFAULT_MARGIN
+
+
+async def test_a_leased_budget_widens_its_margin_by_the_lateness(store: PostgresStore) -> None:
+    budget = SharedBudget.for_config(store, load_gateway_config(leased_config(600, 0.3)))
+    rates = budget._rates["openai"].requests
+    assert rates is not None and abs(rates.margin - (DEFAULT_MARGIN + 0.3)) < 1e-9
+
+
+async def test_two_leasing_gateways_sharing_a_budget_never_exceed_the_providers_limit(
+    database_dsn: str,
+) -> None:
+    stores = [await PostgresStore.open(database_dsn, max_size=4) for _ in range(2)]
+    try:
+        seen = await two_gateways_call(stores, lateness=0.25, spacing=0.03)
+    finally:
+        for store in stores:
+            await store.close()
+    assert seen.answered == CALLS
+    assert seen.stats.limit_429s == 0  # leased or not, the provider never had to refuse one
+    assert seen.waited >= CALLS - LIMIT
+    assert seen.leased > 0  # some calls took leased slots
