@@ -100,9 +100,21 @@ class PostgresStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
-        """A pooled connection inside a transaction, for enqueueing with other writes."""
-        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
-            yield conn
+        """A pooled connection inside a transaction, for enqueueing with other writes.
+
+        The caller's code may change the session (``SET``, a session advisory lock), so
+        the connection gets asyncpg's full reset before it goes back to the pool (the pool
+        itself skips it: ``connection.keep_session``).
+        """
+        async with translated_errors(), self._pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    yield conn
+            finally:
+                try:
+                    await conn.reset()
+                except Exception:
+                    conn.terminate()  # broken or stuck: the pool opens a fresh one
 
     async def _run(
         self,

@@ -977,3 +977,11 @@ CREATE TABLE llm_cache (
     PRIMARY KEY (tenant_id, key)
 );
 CREATE INDEX llm_cache_expires_idx ON llm_cache (expires_at);
+
+-- The claim's statements run on generic plans (0009): their custom planning cost more than
+-- their execution.
+ALTER FUNCTION conveyor_claim_queue(
+    text, integer, text, double precision, integer, bigint, double precision
+) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION conveyor_claim(text[], integer, text, double precision, integer[])
+    SET plan_cache_mode = force_generic_plan;
