@@ -19,8 +19,9 @@ Only the providers' own buckets are leased: a tenant's bucket is too small to ho
 back from it (60 requests a minute is one a second), so a call with a tenant draw takes the
 round trip as before. The block follows demand: the most a refresh period asked for in the
 last ``HISTORY`` periods, capped at a quarter of the bucket's burst so that the leases of
-several processes cannot make a caller elsewhere wait. A lease unused for ``IDLE_AFTER``
-seconds is given back, and so is what is left when the gateway closes.
+several processes cannot make a caller elsewhere wait. A block about to go stale unused
+is netted against the next one (its unused future given back), a lease unused for
+``IDLE_AFTER`` seconds is given back, and so is what is left when the gateway closes.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class _Bucket:
     last_ask: float = 0.0
     largest: float = 0.0
     """The largest single draw seen: a block smaller than that could never serve it."""
+    dropped: float = 0.0
+    """Seconds ahead of now that blocks dropped as stale still held, to give back."""
 
     @property
     def tolerance(self) -> float:
@@ -81,7 +84,7 @@ class _Bucket:
         """The block that serves a draw of ``seconds`` now, oldest first, and its clock
         after it; None if none can. Spent and wholly stale blocks are dropped on the way."""
         while self.blocks and self.blocks[0].expired(now, self.tolerance, self.lateness):
-            self.blocks.popleft()  # too old to send: unused capacity, never excess
+            self.dropped += self.blocks.popleft().future(now)  # too old to send: never used
         for block in self.blocks:
             clock = block.clock_after(seconds, now, self.tolerance, self.lateness)
             if clock is not None:
@@ -100,7 +103,21 @@ class _Bucket:
 
     def future(self, now: float) -> float:
         """Seconds of the blocks booked ahead of ``now`` and not handed out."""
-        return sum(b.future(now) for b in self.blocks)
+        return sum(b.future(now) for b in self.blocks) + self.dropped
+
+    def retire(self, at: float, now: float) -> float:
+        """Drop the blocks that will have expired by ``at``; the seconds they (and the
+        blocks dropped before) still hold ahead of ``now``, to be given back."""
+        keep: deque[SlotBlock] = deque()
+        unused = self.dropped
+        for block in self.blocks:
+            if block.expired(at, self.tolerance, self.lateness):
+                unused += block.future(now)
+            else:
+                keep.append(block)
+        self.blocks = keep
+        self.dropped = 0.0
+        return unused
 
 
 class SlotLeases:
@@ -225,33 +242,50 @@ class SlotLeases:
                 await asyncio.wait_for(self._wake.wait(), timeout=period)
 
     async def _renew(self, keys: Sequence[LeaseKey]) -> None:
-        draws = [BucketDraw(p, k, self._buckets[(p, k)].target(), "") for p, k in keys]
+        """Book the next block of each bucket in one round trip.
+
+        Blocks about to go stale unused are dropped first and their unused future is netted
+        against the new block (one draw of ``target - unused``): without that, a process
+        renewing a fresh block every period while its calls come once a second booked
+        the bucket faster than it drips, and everyone's calls waited for slots nobody used.
+        """
+        now = self._clock()
+        period = self._period()
+        targets, draws = [], []
+        for provider, kind in keys:
+            leased = self._buckets[(provider, kind)]
+            target = leased.target()
+            unused = leased.retire(now + period, now)
+            # With more unused than the target, the new block lies inside the dropped time,
+            # which this process owned: a draw of 0 keeps it, the rest is not given back.
+            targets.append(target)
+            draws.append(BucketDraw(provider, kind, max(target - unused, 0.0), ""))
         sent = self._clock()
         try:
             ahead = await self._store.reserve_llm_budget(draws)
         except Exception:
             log.exception("llm_budget_lease_failed", providers=sorted({p for p, _ in keys}))
-            await self._sleep(self._period())  # the calls take round trips meanwhile
+            await self._sleep(period)  # the calls take round trips meanwhile
             return
         got = self._clock()
         self.renewals += 1
         unwanted: list[BucketDraw] = []
-        for key, draw, a in zip(keys, draws, ahead, strict=True):
+        for key, target, a in zip(keys, targets, ahead, strict=True):
             bucket = self._buckets.get(key)
-            if bucket is None or self._closed:  # released or closed meanwhile: give it back
-                unwanted.append(draw)
-                continue
-            # Appended, not swapped in: the older blocks' fresh slots are used first. Only a
-            # release gives time back (a refund mid-queue could crowd a later window).
             end = got + a
-            bucket.blocks.append(SlotBlock(booked_at=sent, cursor=end - draw.seconds, end=end))
-        await self._give_back(unwanted)
+            if bucket is None or self._closed:  # released or closed meanwhile: give it back
+                future = end - max(end - target, got)
+                unwanted.append(BucketDraw(key[0], key[1], max(0.0, future), ""))
+                continue
+            # Appended: the older blocks' fresh slots are used first.
+            bucket.blocks.append(SlotBlock(booked_at=sent, cursor=end - target, end=end))
+        await self._give_back([d for d in unwanted if d.seconds > 0])
 
     async def _release(self, keys: Sequence[LeaseKey]) -> None:
         now = self._clock()
         leftovers = []
         for key in keys:
-            future = self._buckets.pop(key).future(now)
+            future = self._buckets.pop(key).future(now)  # the dropped blocks' included
             if future > 0:
                 leftovers.append(BucketDraw(key[0], key[1], future, ""))
         await self._give_back(leftovers)

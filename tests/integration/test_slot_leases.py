@@ -92,3 +92,32 @@ async def test_two_leasing_gateways_sharing_a_budget_never_exceed_the_providers_
     assert seen.stats.limit_429s == 0  # leased or not, the provider never had to refuse one
     assert seen.waited >= CALLS - LIMIT
     assert seen.leased > 0  # some calls took leased slots
+
+
+async def test_leases_renewed_between_waves_do_not_run_the_bucket_ahead(
+    store: PostgresStore,
+) -> None:
+    # Waves of 20 calls every 0.5 s, a fifth of the 100/s the bucket drips. A block goes
+    # stale between waves; renewing it without giving back what it never used would book
+    # the bucket faster than it drips, and the later waves would wait for slots nobody used.
+    budget = SharedBudget.for_config(
+        CoalescingBuckets(store), load_gateway_config(leased_config(6_000, 0.25))
+    )
+    assert budget.leases is not None
+    waited = []
+    for _ in range(8):
+        held = await asyncio.gather(*(budget.reserve(PROVIDER_ASK) for _ in range(20)))
+        waited += [r.waited for r in held]
+        await asyncio.sleep(0.5)
+    ahead = await fetchval(
+        store,
+        "SELECT extract(epoch FROM tat - now())::float8 FROM llm_buckets "
+        "WHERE tenant_id = '' AND provider = 'openai' AND kind = 'requests'",
+    )
+    renewals = budget.leases.renewals
+    await budget.aclose()
+    assert renewals >= 8  # blocks were renewed between the waves
+    assert all(w == 0 for w in waited)  # 20 calls a wave fit the burst: nobody waits
+    # At most about one block (25 slots of 10 ms) and a wave ahead, not seconds.
+    assert ahead < 0.6, ahead
+    assert budget.leases.served > 0
