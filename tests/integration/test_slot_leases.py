@@ -30,21 +30,30 @@ def leased_config(requests_per_minute: int, lateness: float) -> dict[str, object
     return {"providers": {"openai": provider}, "aliases": {"writer": ["openai/mock-gpt"]}}
 
 
-async def bucket_clock(store: PostgresStore) -> float:
-    ahead = await fetchval(
+async def bucket_clock(store: PostgresStore, *, relative: bool = False) -> float:
+    """The provider's request bucket clock: epoch seconds, or seconds ahead of now."""
+    value = await fetchval(
         store,
-        "SELECT extract(epoch FROM tat)::float8 FROM llm_buckets "
-        "WHERE tenant_id = '' AND provider = 'openai' AND kind = 'requests'",
+        "SELECT extract(epoch FROM tat - CASE WHEN $1 THEN now() ELSE 'epoch' END)::float8 "
+        "FROM llm_buckets WHERE tenant_id = '' AND provider = 'openai' AND kind = 'requests'",
+        relative,
     )
-    return float(ahead)
+    return float(value)
+
+
+def waves_budget(store: PostgresStore) -> SharedBudget:
+    """A leasing budget of 6,000 requests/min over ``store``, as a worker builds it."""
+    budget = SharedBudget.for_config(
+        CoalescingBuckets(store), load_gateway_config(leased_config(6_000, 0.25))
+    )
+    assert budget.leases is not None
+    return budget
 
 
 async def test_calls_in_waves_take_leased_slots_without_a_round_trip(
     store: PostgresStore,
 ) -> None:
-    budget = SharedBudget.for_config(
-        CoalescingBuckets(store), load_gateway_config(leased_config(6_000, 0.25))
-    )
+    budget = waves_budget(store)
     assert budget.leases is not None
     waited = []
     for _ in range(WAVES):
@@ -100,20 +109,14 @@ async def test_leases_renewed_between_waves_do_not_run_the_bucket_ahead(
     # Waves of 20 calls every 0.5 s, a fifth of the 100/s the bucket drips. A block goes
     # stale between waves; renewing it without giving back what it never used would book
     # the bucket faster than it drips, and the later waves would wait for slots nobody used.
-    budget = SharedBudget.for_config(
-        CoalescingBuckets(store), load_gateway_config(leased_config(6_000, 0.25))
-    )
+    budget = waves_budget(store)
     assert budget.leases is not None
     waited = []
     for _ in range(8):
         held = await asyncio.gather(*(budget.reserve(PROVIDER_ASK) for _ in range(20)))
         waited += [r.waited for r in held]
         await asyncio.sleep(0.5)
-    ahead = await fetchval(
-        store,
-        "SELECT extract(epoch FROM tat - now())::float8 FROM llm_buckets "
-        "WHERE tenant_id = '' AND provider = 'openai' AND kind = 'requests'",
-    )
+    ahead = await bucket_clock(store, relative=True)
     renewals = budget.leases.renewals
     await budget.aclose()
     assert renewals >= 8  # blocks were renewed between the waves
