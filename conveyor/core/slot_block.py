@@ -6,7 +6,9 @@ of ``seconds`` takes the next stretch; its slot may start at ``max(booked_at, cl
 tolerance)`` (``tolerance`` is the bucket's burst in seconds of its clock), and is only
 handed out if it can start no later than ``lateness`` after that: older stretches are
 skipped, never used, so a late slot never crowds the provider's window by more than the
-rate's margin allows.
+rate's margin allows. The server's clock is only known to lie between the request and the
+reply: ``end`` is placed at the reply (a caller never starts early), and ``skew`` (the round
+trip) is taken off it when judging lateness (a slot never starts later than allowed).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class SlotBlock:
     booked_at: float
     cursor: float
     end: float
+    skew: float = 0.0
+    """How much later than the server's ``end`` may lie (the booking's round trip)."""
 
     def left(self) -> float:
         """Seconds of the bucket's clock not yet handed out."""
@@ -36,8 +40,8 @@ class SlotBlock:
         block's fresh part is too short. Nothing changes; ``take`` commits."""
         start = self.cursor
         if now > self.booked_at + lateness:
-            # The slot must start in time: clock - tolerance >= now - lateness.
-            start = max(start, now - lateness + tolerance - seconds)
+            # The slot must start in time: clock - skew - tolerance >= now - lateness.
+            start = max(start, now - lateness + tolerance + self.skew - seconds)
         clock = start + seconds
         return clock if clock <= self.end + SLACK else None
 
@@ -48,7 +52,8 @@ class SlotBlock:
     def expired(self, now: float, tolerance: float, lateness: float) -> bool:
         """True when nothing is left to hand out at ``now``: spent, or even its last slot
         would start more than ``lateness`` late."""
-        return self.left() <= SLACK or now > max(self.booked_at, self.end - tolerance) + lateness
+        last_start = max(self.booked_at, self.end - self.skew - tolerance)
+        return self.left() <= SLACK or now > last_start + lateness
 
     def future(self, now: float) -> float:
         """Seconds of the block that lie ahead of ``now`` and were not handed out: what is

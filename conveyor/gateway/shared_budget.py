@@ -132,12 +132,16 @@ class SharedBudget:
             return Reservation(ask)
         draws = tuple(d for d, _ in planned)
         ahead = self.leases.take(planned) if self.leases is not None else None
+        leased = ahead is not None
         if ahead is None:
             ahead = await self._store.reserve_llm_budget(draws)
+            if self.leases is not None:
+                self.leases.observe(planned, ahead)
         wait = max(rate.wait(a) for (_, rate), a in zip(planned, ahead, strict=True))
         remaining = ask.scope.remaining()
         if wait > self._max_wait or (remaining is not None and wait > remaining):
-            await self._store.refund_llm_budget(draws)
+            if not leased:  # a leased slot is never given back (slot_leases.py)
+                await self._store.refund_llm_budget(draws)
             limit = self._max_wait if remaining is None else min(self._max_wait, remaining)
             who = (
                 "the task has"

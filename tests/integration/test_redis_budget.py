@@ -237,7 +237,7 @@ async def test_two_leasing_gateways_sharing_a_redis_budget_never_exceed_the_limi
 ) -> None:
     backends = [RedisBuckets.from_url(redis_url, prefix=prefix) for _ in range(2)]
     try:
-        seen = await two_gateways_call(backends, lateness=0.25, spacing=0.03)
+        seen = await two_gateways_call(backends, lateness=0.6, spacing=0.03)
     finally:
         for backend in backends:
             await backend.aclose()

@@ -23,13 +23,18 @@ draws = st.lists(
     booked_at=st.floats(min_value=0, max_value=10),
     start_ahead=st.floats(min_value=-2, max_value=5),
     length=st.floats(min_value=0.01, max_value=3),
+    skew=st.floats(min_value=0, max_value=0.1),
     steps=draws,
 )
 def test_handed_out_stretches_are_disjoint_ordered_inside_the_block_and_in_time(
-    booked_at: float, start_ahead: float, length: float, steps: list[tuple[float, float]]
+    booked_at: float,
+    start_ahead: float,
+    length: float,
+    skew: float,
+    steps: list[tuple[float, float]],
 ) -> None:
     begin = booked_at + start_ahead
-    block = SlotBlock(booked_at, begin, begin + length)
+    block = SlotBlock(booked_at, begin, begin + length, skew)
     now = booked_at
     last = begin
     for seconds, passing in steps:
@@ -42,8 +47,10 @@ def test_handed_out_stretches_are_disjoint_ordered_inside_the_block_and_in_time(
         block.take(clock)
         assert clock - seconds >= last - SLACK  # after everything handed out before
         assert clock <= block.end + SLACK  # inside the block
-        slot_start = max(booked_at, clock - TOLERANCE)
-        assert now <= slot_start + LATENESS + SLACK  # never sent later than allowed
+        # The server's clock may be up to `skew` earlier than the block's: judged by it,
+        # the slot is still never sent later than allowed.
+        slot_start = max(booked_at, clock - skew - TOLERANCE)
+        assert now <= slot_start + LATENESS + SLACK
         last = clock
 
 
