@@ -151,7 +151,7 @@ class ProviderConfig(_Strict):
         le=5,
         description="Seconds a slot of the shared budget, booked ahead of demand so a call "
         "takes it without a round trip, may be used late (the budget's margin grows by as "
-        "much); 0: every call books its own slot.",
+        "much; at most 1 % of rate_window is used); 0: every call books its own slot.",
     )
 
     @model_validator(mode="after")

@@ -31,6 +31,17 @@ DEFAULT_MAX_WAIT = 300.0
 remaining time bounds it further)."""
 
 
+LEASE_SHARE_OF_WINDOW = 0.01
+"""The most of a rate window a lease's lateness may take: it widens the drip's margin by as
+much, so it costs that share of the budget (0.4 % at 0.25 s of 60 s; at a 1 s window the
+full 0.25 s would cost a fifth)."""
+
+
+def lease_of(budget_lease: float, rate_window: float) -> float:
+    """The lateness a provider's leases get: ``budget_lease``, at most 1 % of its window."""
+    return min(budget_lease, rate_window * LEASE_SHARE_OF_WINDOW)
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderRates:
     """A provider's shared budgets; None is no budget of that kind."""
@@ -90,16 +101,17 @@ class SharedBudget:
             for name, p in config.providers.items()
             if p.requests_per_minute or p.tokens_per_minute
         }
+        lateness = {name: lease_of(p.budget_lease, p.rate_window) for name, p in limited.items()}
         rates = {
             name: ProviderRates.of(
                 p.requests_per_minute,
                 p.tokens_per_minute,
                 p.rate_window,
-                DEFAULT_MARGIN + p.budget_lease,
+                DEFAULT_MARGIN + lateness[name],
             )
             for name, p in limited.items()
         }
-        lateness = {name: p.budget_lease for name, p in limited.items() if p.budget_lease > 0}
+        lateness = {name: late for name, late in lateness.items() if late > 0}
         return cls(store, rates, leases=SlotLeases(store, lateness) if lateness else None)
 
     def _plan(self, ask: BudgetAsk) -> list[tuple[BucketDraw, DripRate]]:

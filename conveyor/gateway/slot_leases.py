@@ -18,15 +18,17 @@ would hand the same stretch of its clock to the next booker): unused capacity, n
 
 What is booked, and when, keeps that unused capacity small:
 
-- A block holds 1.25 x the most a refresh period (half of ``lateness``) asked of the bucket
-  in the last ``HISTORY`` periods, at most a quarter of the burst and at most half of
-  ``lateness`` of its clock. The last bound means that on an idle bucket a block's clock has
-  passed by the time it goes stale, so keeping a block fresh there books nothing ahead.
+- A block holds whole draws of the last call's size, 1.25 x the most a refresh period (half
+  of ``lateness``) asked of the bucket in the last ``HISTORY`` periods, at most a quarter of
+  the burst and at most half of ``lateness`` of its clock. The last bound means that on an
+  idle bucket a block's clock has passed by the time it goes stale, so keeping a block fresh
+  there books nothing ahead.
 - A block is kept fresh for calls to come (booked before they ask) only while the bucket is
-  idle: its clock, as the last booking or call saw it, held nothing but this process's own
-  bookings. On a busy bucket a block is only booked to replenish one that calls are
-  draining, or for a steady stream of calls (three periods in a row), so a process whose
-  calls stop, or come in waves, wastes at most one block.
+  idle (its clock, as the last booking or call saw it, held nothing but this process's own
+  bookings) and this process's own rate predicts a call within the block's life. On a busy
+  bucket a block is only booked to replenish one that calls are draining, or for a steady
+  stream of calls (three periods in a row), so a process whose calls stop, or come in waves,
+  wastes at most one block.
 - Only the providers' own buckets are leased, and only calls whose every draw fits a block:
   a tenant's bucket is too small to hold slots back from it (60 requests a minute is one a
   second), and a call with a tenant draw, or a token draw larger than a block, takes the
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -45,7 +48,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from conveyor.core.drip import DripRate
-from conveyor.core.slot_block import SlotBlock
+from conveyor.core.slot_block import SLACK, SlotBlock
 from conveyor.gateway.bucket_backend import BucketStore
 from conveyor.store.params import BucketDraw
 
@@ -58,6 +61,7 @@ HISTORY = 16
 BURST_SHARE = 0.25
 """The largest block, as a share of the bucket's burst."""
 
+MIN_IDLE_SLACK = 0.002
 IDLE_SLACK = 0.005
 """Seconds of clock a booking may land past where this process's own would put it and the
 bucket still count as idle (the two clocks' jitter)."""
@@ -93,7 +97,9 @@ class _Bucket:
         The bucket is idle if its clock, before this booking, had fallen behind now, or
         held only this process's own bookings made while it was idle: nobody else has
         booked ahead since it was last seen empty."""
-        slack = self.rate.emission + IDLE_SLACK
+        # Less than a block on fast buckets, but never below the jitter of comparing ends
+        # measured at different replies (and the server's microsecond rounding).
+        slack = max(min(IDLE_SLACK, self.rate.emission / 2), MIN_IDLE_SLACK)
         ahead_was_own = end <= max(self.own_end, now) + seconds + slack
         was_empty = end <= now + seconds + slack
         self.idle = was_empty or (ahead_was_own and self.idle)
@@ -110,9 +116,14 @@ class _Bucket:
         return min(self.tolerance * BURST_SHARE, self.lateness / 2)
 
     def target(self) -> float:
-        """Seconds of bucket time the next block should hold."""
+        """Seconds of bucket time the next block should hold: whole draws of the last
+        call's size (a remnant smaller than a draw serves nobody), at least one."""
+        draw = self.last_draw
+        if draw <= 0:
+            return 0.0
         peak = max([self.asked, *self.peaks])
-        return min(peak * 1.25, self.cap)
+        wanted = max(1, math.floor(peak * 1.25 / draw + 1e-9))
+        return min(wanted, math.floor(self.cap / draw + 1e-9)) * draw
 
     def clock_after(self, seconds: float, now: float) -> tuple[SlotBlock, float] | None:
         """The block that serves a draw of ``seconds`` now, oldest first, and its clock
@@ -128,7 +139,10 @@ class _Bucket:
     def fresh(self, at: float) -> float:
         """Seconds of bucket time the blocks can still hand out at ``at``."""
         return sum(
-            b.left() for b in self.blocks if not b.expired(at, self.tolerance, self.lateness)
+            b.left()
+            for b in self.blocks
+            if b.left() >= self.last_draw - SLACK
+            and not b.expired(at, self.tolerance, self.lateness)
         )
 
     def needs_renewal(self, now: float, period: float) -> bool:
@@ -138,7 +152,17 @@ class _Bucket:
         if target < self.last_draw:
             return False  # less asked lately than one call's draw
         low = self.fresh(now + period) < max(target, self.last_draw)
-        return low and (self.idle or self.drained or self.sustained())
+        return low and (
+            (self.idle and self.expects_call(period)) or self.drained or self.sustained()
+        )
+
+    def expects_call(self, period: float) -> bool:
+        """This process's own recent rate predicts a call within a block's life
+        (``lateness``): a block kept fresh for calls that come less often goes stale unused,
+        burning the spare capacity that absorbs other processes' bursts."""
+        history = [self.asked, *self.peaks]
+        per_period = sum(history) / len(history)
+        return per_period * (self.lateness / period) >= self.last_draw
 
     def sustained(self) -> bool:
         """Calls asked in this period and the two before: a steady stream, not a wave (a
@@ -286,9 +310,11 @@ class SlotLeases:
             wake.clear()  # before the checks: a poke during the booking is not lost
             now = self._clock()
             if now - began >= period:
-                began = now
+                rolled = int((now - began) / period)  # after a stall, the quiet periods too
+                began += rolled * period
                 for bucket in self._buckets.values():
                     bucket.peaks.append(bucket.asked)
+                    bucket.peaks.extend([0.0] * min(rolled - 1, HISTORY))
                     bucket.asked = 0.0
             for key in [k for k, b in self._buckets.items() if now - b.last_ask > IDLE_AFTER]:
                 del self._buckets[key]  # its blocks pass unused: nothing is booked ahead

@@ -89,6 +89,17 @@ async def test_a_leased_budget_widens_its_margin_by_the_lateness(store: Postgres
     assert rates is not None and abs(rates.margin - (DEFAULT_MARGIN + 0.3)) < 1e-9
 
 
+async def test_a_short_rate_window_caps_the_lease_at_a_hundredth_of_it(
+    store: PostgresStore,
+) -> None:
+    config = leased_config(600, 0.25)
+    config["providers"]["openai"]["rate_window"] = 5  # type: ignore[index]
+    budget = SharedBudget.for_config(store, load_gateway_config(config))
+    rates = budget._rates["openai"].requests
+    # 0.05 s of lateness, not 0.25: the margin (and what it costs) stays a small share.
+    assert rates is not None and abs(rates.margin - (DEFAULT_MARGIN + 0.05)) < 1e-9
+
+
 async def test_two_leasing_gateways_sharing_a_budget_never_exceed_the_providers_limit(
     database_dsn: str,
 ) -> None:
