@@ -191,14 +191,17 @@ async def conveyor_enqueue(store: PostgresStore, total: int, batch: int) -> Phas
     return PhaseResult(total, time.perf_counter() - began)
 
 
-async def raw_enqueue(pool: asyncpg.Pool, total: int, batch: int) -> PhaseResult:
-    """The same rows with one INSERT ... unnest per batch; JSON encoding is on the clock."""
+async def raw_enqueue(
+    pool: asyncpg.Pool, total: int, batch: int, statement: str = RAW_INSERT
+) -> PhaseResult:
+    """The same rows with one INSERT ... unnest per batch; JSON encoding is on the clock.
+    ``statement`` takes (queues, priorities, payloads): the raw table's, or the floor's."""
     async with pool.acquire() as conn:
         began = time.perf_counter()
         for start in range(0, total, batch):
             count = min(batch, total - start)
             await conn.execute(
-                RAW_INSERT,
+                statement,
                 [QUEUE] * count,
                 [5] * count,
                 [
@@ -237,15 +240,6 @@ async def conveyor_drain(store: PostgresStore, concurrency: int, batch: int) -> 
             handled += len(claimed)
 
     return await run_loops(concurrency, loop)
-
-
-async def floor_fill(pool: asyncpg.Pool, total: int, batch: int) -> None:
-    """The floor's queue, filled off the clock (its enqueue is not what it measures)."""
-    async with pool.acquire() as conn:
-        for start in range(0, total, batch):
-            count = min(batch, total - start)
-            payloads = [json.dumps(payload_of(i)) for i in range(start, start + count)]
-            await conn.execute(FLOOR_INSERT, [QUEUE] * count, [5] * count, payloads)
 
 
 async def floor_drain(pool: asyncpg.Pool, concurrency: int, batch: int) -> PhaseResult:
@@ -320,7 +314,7 @@ async def measure(dsn: str, args: argparse.Namespace) -> Report:
             await settle(control)
             raw = await raw_drain(raw_pool, args.concurrency, args.claim_batch)
             results["claim+complete (batch)"] = (conveyor, raw)
-            await floor_fill(raw_pool, args.tasks, args.batch)
+            await raw_enqueue(raw_pool, args.tasks, args.batch, FLOOR_INSERT)  # off the clock
             await settle(control)
             floor = await floor_drain(raw_pool, args.concurrency, args.claim_batch)
 

@@ -61,12 +61,23 @@ HISTORY = 16
 BURST_SHARE = 0.25
 """The largest block, as a share of the bucket's burst."""
 
-MIN_IDLE_SLACK = 0.002
 IDLE_SLACK = 0.005
 """Seconds of clock a booking may land past where this process's own would put it and the
-bucket still count as idle (the two clocks' jitter)."""
+bucket still count as idle (the two clocks' jitter); at most half an emission."""
+
+MIN_IDLE_SLACK = 0.002
+"""The least of that slack, whatever the rate: ends measured at two replies differ by the
+round trips' jitter (and the server's microsecond rounding)."""
 
 LeaseKey = tuple[str, str]  # (provider, kind)
+
+
+def block_cap(rate: DripRate, lateness: float) -> float:
+    """The largest block of a bucket, in seconds of its clock: a quarter of its burst, and
+    half of ``lateness`` (so that on an idle bucket a block's clock has passed by the time
+    it goes stale)."""
+    return min(rate.burst * rate.emission * BURST_SHARE, lateness / 2)
+
 
 log = structlog.get_logger("conveyor.gateway")
 
@@ -97,8 +108,6 @@ class _Bucket:
         The bucket is idle if its clock, before this booking, had fallen behind now, or
         held only this process's own bookings made while it was idle: nobody else has
         booked ahead since it was last seen empty."""
-        # Less than a block on fast buckets, but never below the jitter of comparing ends
-        # measured at different replies (and the server's microsecond rounding).
         slack = max(min(IDLE_SLACK, self.rate.emission / 2), MIN_IDLE_SLACK)
         ahead_was_own = end <= max(self.own_end, now) + seconds + slack
         was_empty = end <= now + seconds + slack
@@ -113,7 +122,7 @@ class _Bucket:
     @property
     def cap(self) -> float:
         """The largest block, in seconds of the bucket's clock."""
-        return min(self.tolerance * BURST_SHARE, self.lateness / 2)
+        return block_cap(self.rate, self.lateness)
 
     def target(self) -> float:
         """Seconds of bucket time the next block should hold: whole draws of the last
@@ -148,10 +157,10 @@ class _Bucket:
     def needs_renewal(self, now: float, period: float) -> bool:
         """True when the blocks will not serve the next period's calls and booking more is
         worth it: the bucket is idle (nothing lost if unused) or calls are draining it."""
-        target = self.target()
-        if target < self.last_draw:
-            return False  # less asked lately than one call's draw
-        low = self.fresh(now + period) < max(target, self.last_draw)
+        target = self.target()  # whole draws: 0 when not even one fits a block
+        if target <= 0:
+            return False
+        low = self.fresh(now + period) < target
         return low and (
             (self.idle and self.expects_call(period)) or self.drained or self.sustained()
         )
@@ -199,10 +208,6 @@ class SlotLeases:
         self.served = 0
         """Calls whose every slot came from a lease (no round trip on their path)."""
         self.renewals = 0
-
-    def leases(self, provider: str) -> bool:
-        """Whether ``provider``'s buckets are leased."""
-        return provider in self._lateness
 
     def held(self) -> dict[LeaseKey, float]:
         """Seconds of each leased bucket's clock booked ahead and not yet handed out."""
@@ -269,7 +274,7 @@ class SlotLeases:
             lateness = self._lateness.get(draw.provider)
             if draw.tenant_id or lateness is None:
                 return False
-            if draw.seconds > min(rate.burst * rate.emission * BURST_SHARE, lateness / 2):
+            if draw.seconds > block_cap(rate, lateness):
                 return False  # larger than any block could be
         return True
 

@@ -75,3 +75,13 @@ async def two_gateways_call(
                 leased += gateway.budget.leases.served
             await gateway.aclose()
         return Seen(sum(results), mock.stats, waited, leased)
+
+
+def assert_the_limit_held(seen: Seen, *, leased: bool = False) -> None:
+    """Every call answered, the provider never refused one for its limit, the calls past
+    the limit waited their turn, and (``leased``) some took slots leased ahead."""
+    assert seen.answered == CALLS
+    assert seen.stats.limit_429s == 0, seen.stats
+    assert seen.waited >= CALLS - LIMIT, seen.waited
+    if leased:
+        assert seen.leased > 0, seen
