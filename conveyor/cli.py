@@ -21,6 +21,7 @@ from conveyor.cli_support import settings as _settings
 from conveyor.cli_support import with_store as _with_store
 from conveyor.cli_tenants import plans_cli, tenants_cli
 from conveyor.core.durations import parse_duration
+from conveyor.core.worker_health import WorkerHealth, WorkerReport, judge_worker
 from conveyor.errors import ConveyorError
 from conveyor.store.connection import connect
 from conveyor.store.database import resolve_dsn
@@ -32,6 +33,7 @@ from conveyor.store.params import (
     validate_queue_name,
 )
 from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import WorkerStatus
 
 T = TypeVar("T")
 cli = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -72,16 +74,28 @@ def status(
 ) -> None:
     """Depth and age per queue, running and dead counts, and the workers."""
 
+    settings = _settings(database_url)
+
+    def health(w: WorkerStatus) -> WorkerHealth:
+        return judge_worker(
+            WorkerReport(
+                w.state, w.silent_seconds, w.running, w.concurrency, w.seconds_since_outcome
+            ),
+            lease_seconds=settings.lease_seconds,
+            stuck_seconds=settings.worker_stuck_seconds,
+        )
+
     async def go(store: PostgresStore) -> None:
         queues, workers = await store.queue_status(), await store.list_workers()
         if as_json:
             out.print_json(
                 json.dumps(
                     {
-                        "queues": [q.__dict__ for q in queues]
-                        if False
-                        else [{f: getattr(q, f) for f in q.__slots__} for q in queues],
-                        "workers": [{f: getattr(w, f) for f in w.__slots__} for w in workers],
+                        "queues": [{f: getattr(q, f) for f in q.__slots__} for q in queues],
+                        "workers": [
+                            {**{f: getattr(w, f) for f in w.__slots__}, "health": health(w)}
+                            for w in workers
+                        ],
                     },
                     default=str,
                 )
@@ -111,17 +125,33 @@ def status(
             )
         out.print(table)
         wtable = Table(title="workers")
-        for column in ("id", "host", "pid", "state", "running", "last heartbeat"):
+        for column in (
+            "id",
+            "host",
+            "pid",
+            "health",
+            "holds",
+            "unwritten",
+            "last outcome",
+            "last heartbeat",
+        ):
             wtable.add_column(column)
         for w in workers:
-            alive = w.state == "running" and w.silent_seconds < 60
-            state = w.state if alive or w.state != "running" else "dead (silent)"
+            judged = health(w)
+            shown = judged.value if judged is WorkerHealth.OK else f"[red]{judged.value}[/red]"
             wtable.add_row(
-                w.id, w.host, str(w.pid), state, str(w.running), f"{w.silent_seconds:.0f}s ago"
+                w.id,
+                w.host,
+                str(w.pid),
+                shown,
+                f"{w.running}/{w.concurrency}",
+                str(w.unwritten),
+                f"{w.seconds_since_outcome:.0f}s ago",
+                f"{w.silent_seconds:.0f}s ago",
             )
         out.print(wtable)
 
-    _run(_with_store(_settings(database_url), go))
+    _run(_with_store(settings, go))
 
 
 @cli.command()
@@ -411,9 +441,12 @@ def worker(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run the agents of an App until SIGTERM/SIGINT (a second signal forces exit)."""
+    from conveyor.worker.signals import ShutdownSignals
+
+    signals = ShutdownSignals().install()  # before anything else: a signal is never lost
     from conveyor.observability.logging import configure_logging
+    from conveyor.worker.options import WorkerOptions
     from conveyor.worker.process import reexec_self, serve
-    from conveyor.worker.runtime import WorkerOptions
 
     configure_logging(log_level)
     settings = _settings(database_url)
@@ -435,7 +468,8 @@ def worker(
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
     migrate_now = settings.database_url is None if migrate_first is None else migrate_first
-    if _run(serve(app, settings, options, migrate=migrate_now), fast_loop=True) is not None:
+    served = serve(app, settings, options, migrate=migrate_now, signals=signals)
+    if _run(served, fast_loop=True) is not None:
         reexec_self()  # drained: start over in a fresh interpreter
 
 

@@ -5,7 +5,9 @@
     ConveyorError
     ├── ConfigurationError        a setting or flag is invalid; the message names it
     ├── StoreError                the database could not do what was asked
-    │   ├── DatabaseUnavailable   no connection could be made (server down, wrong DSN)
+    │   ├── DatabaseUnavailable   the connection was lost or none could be made (server
+    │   │                         down or restarting, network, wrong DSN); `retryable`
+    │   │                         says whether trying again later can help
     │   ├── SchemaNotReady        migrations have not been applied; run `conveyor migrate`
     │   └── MigrationError        a migration file failed or the history is inconsistent
     ├── InvalidTask               a task submission is malformed (bad queue, priority, ...)
@@ -15,6 +17,7 @@
     ├── TaskNotFound              no task with that id (for that tenant)
     ├── GroupNotFound             no campaign (group) with that id (for that tenant)
     ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
+    ├── WorkerCrashed             a loop of the worker's own died; the process exits non-zero
     ├── LLMError                  a call through the LLM gateway (ctx.llm) failed
     │   ├── LLMAttemptError       one attempt at one (provider, model) failed; the router
     │   │   │                     retries it, fails over, or stops (core/llm_errors.py)
@@ -60,7 +63,16 @@ class StoreError(ConveyorError):
 
 
 class DatabaseUnavailable(StoreError):
-    """No connection to PostgreSQL could be made."""
+    """PostgreSQL could not be reached: the connection was lost, or none could be made.
+
+    ``retryable`` is False when waiting cannot help (wrong password, no such database): the
+    configuration is wrong. Otherwise (server down, restarting, failing over, a reset
+    socket) the same operation may succeed on a new connection.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class SchemaNotReady(StoreError):
@@ -128,6 +140,11 @@ class GroupNotFound(ConveyorError):
         self.tenant_id = tenant_id
         self.group_id = group_id
         super().__init__(f"group {group_id!r} of tenant {tenant_id!r} not found")
+
+
+class WorkerCrashed(ConveyorError):
+    """One of the worker's own loops (flusher, heartbeat) died, or outcomes could not be
+    written before exit: the worker stopped rather than hold tasks it cannot finish."""
 
 
 class IsolatedTaskError(ConveyorError):

@@ -30,7 +30,7 @@ from conveyor.store import (
     reports,
     retention,
 )
-from conveyor.store.connection import Conn, create_pool, translated_errors
+from conveyor.store.connection import Conn, create_pool, pooled, translated_errors
 from conveyor.store.params import (
     BucketDraw,
     ClaimRequest,
@@ -106,15 +106,12 @@ class PostgresStore:
         the connection gets asyncpg's full reset before it goes back to the pool (the pool
         itself skips it: ``connection.keep_session``).
         """
-        async with translated_errors(), self._pool.acquire() as conn:
+        async with translated_errors(), pooled(self._pool) as conn:
             try:
                 async with conn.transaction():
                     yield conn
             finally:
-                try:
-                    await conn.reset()
-                except Exception:
-                    conn.terminate()  # broken or stuck: the pool opens a fresh one
+                await _reset_or_discard(conn)
 
     async def _run(
         self,
@@ -124,11 +121,11 @@ class PostgresStore:
         async with translated_errors():
             if connection is not None:
                 return await operation(connection)
-            async with self._pool.acquire() as conn:
+            async with pooled(self._pool) as conn:
                 return await operation(conn)
 
     async def _run_in_transaction(self, operation: Callable[[Conn], Awaitable[T]]) -> T:
-        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+        async with translated_errors(), pooled(self._pool) as conn, conn.transaction():
             return await operation(conn)
 
     # -- submitting ---------------------------------------------------------------------
@@ -155,10 +152,25 @@ class PostgresStore:
         return await self._run(lambda c: leases.claim(c, request))
 
     async def heartbeat(
-        self, worker_id: str, held: Sequence[LeaseRef], lease_seconds: float
+        self,
+        worker_id: str,
+        held: Sequence[LeaseRef],
+        lease_seconds: float,
+        *,
+        unwritten: int = 0,
+        seconds_since_outcome: float = 0.0,
     ) -> HeartbeatResult:
-        """Extend all of a worker's leases in one statement."""
-        return await self._run(lambda c: leases.heartbeat(c, worker_id, held, lease_seconds))
+        """Extend all of a worker's leases in one statement; record what it reports."""
+        return await self._run(
+            lambda c: leases.heartbeat(
+                c,
+                worker_id,
+                held,
+                lease_seconds,
+                unwritten=unwritten,
+                seconds_since_outcome=seconds_since_outcome,
+            )
+        )
 
     async def release(self, held: Sequence[LeaseRef]) -> list[int]:
         """Give leased tasks back without counting an attempt (graceful shutdown)."""
@@ -492,6 +504,28 @@ class PostgresStore:
         """Release a key whose effect failed."""
         await self._run(lambda c: effects.abandon_effect(c, owner))
 
+    async def run_effect_in_transaction(
+        self,
+        tenant_id: str,
+        key: str,
+        effect: Callable[[Conn], Awaitable[Any]],
+        *,
+        task_id: int | None = None,
+    ) -> effects.EffectRecord:
+        """Run ``effect(conn)`` in a transaction that also records its result, once per key.
+
+        ``effect`` gets a connection of the pool inside the transaction; what it writes there
+        commits with the ledger entry or not at all (see effects.run_effect_in_transaction).
+        Like :meth:`transaction`, the connection is reset in full before it goes back.
+        """
+        async with translated_errors(), pooled(self._pool) as conn:
+            try:
+                return await effects.run_effect_in_transaction(
+                    conn, tenant_id, key, task_id, effect
+                )
+            finally:
+                await _reset_or_discard(conn)
+
     async def get_effect(self, tenant_id: str, key: str) -> effects.EffectRecord | None:
         """The recorded result of ``key`` for the tenant, if any."""
         return await self._run(lambda c: effects.get_effect(c, tenant_id, key))
@@ -512,3 +546,13 @@ class PostgresStore:
 def _is_missing_partition(exc: BaseException) -> bool:
     cause = exc.__cause__
     return isinstance(cause, asyncpg.CheckViolationError) and "no partition" in str(cause)
+
+
+async def _reset_or_discard(conn: Conn) -> None:
+    """Undo what user code did to a lent connection's session, or drop the connection."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.reset()
+    except Exception:
+        conn.terminate()  # broken or stuck: the pool opens a fresh one
