@@ -1,5 +1,6 @@
-"""The LLM gateway: how workers reach model providers (``ctx.llm``); ``mock`` is one to test
-against. ``docs/gateway.md`` describes configuration, budgets, accounting and errors."""
+"""The LLM gateway: how workers reach model providers (``ctx.llm``); ``conveyor.mock_llm`` is
+one to test against. ``docs/gateway.md`` describes configuration, budgets, accounting and
+errors."""
 
 from __future__ import annotations
 
