@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from conveyor.gateway.bound import BoundLLM
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.budget import AdmitAllBudget, Budget, BudgetAsk, CombinedBudget, Reservation
+from conveyor.gateway.budgets.budget import (
+    AdmitAllBudget,
+    Budget,
+    BudgetAsk,
+    CombinedBudget,
+    Reservation,
+)
 from conveyor.gateway.chat import ChatChunk, ChatRequest, ChatResult, Message
 from conveyor.gateway.config import (
     LLM_CONFIG_ENV,

@@ -19,7 +19,7 @@ import structlog
 from conveyor.core.breaker import BreakerOutcome, BreakerSettings, Ticket, breaker_outcome
 from conveyor.core.llm_errors import FailureKind
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.budget import Budget, BudgetAsk, Reservation
+from conveyor.gateway.budgets.budget import Budget, BudgetAsk, Reservation
 from conveyor.gateway.chat import ChatRequest, Message
 from conveyor.gateway.recording import CallOutcome, CallRecord, CallRecorder
 from conveyor.gateway.routing import Target

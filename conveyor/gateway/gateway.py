@@ -32,22 +32,27 @@ from conveyor.errors import ConfigurationError, LLMAttemptError, LLMPermanentErr
 from conveyor.gateway.accounting import CallLog
 from conveyor.gateway.attempt import Attempt, Call, Services
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.bucket_backend import bucket_store_from_env
-from conveyor.gateway.budget import AdmitAllBudget, Budget, CombinedBudget, estimate_prompt_tokens
+from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
+from conveyor.gateway.budgets.budget import (
+    AdmitAllBudget,
+    Budget,
+    CombinedBudget,
+    estimate_prompt_tokens,
+)
+from conveyor.gateway.budgets.coalescing import CoalescingBuckets
+from conveyor.gateway.budgets.shared import SharedBudget
+from conveyor.gateway.budgets.spend import SpendBudget
+from conveyor.gateway.budgets.tenant_policies import TenantPolicies
 from conveyor.gateway.cache import ResponseCache
 from conveyor.gateway.chat import ChatChunk, ChatResult, Message, checked_messages
-from conveyor.gateway.coalescing import CoalescingBuckets
 from conveyor.gateway.config import GatewayConfig, ProviderConfig, gateway_config_from_env
 from conveyor.gateway.endpoint import Endpoint, Timed
-from conveyor.gateway.policies import TenantPolicies
 from conveyor.gateway.pools import HostPool, HostPools
 from conveyor.gateway.providers import AnthropicMessages, OllamaChat, OpenAIChat, WireFormat
 from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecorder
 from conveyor.gateway.router import CallClock, Router, failure_kind
 from conveyor.gateway.routing import ModelRoutes, Target
 from conveyor.gateway.scope import NO_SCOPE, CallScope
-from conveyor.gateway.shared_budget import SharedBudget
-from conveyor.gateway.spend_budget import SpendBudget
 from conveyor.gateway.stores import GatewayStore
 from conveyor.gateway.streaming import ChatStream, Opened, StreamAssembly, whole_result
 from conveyor.observability.metrics import MetricsRecorder, watch_breakers

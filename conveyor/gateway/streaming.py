@@ -17,7 +17,7 @@ from types import TracebackType
 
 from conveyor.core.llm_errors import FailureKind
 from conveyor.gateway.attempt import Attempt
-from conveyor.gateway.budget import CHARS_PER_TOKEN
+from conveyor.gateway.budgets.budget import CHARS_PER_TOKEN
 from conveyor.gateway.chat import ChatChunk, ChatResult
 from conveyor.gateway.endpoint import Timed
 from conveyor.gateway.providers import Reply

@@ -51,7 +51,7 @@ OWNED_PACKAGES: dict[str, str] = {
     "fastapi": "conveyor.api",
     "starlette": "conveyor.api",
     "aiohttp": "conveyor.mock_llm",
-    "redis": "conveyor.gateway.redis_buckets",
+    "redis": "conveyor.gateway.budgets.redis_buckets",
 }
 
 # The pure core may use the standard library and these only.

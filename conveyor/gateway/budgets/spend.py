@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from conveyor.errors import SpendLimitExceeded
-from conveyor.gateway.budget import BudgetAsk, Reservation
+from conveyor.gateway.budgets.budget import BudgetAsk, Reservation
 from conveyor.store.llm_accounting import SpendReservation, SpendSettle, TenantLLMPolicy
 
 
