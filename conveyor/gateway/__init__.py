@@ -4,6 +4,7 @@ errors."""
 
 from __future__ import annotations
 
+from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecord, CallRecorder
 from conveyor.gateway.bound import BoundLLM
 from conveyor.gateway.breakers import BreakerRegistry
 from conveyor.gateway.budgets.budget import (
@@ -22,7 +23,6 @@ from conveyor.gateway.config import (
 )
 from conveyor.gateway.current import close_gateway, get_gateway, set_gateway
 from conveyor.gateway.gateway import Gateway
-from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecord, CallRecorder
 from conveyor.gateway.routing import Target
 from conveyor.gateway.scope import CallScope
 from conveyor.gateway.streaming import ChatStream

@@ -18,10 +18,10 @@ import structlog
 
 from conveyor.core.breaker import BreakerOutcome, BreakerSettings, Ticket, breaker_outcome
 from conveyor.core.llm_errors import FailureKind
+from conveyor.gateway.accounting.records import CallOutcome, CallRecord, CallRecorder
 from conveyor.gateway.breakers import BreakerRegistry
 from conveyor.gateway.budgets.budget import Budget, BudgetAsk, Reservation
 from conveyor.gateway.chat import ChatRequest, Message
-from conveyor.gateway.recording import CallOutcome, CallRecord, CallRecorder
 from conveyor.gateway.routing import Target
 from conveyor.gateway.scope import CallScope
 from conveyor.store.llm_accounting import TenantLLMPolicy

@@ -51,7 +51,8 @@ class ChatResult:
     attempts: int = 1
     usage_estimated: bool = False
     cached: bool = False
-    """True when the reply came from the response cache, not a provider (``cache.py``)."""
+    """True when the reply came from the response cache, not a provider
+    (``accounting/response_cache.py``)."""
     waited: float = 0.0
     """Seconds the call waited on purpose: for its budget slots and between retries."""
     sent: float = 0.0

@@ -11,9 +11,9 @@ It owns the host pools, the endpoints and the breakers. Built with a store
 (``Gateway.from_env(store=...)``, what a worker does), it also enforces the providers' and
 tenants' rate budgets and the tenants' monthly spend, applies each tenant's model override,
 and writes every attempt to ``llm_calls``; built bare, its ``Budget`` admits everything and
-its ``CallRecorder`` counts in-process (``budget.py``, ``recording.py``). A worker shares one
-gateway among all its tasks (``current.py``), so the breakers and the per-host concurrency
-are the process's.
+its ``CallRecorder`` counts in-process (``budgets/budget.py``, ``accounting/records.py``). A
+worker shares one gateway among all its tasks (``current.py``), so the breakers and the
+per-host concurrency are the process's.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ import structlog
 
 from conveyor.core.llm_errors import CallRetryPolicy
 from conveyor.errors import ConfigurationError, LLMAttemptError, LLMPermanentError
-from conveyor.gateway.accounting import CallLog
+from conveyor.gateway.accounting.call_log import CallLog
+from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecorder
+from conveyor.gateway.accounting.response_cache import ResponseCache
 from conveyor.gateway.attempt import Attempt, Call, Services
 from conveyor.gateway.breakers import BreakerRegistry
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
@@ -43,13 +45,11 @@ from conveyor.gateway.budgets.coalescing import CoalescingBuckets
 from conveyor.gateway.budgets.shared import SharedBudget
 from conveyor.gateway.budgets.spend import SpendBudget
 from conveyor.gateway.budgets.tenant_policies import TenantPolicies
-from conveyor.gateway.cache import ResponseCache
 from conveyor.gateway.chat import ChatChunk, ChatResult, Message, checked_messages
 from conveyor.gateway.config import GatewayConfig, ProviderConfig, gateway_config_from_env
 from conveyor.gateway.endpoint import Endpoint, Timed
 from conveyor.gateway.pools import HostPool, HostPools
 from conveyor.gateway.providers import AnthropicMessages, OllamaChat, OpenAIChat, WireFormat
-from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecorder
 from conveyor.gateway.router import CallClock, Router, failure_kind
 from conveyor.gateway.routing import ModelRoutes, Target
 from conveyor.gateway.scope import NO_SCOPE, CallScope

@@ -37,8 +37,8 @@ from conveyor.errors import (
     LLMUnavailable,
     TargetFailure,
 )
+from conveyor.gateway.accounting.records import CallOutcome
 from conveyor.gateway.attempt import Attempt, Call, Services
-from conveyor.gateway.recording import CallOutcome
 
 T = TypeVar("T")
 log = structlog.get_logger("conveyor.gateway")

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from conveyor.core.llm_errors import FailureKind
+from conveyor.gateway.accounting.records import CallOutcome
 from conveyor.gateway.attempt import Attempt
 from conveyor.gateway.budgets.budget import CHARS_PER_TOKEN
 from conveyor.gateway.chat import ChatChunk, ChatResult
 from conveyor.gateway.endpoint import Timed
 from conveyor.gateway.providers import Reply
-from conveyor.gateway.recording import CallOutcome
 
 
 class ChatStream:
