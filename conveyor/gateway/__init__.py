@@ -23,7 +23,7 @@ from conveyor.gateway.config import (
 )
 from conveyor.gateway.current import close_gateway, get_gateway, set_gateway
 from conveyor.gateway.gateway import Gateway
-from conveyor.gateway.routing import Target
+from conveyor.gateway.model_routes import Target
 from conveyor.gateway.scope import CallScope
 from conveyor.gateway.streaming import ChatStream
 

@@ -1,6 +1,6 @@
-"""One call as the router walks it, and one attempt's debts: breaker, budget, record.
+"""One call as ``Failover`` walks its chain, and one attempt's debts: breaker, budget, record.
 
-Every attempt the router sends took a breaker ticket and a budget reservation and owes one
+Every attempt ``Failover`` sends took a breaker ticket and a budget reservation and owes one
 report to each, plus a ``CallRecord``, however it ends: a reply, an error, a cancellation,
 or a stream its caller stopped reading. ``Attempt.settle`` pays all three exactly once; the
 budget's share (a database round trip) runs in the background, after the caller has its
@@ -22,7 +22,7 @@ from conveyor.gateway.accounting.records import CallOutcome, CallRecord, CallRec
 from conveyor.gateway.breakers import BreakerRegistry
 from conveyor.gateway.budgets.budget import Budget, BudgetAsk, Reservation
 from conveyor.gateway.chat import ChatRequest, Message
-from conveyor.gateway.routing import Target
+from conveyor.gateway.model_routes import Target
 from conveyor.gateway.scope import CallScope
 from conveyor.store.llm_accounting import TenantLLMPolicy
 

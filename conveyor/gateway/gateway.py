@@ -48,10 +48,10 @@ from conveyor.gateway.budgets.tenant_policies import TenantPolicies
 from conveyor.gateway.chat import ChatChunk, ChatResult, Message, checked_messages
 from conveyor.gateway.config import GatewayConfig, ProviderConfig, gateway_config_from_env
 from conveyor.gateway.endpoint import Endpoint, Timed
+from conveyor.gateway.failover import CallClock, Failover, failure_kind
+from conveyor.gateway.model_routes import ModelRoutes, Target
 from conveyor.gateway.pools import HostPool, HostPools
 from conveyor.gateway.providers import AnthropicMessages, OllamaChat, OpenAIChat, WireFormat
-from conveyor.gateway.router import CallClock, Router, failure_kind
-from conveyor.gateway.routing import ModelRoutes, Target
 from conveyor.gateway.scope import NO_SCOPE, CallScope
 from conveyor.gateway.stores import GatewayStore
 from conveyor.gateway.streaming import ChatStream, Opened, StreamAssembly, whole_result
@@ -121,7 +121,7 @@ class Gateway:
         # The process's Prometheus metrics see every attempt and every breaker change.
         self._services = Services(self.breakers, self.budget, MetricsRecorder(self.recorder))
         watch_breakers(self.breakers)
-        self._router = Router(self._services, retry, rng)
+        self._failover = Failover(self._services, retry, rng)
 
     @classmethod
     def from_env(
@@ -214,7 +214,7 @@ class Gateway:
 
     async def _answer(self, call: Call) -> ChatResult:
         clock = CallClock()
-        result = await self._router.first_success(call, self._complete, clock)
+        result = await self._failover.first_success(call, self._complete, clock)
         return dataclasses.replace(result, sent=clock.sent, waited=clock.waited)
 
     def stream(
@@ -333,7 +333,7 @@ class Gateway:
         self, opening: Callable[[], Awaitable[Call]], on_chunk: Callable[[], None] | None
     ) -> AsyncGenerator[ChatChunk, None]:
         call = await opening()
-        opened = await self._router.first_success(call, self._open)
+        opened = await self._failover.first_success(call, self._open)
         assembly = StreamAssembly(opened.attempt)
         try:
             for timed in opened.head:

@@ -63,7 +63,7 @@ def failure_kind(error: LLMAttemptError) -> FailureKind:
     return FailureKind.TRANSPORT
 
 
-class Router:
+class Failover:
     """Runs attempts along a chain until one succeeds."""
 
     def __init__(
