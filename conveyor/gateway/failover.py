@@ -38,7 +38,7 @@ from conveyor.errors import (
     TargetFailure,
 )
 from conveyor.gateway.accounting.records import CallOutcome
-from conveyor.gateway.attempt import Attempt, Call, Services
+from conveyor.gateway.attempt import Attempt, AttemptReport, Call, Services
 
 T = TypeVar("T")
 log = structlog.get_logger("conveyor.gateway")
@@ -104,7 +104,12 @@ class Failover:
                         breakers.retry_in(target.provider, target.model),
                     )
                     await self.services.record(
-                        call.record(target, number + 1, CallOutcome.CIRCUIT_OPEN, error=str(last))
+                        call.record(
+                            target,
+                            number + 1,
+                            CallOutcome.CIRCUIT_OPEN,
+                            AttemptReport(error=str(last)),
+                        )
                     )
                     failures.append(TargetFailure(target.provider, target.model, number, last))
                     break
@@ -116,7 +121,10 @@ class Failover:
                     if isinstance(exc, BudgetRefused):
                         await self.services.record(
                             call.record(
-                                target, number + 1, CallOutcome.BUDGET_REFUSED, error=str(exc)
+                                target,
+                                number + 1,
+                                CallOutcome.BUDGET_REFUSED,
+                                AttemptReport(error=str(exc)),
                             )
                         )
                     raise
@@ -131,11 +139,11 @@ class Failover:
                 except LLMAttemptError as exc:
                     clock.sent += time.perf_counter() - started
                     kind = failure_kind(exc)
+                    status = exc.status if isinstance(exc, LLMStatusError) else None
                     await attempt.settle(
                         CallOutcome.of(kind),
+                        AttemptReport(status=status, error=str(exc)),
                         kind=kind,
-                        status=exc.status if isinstance(exc, LLMStatusError) else None,
-                        error=str(exc),
                     )
                     decision = decide(kind, number, self.retry, self._rng.random(), exc.retry_after)
                     log.info(

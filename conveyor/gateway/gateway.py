@@ -32,7 +32,7 @@ from conveyor.errors import ConfigurationError, LLMAttemptError, LLMPermanentErr
 from conveyor.gateway.accounting.call_log import CallLog
 from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecorder
 from conveyor.gateway.accounting.response_cache import ResponseCache
-from conveyor.gateway.attempt import Attempt, Call, Services
+from conveyor.gateway.attempt import Attempt, AttemptReport, Call, Services
 from conveyor.gateway.breakers import BreakerRegistry
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
 from conveyor.gateway.budgets.budget import (
@@ -304,12 +304,14 @@ class Gateway:
         result = whole_result(attempt, done.reply, done.latency, done.ttft)
         await attempt.settle(
             CallOutcome.OK,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            usage_estimated=result.usage_estimated,
-            latency=result.latency,
-            ttft=result.ttft,
-            status=200,
+            AttemptReport(
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                usage_estimated=result.usage_estimated,
+                latency=result.latency,
+                ttft=result.ttft,
+                status=200,
+            ),
         )
         return result
 

@@ -17,7 +17,7 @@ from types import TracebackType
 
 from conveyor.core.llm_errors import FailureKind
 from conveyor.gateway.accounting.records import CallOutcome
-from conveyor.gateway.attempt import Attempt
+from conveyor.gateway.attempt import Attempt, AttemptReport
 from conveyor.gateway.budgets.budget import CHARS_PER_TOKEN
 from conveyor.gateway.chat import ChatChunk, ChatResult
 from conveyor.gateway.endpoint import Timed
@@ -132,9 +132,7 @@ class StreamAssembly:
         self, outcome: CallOutcome, *, kind: FailureKind | None = None, error: str | None = None
     ) -> None:
         """Settle the attempt with what the stream delivered up to now."""
-        await self.attempt.settle(
-            outcome,
-            kind=kind,
+        report = AttemptReport(
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             usage_estimated=self.usage_estimated,
@@ -143,6 +141,7 @@ class StreamAssembly:
             status=200,
             error=error,
         )
+        await self.attempt.settle(outcome, report, kind=kind)
 
     def result(self) -> ChatResult:
         """The whole reply, once the stream has ended."""
