@@ -14,7 +14,7 @@ from conveyor.gateway.budgets.budget import (
     CombinedBudget,
     Reservation,
 )
-from conveyor.gateway.chat import ChatChunk, ChatRequest, ChatResult, Message
+from conveyor.gateway.chat import ChatChunk, ChatRequest, ChatResult, Message, Prompt
 from conveyor.gateway.config import (
     LLM_CONFIG_ENV,
     GatewayConfig,
@@ -47,6 +47,7 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "Message",
+    "Prompt",
     "Reservation",
     "Target",
     "close_gateway",

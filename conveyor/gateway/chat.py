@@ -19,6 +19,20 @@ Message = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
+class Prompt:
+    """What a caller asks of a model: the arguments ``chat`` and ``stream`` share.
+
+    ``model`` is an alias or ``provider/model``. ``max_tokens`` None is the config's
+    ``default_max_tokens``; ``temperature`` None leaves it to the provider.
+    """
+
+    model: str
+    messages: Sequence[Message]
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One request to one provider's model, before it is put in the provider's format."""
 

@@ -45,7 +45,7 @@ from conveyor.gateway.budgets.coalescing import CoalescingBuckets
 from conveyor.gateway.budgets.shared import SharedBudget
 from conveyor.gateway.budgets.spend import SpendBudget
 from conveyor.gateway.budgets.tenant_policies import TenantPolicies
-from conveyor.gateway.chat import ChatChunk, ChatResult, Message, checked_messages
+from conveyor.gateway.chat import ChatChunk, ChatResult, Message, Prompt, checked_messages
 from conveyor.gateway.config import GatewayConfig, ProviderConfig, gateway_config_from_env
 from conveyor.gateway.endpoint import Endpoint, Timed
 from conveyor.gateway.failover import CallClock, Failover, failure_kind
@@ -193,12 +193,22 @@ class Gateway:
         ``LLMPermanentError`` (the request is at fault), ``LLMUnavailable`` (every target
         failed, or the deadline came first), ``BudgetRefused`` or ``SpendLimitExceeded``.
         """
-        call = await self._call(
-            model, messages, max_tokens, temperature, False, scope, model_override
-        )
+        prompt = Prompt(model, messages, max_tokens, temperature)
+        return await self.chat_prompt(prompt, scope, model_override=model_override, cache=cache)
+
+    async def chat_prompt(
+        self,
+        prompt: Prompt,
+        scope: CallScope = NO_SCOPE,
+        *,
+        model_override: str | None = None,
+        cache: bool = False,
+    ) -> ChatResult:
+        """``chat`` of a ``Prompt`` (how ``ctx.llm`` passes its calls on)."""
+        call = await self._call(prompt, False, scope, model_override)
         key = None
         if cache and self.cache is not None:
-            key = self.cache.key(call.requested, call.messages, call.max_tokens, temperature)
+            key = self.cache.key(call.requested, call.messages, call.max_tokens, prompt.temperature)
         if key is None:
             return await self._answer(call)
         assert self.cache is not None
@@ -234,11 +244,22 @@ class Gateway:
         after that is raised as is. ``on_chunk`` is called for every chunk (``ctx.llm``
         passes the task's heartbeat, so a long stream keeps its lease alive).
         """
-        _checked(messages, max_tokens)  # a malformed call fails here, not at the first chunk
-        self.routes.resolve(model, model_override)
-        opening = functools.partial(
-            self._call, model, messages, max_tokens, temperature, True, scope, model_override
-        )
+        prompt = Prompt(model, messages, max_tokens, temperature)
+        return self.stream_prompt(prompt, scope, model_override=model_override, on_chunk=on_chunk)
+
+    def stream_prompt(
+        self,
+        prompt: Prompt,
+        scope: CallScope = NO_SCOPE,
+        *,
+        model_override: str | None = None,
+        on_chunk: Callable[[], None] | None = None,
+    ) -> ChatStream:
+        """``stream`` of a ``Prompt`` (how ``ctx.llm`` passes its calls on)."""
+        # A malformed call fails here, not at the first chunk.
+        _checked(prompt.messages, prompt.max_tokens)
+        self.routes.resolve(prompt.model, model_override)
+        opening = functools.partial(self._call, prompt, True, scope, model_override)
         return ChatStream(self._chunks(opening, on_chunk))
 
     async def aclose(self) -> None:
@@ -270,28 +291,21 @@ class Gateway:
         await self.aclose()
 
     async def _call(
-        self,
-        model: str,
-        messages: Sequence[Message],
-        max_tokens: int | None,
-        temperature: float | None,
-        stream: bool,
-        scope: CallScope,
-        model_override: str | None,
+        self, prompt: Prompt, stream: bool, scope: CallScope, model_override: str | None
     ) -> Call:
-        checked = _checked(messages, max_tokens)
+        checked = _checked(prompt.messages, prompt.max_tokens)
         policy = None
         if self.policies is not None and scope.tenant_id:
             policy = await self.policies.get(scope.tenant_id, scope.queue)
         if policy is not None and policy.model_override:
             model_override = policy.model_override  # the operator's choice for this tenant
-        requested, targets = self.routes.resolve(model, model_override)
+        requested, targets = self.routes.resolve(prompt.model, model_override)
         return Call(
             requested=requested,
             targets=targets,
             messages=checked,
-            max_tokens=max_tokens or self.config.default_max_tokens,
-            temperature=temperature,
+            max_tokens=prompt.max_tokens or self.config.default_max_tokens,
+            temperature=prompt.temperature,
             stream=stream,
             scope=scope,
             prompt_estimate=estimate_prompt_tokens(checked),
