@@ -409,20 +409,10 @@ class PostgresStore:
         return await self._run(lambda c: llm_accounting.tenant_policy(c, tenant_id, queue))
 
     async def reserve_llm_spend(
-        self,
-        tenant_id: str,
-        provider: str,
-        model: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        policy: llm_accounting.TenantLLMPolicy,
+        self, reserve: llm_accounting.SpendReserve
     ) -> llm_accounting.SpendReservation:
         """Reserve a call's estimate against the tenant's monthly budget, if it fits."""
-        return await self._run(
-            lambda c: llm_accounting.reserve_spend(
-                c, tenant_id, provider, model, prompt_tokens, completion_tokens, policy
-            )
-        )
+        return await self._run(lambda c: llm_accounting.reserve_spend(c, reserve))
 
     async def settle_llm_spend(self, settle: llm_accounting.SpendSettle) -> None:
         """Release a spend reservation and count what the call used."""
