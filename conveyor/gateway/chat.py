@@ -31,6 +31,14 @@ class Prompt:
     max_tokens: int | None = None
     temperature: float | None = None
 
+    def checked_messages(self) -> tuple[Message, ...]:
+        """The messages as a tuple, or LLMPermanentError naming what is malformed in them
+        or in ``max_tokens``."""
+        max_tokens = self.max_tokens
+        if max_tokens is not None and (isinstance(max_tokens, bool) or max_tokens < 1):
+            raise LLMPermanentError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        return checked_messages(self.messages)
+
 
 @dataclass(frozen=True, slots=True)
 class ChatRequest:

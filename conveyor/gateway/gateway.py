@@ -22,13 +22,13 @@ import dataclasses
 import functools
 import os
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 
 import structlog
 
 from conveyor.core.llm_errors import CallRetryPolicy
-from conveyor.errors import ConfigurationError, LLMAttemptError, LLMPermanentError
+from conveyor.errors import ConfigurationError
 from conveyor.gateway.accounting.call_log import CallLog
 from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecorder
 from conveyor.gateway.accounting.response_cache import ResponseCache
@@ -45,33 +45,18 @@ from conveyor.gateway.budgets.coalescing import CoalescingBuckets
 from conveyor.gateway.budgets.shared import SharedBudget
 from conveyor.gateway.budgets.spend import SpendBudget
 from conveyor.gateway.budgets.tenant_policies import TenantPolicies
-from conveyor.gateway.chat import ChatChunk, ChatResult, Message, Prompt, checked_messages
-from conveyor.gateway.config import GatewayConfig, ProviderConfig, gateway_config_from_env
-from conveyor.gateway.endpoint import Endpoint, Timed
-from conveyor.gateway.failover import CallClock, Failover, failure_kind
+from conveyor.gateway.chat import ChatResult, Message, Prompt
+from conveyor.gateway.config import GatewayConfig, gateway_config_from_env
+from conveyor.gateway.endpoint import Endpoint
+from conveyor.gateway.failover import CallClock, Failover
 from conveyor.gateway.model_routes import ModelRoutes, Target
 from conveyor.gateway.pools import HostPool, HostPools
-from conveyor.gateway.providers import AnthropicMessages, OllamaChat, OpenAIChat, WireFormat
 from conveyor.gateway.scope import NO_SCOPE, CallScope
 from conveyor.gateway.stores import GatewayStore
-from conveyor.gateway.streaming import ChatStream, Opened, StreamAssembly, whole_result
+from conveyor.gateway.streaming import ChatStream, stream_chunks, whole_result
 from conveyor.observability.metrics import MetricsRecorder, watch_breakers
 
 log = structlog.get_logger("conveyor.gateway")
-
-
-def _checked(messages: Sequence[Message], max_tokens: int | None) -> tuple[Message, ...]:
-    if max_tokens is not None and (isinstance(max_tokens, bool) or max_tokens < 1):
-        raise LLMPermanentError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
-    return checked_messages(messages)
-
-
-def _wire(provider: ProviderConfig) -> WireFormat:
-    if provider.kind == "openai":
-        return OpenAIChat(provider.max_tokens_field)
-    if provider.kind == "anthropic":
-        return AnthropicMessages()
-    return OllamaChat()
 
 
 class Gateway:
@@ -107,10 +92,9 @@ class Gateway:
         keys = {name: p.resolve_api_key(name, env) for name, p in config.providers.items()}
         self._pools = HostPools(config.providers)
         self.endpoints = {
-            name: Endpoint(
+            name: Endpoint.for_provider(
                 name,
-                _wire(provider),
-                provider.base_url,
+                provider,
                 self._pools.for_provider(provider),
                 (provider.timeouts or config.timeouts).layered(),
                 keys[name],
@@ -256,11 +240,10 @@ class Gateway:
         on_chunk: Callable[[], None] | None = None,
     ) -> ChatStream:
         """``stream`` of a ``Prompt`` (how ``ctx.llm`` passes its calls on)."""
-        # A malformed call fails here, not at the first chunk.
-        _checked(prompt.messages, prompt.max_tokens)
+        prompt.checked_messages()  # a malformed call fails here, not at the first chunk
         self.routes.resolve(prompt.model, model_override)
         opening = functools.partial(self._call, prompt, True, scope, model_override)
-        return ChatStream(self._chunks(opening, on_chunk))
+        return ChatStream(stream_chunks(opening, self._failover, self.endpoints, on_chunk))
 
     async def aclose(self) -> None:
         """Settle what is pending, write the call log, close every connection."""
@@ -293,7 +276,7 @@ class Gateway:
     async def _call(
         self, prompt: Prompt, stream: bool, scope: CallScope, model_override: str | None
     ) -> Call:
-        checked = _checked(prompt.messages, prompt.max_tokens)
+        checked = prompt.checked_messages()
         policy = None
         if self.policies is not None and scope.tenant_id:
             policy = await self.policies.get(scope.tenant_id, scope.queue)
@@ -328,52 +311,3 @@ class Gateway:
             ),
         )
         return result
-
-    async def _open(self, attempt: Attempt) -> Opened:
-        """Start a stream and read up to its first token, so failures before it can retry."""
-        pieces = self.endpoints[attempt.target.provider].stream(
-            attempt.call.request_for(attempt.target)
-        )
-        head: list[Timed] = []
-        try:
-            async for timed in pieces:
-                head.append(timed)
-                if timed.piece.text:
-                    break
-        except BaseException:
-            await pieces.aclose()
-            raise
-        return Opened(attempt, tuple(head), pieces)
-
-    async def _chunks(
-        self, opening: Callable[[], Awaitable[Call]], on_chunk: Callable[[], None] | None
-    ) -> AsyncGenerator[ChatChunk, None]:
-        call = await opening()
-        opened = await self._failover.first_success(call, self._open)
-        assembly = StreamAssembly(opened.attempt)
-        try:
-            for timed in opened.head:
-                assembly.add(timed)
-                if timed.piece.text:
-                    yield self._chunk(ChatChunk(timed.piece.text), on_chunk)
-            async for timed in opened.rest:
-                assembly.add(timed)
-                if timed.piece.text:
-                    yield self._chunk(ChatChunk(timed.piece.text), on_chunk)
-        except LLMAttemptError as exc:
-            kind = failure_kind(exc)
-            await assembly.settle(CallOutcome.of(kind), kind=kind, error=str(exc))
-            raise
-        except BaseException:  # cancelled, or the caller closed the stream
-            await opened.rest.aclose()
-            await assembly.settle(CallOutcome.ABANDONED)
-            raise
-        result = assembly.result()
-        await assembly.settle(CallOutcome.OK)
-        yield self._chunk(ChatChunk("", result), on_chunk)
-
-    @staticmethod
-    def _chunk(chunk: ChatChunk, on_chunk: Callable[[], None] | None) -> ChatChunk:
-        if on_chunk is not None:
-            on_chunk()
-        return chunk
