@@ -186,24 +186,6 @@ class PostgresStore:
         await self._complete_groups(done.groups)
         return done.refused
 
-    async def finish_and_claim(
-        self, finishes: Sequence[Finish], request: ClaimRequest
-    ) -> tuple[set[int], list[ClaimedTask]]:
-        """Finish one batch and claim the next in one transaction (one commit, one round
-        trip to the pool): the refused ids and the newly claimed tasks.
-
-        If the transaction fails, neither happened: the finished tasks are still leased and
-        may be finished again.
-        """
-
-        async def both(conn: Conn) -> tuple[finish.FinishResult, list[ClaimedTask]]:
-            done = await finish.finish(conn, finishes)
-            return done, await leases.claim(conn, request)
-
-        done, claimed = await self._with_partitions(lambda: self._run_in_transaction(both))
-        await self._complete_groups(done.groups)
-        return done.refused, claimed
-
     async def _complete_groups(self, pairs: set[tuple[str, str]]) -> None:
         if pairs:
             await self._run(lambda c: groups.complete_groups(c, pairs))
