@@ -19,7 +19,7 @@
     ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
     ├── WorkerCrashed             a loop of the worker's own died; the process exits non-zero
     ├── LLMError                  a call through the LLM gateway (ctx.llm) failed
-    │   ├── LLMAttemptError       one attempt at one (provider, model) failed; the router
+    │   ├── LLMAttemptError       one attempt at one (provider, model) failed; the gateway
     │   │   │                     retries it, fails over, or stops (core/llm_errors.py)
     │   │   ├── LLMStatusError    the provider answered an error status (429, 503, ...)
     │   │   ├── LLMTransportError no usable reply: connect refused, reset, malformed body
@@ -215,7 +215,7 @@ class LLMError(ConveyorError):
 class LLMAttemptError(LLMError):
     """One attempt at one (provider, model) failed.
 
-    The router classifies it (``conveyor.core.llm_errors``) to retry the same target, move
+    The gateway classifies it (``conveyor.core.llm_errors``) to retry the same target, move
     to the next one, or stop. A stream that already gave the caller text raises it as is:
     what was shown cannot be taken back, so such a stream is not retried.
     """

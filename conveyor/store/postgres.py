@@ -198,24 +198,6 @@ class PostgresStore:
         await self._complete_groups(done.groups)
         return done.refused
 
-    async def finish_and_claim(
-        self, finishes: Sequence[Finish], request: ClaimRequest
-    ) -> tuple[set[int], list[ClaimedTask]]:
-        """Finish one batch and claim the next in one transaction (one commit, one round
-        trip to the pool): the refused ids and the newly claimed tasks.
-
-        If the transaction fails, neither happened: the finished tasks are still leased and
-        may be finished again.
-        """
-
-        async def both(conn: Conn) -> tuple[finish.FinishResult, list[ClaimedTask]]:
-            done = await finish.finish(conn, finishes)
-            return done, await leases.claim(conn, request)
-
-        done, claimed = await self._with_partitions(lambda: self._run_in_transaction(both))
-        await self._complete_groups(done.groups)
-        return done.refused, claimed
-
     async def _complete_groups(self, pairs: set[tuple[str, str]]) -> None:
         if pairs:
             await self._run(lambda c: groups.complete_groups(c, pairs))
@@ -421,20 +403,10 @@ class PostgresStore:
         return await self._run(lambda c: llm_accounting.tenant_policy(c, tenant_id, queue))
 
     async def reserve_llm_spend(
-        self,
-        tenant_id: str,
-        provider: str,
-        model: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        policy: llm_accounting.TenantLLMPolicy,
+        self, reserve: llm_accounting.SpendReserve
     ) -> llm_accounting.SpendReservation:
         """Reserve a call's estimate against the tenant's monthly budget, if it fits."""
-        return await self._run(
-            lambda c: llm_accounting.reserve_spend(
-                c, tenant_id, provider, model, prompt_tokens, completion_tokens, policy
-            )
-        )
+        return await self._run(lambda c: llm_accounting.reserve_spend(c, reserve))
 
     async def settle_llm_spend(self, settle: llm_accounting.SpendSettle) -> None:
         """Release a spend reservation and count what the call used."""

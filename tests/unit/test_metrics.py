@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from conveyor.core.breaker import BreakerOutcome, BreakerSettings
+from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecord
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecord
 from conveyor.observability import metrics
 from conveyor.observability.metrics import REGISTRY, MetricsRecorder, watch_breakers
 from conveyor.observability.worker_metrics import unwatch_worker, watch_worker

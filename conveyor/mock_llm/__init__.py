@@ -7,18 +7,18 @@ thread (``BackgroundMockLLM``); ``conveyor mock-llm`` serves it from the command
 
 from __future__ import annotations
 
-from conveyor.gateway.mock.background import BackgroundMockLLM
-from conveyor.gateway.mock.config import (
+from conveyor.mock_llm.background import BackgroundMockLLM
+from conveyor.mock_llm.config import (
     Fault,
     MockConfig,
     build_config,
     parse_fault_rates,
     parse_script,
 )
-from conveyor.gateway.mock.exchange import FAULT_HEADER
-from conveyor.gateway.mock.server import MockLLM, run_mock_llm
-from conveyor.gateway.mock.stats import MockStats
-from conveyor.gateway.mock.tokens import count_prompt_tokens, count_tokens, derived_reply
+from conveyor.mock_llm.exchange import FAULT_HEADER
+from conveyor.mock_llm.server import MockLLM, run_mock_llm
+from conveyor.mock_llm.stats import MockStats
+from conveyor.mock_llm.tokens import count_prompt_tokens, count_tokens, derived_reply
 
 __all__ = [
     "FAULT_HEADER",

@@ -12,14 +12,14 @@ from typing import Any
 
 from aiohttp import web
 
-from conveyor.gateway.mock.exchange import ChatRequest, Exchange, InvalidRequest, dumps
-from conveyor.gateway.mock.fields import (
+from conveyor.mock_llm.exchange import ChatRequest, Exchange, InvalidRequest, dumps
+from conveyor.mock_llm.fields import (
     last_user_text,
     parse_messages,
     parse_model,
     positive_int,
 )
-from conveyor.gateway.mock.tokens import text_of
+from conveyor.mock_llm.tokens import text_of
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.gateway.mock.config import Fault
+from conveyor.mock_llm.config import Fault
 
 
 @dataclass

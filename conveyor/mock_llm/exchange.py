@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from conveyor.gateway.mock.config import Fault, MockConfig
-from conveyor.gateway.mock.faults import retry_after_header
-from conveyor.gateway.mock.state import MockState
-from conveyor.gateway.mock.tokens import Completion, count_prompt_tokens, generate
+from conveyor.mock_llm.config import Fault, MockConfig
+from conveyor.mock_llm.faults import retry_after_header
+from conveyor.mock_llm.state import MockState
+from conveyor.mock_llm.tokens import Completion, count_prompt_tokens, generate
 
 FAULT_HEADER = "x-mock-fault"
 # Marks requests to the chat endpoints, whose status lines the stats count.

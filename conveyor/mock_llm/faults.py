@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from conveyor.gateway.mock.config import Fault, MockConfig, parse_fault
+from conveyor.mock_llm.config import Fault, MockConfig, parse_fault
 
 WINDOW_SECONDS = 60.0
 

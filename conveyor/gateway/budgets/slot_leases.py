@@ -49,7 +49,7 @@ import structlog
 
 from conveyor.core.drip import DripRate
 from conveyor.core.slot_block import SLACK, SlotBlock
-from conveyor.gateway.bucket_backend import BucketStore
+from conveyor.gateway.budgets.bucket_store import BucketStore
 from conveyor.store.params import BucketDraw
 
 IDLE_AFTER = 2.0

@@ -1,6 +1,6 @@
 """``conveyor mock-llm``: serve the mock LLM from the command line.
 
-``conveyor/cli.py`` runs it (imported only then); ``python -m conveyor.gateway.mock`` runs the
+``conveyor/cli.py`` runs it (imported only then); ``python -m conveyor.mock_llm`` runs the
 same command.
 """
 
@@ -12,8 +12,8 @@ import typer
 
 from conveyor.core.durations import parse_duration
 from conveyor.errors import ConfigurationError
-from conveyor.gateway.mock.config import build_config, parse_fault_rates, parse_script
-from conveyor.gateway.mock.server import run_mock_llm
+from conveyor.mock_llm.config import build_config, parse_fault_rates, parse_script
+from conveyor.mock_llm.server import run_mock_llm
 
 
 def parse_seconds(text: str, flag: str) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor.gateway.mock.exchange import InvalidRequest
-from conveyor.gateway.mock.tokens import text_of
+from conveyor.mock_llm.exchange import InvalidRequest
+from conveyor.mock_llm.tokens import text_of
 
 
 def positive_int(body: dict[str, Any], name: str) -> int | None:

@@ -12,9 +12,9 @@ from typing import Any
 
 from aiohttp import web
 
-from conveyor.gateway.mock.exchange import ChatRequest, Exchange, InvalidRequest, dumps
-from conveyor.gateway.mock.fields import last_user_text, parse_messages, parse_model, positive_int
-from conveyor.gateway.mock.tokens import text_of
+from conveyor.mock_llm.exchange import ChatRequest, Exchange, InvalidRequest, dumps
+from conveyor.mock_llm.fields import last_user_text, parse_messages, parse_model, positive_int
+from conveyor.mock_llm.tokens import text_of
 
 _ERROR_TYPES = {
     400: "invalid_request_error",

@@ -37,8 +37,8 @@ from conveyor.errors import (
     LLMUnavailable,
     TargetFailure,
 )
-from conveyor.gateway.attempt import Attempt, Call, Services
-from conveyor.gateway.recording import CallOutcome
+from conveyor.gateway.accounting.records import CallOutcome
+from conveyor.gateway.attempt import Attempt, AttemptReport, Call, Services
 
 T = TypeVar("T")
 log = structlog.get_logger("conveyor.gateway")
@@ -63,7 +63,7 @@ def failure_kind(error: LLMAttemptError) -> FailureKind:
     return FailureKind.TRANSPORT
 
 
-class Router:
+class Failover:
     """Runs attempts along a chain until one succeeds."""
 
     def __init__(
@@ -104,7 +104,12 @@ class Router:
                         breakers.retry_in(target.provider, target.model),
                     )
                     await self.services.record(
-                        call.record(target, number + 1, CallOutcome.CIRCUIT_OPEN, error=str(last))
+                        call.record(
+                            target,
+                            number + 1,
+                            CallOutcome.CIRCUIT_OPEN,
+                            AttemptReport(error=str(last)),
+                        )
                     )
                     failures.append(TargetFailure(target.provider, target.model, number, last))
                     break
@@ -116,7 +121,10 @@ class Router:
                     if isinstance(exc, BudgetRefused):
                         await self.services.record(
                             call.record(
-                                target, number + 1, CallOutcome.BUDGET_REFUSED, error=str(exc)
+                                target,
+                                number + 1,
+                                CallOutcome.BUDGET_REFUSED,
+                                AttemptReport(error=str(exc)),
                             )
                         )
                     raise
@@ -131,11 +139,11 @@ class Router:
                 except LLMAttemptError as exc:
                     clock.sent += time.perf_counter() - started
                     kind = failure_kind(exc)
+                    status = exc.status if isinstance(exc, LLMStatusError) else None
                     await attempt.settle(
                         CallOutcome.of(kind),
+                        AttemptReport(status=status, error=str(exc)),
                         kind=kind,
-                        status=exc.status if isinstance(exc, LLMStatusError) else None,
-                        error=str(exc),
                     )
                     decision = decide(kind, number, self.retry, self._rng.random(), exc.retry_after)
                     log.info(

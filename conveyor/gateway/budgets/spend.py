@@ -20,22 +20,19 @@ from decimal import Decimal
 from typing import Protocol
 
 from conveyor.errors import SpendLimitExceeded
-from conveyor.gateway.budget import BudgetAsk, Reservation
-from conveyor.store.llm_accounting import SpendReservation, SpendSettle, TenantLLMPolicy
+from conveyor.gateway.budgets.budget import BudgetAsk, Reservation
+from conveyor.store.llm_accounting import (
+    SpendReservation,
+    SpendReserve,
+    SpendSettle,
+    TenantLLMPolicy,
+)
 
 
 class SpendStore(Protocol):
     """What the spend budget needs of the store (PostgresStore has it)."""
 
-    async def reserve_llm_spend(
-        self,
-        tenant_id: str,
-        provider: str,
-        model: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        policy: TenantLLMPolicy,
-    ) -> SpendReservation: ...
+    async def reserve_llm_spend(self, reserve: SpendReserve) -> SpendReservation: ...
 
     async def settle_llm_spend(self, settle: SpendSettle) -> None: ...
 
@@ -59,7 +56,14 @@ class SpendBudget:
         if not ask.tenant_id or policy is None or not policy.limits_spend:
             return Reservation(ask)
         got = await self._store.reserve_llm_spend(
-            ask.tenant_id, ask.provider, ask.model, ask.prompt_tokens, ask.max_tokens, policy
+            SpendReserve(
+                tenant_id=ask.tenant_id,
+                provider=ask.provider,
+                model=ask.model,
+                prompt_tokens=ask.prompt_tokens,
+                completion_tokens=ask.max_tokens,
+                policy=policy,
+            )
         )
         if not got.ok:
             raise SpendLimitExceeded(ask.tenant_id, ask.provider, _why(ask, got, policy))

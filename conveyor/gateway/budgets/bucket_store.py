@@ -32,6 +32,6 @@ def bucket_store_from_env(environ: Mapping[str, str] | None, postgres: BucketSto
     url = (os.environ if environ is None else environ).get(REDIS_URL_ENV, "").strip()
     if not url:
         return postgres
-    from conveyor.gateway.redis_buckets import RedisBuckets  # redis is only loaded if used
+    from conveyor.gateway.budgets.redis_buckets import RedisBuckets  # redis is only loaded if used
 
     return RedisBuckets.from_url(url)

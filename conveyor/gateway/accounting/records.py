@@ -2,7 +2,7 @@
 
 The gateway hands its ``CallRecorder`` a record of every attempt (failed ones, fallbacks,
 fail-fast skips of an open breaker, budget refusals and cache hits included).
-``accounting.CallLog`` writes them to ``llm_calls`` in batches, priced from the price
+``call_log.CallLog`` writes them to ``llm_calls`` in batches, priced from the price
 table; the default here, ``CallCounters``, keeps in-process counters only: enough for a
 test or a process's own use, lost when the process ends.
 """

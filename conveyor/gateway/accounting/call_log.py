@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from conveyor.gateway.recording import CallRecord
+from conveyor.gateway.accounting.records import CallRecord
 
 log = structlog.get_logger("conveyor.gateway")
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from conveyor.gateway.mock.config import MockConfig
-from conveyor.gateway.mock.server import MockLLM
-from conveyor.gateway.mock.stats import MockStats
+from conveyor.mock_llm.config import MockConfig
+from conveyor.mock_llm.server import MockLLM
+from conveyor.mock_llm.stats import MockStats
 
 T = TypeVar("T")
 START_TIMEOUT_SECONDS = 10.0

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 from conveyor.core.drip import DEFAULT_MARGIN, DripRate
 from conveyor.errors import BudgetRefused
-from conveyor.gateway.bucket_backend import BucketStore
-from conveyor.gateway.budget import BudgetAsk, Reservation
+from conveyor.gateway.budgets.bucket_store import BucketStore
+from conveyor.gateway.budgets.budget import BudgetAsk, Reservation
+from conveyor.gateway.budgets.slot_leases import SlotLeases
 from conveyor.gateway.config import GatewayConfig
-from conveyor.gateway.slot_leases import SlotLeases
 from conveyor.store.params import BucketDraw
 
 DEFAULT_MAX_WAIT = 300.0

@@ -15,7 +15,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from conveyor.gateway.bucket_backend import BucketStore
+from conveyor.gateway.budgets.bucket_store import BucketStore
 from conveyor.store.params import BucketDraw
 
 BucketKey = tuple[str, str, str]

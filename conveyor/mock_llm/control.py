@@ -15,9 +15,9 @@ from typing import Any
 from aiohttp import web
 
 from conveyor.errors import ConfigurationError
-from conveyor.gateway.mock import anthropic_api, ollama_api, openai_api
-from conveyor.gateway.mock.config import MockConfig
-from conveyor.gateway.mock.state import MockState
+from conveyor.mock_llm import anthropic_api, ollama_api, openai_api
+from conveyor.mock_llm.config import MockConfig
+from conveyor.mock_llm.state import MockState
 
 
 def config_json(config: MockConfig) -> dict[str, Any]:

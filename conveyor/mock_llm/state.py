@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from conveyor.gateway.mock.config import MockConfig
-from conveyor.gateway.mock.faults import FaultPicker, RequestRateLimiter
-from conveyor.gateway.mock.stats import MockStats
+from conveyor.mock_llm.config import MockConfig
+from conveyor.mock_llm.faults import FaultPicker, RequestRateLimiter
+from conveyor.mock_llm.stats import MockStats
 
 
 class MockState:

@@ -12,14 +12,14 @@ from typing import Any
 from aiohttp import web
 
 from conveyor.errors import ConfigurationError
-from conveyor.gateway.mock.anthropic_api import AnthropicMessages
-from conveyor.gateway.mock.config import MockConfig
-from conveyor.gateway.mock.control import ControlRoutes
-from conveyor.gateway.mock.exchange import CHAT_REQUEST, chat_handler
-from conveyor.gateway.mock.ollama_api import OllamaChat
-from conveyor.gateway.mock.openai_api import OpenAIChat
-from conveyor.gateway.mock.state import MockState
-from conveyor.gateway.mock.stats import MockStats
+from conveyor.mock_llm.anthropic_api import AnthropicMessages
+from conveyor.mock_llm.config import MockConfig
+from conveyor.mock_llm.control import ControlRoutes
+from conveyor.mock_llm.exchange import CHAT_REQUEST, chat_handler
+from conveyor.mock_llm.ollama_api import OllamaChat
+from conveyor.mock_llm.openai_api import OpenAIChat
+from conveyor.mock_llm.state import MockState
+from conveyor.mock_llm.stats import MockStats
 
 # Prompts of agents are long; aiohttp's default cap of 1 MiB per body would refuse some.
 MAX_BODY_BYTES = 64 * 1024 * 1024

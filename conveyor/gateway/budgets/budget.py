@@ -1,10 +1,10 @@
 """What a budget is to the gateway: reserve before each attempt, settle after it.
 
-Before every attempt the router asks the gateway's ``Budget`` to ``reserve`` the call's
+Before every attempt the gateway asks its ``Budget`` to ``reserve`` the call's
 estimate (prompt estimate + ``max_tokens``): a budget may wait for room (the drip) or raise
 ``BudgetRefused``. After the attempt, ``settle`` gets the tokens it really used, so the
 unused part goes back. The budgets built on this seam are the shared drip buckets
-(``shared_budget.py``) and the tenant's monthly spend (``spend_budget.py``);
+(``shared.py``) and the tenant's monthly spend (``spend.py``);
 ``CombinedBudget`` runs several as one. ``AdmitAllBudget`` admits everything at once: what
 a gateway without limits does.
 """
