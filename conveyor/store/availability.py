@@ -31,11 +31,12 @@ async def retry_while_unavailable(
     backoff: FailureBackoff | None = None,
     log: Any = None,
     log_each: bool = True,
+    level: str = "warning",
 ) -> T:
     """``await operation()``, retried for up to ``seconds`` while the database is out of
     reach. Other errors, a DatabaseUnavailable that waiting cannot fix (a wrong password),
     and the failure at the deadline propagate. Logs ``database_unavailable`` on ``log``
-    for each retry, or only the first with ``log_each=False``."""
+    for each retry (at ``level``), or only the first with ``log_each=False``."""
     deadline = time.monotonic() + seconds
     backoff = backoff or FailureBackoff(base=0.1, cap=2.0)
     logger = log if log is not None else _log
@@ -48,7 +49,7 @@ async def retry_while_unavailable(
                 raise
             delay = min(backoff.failed(random.random), left)
             if log_each or backoff.failures == 1:
-                logger.warning(
+                getattr(logger, level)(
                     "database_unavailable",
                     during=what,
                     error=str(exc),

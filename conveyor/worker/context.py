@@ -303,6 +303,7 @@ class TaskContext:
             backoff=FailureBackoff(base=0.05, cap=2.0),
             log=self.log,
             log_each=False,
+            level="debug",  # the worker's own loops report the outage once, not every run
         )
 
     def _require_store(self, what: str) -> PostgresStore:

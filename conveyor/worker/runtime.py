@@ -273,11 +273,14 @@ class Worker:
         """Claim for every free slot; True when some claim came back full.
 
         Nothing is claimed while outcomes cannot be written: new work would only join them,
-        its leases kept fresh by the heartbeat and its results unrecorded.
+        its leases kept fresh by the heartbeat and its results unrecorded; nor while as many
+        outcomes wait to be written as the worker may run.
         """
         if self.recorder.failing_since is not None:
             return False
-        free = self.options.concurrency - len(self._running) - self.recorder.unwritten
+        if self.recorder.unwritten >= self.options.concurrency:
+            return False  # a backlog of writes: hold at most twice the concurrency
+        free = self.options.concurrency - len(self._running)
         if self.options.max_tasks_per_process is not None:
             free = min(free, self.options.max_tasks_per_process - self.stats["claimed"])
         if free <= 0:
