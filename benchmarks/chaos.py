@@ -12,7 +12,8 @@ One workload runs twice, each time on a fresh database of a private PostgreSQL s
    ``--down-seconds``. Worker faults span the baseline's run time (at least
    ``--min-window`` s); faults not due by the time the queue drains are skipped.
 
-Each task sleeps 20-100 ms, then writes one row through ``ctx.once_in_transaction``
+Each task sleeps ``--task-ms-min`` to ``--task-ms-max`` (500-1500 ms, an agent's call
+length), then writes one row through ``ctx.once_in_transaction``
 (``tests/e2e/chaos_agents.py``); every ``--poison-every``-th task fails for good. The
 scenario and the accounting are the e2e test's (``tests/support/chaos.py``,
 ``tests/support/chaos_accounting.py``). The rows of the table:
@@ -204,12 +205,14 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20_000, help="tasks per run")
     parser.add_argument("--workers", type=int, default=4, help="worker processes")
-    parser.add_argument("--concurrency", type=int, default=64, help="tasks in flight a worker")
+    parser.add_argument("--concurrency", type=int, default=128, help="tasks in flight a worker")
     parser.add_argument(
         "--submit-seconds", type=float, default=0.0, help="spread submission (0: all at once)"
     )
-    parser.add_argument("--task-ms-min", type=int, default=20, help="shortest task (ms)")
-    parser.add_argument("--task-ms-max", type=int, default=100, help="longest task (ms)")
+    # agent-like runs (shared/WORKLOADS.md: seconds of LLM time); 20-100 ms tasks make a
+    # 9 s baseline in which one lease of waiting after a SIGKILL dominates the share
+    parser.add_argument("--task-ms-min", type=int, default=500, help="shortest task (ms)")
+    parser.add_argument("--task-ms-max", type=int, default=1500, help="longest task (ms)")
     parser.add_argument("--poison-every", type=int, default=100, help="every n-th fails for good")
     parser.add_argument("--lease-seconds", type=float, default=10.0, help="worker lease")
     parser.add_argument(

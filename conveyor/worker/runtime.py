@@ -273,13 +273,12 @@ class Worker:
         """Claim for every free slot; True when some claim came back full.
 
         Nothing is claimed while outcomes cannot be written: new work would only join them,
-        its leases kept fresh by the heartbeat and its results unrecorded; nor while as many
-        outcomes wait to be written as the worker may run.
+        its leases kept fresh by the heartbeat and its results unrecorded. (A backlog that
+        is being written is no reason to wait: claiming while the last batch is written is
+        what keeps short tasks flowing.)
         """
         if self.recorder.failing_since is not None:
             return False
-        if self.recorder.unwritten >= self.options.concurrency:
-            return False  # a backlog of writes: hold at most twice the concurrency
         free = self.options.concurrency - len(self._running)
         if self.options.max_tasks_per_process is not None:
             free = min(free, self.options.max_tasks_per_process - self.stats["claimed"])
