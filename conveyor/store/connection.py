@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -163,6 +164,9 @@ async def pooled(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
             yield conn
         except BaseException as exc:
             if is_connection_error(exc) or isinstance(exc, asyncio.CancelledError):
-                # cancelled mid-statement: the protocol state is unknown as well
-                conn.terminate()
+                # cancelled mid-statement: the protocol state is unknown as well. A
+                # connection the server dropped is already back with the pool (asyncpg
+                # detaches it on connection_lost): terminating it then is refused.
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    conn.terminate()
             raise

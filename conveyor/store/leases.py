@@ -77,6 +77,15 @@ async def release(conn: Conn, leases: Sequence[LeaseRef]) -> list[int]:
     return [row["id"] for row in rows]
 
 
+async def release_orphans(conn: Conn, worker_id: str, held: Sequence[int]) -> list[int]:
+    """Hand back tasks leased to ``worker_id`` that it does not hold (``held``): a claim
+    whose reply was lost. The attempt is not counted; the ids released."""
+    async with conn.transaction():
+        rows = await conn.fetch(q("release_orphaned_leases"), worker_id, list(held))
+        await _notify(conn, [row["queue"] for row in rows])
+    return [row["id"] for row in rows]
+
+
 async def reap_expired(conn: Conn, limit: int) -> ReapResult | None:
     """Return expired leases to the queue; None when another reaper holds the lock."""
     async with conn.transaction():

@@ -176,6 +176,11 @@ class PostgresStore:
         """Give leased tasks back without counting an attempt (graceful shutdown)."""
         return await self._run(lambda c: leases.release(c, held))
 
+    async def release_orphans(self, worker_id: str, held: Sequence[int]) -> list[int]:
+        """Give back tasks leased to ``worker_id`` other than ``held`` (a claim whose reply
+        was lost), without counting an attempt; their ids."""
+        return await self._run(lambda c: leases.release_orphans(c, worker_id, held))
+
     async def reap_expired(self, limit: int = 1000) -> ReapResult | None:
         """Requeue expired leases (one reaper at a time); None if another reaper ran."""
         # a lease out of attempts finishes as dead: into this month's history partition

@@ -115,28 +115,30 @@ class OutcomeRecorder:
         """Write every pending outcome: one finish, one retry and one release statement."""
         # At most _FLUSH_SLICE outcomes a statement: encoding 10,000 at once would hold the
         # event loop for tens of milliseconds; the rest go in the next flush, at once.
-        outcomes, self.pending = self.pending[:_FLUSH_SLICE], self.pending[_FLUSH_SLICE:]
-        if self.pending:
-            self.wake.set()
-        releases, self.releases = self.releases, []
-        try:
-            async with self._row_writes:
-                refused = await self._write(outcomes, releases)
-        except DatabaseUnavailable:
-            self._put_back(outcomes, releases)
-            raise
-        except ConveyorError as exc:
-            # refused on a live connection: find the outcome the database will not take
-            log.error("flush_refused", error=str(exc), outcomes=len(outcomes))
+        # Taken under the lock, so that while anything is being written the lock is held:
+        # whoever else takes it (the heartbeat, the orphan sweep) sees every lease either in
+        # ``pending``/``releases`` or already written.
+        async with self._row_writes:
+            outcomes, self.pending = self.pending[:_FLUSH_SLICE], self.pending[_FLUSH_SLICE:]
+            if self.pending:
+                self.wake.set()
+            releases, self.releases = self.releases, []
             try:
-                async with self._row_writes:
+                refused = await self._write(outcomes, releases)
+            except DatabaseUnavailable:
+                self._put_back(outcomes, releases)
+                raise
+            except ConveyorError as exc:
+                # refused on a live connection: find the outcome the database will not take
+                log.error("flush_refused", error=str(exc), outcomes=len(outcomes))
+                try:
                     refused = await self._write_one_by_one(outcomes, releases)
+                except BaseException:
+                    self._put_back(outcomes, releases)
+                    raise
             except BaseException:
                 self._put_back(outcomes, releases)
                 raise
-        except BaseException:
-            self._put_back(outcomes, releases)
-            raise
         self.failing_since = None
         self._backoff.succeeded()
         if outcomes or releases:

@@ -27,7 +27,7 @@ import structlog
 
 from conveyor.app import AgentSpec, App
 from conveyor.core.backoff import FailureBackoff
-from conveyor.errors import ConfigurationError, ConveyorError, WorkerCrashed
+from conveyor.errors import ConfigurationError, ConveyorError, DatabaseUnavailable, WorkerCrashed
 from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.notify import CANCEL_CHANNEL, TASKS_CHANNEL, NotificationListener
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef, RetryLease, WorkerInfo
@@ -100,6 +100,7 @@ class Worker:
             store, self.stats, self._row_writes, on_written=self._wake.set
         )
         self._claim_backoff = FailureBackoff(base=0.1, cap=5.0)
+        self._claim_uncertain = False
         self._holding_expired = False
         self.failure: tuple[str, BaseException] | None = None
         """The loop of the worker's own that died, and why; the worker then stops."""
@@ -228,9 +229,13 @@ class Worker:
                     return
                 self._wake.clear()
                 try:
+                    if self._claim_uncertain:
+                        await self._release_orphans()
                     full = await self._claim_available()
                     self._claim_backoff.succeeded()
                 except ConveyorError as exc:
+                    # a claim that failed on a lost connection may have committed
+                    self._claim_uncertain = isinstance(exc, DatabaseUnavailable)
                     delay = self._claim_backoff.failed(random.random)
                     log.warning("claim_failed", error=str(exc), retry_in=round(delay, 2))
                     await asyncio.wait({stopper}, timeout=delay)
@@ -257,6 +262,20 @@ class Worker:
         enough = max(1, min(self.options.claim_batch, self.options.concurrency) // 4)
         if wait > 0 and 0 < free < enough and not stop.is_set():
             await asyncio.sleep(wait)
+
+    async def _release_orphans(self) -> None:
+        """After a claim failed on a lost connection: hand back what it may have leased.
+
+        The claim's commit may have gone through with its reply lost; those tasks are
+        leased to this worker, which never started them. Under the row-writes lock every
+        lease the worker knows of is running, pending or written (see OutcomeRecorder).
+        """
+        async with self._row_writes:
+            held = [*self._running, *(lease.task_id for lease in self.recorder.leases())]
+            orphans = await self.store.release_orphans(self.options.worker_id, held)
+        self._claim_uncertain = False
+        if orphans:
+            log.warning("orphaned_claims_released", task_ids=sorted(orphans))
 
     def _recycle_due(self) -> str | None:
         opts = self.options

@@ -312,3 +312,20 @@ async def test_a_worker_loop_that_dies_stops_the_worker_loudly(store: PostgresSt
             await asyncio.wait_for(worker.run(asyncio.Event()), 20)  # no stop: it stops itself
     finally:
         await broken.close()
+
+
+async def test_a_claim_whose_reply_was_lost_is_handed_back_without_an_attempt(
+    store: PostgresStore,
+) -> None:
+    await store.enqueue_batch([NewTask("work", {"n": n}) for n in range(3)])
+    # the claim committed, but its reply never reached the worker: it knows only `kept`
+    kept, *lost = await store.claim(ClaimRequest(("work",), 3, "w1", 30, (3,)))
+    released = await store.release_orphans("w1", [kept.id])
+    assert sorted(released) == sorted(t.id for t in lost)
+    for task in lost:
+        record = await store.get_task(task.id)
+        assert record.state is TaskState.QUEUED and record.attempts == 0
+    assert (await store.get_task(kept.id)).state is TaskState.RUNNING
+    again = await store.claim(ClaimRequest(("work",), 3, "w2", 30, (3,)))
+    assert sorted(t.id for t in again) == sorted(t.id for t in lost)
+    assert {t.attempts for t in again} == {1}

@@ -42,6 +42,20 @@ FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token)
 WHERE t.id = h.id AND t.lease_token = h.token
 RETURNING t.id, t.queue;
 
+-- name: release_orphaned_leases
+-- A claim whose reply was lost (the connection dropped after its commit) leaves tasks
+-- leased to worker $1 that never learned of them. The worker hands back every task leased
+-- to it that it does not hold ($2), without counting the attempt: none of them ran.
+UPDATE tasks AS t
+SET state = 'queued',
+    attempts = greatest(t.attempts - 1, 0),
+    lease_token = NULL,
+    lease_expires_at = NULL,
+    worker_id = NULL,
+    started_at = NULL
+WHERE t.worker_id = $1 AND t.state = 'running' AND NOT (t.id = ANY($2::bigint[]))
+RETURNING t.id, t.queue;
+
 -- name: reap_expired_leases
 -- Tasks whose lease ran out (their worker died or hung). The attempt was counted at claim;
 -- a task with attempts left goes back to the queue, one without (or with a cancel pending)
