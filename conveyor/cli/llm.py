@@ -11,10 +11,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from conveyor.cli_support import DatabaseUrl, out
-from conveyor.cli_support import run as _run
-from conveyor.cli_support import settings as _settings
-from conveyor.cli_support import with_store as _with_store
+from conveyor.cli.common import DatabaseUrl, out
+from conveyor.cli.common import run as _run
+from conveyor.cli.common import settings as _settings
+from conveyor.cli.common import with_store as _with_store
 from conveyor.core.partitions import Month
 from conveyor.store.llm_accounting import TenantLLMPolicy
 from conveyor.store.postgres import PostgresStore

@@ -9,9 +9,11 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from conveyor.core.durations import format_rate, parse_rate
 from conveyor.errors import ConveyorError
 from conveyor.settings import Settings, load_settings
 from conveyor.store.database import open_store
+from conveyor.store.params import StartRate, validate_queue_name
 from conveyor.store.postgres import PostgresStore
 
 T = TypeVar("T")
@@ -60,3 +62,26 @@ async def with_store(settings: Settings, action: Callable[[PostgresStore], Await
     # configured server is migrated only when asked (`conveyor migrate`).
     async with open_store(settings, auto_migrate=settings.database_url is None) as store:
         return await action(store)
+
+
+def check_queue(queue: str) -> None:
+    """Refuse a malformed queue name as a usage error naming QUEUE."""
+    try:
+        validate_queue_name(queue)
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc), param_hint="QUEUE") from None
+
+
+def start_rate(text: str | None) -> StartRate | None:
+    """The value of a ``--start-rate COUNT/DURATION`` flag."""
+    if text is None:
+        return None
+    try:
+        return StartRate(*parse_rate(text))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--start-rate") from None
+
+
+def rate_text(limit: int | None, interval: float | None, unset: str) -> str:
+    """A start rate as ``10/1m``, or ``unset`` when there is none."""
+    return format_rate(limit, interval) if limit is not None and interval else unset

@@ -1,0 +1,73 @@
+"""``conveyor status``: depth and age per queue, running and dead counts, and the workers."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from conveyor.cli.common import DatabaseUrl, out
+from conveyor.cli.common import run as _run
+from conveyor.cli.common import settings as _settings
+from conveyor.cli.common import with_store as _with_store
+from conveyor.store.postgres import PostgresStore
+
+
+def status(
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Depth and age per queue, running and dead counts, and the workers."""
+
+    async def go(store: PostgresStore) -> None:
+        queues, workers = await store.queue_status(), await store.list_workers()
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {
+                        "queues": [q.__dict__ for q in queues]
+                        if False
+                        else [{f: getattr(q, f) for f in q.__slots__} for q in queues],
+                        "workers": [{f: getattr(w, f) for f in w.__slots__} for w in workers],
+                    },
+                    default=str,
+                )
+            )
+            return
+        table = Table(title="queues")
+        for column in (
+            "queue",
+            "queued",
+            "scheduled",
+            "running",
+            "dead",
+            "oldest queued",
+            "paused",
+        ):
+            table.add_column(column, justify="left" if column == "queue" else "right")
+        for q in queues:
+            age = "-" if q.oldest_queued_seconds is None else f"{q.oldest_queued_seconds:.1f}s"
+            table.add_row(
+                q.queue,
+                str(q.queued),
+                str(q.scheduled),
+                str(q.running),
+                str(q.dead),
+                age,
+                "yes" if q.paused else "",
+            )
+        out.print(table)
+        wtable = Table(title="workers")
+        for column in ("id", "host", "pid", "state", "running", "last heartbeat"):
+            wtable.add_column(column)
+        for w in workers:
+            alive = w.state == "running" and w.silent_seconds < 60
+            state = w.state if alive or w.state != "running" else "dead (silent)"
+            wtable.add_row(
+                w.id, w.host, str(w.pid), state, str(w.running), f"{w.silent_seconds:.0f}s ago"
+            )
+        out.print(wtable)
+
+    _run(_with_store(_settings(database_url), go))

@@ -1,0 +1,94 @@
+"""``conveyor enqueue``, ``show``, ``cancel`` and ``group``: one task, or one campaign."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from conveyor.cli.common import DatabaseUrl, out
+from conveyor.cli.common import run as _run
+from conveyor.cli.common import settings as _settings
+from conveyor.cli.common import with_store as _with_store
+from conveyor.core.durations import parse_duration
+from conveyor.errors import ConveyorError
+from conveyor.store.params import NewTask
+from conveyor.store.postgres import PostgresStore
+
+
+def enqueue(
+    queue: Annotated[str, typer.Argument(help="The agent role, e.g. copywriter.")],
+    payload: Annotated[str, typer.Option("--payload", help="JSON object.")] = "{}",
+    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    priority: Annotated[int, typer.Option("--priority", help="1 urgent .. 10 batch.")] = 5,
+    delay: Annotated[str | None, typer.Option("--delay", help="Start later, e.g. 30s.")] = None,
+    key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    max_attempts: Annotated[
+        int | None, typer.Option("--max-attempts", help="Default: the agent's policy.")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Submit one task and print its id."""
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
+    try:
+        run_at = datetime.now(UTC) + parse_duration(delay) if delay else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--delay") from None
+    try:
+        task = NewTask(
+            queue=queue,
+            payload=body,
+            tenant_id=tenant,
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            idempotency_key=key,
+        )
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def go(store: PostgresStore) -> None:
+        result = await store.enqueue(task)
+        out.print(f"{result.task_id} {'created' if result.created else 'already existed'}")
+
+    _run(_with_store(_settings(database_url), go))
+
+
+def show(task_id: int, database_url: DatabaseUrl = None) -> None:
+    """Print one task (active or finished) as JSON."""
+
+    async def go(store: PostgresStore) -> None:
+        out.print_json(json.dumps(asdict(await store.get_task(task_id)), default=str))
+
+    _run(_with_store(_settings(database_url), go))
+
+
+def cancel(task_id: int, database_url: DatabaseUrl = None) -> None:
+    """Cancel a task: at once if it waits, by asking its worker if it runs."""
+
+    async def go(store: PostgresStore) -> None:
+        state = await store.cancel(task_id, reason="cancelled from the CLI")
+        out.print(
+            f"task {task_id}: {'cancel requested (running)' if state == 'running' else state}"
+        )
+
+    _run(_with_store(_settings(database_url), go))
+
+
+def group(
+    group_id: str,
+    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """A campaign's tasks by state, and its completion."""
+    status = _run(_with_store(_settings(database_url), lambda s: s.group_status(tenant, group_id)))
+    counts = ", ".join(f"{state.value} {n}" for state, n in sorted(status.counts.items()))
+    done = f"completed {status.completed_at:%Y-%m-%d %H:%M:%S}" if status.completed_at else "open"
+    follow = f", follow-up task {status.follow_up_id}" if status.follow_up_id else ""
+    out.print(f"group {group_id} ({tenant}): {counts or 'no tasks yet'}; {done}{follow}")

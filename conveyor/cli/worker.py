@@ -1,0 +1,97 @@
+"""``conveyor worker``: run the agents of an App until a signal stops the process."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from conveyor.app import App
+from conveyor.cli.common import DatabaseUrl
+from conveyor.cli.common import run as _run
+from conveyor.cli.common import settings as _settings
+from conveyor.errors import ConveyorError
+
+
+def load_app(reference: str) -> App:
+    """Import ``package.module:attribute`` and check that it is an App."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise typer.BadParameter("use the form package.module:app", param_hint="--app")
+    if os.getcwd() not in sys.path:  # like uvicorn and celery: the app may live right here
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(
+            f"cannot import {module_name}: {exc}", param_hint="--app"
+        ) from None
+    app: Any = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise typer.BadParameter(f"{reference} is not a conveyor.App", param_hint="--app")
+    return app
+
+
+def worker(
+    app_ref: Annotated[str, typer.Option("--app", help="package.module:app to run.")],
+    queues: Annotated[
+        list[str] | None, typer.Option("--queue", help="Serve only this queue (repeatable).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1)] = 256,
+    claim_batch: Annotated[int, typer.Option("--claim-batch", min=1)] = 100,
+    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds to drain.")] = 30.0,
+    max_tasks: Annotated[
+        int | None,
+        typer.Option("--max-tasks-per-process", min=1, help="Recycle after this many tasks."),
+    ] = None,
+    sync_threads: Annotated[
+        int, typer.Option("--sync-threads", min=1, help="Threads for plain def handlers.")
+    ] = 64,
+    max_memory: Annotated[
+        float | None,
+        typer.Option("--max-memory", min=1, help="Recycle past this resident memory (MB)."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port."
+        ),
+    ] = None,
+    migrate_first: Annotated[
+        bool | None, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run the agents of an App until SIGTERM/SIGINT (a second signal forces exit)."""
+    from conveyor.observability.logging import configure_logging
+    from conveyor.worker.process import reexec_self, serve
+    from conveyor.worker.runtime import WorkerOptions
+
+    configure_logging(log_level)
+    settings = _settings(database_url)
+    app = load_app(app_ref)
+    try:
+        options = WorkerOptions(
+            queues=tuple(queues) if queues else None,
+            concurrency=concurrency,
+            claim_batch=claim_batch,
+            lease_seconds=settings.lease_seconds,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            poll_seconds=settings.poll_seconds,
+            grace_seconds=grace,
+            max_tasks_per_process=max_tasks,
+            max_memory_mb=max_memory,
+            sync_threads=sync_threads,
+            metrics_port=metrics_port,
+        )
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    migrate_now = settings.database_url is None if migrate_first is None else migrate_first
+    if _run(serve(app, settings, options, migrate=migrate_now), fast_loop=True) is not None:
+        reexec_self()  # drained: start over in a fresh interpreter
