@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import platform
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as distribution_version
+from typing import Annotated
+
 import typer
 
 from conveyor.cli import database, demo, mock_llm, status, tasks, worker
@@ -12,6 +17,34 @@ from conveyor.cli.queues import queues_cli
 from conveyor.cli.tenants import tenants_cli
 
 cli = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def conveyor_version() -> str:
+    """The installed distribution's version ("unknown" when run from a bare checkout)."""
+    try:
+        return distribution_version("conveyor")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"conveyor {conveyor_version()} (Python {platform.python_version()})")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Conveyor: run workers and the demo, and operate the queue."""
+
+
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(queues_cli, name="queues")
 cli.add_typer(tenants_cli, name="tenants")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import subprocess
+import sys
+import tomllib
 
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
-from tests.e2e.conftest import RunCli, process_env
+from tests.e2e.conftest import ROOT, RunCli, process_env
 
 
 def assert_clear_errors(run_cli: RunCli, cases: list[tuple[tuple[str, ...], str]]) -> None:
@@ -17,6 +22,23 @@ def assert_clear_errors(run_cli: RunCli, cases: list[tuple[tuple[str, ...], str]
         assert result.returncode != 0, args
         assert "Traceback" not in result.stderr, (args, result.stderr)
         assert hint in (result.stderr + result.stdout), (args, result.stderr)
+
+
+def test_every_way_to_start_the_command_answers_its_version() -> None:
+    for module in ("conveyor", "conveyor.cli"):
+        started = subprocess.run(
+            [sys.executable, "-m", module, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.startswith("conveyor "), started.stdout
+    script = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = script["conveyor"].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
 
 
 def test_migrate_is_idempotent(run_cli: RunCli) -> None:
