@@ -130,6 +130,15 @@ def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_ds
     )
     assert unreachable.returncode == 1 and "cannot connect" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+    for url, hint in [
+        ("", "is set but empty"),
+        ("postgresql://nobody@127.0.0.1:abc/none", "port 'abc'"),
+        ("postgresql://nobody@[::1/none", "IPv6 host goes in brackets"),
+    ]:
+        refused = run_cli("status", env=process_env(url, COLUMNS="200"))
+        assert refused.returncode == 2 and "DATABASE_URL: " in refused.stderr, url
+        assert hint in refused.stderr, url
+        assert "Traceback" not in refused.stderr
 
 
 def test_plans_and_overrides_from_the_cli(run_cli: RunCli) -> None:
