@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from conveyor.cli import database, demo, mock_llm, status, tasks, worker
+from conveyor.cli.common import ID_ARGUMENT
 from conveyor.cli.dlq import dlq_cli
 from conveyor.cli.llm import llm_cli
 from conveyor.cli.plans import plans_cli
@@ -55,8 +56,8 @@ cli.command()(database.migrate)
 cli.command()(status.status)
 cli.command()(database.retention)
 cli.command()(tasks.enqueue)
-cli.command()(tasks.show)
-cli.command()(tasks.cancel)
+cli.command(context_settings=ID_ARGUMENT)(tasks.show)
+cli.command(context_settings=ID_ARGUMENT)(tasks.cancel)
 cli.command()(tasks.group)
 cli.command(
     "mock-llm",

@@ -21,6 +21,30 @@ T = TypeVar("T")
 out = Console()
 err = Console(stderr=True)
 
+INT32_MAX = 2**31 - 1
+"""The largest value of a PostgreSQL ``integer`` column (caps, attempts, rates per minute)."""
+INT64_MAX = 2**63 - 1
+"""The largest ``bigint``: task ids, monthly limits and budgets."""
+SPEND_MAX = 9_999_999_999.0
+"""About the largest ``numeric(14, 4)``: a spend limit in USD."""
+
+
+def task_id(text: str) -> int:
+    """A task id from the command line: a whole number from 1 to INT64_MAX."""
+    cleaned = text.strip()
+    if cleaned.isascii() and cleaned.isdigit() and 1 <= int(cleaned) <= INT64_MAX:
+        return int(cleaned)
+    raise typer.BadParameter(
+        f"{text!r} is not a task id: ids are whole numbers from 1 to {INT64_MAX}"
+    )
+
+
+TaskId = Annotated[int, typer.Argument(parser=task_id, metavar="ID", help="A task id.")]
+
+ID_ARGUMENT = {"ignore_unknown_options": True}
+"""Context settings of a command taking an ID: ``show -1`` reaches the id check instead
+of reading as an unknown option ``-1``."""
+
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
@@ -77,7 +101,10 @@ def start_rate(text: str | None) -> StartRate | None:
     if text is None:
         return None
     try:
-        return StartRate(*parse_rate(text))
+        count, seconds = parse_rate(text)
+        if count > INT32_MAX:
+            raise ValueError(f"invalid rate {text!r}: at most {INT32_MAX} starts per period")
+        return StartRate(count, seconds)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--start-rate") from None
 

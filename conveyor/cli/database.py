@@ -53,7 +53,12 @@ def retention(
             f"{older_than} is less than a day (m means minutes); use days or weeks, e.g. 90d",
             param_hint="--older-than",
         )
-    cutoff = datetime.now(UTC) - age
+    try:
+        cutoff = datetime.now(UTC) - age
+    except OverflowError:
+        raise typer.BadParameter(
+            f"{older_than} reaches before the year 1", param_hint="--older-than"
+        ) from None
 
     async def go(store: PostgresStore) -> None:
         dropped, pruned = await store.apply_retention(cutoff)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from conveyor.cli.common import DatabaseUrl, out
+from conveyor.cli.common import INT64_MAX, DatabaseUrl, out, task_id
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
@@ -23,7 +23,7 @@ dlq_cli = typer.Typer(
 def dlq_list(
     queue: Annotated[str | None, typer.Option("--queue")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=INT64_MAX)] = 50,
     database_url: DatabaseUrl = None,
 ) -> None:
     """List dead tasks, newest first, with the error that killed them."""
@@ -51,7 +51,9 @@ def dlq_list(
 
 @dlq_cli.command("replay")
 def dlq_replay(
-    task_ids: Annotated[list[int] | None, typer.Option("--id", help="Repeatable.")] = None,
+    task_ids: Annotated[
+        list[int] | None, typer.Option("--id", parser=task_id, help="Repeatable.")
+    ] = None,
     queue: Annotated[str | None, typer.Option("--queue")] = None,
     tenant: Annotated[str | None, typer.Option("--tenant")] = None,
     everything: Annotated[bool, typer.Option("--all", help="Replay every dead task.")] = False,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from conveyor.cli.common import DatabaseUrl, out
+from conveyor.cli.common import INT32_MAX, INT64_MAX, SPEND_MAX, DatabaseUrl, out
 from conveyor.cli.common import rate_text as _rate_text
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
@@ -25,9 +25,12 @@ plans_cli = typer.Typer(help="Plans: what each tier may run.", no_args_is_help=T
 def plans_set(
     plan_id: str,
     max_concurrent: Annotated[
-        int | None, typer.Option("--max-concurrent", min=1, help="Cap per tenant and role.")
+        int | None,
+        typer.Option("--max-concurrent", min=1, max=INT32_MAX, help="Cap per tenant and role."),
     ] = None,
-    monthly_limit: Annotated[int | None, typer.Option("--monthly-limit", min=0)] = None,
+    monthly_limit: Annotated[
+        int | None, typer.Option("--monthly-limit", min=0, max=INT64_MAX)
+    ] = None,
     weight: Annotated[
         float | None, typer.Option("--weight", min=0.001, help="Fair share against others.")
     ] = None,
@@ -39,19 +42,31 @@ def plans_set(
         str | None, typer.Option("--roles", help="Comma-separated roles the plan allows.")
     ] = None,
     token_budget: Annotated[
-        int | None, typer.Option("--token-budget", min=0, help="LLM tokens per tenant and month.")
+        int | None,
+        typer.Option(
+            "--token-budget", min=0, max=INT64_MAX, help="LLM tokens per tenant and month."
+        ),
     ] = None,
     spend_limit: Annotated[
         float | None,
-        typer.Option("--spend-limit", min=0, help="LLM spend per tenant and month, in USD."),
+        typer.Option(
+            "--spend-limit", min=0, max=SPEND_MAX, help="LLM spend per tenant and month, in USD."
+        ),
     ] = None,
     llm_rpm: Annotated[
         int | None,
-        typer.Option("--llm-rpm", min=1, help="LLM requests per minute per tenant and provider."),
+        typer.Option(
+            "--llm-rpm",
+            min=1,
+            max=INT32_MAX,
+            help="LLM requests per minute per tenant and provider.",
+        ),
     ] = None,
     llm_tpm: Annotated[
         int | None,
-        typer.Option("--llm-tpm", min=1, help="LLM tokens per minute per tenant and provider."),
+        typer.Option(
+            "--llm-tpm", min=1, max=INT64_MAX, help="LLM tokens per minute per tenant and provider."
+        ),
     ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.common import DatabaseUrl, out
+from conveyor.cli.common import INT32_MAX, DatabaseUrl, out
 from conveyor.cli.common import check_queue as _check_queue
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
@@ -34,7 +34,10 @@ def queues_set(
     max_running: Annotated[
         int | None,
         typer.Option(
-            "--max-running", min=0, help="Global cap: all tenants together (0 removes it)."
+            "--max-running",
+            min=0,
+            max=INT32_MAX,
+            help="Global cap: all tenants together (0 removes it).",
         ),
     ] = None,
     aging: Annotated[

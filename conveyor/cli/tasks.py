@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from conveyor.cli.common import DatabaseUrl, out
+from conveyor.cli.common import INT32_MAX, DatabaseUrl, TaskId, out
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
@@ -27,19 +27,19 @@ def enqueue(
     delay: Annotated[str | None, typer.Option("--delay", help="Start later, e.g. 30s.")] = None,
     key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
     max_attempts: Annotated[
-        int | None, typer.Option("--max-attempts", help="Default: the agent's policy.")
+        int | None,
+        typer.Option("--max-attempts", max=INT32_MAX, help="Default: the agent's policy."),
     ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Submit one task and print its id."""
-    try:
-        body = json.loads(payload)
-    except ValueError as exc:
-        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
+    body = _json_object(payload)
     try:
         run_at = datetime.now(UTC) + parse_duration(delay) if delay else None
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--delay") from None
+    except OverflowError:
+        raise typer.BadParameter(f"{delay} is past the year 9999", param_hint="--delay") from None
     try:
         task = NewTask(
             queue=queue,
@@ -60,7 +60,25 @@ def enqueue(
     _run(_with_store(_settings(database_url), go))
 
 
-def show(task_id: int, database_url: DatabaseUrl = None) -> None:
+def _json_object(text: str) -> dict[str, Any]:
+    """The --payload text as a dict; strict JSON (PostgreSQL refuses NaN and Infinity)."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON (PostgreSQL refuses it); use null or a string")
+
+    try:
+        body = json.loads(text, parse_constant=refuse)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
+    if not isinstance(body, dict):
+        raise typer.BadParameter(
+            f'must be a JSON object such as \'{{"brief": "spring sale"}}\', got {text!r}',
+            param_hint="--payload",
+        )
+    return body
+
+
+def show(task_id: TaskId, database_url: DatabaseUrl = None) -> None:
     """Print one task (active or finished) as JSON."""
 
     async def go(store: PostgresStore) -> None:
@@ -69,7 +87,7 @@ def show(task_id: int, database_url: DatabaseUrl = None) -> None:
     _run(_with_store(_settings(database_url), go))
 
 
-def cancel(task_id: int, database_url: DatabaseUrl = None) -> None:
+def cancel(task_id: TaskId, database_url: DatabaseUrl = None) -> None:
     """Cancel a task: at once if it waits, by asking its worker if it runs."""
 
     async def go(store: PostgresStore) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from conveyor.cli.common import DatabaseUrl, out
+from conveyor.cli.common import INT32_MAX, INT64_MAX, DatabaseUrl, out
 from conveyor.cli.common import rate_text as _rate_text
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
@@ -60,8 +60,12 @@ def tenants_agent(
     enabled: Annotated[
         bool | None, typer.Option("--enable/--disable", help="Allow or refuse the role.")
     ] = None,
-    max_concurrent: Annotated[int | None, typer.Option("--max-concurrent", min=1)] = None,
-    monthly_limit: Annotated[int | None, typer.Option("--monthly-limit", min=0)] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option("--max-concurrent", min=1, max=INT32_MAX)
+    ] = None,
+    monthly_limit: Annotated[
+        int | None, typer.Option("--monthly-limit", min=0, max=INT64_MAX)
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model override.")] = None,
     adapter: Annotated[str | None, typer.Option("--adapter", help="Adapter override.")] = None,
     start_rate: Annotated[

@@ -16,11 +16,13 @@ from tests.e2e.conftest import ROOT, RunCli, process_env
 
 
 def assert_clear_errors(run_cli: RunCli, cases: list[tuple[tuple[str, ...], str]]) -> None:
-    """Each command fails with the hint in its message, never with a traceback."""
+    """Each command fails with the hint in its message, never with a traceback or a raw
+    database error."""
     for args, hint in cases:
         result = run_cli(*args)
         assert result.returncode != 0, args
         assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert "database error" not in result.stderr, (args, result.stderr)
         assert hint in (result.stderr + result.stdout), (args, result.stderr)
 
 
@@ -139,6 +141,26 @@ def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_ds
         assert refused.returncode == 2 and "DATABASE_URL: " in refused.stderr, url
         assert hint in refused.stderr, url
         assert "Traceback" not in refused.stderr
+
+
+def test_ids_payloads_and_numbers_are_checked_before_the_database(run_cli: RunCli) -> None:
+    past_int64, past_int32 = str(2**63), str(2**31)
+    cases = [
+        (("show", "-1"), "'-1' is not a task id"),
+        (("show", past_int64), "is not a task id"),
+        (("cancel", "0"), "'0' is not a task id"),
+        (("dlq", "replay", "--id", "-1"), "is not a task id"),
+        (("llm", "usage", "default", "--task", past_int64), "is not a task id"),
+        (("enqueue", "copywriter", "--payload", '{"a": NaN}'), "NaN is not JSON"),
+        (("enqueue", "copywriter", "--payload", '{"a": Infinity}'), "Infinity is not JSON"),
+        (("enqueue", "copywriter", "--payload", "[1]"), "must be a JSON object"),
+        (("enqueue", "copywriter", "--max-attempts", past_int32), "--max-attempts"),
+        (("tenants", "agent", "default", "seo", "--max-concurrent", past_int32), "2147483647"),
+        (("llm", "limits", "default", "--tokens", past_int64), "larger than the database"),
+        (("enqueue", "copywriter", "--delay", "999999999d"), "past the year 9999"),
+        (("retention", "--older-than", "99999999d"), "before the year 1"),
+    ]
+    assert_clear_errors(run_cli, cases)
 
 
 def test_plans_and_overrides_from_the_cli(run_cli: RunCli) -> None:
