@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from conveyor.app import App
+from conveyor.cli.app_import import load_app
 from conveyor.cli.common import DatabaseUrl
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.errors import ConveyorError
-
-
-def load_app(reference: str) -> App:
-    """Import ``package.module:attribute`` and check that it is an App."""
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
-        raise typer.BadParameter("use the form package.module:app", param_hint="--app")
-    if os.getcwd() not in sys.path:  # like uvicorn and celery: the app may live right here
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise typer.BadParameter(
-            f"cannot import {module_name}: {exc}", param_hint="--app"
-        ) from None
-    app: Any = getattr(module, attribute, None)
-    if not isinstance(app, App):
-        raise typer.BadParameter(f"{reference} is not a conveyor.App", param_hint="--app")
-    return app
 
 
 def worker(

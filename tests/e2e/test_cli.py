@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef
 from conveyor.store.postgres import PostgresStore
@@ -122,6 +123,7 @@ def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_ds
         (("enqueue", "copywriter", "--tenant", "nobody"), "unknown tenant"),
         (("show", "999999"), "not found"),
         (("worker", "--app", "no.such.module:app"), "--app"),
+        (("mock-llm", "--port", "99999"), "99999 is not a TCP port"),
     ]
     assert_clear_errors(run_cli, cases)
 
@@ -161,6 +163,27 @@ def test_ids_payloads_and_numbers_are_checked_before_the_database(run_cli: RunCl
         (("retention", "--older-than", "99999999d"), "before the year 1"),
     ]
     assert_clear_errors(run_cli, cases)
+
+
+def test_an_app_module_that_fails_at_import_shows_the_users_own_line(
+    run_cli: RunCli, database_dsn: str, tmp_path: Path
+) -> None:
+    modules = {
+        "raises_at_import": ('import json\nraise RuntimeError("no config")\n', "line 2"),
+        "bad_syntax": ("def handler(:\n    pass\n", "line 1"),
+        "missing_dependency": ("import no_such_dependency_xyz\n", "line 1"),
+    }
+    env = process_env(database_dsn, COLUMNS="200")
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    for module, (source, line) in modules.items():
+        (tmp_path / f"{module}.py").write_text(source)
+        result = run_cli("worker", "--app", f"{module}:app", env=env)
+        assert result.returncode == 1, result.stderr
+        assert f"importing {module} raised" in result.stderr
+        assert f'{tmp_path / module}.py", {line}' in result.stderr  # their file and line
+        assert source.splitlines()[int(line.split()[1]) - 1].strip() in result.stderr
+        assert "importlib" not in result.stderr and "conveyor" not in result.stderr
+        assert len(result.stderr.splitlines()) <= 6, result.stderr
 
 
 def test_plans_and_overrides_from_the_cli(run_cli: RunCli) -> None:
