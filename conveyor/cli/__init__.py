@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import platform
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as distribution_version
 from typing import Annotated
 
 import typer
 
+import conveyor
 from conveyor.cli import database, demo, mock_llm, status, tasks, worker
 from conveyor.cli.common import ID_ARGUMENT
 from conveyor.cli.dlq import dlq_cli
@@ -20,17 +19,10 @@ from conveyor.cli.tenants import tenants_cli
 cli = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 
 
-def conveyor_version() -> str:
-    """The installed distribution's version ("unknown" when run from a bare checkout)."""
-    try:
-        return distribution_version("conveyor")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def _print_version(asked: bool) -> None:
     if asked:
-        typer.echo(f"conveyor {conveyor_version()} (Python {platform.python_version()})")
+        # The imported package's version: the code that runs, wherever it was installed from.
+        typer.echo(f"conveyor {conveyor.__version__} (Python {platform.python_version()})")
         raise typer.Exit()
 
 

@@ -10,6 +10,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import conveyor
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
@@ -38,7 +39,7 @@ def test_every_way_to_start_the_command_answers_its_version() -> None:
             cwd=ROOT,
         )
         assert started.returncode == 0, started.stderr
-        assert started.stdout.startswith("conveyor "), started.stdout
+        assert started.stdout.startswith(f"conveyor {conveyor.__version__} "), started.stdout
     script = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     module, _, function = script["conveyor"].partition(":")
     assert callable(getattr(importlib.import_module(module), function))
