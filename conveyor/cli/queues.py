@@ -1,10 +1,11 @@
-"""``conveyor queues``: pause and resume a queue, set a role's limits across tenants."""
+"""``conveyor queues``: declare and list queues, pause and resume one, set a role's limits."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from conveyor.cli.common import INT32_MAX, DatabaseUrl, out
 from conveyor.cli.common import check_queue as _check_queue
@@ -14,10 +15,47 @@ from conveyor.cli.common import with_store as _with_store
 from conveyor.core.durations import parse_duration
 from conveyor.errors import ConveyorError
 from conveyor.store.params import QueueLimits, validate_queue_name
+from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import QueueDeclaration
 
 queues_cli = typer.Typer(
-    help="Pause and resume queues; set a role's global cap and aging.", no_args_is_help=True
+    help="Declare, list, pause and resume queues; set a role's global cap and aging.",
+    no_args_is_help=True,
 )
+
+
+@queues_cli.command("declare")
+def queues_declare(
+    queues: Annotated[list[str], typer.Argument(metavar="QUEUE...", help="Queue names.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Declare queues, so tasks can be submitted before any worker has served them."""
+    for queue in queues:
+        _check_queue(queue)
+
+    async def go(store: PostgresStore) -> tuple[list[QueueDeclaration], list[str]]:
+        before = await store.queue_declarations(queues)
+        return before, await store.declare_queues(queues)
+
+    before, _new = _run(_with_store(_settings(database_url), go))
+    already = {d.name: d.sources for d in before}
+    for queue in dict.fromkeys(queues):
+        if queue in already:
+            out.print(f"{queue} was already declared (by {', '.join(already[queue])})")
+        else:
+            out.print(f"declared {queue}")
+
+
+@queues_cli.command("list")
+def queues_list(database_url: DatabaseUrl = None) -> None:
+    """Every declared queue and what declares it."""
+    declared = _run(_with_store(_settings(database_url), lambda s: s.queue_declarations()))
+    table = Table(title="declared queues")
+    table.add_column("queue")
+    table.add_column("declared by")
+    for d in declared:
+        table.add_row(d.name, ", ".join(d.sources))
+    out.print(table)
 
 
 @queues_cli.command("pause")

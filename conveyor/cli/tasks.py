@@ -14,7 +14,7 @@ from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
 from conveyor.core.durations import parse_duration
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, UndeclaredQueue
 from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
 
@@ -30,9 +30,21 @@ def enqueue(
         int | None,
         typer.Option("--max-attempts", max=INT32_MAX, help="Default: the agent's policy."),
     ] = None,
+    allow_undeclared: Annotated[
+        bool,
+        typer.Option(
+            "--allow-undeclared",
+            help="Submit even if nothing declares QUEUE yet (workers not deployed so far).",
+        ),
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Submit one task and print its id."""
+    """Submit one task and print its id.
+
+    QUEUE must be declared (conveyor queues list): by a worker that served it, a plan, a
+    tenant override, a periodic task or `conveyor queues declare`. A typo would otherwise
+    wait forever.
+    """
     body = _json_object(payload)
     try:
         run_at = datetime.now(UTC) + parse_duration(delay) if delay else None
@@ -54,6 +66,11 @@ def enqueue(
         raise typer.BadParameter(str(exc)) from None
 
     async def go(store: PostgresStore) -> None:
+        if not allow_undeclared:
+            try:
+                await store.require_declared_queues([task.queue])
+            except UndeclaredQueue as exc:
+                raise ConveyorError(f"{exc}, or submit it anyway (--allow-undeclared)") from None
         result = await store.enqueue(task)
         out.print(f"{result.task_id} {'created' if result.created else 'already existed'}")
 

@@ -104,6 +104,24 @@ async def test_pause_and_resume(run_cli: RunCli, store: PostgresStore) -> None:
     assert len(await store.claim(ClaimRequest(("social",), 10, "w", 30))) == 1
 
 
+def test_a_queue_nothing_declares_is_refused_until_declared(run_cli: RunCli) -> None:
+    typo = run_cli("enqueue", "copywritr")
+    assert typo.returncode == 1 and "Traceback" not in typo.stderr
+    assert "'copywritr' (did you mean 'copywriter'?) is not declared" in typo.stderr
+    assert "--allow-undeclared" in typo.stderr
+    assert "copywritr" not in run_cli("status", "--json").stdout  # nothing was stored
+
+    anyway = run_cli("enqueue", "launch_day", "--allow-undeclared")
+    assert anyway.returncode == 0 and anyway.stdout.strip().endswith("created"), anyway.stderr
+    declared = run_cli("queues", "declare", "translator", "seo")
+    assert declared.returncode == 0, declared.stderr
+    assert "declared translator" in declared.stdout
+    assert "seo was already declared (by plan)" in declared.stdout
+    assert run_cli("enqueue", "translator").returncode == 0
+    listed = run_cli("queues", "list").stdout
+    assert "translator" in listed and "launch_day" not in listed
+
+
 def test_retention_and_tenants(run_cli: RunCli) -> None:
     kept = run_cli("retention", "--older-than", "90d")
     assert kept.returncode == 0 and "dropped 0 partition" in kept.stdout
