@@ -10,6 +10,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 import conveyor
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef
 from conveyor.store.postgres import PostgresStore
@@ -162,6 +164,20 @@ def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_ds
         assert refused.returncode == 2 and "DATABASE_URL: " in refused.stderr, url
         assert hint in refused.stderr, url
         assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's embedded server changes folders")
+def test_as_root_the_embedded_server_does_not_open_a_private_folder(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    env = {k: v for k, v in process_env("").items() if k != "DATABASE_URL"}
+    env.update(CONVEYOR_EMBEDDED_DIR=str(private / "pgdata"), COLUMNS="200")
+    refused = run_cli("status", env=env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"{private} (0700)" in refused.stderr and "chmod go+rx" in refused.stderr
+    assert private.stat().st_mode & 0o777 == 0o700
 
 
 def test_ids_payloads_and_numbers_are_checked_before_the_database(run_cli: RunCli) -> None:
