@@ -38,6 +38,13 @@ def worker(
             "--metrics-port", min=1, max=65535, help="Serve Prometheus metrics on this port."
         ),
     ] = None,
+    metrics_host: Annotated[
+        str,
+        typer.Option(
+            "--metrics-host",
+            help="Address for --metrics-port (default all interfaces; 127.0.0.1: this machine).",
+        ),
+    ] = "0.0.0.0",
     migrate_first: Annotated[
         bool | None, typer.Option("--migrate/--no-migrate", help="Apply migrations first.")
     ] = None,
@@ -67,6 +74,7 @@ def worker(
             max_memory_mb=max_memory,
             sync_threads=sync_threads,
             metrics_port=metrics_port,
+            metrics_host=metrics_host,
         )
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None

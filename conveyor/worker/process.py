@@ -60,7 +60,11 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     tune_garbage_collector()
-    metrics = None if options.metrics_port is None else serve_metrics(options.metrics_port)
+    metrics = (
+        None
+        if options.metrics_port is None
+        else serve_metrics(options.metrics_port, options.metrics_host)
+    )
     try:
         return await _serve_worker(app, settings, options, stop, migrate, maintenance)
     finally:

@@ -86,6 +86,8 @@ class WorkerOptions:
     """Log a warning naming the task when the event loop is blocked this long."""
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port while the process runs (0: any free port)."""
+    metrics_host: str = "0.0.0.0"
+    """Address the metrics are served on: all interfaces, so Prometheus can scrape a pod's IP."""
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     def __post_init__(self) -> None:
