@@ -112,7 +112,8 @@ class UndeclaredQueue(ConveyorError):
 class PlanViolation(ConveyorError):
     """The tenant's plan, or its override for the role, does not allow the task.
 
-    Nothing of the submission is stored. The HTTP API answers 403.
+    Nothing of the submission is stored; ``conveyor enqueue`` exits with status 1. (There
+    is no HTTP API yet; when there is, this is its 403.)
     """
 
     def __init__(self, tenant_id: str, queue: str, reason: str) -> None:
@@ -124,7 +125,8 @@ class PlanViolation(ConveyorError):
 class QuotaExceeded(ConveyorError):
     """The submission would take the tenant past a monthly task limit.
 
-    Nothing of the submission is stored. The HTTP API answers 429.
+    Nothing of the submission is stored; ``conveyor enqueue`` exits with status 1. (There
+    is no HTTP API yet; when there is, this is its 429.)
     """
 
     def __init__(self, tenant_id: str, scope: str, used: int, asked: int, limit: int) -> None:

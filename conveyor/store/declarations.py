@@ -2,8 +2,8 @@
 
 A task for a queue that no worker serves, and that no plan, override, schedule or
 operator names, waits forever without an error; a typo in a queue name looks exactly like
-that. Submitters that take names from people (the CLI, and the HTTP API) check them here
-first. The rule itself is one statement, ``queue_declarations`` in
+that. Submitters that take names from people (``conveyor enqueue`` today, the HTTP API
+once it exists) check them here first. The rule itself is one statement, ``queue_declarations`` in
 ``queries/declarations.sql``; enqueue does not apply it, so code that submits work before
 its workers ever started (a fresh deployment) keeps working.
 """
