@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -24,17 +25,8 @@ def status(
     async def go(store: PostgresStore) -> None:
         queues, workers = await store.queue_status(), await store.list_workers()
         if as_json:
-            out.print_json(
-                json.dumps(
-                    {
-                        "queues": [q.__dict__ for q in queues]
-                        if False
-                        else [{f: getattr(q, f) for f in q.__slots__} for q in queues],
-                        "workers": [{f: getattr(w, f) for f in w.__slots__} for w in workers],
-                    },
-                    default=str,
-                )
-            )
+            body = {"queues": [asdict(q) for q in queues], "workers": [asdict(w) for w in workers]}
+            out.print_json(json.dumps(body, default=str))
             return
         table = Table(title="queues")
         for column in (
