@@ -50,10 +50,10 @@ from rich.table import Table
 
 from conveyor.core.drip import DripRate
 from conveyor.gateway import Gateway, load_gateway_config
-from conveyor.gateway.budget import CombinedBudget
+from conveyor.gateway.budgets.budget import CombinedBudget
+from conveyor.gateway.budgets.shared import SharedBudget
+from conveyor.gateway.budgets.slot_leases import SlotLeases
 from conveyor.gateway.scope import CallScope
-from conveyor.gateway.shared_budget import SharedBudget
-from conveyor.gateway.slot_leases import SlotLeases
 from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
 

@@ -43,7 +43,8 @@ from conveyor.store.params import (
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import Priority, TaskState
 from conveyor.worker.context import TaskContext
-from conveyor.worker.runtime import Worker, WorkerOptions
+from conveyor.worker.options import WorkerOptions
+from conveyor.worker.runtime import Worker
 
 __version__ = "0.1.0"
 

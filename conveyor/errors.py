@@ -5,7 +5,9 @@
     ConveyorError
     ├── ConfigurationError        a setting or flag is invalid; the message names it
     ├── StoreError                the database could not do what was asked
-    │   ├── DatabaseUnavailable   no connection could be made (server down, wrong DSN)
+    │   ├── DatabaseUnavailable   the connection was lost or none could be made (server
+    │   │                         down or restarting, network, wrong DSN); `retryable`
+    │   │                         says whether trying again later can help
     │   ├── SchemaNotReady        migrations have not been applied; run `conveyor migrate`
     │   └── MigrationError        a migration file failed or the history is inconsistent
     ├── InvalidTask               a task submission is malformed (bad queue, priority, ...)
@@ -16,8 +18,9 @@
     ├── TaskNotFound              no task with that id (for that tenant)
     ├── GroupNotFound             no campaign (group) with that id (for that tenant)
     ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
+    ├── WorkerCrashed             a loop of the worker's own died; the process exits non-zero
     ├── LLMError                  a call through the LLM gateway (ctx.llm) failed
-    │   ├── LLMAttemptError       one attempt at one (provider, model) failed; the router
+    │   ├── LLMAttemptError       one attempt at one (provider, model) failed; the gateway
     │   │   │                     retries it, fails over, or stops (core/llm_errors.py)
     │   │   ├── LLMStatusError    the provider answered an error status (429, 503, ...)
     │   │   ├── LLMTransportError no usable reply: connect refused, reset, malformed body
@@ -61,7 +64,16 @@ class StoreError(ConveyorError):
 
 
 class DatabaseUnavailable(StoreError):
-    """No connection to PostgreSQL could be made."""
+    """PostgreSQL could not be reached: the connection was lost, or none could be made.
+
+    ``retryable`` is False when waiting cannot help (wrong password, no such database): the
+    configuration is wrong. Otherwise (server down, restarting, failing over, a reset
+    socket) the same operation may succeed on a new connection.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class SchemaNotReady(StoreError):
@@ -157,6 +169,11 @@ class GroupNotFound(ConveyorError):
         super().__init__(f"group {group_id!r} of tenant {tenant_id!r} not found")
 
 
+class WorkerCrashed(ConveyorError):
+    """One of the worker's own loops (flusher, heartbeat) died, or outcomes could not be
+    written before exit: the worker stopped rather than hold tasks it cannot finish."""
+
+
 class IsolatedTaskError(ConveyorError):
     """An ``isolation="process"`` handler raised in its child process.
 
@@ -225,7 +242,7 @@ class LLMError(ConveyorError):
 class LLMAttemptError(LLMError):
     """One attempt at one (provider, model) failed.
 
-    The router classifies it (``conveyor.core.llm_errors``) to retry the same target, move
+    The gateway classifies it (``conveyor.core.llm_errors``) to retry the same target, move
     to the next one, or stop. A stream that already gave the caller text raises it as is:
     what was shown cannot be taken back, so such a stream is not retried.
     """

@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(
         default=2.0, gt=0, description="Idle poll period, a fallback to LISTEN/NOTIFY."
     )
+    database_wait_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a worker waits at start-up for an unreachable database.",
+    )
+    worker_stuck_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="A worker holding tasks that recorded no outcome this long is stuck.",
+    )
     fairness: bool = Field(
         default=True, description="Fair dequeue between tenants (off: priority, then FIFO)."
     )

@@ -15,7 +15,7 @@ def mock_llm(ctx: typer.Context) -> None:
     Run `conveyor mock-llm --help` for its flags.
     """
     # Imported here: the mock's HTTP server (aiohttp) is not needed by any other command.
-    from conveyor.gateway.mock.cli import mock_llm_command
+    from conveyor.mock_llm.cli import mock_llm_command
 
     command = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     command.command()(checked_port(mock_llm_command))

@@ -13,7 +13,9 @@ from conveyor.cli.common import DatabaseUrl, out
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
+from conveyor.core.worker_health import WorkerHealth, WorkerReport, judge_worker
 from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import WorkerStatus
 
 
 def status(
@@ -22,10 +24,24 @@ def status(
 ) -> None:
     """Depth and age per queue, running and dead counts, and the workers."""
 
+    settings = _settings(database_url)
+
+    def health(w: WorkerStatus) -> WorkerHealth:
+        return judge_worker(
+            WorkerReport(
+                w.state, w.silent_seconds, w.running, w.concurrency, w.seconds_since_outcome
+            ),
+            lease_seconds=settings.lease_seconds,
+            stuck_seconds=settings.worker_stuck_seconds,
+        )
+
     async def go(store: PostgresStore) -> None:
         queues, workers = await store.queue_status(), await store.list_workers()
         if as_json:
-            body = {"queues": [asdict(q) for q in queues], "workers": [asdict(w) for w in workers]}
+            body = {
+                "queues": [asdict(q) for q in queues],
+                "workers": [{**asdict(w), "health": health(w)} for w in workers],
+            }
             out.print_json(json.dumps(body, default=str))
             return
         table = Table(title="queues")
@@ -52,14 +68,30 @@ def status(
             )
         out.print(table)
         wtable = Table(title="workers")
-        for column in ("id", "host", "pid", "state", "running", "last heartbeat"):
+        for column in (
+            "id",
+            "host",
+            "pid",
+            "health",
+            "holds",
+            "unwritten",
+            "last outcome",
+            "last heartbeat",
+        ):
             wtable.add_column(column)
         for w in workers:
-            alive = w.state == "running" and w.silent_seconds < 60
-            state = w.state if alive or w.state != "running" else "dead (silent)"
+            judged = health(w)
+            shown = judged.value if judged is WorkerHealth.OK else f"[red]{judged.value}[/red]"
             wtable.add_row(
-                w.id, w.host, str(w.pid), state, str(w.running), f"{w.silent_seconds:.0f}s ago"
+                w.id,
+                w.host,
+                str(w.pid),
+                shown,
+                f"{w.running}/{w.concurrency}",
+                str(w.unwritten),
+                f"{w.seconds_since_outcome:.0f}s ago",
+                f"{w.silent_seconds:.0f}s ago",
             )
         out.print(wtable)
 
-    _run(_with_store(_settings(database_url), go))
+    _run(_with_store(settings, go))

@@ -54,9 +54,12 @@ def worker(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run the agents of an App until SIGTERM/SIGINT (a second signal forces exit)."""
+    from conveyor.worker.signals import ShutdownSignals
+
+    signals = ShutdownSignals().install()  # before anything else: a signal is never lost
     from conveyor.observability.logging import configure_logging
+    from conveyor.worker.options import WorkerOptions
     from conveyor.worker.process import reexec_self, serve
-    from conveyor.worker.runtime import WorkerOptions
 
     configure_logging(log_level)
     settings = _settings(database_url)
@@ -79,5 +82,6 @@ def worker(
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
     migrate_now = settings.database_url is None if migrate_first is None else migrate_first
-    if _run(serve(app, settings, options, migrate=migrate_now), fast_loop=True) is not None:
+    served = serve(app, settings, options, migrate=migrate_now, signals=signals)
+    if _run(served, fast_loop=True) is not None:
         reexec_self()  # drained: start over in a fresh interpreter

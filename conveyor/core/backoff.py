@@ -65,3 +65,27 @@ def backoff_ceiling(policy: RetryPolicy, attempt: int) -> float:
 def full_jitter_delay(policy: RetryPolicy, attempt: int, uniform: Callable[[], float]) -> float:
     """A delay in ``[0, backoff_ceiling]``; ``uniform`` returns a float in ``[0, 1)``."""
     return backoff_ceiling(policy, attempt) * uniform()
+
+
+@dataclass(slots=True)
+class FailureBackoff:
+    """Delays for a loop whose operation keeps failing (a lost database, say).
+
+    The ceiling doubles from ``base`` to ``cap`` with each failure in a row; the delay is
+    drawn from the upper half of it ("equal jitter"), so a loop never spins at ~0 s while
+    many processes that failed together still spread out. ``succeeded`` starts over.
+    """
+
+    base: float = 0.1
+    cap: float = 5.0
+    failures: int = 0
+
+    def failed(self, uniform: Callable[[], float]) -> float:
+        """Count a failure; the delay before the next try (``uniform`` in ``[0, 1)``)."""
+        self.failures += 1
+        ceiling = backoff_ceiling(RetryPolicy(base=self.base, cap=self.cap), self.failures)
+        return ceiling / 2 + ceiling / 2 * uniform()
+
+    def succeeded(self) -> None:
+        """The operation worked: the next failure waits ``base`` again."""
+        self.failures = 0

@@ -43,7 +43,7 @@ class FailureKind(StrEnum):
 
 
 class Verdict(StrEnum):
-    """What the router does next."""
+    """What the gateway does next."""
 
     RETRY = "retry"  # wait ``delay``, then try the same target again
     NEXT_TARGET = "next_target"  # give this target up; try the next one in the chain

@@ -1,6 +1,6 @@
 """A block of a drip bucket's clock booked by one process, handed out slot by slot.
 
-The pure part of ``conveyor/gateway/slot_leases.py``. A block is booked at ``booked_at``
+The pure part of ``conveyor/gateway/budgets/slot_leases.py``. A block is booked at ``booked_at``
 and covers the bucket's clock from ``cursor`` to ``end`` (local monotonic seconds). A draw
 of ``seconds`` takes the next stretch; its slot may start at ``max(booked_at, clock -
 tolerance)`` (``tolerance`` is the bucket's burst in seconds of its clock), and is only

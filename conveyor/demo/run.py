@@ -24,7 +24,8 @@ from conveyor.store.params import ClaimRequest, NewTask, ReplayFilter, TenantAge
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import Priority
 from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
-from conveyor.worker.runtime import Worker, WorkerOptions
+from conveyor.worker.options import WorkerOptions
+from conveyor.worker.runtime import Worker
 
 ENTERPRISE_CAP = 40
 """Running tasks per role allowed to the demo's enterprise tenant (its plan has no cap)."""

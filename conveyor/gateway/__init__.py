@@ -1,12 +1,20 @@
-"""The LLM gateway: how workers reach model providers (``ctx.llm``); ``mock`` is one to test
-against. ``docs/gateway.md`` describes configuration, budgets, accounting and errors."""
+"""The LLM gateway: how workers reach model providers (``ctx.llm``); ``conveyor.mock_llm`` is
+one to test against. ``docs/gateway.md`` describes configuration, budgets, accounting and
+errors."""
 
 from __future__ import annotations
 
+from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecord, CallRecorder
 from conveyor.gateway.bound import BoundLLM
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.budget import AdmitAllBudget, Budget, BudgetAsk, CombinedBudget, Reservation
-from conveyor.gateway.chat import ChatChunk, ChatRequest, ChatResult, Message
+from conveyor.gateway.budgets.budget import (
+    AdmitAllBudget,
+    Budget,
+    BudgetAsk,
+    CombinedBudget,
+    Reservation,
+)
+from conveyor.gateway.chat import ChatChunk, ChatRequest, ChatResult, Message, Prompt
 from conveyor.gateway.config import (
     LLM_CONFIG_ENV,
     GatewayConfig,
@@ -15,8 +23,7 @@ from conveyor.gateway.config import (
 )
 from conveyor.gateway.current import close_gateway, get_gateway, set_gateway
 from conveyor.gateway.gateway import Gateway
-from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecord, CallRecorder
-from conveyor.gateway.routing import Target
+from conveyor.gateway.model_routes import Target
 from conveyor.gateway.scope import CallScope
 from conveyor.gateway.streaming import ChatStream
 
@@ -40,6 +47,7 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "Message",
+    "Prompt",
     "Reservation",
     "Target",
     "close_gateway",

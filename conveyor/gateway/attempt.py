@@ -1,6 +1,6 @@
-"""One call as the router walks it, and one attempt's debts: breaker, budget, record.
+"""One call as ``Failover`` walks its chain, and one attempt's debts: breaker, budget, record.
 
-Every attempt the router sends took a breaker ticket and a budget reservation and owes one
+Every attempt ``Failover`` sends took a breaker ticket and a budget reservation and owes one
 report to each, plus a ``CallRecord``, however it ends: a reply, an error, a cancellation,
 or a stream its caller stopped reading. ``Attempt.settle`` pays all three exactly once; the
 budget's share (a database round trip) runs in the background, after the caller has its
@@ -18,15 +18,34 @@ import structlog
 
 from conveyor.core.breaker import BreakerOutcome, BreakerSettings, Ticket, breaker_outcome
 from conveyor.core.llm_errors import FailureKind
+from conveyor.gateway.accounting.records import CallOutcome, CallRecord, CallRecorder
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.budget import Budget, BudgetAsk, Reservation
+from conveyor.gateway.budgets.budget import Budget, BudgetAsk, Reservation
 from conveyor.gateway.chat import ChatRequest, Message
-from conveyor.gateway.recording import CallOutcome, CallRecord, CallRecorder
-from conveyor.gateway.routing import Target
+from conveyor.gateway.model_routes import Target
 from conveyor.gateway.scope import CallScope
 from conveyor.store.llm_accounting import TenantLLMPolicy
 
 log = structlog.get_logger("conveyor.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptReport:
+    """What an attempt reports besides its outcome (see ``CallRecord`` for the fields).
+
+    The defaults are those of an attempt that got no reply: no tokens, no time, no status.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_estimated: bool = False
+    latency: float = 0.0
+    ttft: float | None = None
+    status: int | None = None
+    error: str | None = None
+
+
+NO_REPLY = AttemptReport()
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +84,7 @@ class Call:
         )
 
     def record(
-        self,
-        target: Target,
-        attempt: int,
-        outcome: CallOutcome,
-        *,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        usage_estimated: bool = False,
-        latency: float = 0.0,
-        ttft: float | None = None,
-        status: int | None = None,
-        error: str | None = None,
+        self, target: Target, attempt: int, outcome: CallOutcome, report: AttemptReport = NO_REPLY
     ) -> CallRecord:
         """A record of an attempt of this call (see ``CallRecord`` for the fields)."""
         return CallRecord(
@@ -89,13 +97,13 @@ class Call:
             attempt=attempt,
             outcome=outcome,
             stream=self.stream,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            usage_estimated=usage_estimated,
-            latency=latency,
-            ttft=ttft,
-            status=status,
-            error=error,
+            prompt_tokens=report.prompt_tokens,
+            completion_tokens=report.completion_tokens,
+            usage_estimated=report.usage_estimated,
+            latency=report.latency,
+            ttft=report.ttft,
+            status=report.status,
+            error=report.error,
         )
 
 
@@ -162,20 +170,15 @@ class Attempt:
     async def settle(
         self,
         outcome: CallOutcome,
+        report: AttemptReport = NO_REPLY,
         *,
         kind: FailureKind | None = None,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        usage_estimated: bool = False,
-        latency: float = 0.0,
-        ttft: float | None = None,
-        status: int | None = None,
-        error: str | None = None,
     ) -> None:
         """Report how the attempt ended, once; later calls do nothing.
 
-        ``kind`` is the failure's kind (None for a success or an abandoned attempt); it
-        decides whether the breaker counts a failure.
+        ``report`` goes to the recorder, and its tokens to the budget. ``kind`` is the
+        failure's kind (None for a success or an abandoned attempt); it decides whether the
+        breaker counts a failure.
         """
         if self._settled:
             return
@@ -190,21 +193,8 @@ class Attempt:
             self.target.provider, self.target.model, self._ticket, counted
         )
         if self._reservation.holds:
-            self.services.later(self._settle_budget(prompt_tokens, completion_tokens))
-        await self.services.record(
-            self.call.record(
-                self.target,
-                self.number,
-                outcome,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                usage_estimated=usage_estimated,
-                latency=latency,
-                ttft=ttft,
-                status=status,
-                error=error,
-            )
-        )
+            self.services.later(self._settle_budget(report.prompt_tokens, report.completion_tokens))
+        await self.services.record(self.call.record(self.target, self.number, outcome, report))
 
     async def _settle_budget(self, prompt_tokens: int, completion_tokens: int) -> None:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from conveyor.gateway.chat import ChatResult, Message
+from conveyor.gateway.chat import ChatResult, Message, Prompt
 from conveyor.gateway.gateway import Gateway
 from conveyor.gateway.scope import CallScope
 from conveyor.gateway.streaming import ChatStream
@@ -42,14 +42,8 @@ class BoundLLM:
         temperature: float | None = None,
     ) -> ChatResult:
         """A whole reply (see ``Gateway.chat``); reports progress when it arrives."""
-        result = await self.gateway.chat(
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            scope=self.scope,
-            cache=self.cache,
-        )
+        prompt = Prompt(model, messages, max_tokens, temperature)
+        result = await self.gateway.chat_prompt(prompt, self.scope, cache=self.cache)
         if self._on_progress is not None:
             self._on_progress()
         return result
@@ -63,11 +57,5 @@ class BoundLLM:
         temperature: float | None = None,
     ) -> ChatStream:
         """The reply chunk by chunk (see ``Gateway.stream``); each chunk reports progress."""
-        return self.gateway.stream(
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            scope=self.scope,
-            on_chunk=self._on_progress,
-        )
+        prompt = Prompt(model, messages, max_tokens, temperature)
+        return self.gateway.stream_prompt(prompt, self.scope, on_chunk=self._on_progress)

@@ -23,7 +23,7 @@ from conveyor.core.breaker import (
 
 log = structlog.get_logger("conveyor.gateway")
 
-Target = tuple[str, str]  # (provider, model)
+BreakerKey = tuple[str, str]  # (provider, model)
 StateListener = Callable[[str, str, BreakerState], None]
 
 
@@ -37,8 +37,8 @@ class BreakerRegistry:
     ) -> None:
         self.settings = settings or BreakerSettings()
         self._clock = clock
-        self._breakers: dict[Target, CircuitBreaker] = {}
-        self._seen: dict[Target, BreakerState] = {}
+        self._breakers: dict[BreakerKey, CircuitBreaker] = {}
+        self._seen: dict[BreakerKey, BreakerState] = {}
         self._listeners: list[StateListener] = []
 
     def on_change(self, listener: StateListener) -> None:
@@ -72,27 +72,27 @@ class BreakerRegistry:
         self._notice((provider, model), breaker)
         return self._seen[(provider, model)]
 
-    def states(self) -> dict[Target, BreakerState]:
+    def states(self) -> dict[BreakerKey, BreakerState]:
         """Every breaker's state now: what a breaker-state gauge exports."""
-        for target, breaker in self._breakers.items():
-            self._notice(target, breaker)
+        for key, breaker in self._breakers.items():
+            self._notice(key, breaker)
         return dict(self._seen)
 
-    def _get(self, target: Target) -> CircuitBreaker:
-        breaker = self._breakers.get(target)
+    def _get(self, key: BreakerKey) -> CircuitBreaker:
+        breaker = self._breakers.get(key)
         if breaker is None:
-            breaker = self._breakers[target] = CircuitBreaker(self.settings)
-            self._seen[target] = BreakerState.CLOSED
+            breaker = self._breakers[key] = CircuitBreaker(self.settings)
+            self._seen[key] = BreakerState.CLOSED
         return breaker
 
-    def _notice(self, target: Target, breaker: CircuitBreaker) -> None:
+    def _notice(self, key: BreakerKey, breaker: CircuitBreaker) -> None:
         state = breaker.state(self._clock())
-        if self._seen[target] is state:
+        if self._seen[key] is state:
             return
-        self._seen[target] = state
-        log.info("llm_breaker_changed", provider=target[0], model=target[1], state=state.value)
+        self._seen[key] = state
+        log.info("llm_breaker_changed", provider=key[0], model=key[1], state=state.value)
         for listener in self._listeners:
             try:
-                listener(target[0], target[1], state)
+                listener(key[0], key[1], state)
             except Exception:  # a broken gauge must not break calls
                 log.exception("llm_breaker_listener_failed")

@@ -19,6 +19,28 @@ Message = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
+class Prompt:
+    """What a caller asks of a model: the arguments ``chat`` and ``stream`` share.
+
+    ``model`` is an alias or ``provider/model``. ``max_tokens`` None is the config's
+    ``default_max_tokens``; ``temperature`` None leaves it to the provider.
+    """
+
+    model: str
+    messages: Sequence[Message]
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+    def checked_messages(self) -> tuple[Message, ...]:
+        """The messages as a tuple, or LLMPermanentError naming what is malformed in them
+        or in ``max_tokens``."""
+        max_tokens = self.max_tokens
+        if max_tokens is not None and (isinstance(max_tokens, bool) or max_tokens < 1):
+            raise LLMPermanentError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
+        return checked_messages(self.messages)
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     """One request to one provider's model, before it is put in the provider's format."""
 
@@ -51,7 +73,8 @@ class ChatResult:
     attempts: int = 1
     usage_estimated: bool = False
     cached: bool = False
-    """True when the reply came from the response cache, not a provider (``cache.py``)."""
+    """True when the reply came from the response cache, not a provider
+    (``accounting/response_cache.py``)."""
     waited: float = 0.0
     """Seconds the call waited on purpose: for its budget slots and between retries."""
     sent: float = 0.0

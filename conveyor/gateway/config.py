@@ -64,7 +64,7 @@ class TimeoutConfig(_Strict):
 
 
 class RetryConfig(_Strict):
-    """Retries of one target before the router moves on to the next."""
+    """Retries of one target before the gateway moves on to the next."""
 
     max_attempts: int = Field(default=3, description="Attempts per target, the first included.")
     base: float = Field(default=0.5, description="Backoff ceiling of the first retry (s).")

@@ -23,8 +23,17 @@ from conveyor.core.llm_errors import parse_retry_after
 from conveyor.core.llm_timeouts import LayeredTimeouts, next_deadline
 from conveyor.errors import LLMStatusError, LLMTimeout, LLMTransportError
 from conveyor.gateway.chat import ChatRequest
+from conveyor.gateway.config import ProviderConfig
 from conveyor.gateway.pools import HostPool
-from conveyor.gateway.providers import BadReply, Piece, Reply, WireFormat
+from conveyor.gateway.providers import (
+    AnthropicMessages,
+    BadReply,
+    OllamaChat,
+    OpenAIChat,
+    Piece,
+    Reply,
+    WireFormat,
+)
 from conveyor.gateway.providers.sse import split_lines
 
 T = TypeVar("T")
@@ -112,6 +121,18 @@ class Endpoint:
         # The key lives only inside these headers, which are never logged or repr'd.
         self._headers = {"accept": "application/json", **wire.headers(api_key)}
         self._httpx_timeout = httpx.Timeout(timeouts.total, connect=timeouts.connect)
+
+    @classmethod
+    def for_provider(
+        cls,
+        name: str,
+        provider: ProviderConfig,
+        pool: HostPool,
+        timeouts: LayeredTimeouts,
+        api_key: str | None = None,
+    ) -> Endpoint:
+        """The endpoint of a configured provider, speaking the wire format of its kind."""
+        return cls(name, _wire(provider), provider.base_url, pool, timeouts, api_key)
 
     def __repr__(self) -> str:
         return f"Endpoint({self.name!r}, {self.wire.kind}, {self.url!r})"
@@ -208,6 +229,14 @@ class Endpoint:
             raise LLMTransportError(self.name, model, _describe(exc.__cause__ or exc)) from exc
         except BadReply as exc:
             raise LLMTransportError(self.name, model, f"malformed reply: {exc}") from exc
+
+
+def _wire(provider: ProviderConfig) -> WireFormat:
+    if provider.kind == "openai":
+        return OpenAIChat(provider.max_tokens_field)
+    if provider.kind == "anthropic":
+        return AnthropicMessages()
+    return OllamaChat()
 
 
 def _describe(error: BaseException) -> str:

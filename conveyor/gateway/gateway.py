@@ -11,9 +11,9 @@ It owns the host pools, the endpoints and the breakers. Built with a store
 (``Gateway.from_env(store=...)``, what a worker does), it also enforces the providers' and
 tenants' rate budgets and the tenants' monthly spend, applies each tenant's model override,
 and writes every attempt to ``llm_calls``; built bare, its ``Budget`` admits everything and
-its ``CallRecorder`` counts in-process (``budget.py``, ``recording.py``). A worker shares one
-gateway among all its tasks (``current.py``), so the breakers and the per-host concurrency
-are the process's.
+its ``CallRecorder`` counts in-process (``budgets/budget.py``, ``accounting/records.py``). A
+worker shares one gateway among all its tasks (``current.py``), so the breakers and the
+per-host concurrency are the process's.
 """
 
 from __future__ import annotations
@@ -22,51 +22,41 @@ import dataclasses
 import functools
 import os
 import random
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 
 import structlog
 
 from conveyor.core.llm_errors import CallRetryPolicy
-from conveyor.errors import ConfigurationError, LLMAttemptError, LLMPermanentError
-from conveyor.gateway.accounting import CallLog
-from conveyor.gateway.attempt import Attempt, Call, Services
+from conveyor.errors import ConfigurationError
+from conveyor.gateway.accounting.call_log import CallLog
+from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecorder
+from conveyor.gateway.accounting.response_cache import ResponseCache
+from conveyor.gateway.attempt import Attempt, AttemptReport, Call, Services
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.bucket_backend import bucket_store_from_env
-from conveyor.gateway.budget import AdmitAllBudget, Budget, CombinedBudget, estimate_prompt_tokens
-from conveyor.gateway.cache import ResponseCache
-from conveyor.gateway.chat import ChatChunk, ChatResult, Message, checked_messages
-from conveyor.gateway.coalescing import CoalescingBuckets
-from conveyor.gateway.config import GatewayConfig, ProviderConfig, gateway_config_from_env
-from conveyor.gateway.endpoint import Endpoint, Timed
-from conveyor.gateway.policies import TenantPolicies
+from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
+from conveyor.gateway.budgets.budget import (
+    AdmitAllBudget,
+    Budget,
+    CombinedBudget,
+    estimate_prompt_tokens,
+)
+from conveyor.gateway.budgets.coalescing import CoalescingBuckets
+from conveyor.gateway.budgets.shared import SharedBudget
+from conveyor.gateway.budgets.spend import SpendBudget
+from conveyor.gateway.budgets.tenant_policies import TenantPolicies
+from conveyor.gateway.chat import ChatResult, Message, Prompt
+from conveyor.gateway.config import GatewayConfig, gateway_config_from_env
+from conveyor.gateway.endpoint import Endpoint
+from conveyor.gateway.failover import CallClock, Failover
+from conveyor.gateway.model_routes import ModelRoutes, Target
 from conveyor.gateway.pools import HostPool, HostPools
-from conveyor.gateway.providers import AnthropicMessages, OllamaChat, OpenAIChat, WireFormat
-from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecorder
-from conveyor.gateway.router import CallClock, Router, failure_kind
-from conveyor.gateway.routing import ModelRoutes, Target
 from conveyor.gateway.scope import NO_SCOPE, CallScope
-from conveyor.gateway.shared_budget import SharedBudget
-from conveyor.gateway.spend_budget import SpendBudget
 from conveyor.gateway.stores import GatewayStore
-from conveyor.gateway.streaming import ChatStream, Opened, StreamAssembly, whole_result
+from conveyor.gateway.streaming import ChatStream, stream_chunks, whole_result
 from conveyor.observability.metrics import MetricsRecorder, watch_breakers
 
 log = structlog.get_logger("conveyor.gateway")
-
-
-def _checked(messages: Sequence[Message], max_tokens: int | None) -> tuple[Message, ...]:
-    if max_tokens is not None and (isinstance(max_tokens, bool) or max_tokens < 1):
-        raise LLMPermanentError(f"max_tokens must be an integer >= 1, got {max_tokens!r}")
-    return checked_messages(messages)
-
-
-def _wire(provider: ProviderConfig) -> WireFormat:
-    if provider.kind == "openai":
-        return OpenAIChat(provider.max_tokens_field)
-    if provider.kind == "anthropic":
-        return AnthropicMessages()
-    return OllamaChat()
 
 
 class Gateway:
@@ -102,10 +92,9 @@ class Gateway:
         keys = {name: p.resolve_api_key(name, env) for name, p in config.providers.items()}
         self._pools = HostPools(config.providers)
         self.endpoints = {
-            name: Endpoint(
+            name: Endpoint.for_provider(
                 name,
-                _wire(provider),
-                provider.base_url,
+                provider,
                 self._pools.for_provider(provider),
                 (provider.timeouts or config.timeouts).layered(),
                 keys[name],
@@ -116,7 +105,7 @@ class Gateway:
         # The process's Prometheus metrics see every attempt and every breaker change.
         self._services = Services(self.breakers, self.budget, MetricsRecorder(self.recorder))
         watch_breakers(self.breakers)
-        self._router = Router(self._services, retry, rng)
+        self._failover = Failover(self._services, retry, rng)
 
     @classmethod
     def from_env(
@@ -188,12 +177,22 @@ class Gateway:
         ``LLMPermanentError`` (the request is at fault), ``LLMUnavailable`` (every target
         failed, or the deadline came first), ``BudgetRefused`` or ``SpendLimitExceeded``.
         """
-        call = await self._call(
-            model, messages, max_tokens, temperature, False, scope, model_override
-        )
+        prompt = Prompt(model, messages, max_tokens, temperature)
+        return await self.chat_prompt(prompt, scope, model_override=model_override, cache=cache)
+
+    async def chat_prompt(
+        self,
+        prompt: Prompt,
+        scope: CallScope = NO_SCOPE,
+        *,
+        model_override: str | None = None,
+        cache: bool = False,
+    ) -> ChatResult:
+        """``chat`` of a ``Prompt`` (how ``ctx.llm`` passes its calls on)."""
+        call = await self._call(prompt, False, scope, model_override)
         key = None
         if cache and self.cache is not None:
-            key = self.cache.key(call.requested, call.messages, call.max_tokens, temperature)
+            key = self.cache.key(call.requested, call.messages, call.max_tokens, prompt.temperature)
         if key is None:
             return await self._answer(call)
         assert self.cache is not None
@@ -209,7 +208,7 @@ class Gateway:
 
     async def _answer(self, call: Call) -> ChatResult:
         clock = CallClock()
-        result = await self._router.first_success(call, self._complete, clock)
+        result = await self._failover.first_success(call, self._complete, clock)
         return dataclasses.replace(result, sent=clock.sent, waited=clock.waited)
 
     def stream(
@@ -229,12 +228,22 @@ class Gateway:
         after that is raised as is. ``on_chunk`` is called for every chunk (``ctx.llm``
         passes the task's heartbeat, so a long stream keeps its lease alive).
         """
-        _checked(messages, max_tokens)  # a malformed call fails here, not at the first chunk
-        self.routes.resolve(model, model_override)
-        opening = functools.partial(
-            self._call, model, messages, max_tokens, temperature, True, scope, model_override
-        )
-        return ChatStream(self._chunks(opening, on_chunk))
+        prompt = Prompt(model, messages, max_tokens, temperature)
+        return self.stream_prompt(prompt, scope, model_override=model_override, on_chunk=on_chunk)
+
+    def stream_prompt(
+        self,
+        prompt: Prompt,
+        scope: CallScope = NO_SCOPE,
+        *,
+        model_override: str | None = None,
+        on_chunk: Callable[[], None] | None = None,
+    ) -> ChatStream:
+        """``stream`` of a ``Prompt`` (how ``ctx.llm`` passes its calls on)."""
+        prompt.checked_messages()  # a malformed call fails here, not at the first chunk
+        self.routes.resolve(prompt.model, model_override)
+        opening = functools.partial(self._call, prompt, True, scope, model_override)
+        return ChatStream(stream_chunks(opening, self._failover, self.endpoints, on_chunk))
 
     async def aclose(self) -> None:
         """Settle what is pending, write the call log, close every connection."""
@@ -265,28 +274,21 @@ class Gateway:
         await self.aclose()
 
     async def _call(
-        self,
-        model: str,
-        messages: Sequence[Message],
-        max_tokens: int | None,
-        temperature: float | None,
-        stream: bool,
-        scope: CallScope,
-        model_override: str | None,
+        self, prompt: Prompt, stream: bool, scope: CallScope, model_override: str | None
     ) -> Call:
-        checked = _checked(messages, max_tokens)
+        checked = prompt.checked_messages()
         policy = None
         if self.policies is not None and scope.tenant_id:
             policy = await self.policies.get(scope.tenant_id, scope.queue)
         if policy is not None and policy.model_override:
             model_override = policy.model_override  # the operator's choice for this tenant
-        requested, targets = self.routes.resolve(model, model_override)
+        requested, targets = self.routes.resolve(prompt.model, model_override)
         return Call(
             requested=requested,
             targets=targets,
             messages=checked,
-            max_tokens=max_tokens or self.config.default_max_tokens,
-            temperature=temperature,
+            max_tokens=prompt.max_tokens or self.config.default_max_tokens,
+            temperature=prompt.temperature,
             stream=stream,
             scope=scope,
             prompt_estimate=estimate_prompt_tokens(checked),
@@ -299,60 +301,13 @@ class Gateway:
         result = whole_result(attempt, done.reply, done.latency, done.ttft)
         await attempt.settle(
             CallOutcome.OK,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            usage_estimated=result.usage_estimated,
-            latency=result.latency,
-            ttft=result.ttft,
-            status=200,
+            AttemptReport(
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                usage_estimated=result.usage_estimated,
+                latency=result.latency,
+                ttft=result.ttft,
+                status=200,
+            ),
         )
         return result
-
-    async def _open(self, attempt: Attempt) -> Opened:
-        """Start a stream and read up to its first token, so failures before it can retry."""
-        pieces = self.endpoints[attempt.target.provider].stream(
-            attempt.call.request_for(attempt.target)
-        )
-        head: list[Timed] = []
-        try:
-            async for timed in pieces:
-                head.append(timed)
-                if timed.piece.text:
-                    break
-        except BaseException:
-            await pieces.aclose()
-            raise
-        return Opened(attempt, tuple(head), pieces)
-
-    async def _chunks(
-        self, opening: Callable[[], Awaitable[Call]], on_chunk: Callable[[], None] | None
-    ) -> AsyncGenerator[ChatChunk, None]:
-        call = await opening()
-        opened = await self._router.first_success(call, self._open)
-        assembly = StreamAssembly(opened.attempt)
-        try:
-            for timed in opened.head:
-                assembly.add(timed)
-                if timed.piece.text:
-                    yield self._chunk(ChatChunk(timed.piece.text), on_chunk)
-            async for timed in opened.rest:
-                assembly.add(timed)
-                if timed.piece.text:
-                    yield self._chunk(ChatChunk(timed.piece.text), on_chunk)
-        except LLMAttemptError as exc:
-            kind = failure_kind(exc)
-            await assembly.settle(CallOutcome.of(kind), kind=kind, error=str(exc))
-            raise
-        except BaseException:  # cancelled, or the caller closed the stream
-            await opened.rest.aclose()
-            await assembly.settle(CallOutcome.ABANDONED)
-            raise
-        result = assembly.result()
-        await assembly.settle(CallOutcome.OK)
-        yield self._chunk(ChatChunk("", result), on_chunk)
-
-    @staticmethod
-    def _chunk(chunk: ChatChunk, on_chunk: Callable[[], None] | None) -> ChatChunk:
-        if on_chunk is not None:
-            on_chunk()
-        return chunk

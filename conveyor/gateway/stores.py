@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from conveyor.gateway.accounting import CallStore
-from conveyor.gateway.bucket_backend import BucketStore
-from conveyor.gateway.cache import CacheStore
-from conveyor.gateway.policies import PolicyStore
-from conveyor.gateway.spend_budget import SpendStore
+from conveyor.gateway.accounting.call_log import CallStore
+from conveyor.gateway.accounting.response_cache import CacheStore
+from conveyor.gateway.budgets.bucket_store import BucketStore
+from conveyor.gateway.budgets.spend import SpendStore
+from conveyor.gateway.budgets.tenant_policies import PolicyStore
 
 
 class GatewayStore(BucketStore, SpendStore, PolicyStore, CallStore, CacheStore, Protocol):

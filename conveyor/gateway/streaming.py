@@ -1,4 +1,4 @@
-"""A streamed reply as the caller iterates it, and the result assembled from its pieces.
+"""A streamed reply: opened along the chain, relayed chunk by chunk, assembled into a result.
 
 A stream is retried and failed over only until its first token: after that the caller has
 seen text, which a fresh attempt could not take back, so a later failure is raised as it
@@ -10,18 +10,21 @@ Close a stream you stop reading early (``async with gateway.stream(...) as strea
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 
 from conveyor.core.llm_errors import FailureKind
-from conveyor.gateway.attempt import Attempt
-from conveyor.gateway.budget import CHARS_PER_TOKEN
+from conveyor.errors import LLMAttemptError
+from conveyor.gateway.accounting.records import CallOutcome
+from conveyor.gateway.attempt import Attempt, AttemptReport, Call
+from conveyor.gateway.budgets.budget import CHARS_PER_TOKEN
 from conveyor.gateway.chat import ChatChunk, ChatResult
-from conveyor.gateway.endpoint import Timed
+from conveyor.gateway.endpoint import Endpoint, Timed
+from conveyor.gateway.failover import Failover, failure_kind
 from conveyor.gateway.providers import Reply
-from conveyor.gateway.recording import CallOutcome
 
 
 class ChatStream:
@@ -132,9 +135,7 @@ class StreamAssembly:
         self, outcome: CallOutcome, *, kind: FailureKind | None = None, error: str | None = None
     ) -> None:
         """Settle the attempt with what the stream delivered up to now."""
-        await self.attempt.settle(
-            outcome,
-            kind=kind,
+        report = AttemptReport(
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             usage_estimated=self.usage_estimated,
@@ -143,6 +144,7 @@ class StreamAssembly:
             status=200,
             error=error,
         )
+        await self.attempt.settle(outcome, report, kind=kind)
 
     def result(self) -> ChatResult:
         """The whole reply, once the stream has ended."""
@@ -158,3 +160,58 @@ class StreamAssembly:
             attempts=self.attempt.ordinal,
             usage_estimated=self.usage_estimated,
         )
+
+
+async def open_stream(endpoints: Mapping[str, Endpoint], attempt: Attempt) -> Opened:
+    """Start a stream and read up to its first token, so failures before it can retry."""
+    pieces = endpoints[attempt.target.provider].stream(attempt.call.request_for(attempt.target))
+    head: list[Timed] = []
+    try:
+        async for timed in pieces:
+            head.append(timed)
+            if timed.piece.text:
+                break
+    except BaseException:
+        await pieces.aclose()
+        raise
+    return Opened(attempt, tuple(head), pieces)
+
+
+async def stream_chunks(
+    opening: Callable[[], Awaitable[Call]],
+    failover: Failover,
+    endpoints: Mapping[str, Endpoint],
+    on_chunk: Callable[[], None] | None,
+) -> AsyncGenerator[ChatChunk, None]:
+    """The chunks of a stream call: ``opening`` resolves the call when the caller first
+    reads, ``failover`` walks its chain until a stream gives its first token, and every
+    chunk after that is relayed as it comes (``on_chunk`` is called for each)."""
+    call = await opening()
+    opened = await failover.first_success(call, functools.partial(open_stream, endpoints))
+    assembly = StreamAssembly(opened.attempt)
+    try:
+        for timed in opened.head:
+            assembly.add(timed)
+            if timed.piece.text:
+                yield _relayed(ChatChunk(timed.piece.text), on_chunk)
+        async for timed in opened.rest:
+            assembly.add(timed)
+            if timed.piece.text:
+                yield _relayed(ChatChunk(timed.piece.text), on_chunk)
+    except LLMAttemptError as exc:
+        kind = failure_kind(exc)
+        await assembly.settle(CallOutcome.of(kind), kind=kind, error=str(exc))
+        raise
+    except BaseException:  # cancelled, or the caller closed the stream
+        await opened.rest.aclose()
+        await assembly.settle(CallOutcome.ABANDONED)
+        raise
+    result = assembly.result()
+    await assembly.settle(CallOutcome.OK)
+    yield _relayed(ChatChunk("", result), on_chunk)
+
+
+def _relayed(chunk: ChatChunk, on_chunk: Callable[[], None] | None) -> ChatChunk:
+    if on_chunk is not None:
+        on_chunk()
+    return chunk

@@ -27,8 +27,8 @@ from conveyor.errors import ConfigurationError
 if TYPE_CHECKING:
     # Types only: the gateway imports this module to install the recorder, and importing
     # conveyor.gateway here at run time would run its __init__ first and make a cycle.
+    from conveyor.gateway.accounting.records import CallRecord, CallRecorder
     from conveyor.gateway.breakers import BreakerRegistry
-    from conveyor.gateway.recording import CallRecord, CallRecorder
 
 __all__ = ["REGISTRY", "MetricsRecorder", "serve_metrics", "watch_breakers"]
 

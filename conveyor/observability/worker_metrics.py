@@ -76,6 +76,26 @@ class WorkerView(Protocol):
         ...
 
     @property
+    def unwritten(self) -> int:
+        """Outcomes and releases finished in the worker and not yet written."""
+        ...
+
+    @property
+    def seconds_since_outcome(self) -> float:
+        """Seconds since the worker last wrote an outcome (or started)."""
+        ...
+
+    @property
+    def writes_failing(self) -> bool:
+        """True while outcomes cannot be written (the worker claims nothing meanwhile)."""
+        ...
+
+    @property
+    def listening(self) -> bool:
+        """True while the LISTEN connection is up."""
+        ...
+
+    @property
     def loop_lag(self) -> LoopLagView:
         """The worker's loop-lag monitor."""
         ...
@@ -103,6 +123,10 @@ class WorkerCollector:
             found.tasks.add_metric([outcome], stats.get(outcome, 0))
         found.in_flight.add_metric([], worker.in_flight)
         found.concurrency.add_metric([], worker.options.concurrency)
+        found.unwritten.add_metric([], worker.unwritten)
+        found.since_outcome.add_metric([], worker.seconds_since_outcome)
+        found.writes_failing.add_metric([], 1 if worker.writes_failing else 0)
+        found.listening.add_metric([], 1 if worker.listening else 0)
         # Sorted once here, not by LoopLagMonitor.percentile per quantile: a sort of 20,000
         # samples holds the GIL, and so the event loop, for about 3 ms.
         lags = sorted(worker.loop_lag.samples)
@@ -118,6 +142,10 @@ class _Families(NamedTuple):
     tasks: CounterMetricFamily
     in_flight: GaugeMetricFamily
     concurrency: GaugeMetricFamily
+    unwritten: GaugeMetricFamily
+    since_outcome: GaugeMetricFamily
+    writes_failing: GaugeMetricFamily
+    listening: GaugeMetricFamily
     loop_lag: GaugeMetricFamily
     loop_blocked: CounterMetricFamily
 
@@ -134,6 +162,22 @@ def _families() -> _Families:
         GaugeMetricFamily("conveyor_tasks_in_flight", "Tasks running in this worker now."),
         GaugeMetricFamily(
             "conveyor_worker_concurrency", "Most tasks this worker runs at once (--concurrency)."
+        ),
+        GaugeMetricFamily(
+            "conveyor_worker_unwritten_outcomes",
+            "Runs finished in this worker whose outcome is not written yet.",
+        ),
+        GaugeMetricFamily(
+            "conveyor_worker_seconds_since_last_outcome",
+            "Seconds since this worker last wrote an outcome (or started).",
+        ),
+        GaugeMetricFamily(
+            "conveyor_worker_writes_failing",
+            "1 while this worker cannot write outcomes (it claims nothing meanwhile).",
+        ),
+        GaugeMetricFamily(
+            "conveyor_worker_listening",
+            "1 while this worker's LISTEN connection is up (0: it relies on polling).",
         ),
         GaugeMetricFamily(
             "conveyor_loop_lag_seconds",

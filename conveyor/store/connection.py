@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,16 @@ from conveyor.errors import DatabaseUnavailable, SchemaNotReady, StoreError
 
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 """A connection of its own or one borrowed from the pool: every operation takes either."""
+
+
+# What opening a connection raises when the server is down, starting or unreachable.
+CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.InterfaceError)
+# What opening a connection raises when the DSN itself is wrong: waiting will not help.
+MISCONFIGURED = (
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidCatalogNameError,
+)
 
 
 def _dumps(value: Any) -> str:
@@ -60,10 +71,11 @@ async def create_pool(
             reset=keep_session,
             server_settings={"application_name": application_name},
         )
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (*CONNECT_ERRORS, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailable(
             f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc}; "
-            "check DATABASE_URL (unset it to use the embedded server)"
+            "check DATABASE_URL (unset it to use the embedded server)",
+            retryable=not isinstance(exc, MISCONFIGURED),
         ) from exc
     assert pool is not None
     return pool
@@ -73,9 +85,10 @@ async def connect(dsn: str, *, statement_cache_size: int = 100) -> asyncpg.Conne
     """Open one connection (LISTEN, migrations), with the same codecs as the pool."""
     try:
         conn = await asyncpg.connect(dsn, statement_cache_size=statement_cache_size)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except (*CONNECT_ERRORS, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailable(
-            f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc}"
+            f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc}",
+            retryable=not isinstance(exc, MISCONFIGURED),
         ) from exc
     await init_connection(conn)
     return conn
@@ -91,6 +104,33 @@ def redact_dsn(dsn: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in credentials else dsn
 
 
+# Errors that mean the connection (or the server) is gone or going, not that a statement
+# was wrong: the server shutting down (57P01 admin_shutdown, 57P02 crash_shutdown), still
+# starting (57P03 cannot_connect_now), a socket reset, and asyncpg's protocol falling out of
+# step on a connection the server dropped mid-operation (InternalClientError "cannot switch
+# to state ..."). The operation may be retried once a new connection is made.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """True when ``exc`` is a driver or socket error of a lost or refused connection.
+
+    ``QueryCanceledError`` (a statement timeout) is an OperatorInterventionError too, but it
+    says the statement ran too long on a live connection: it is not a lost connection.
+    """
+    return isinstance(exc, CONNECTION_ERRORS) and not isinstance(
+        exc, asyncpg.exceptions.QueryCanceledError
+    )
+
+
 @asynccontextmanager
 async def translated_errors() -> AsyncIterator[None]:
     """Turn driver errors into Conveyor's, so nothing above the store sees asyncpg."""
@@ -100,7 +140,29 @@ async def translated_errors() -> AsyncIterator[None]:
         raise SchemaNotReady(
             f"the Conveyor schema is missing ({exc}); run `conveyor migrate`"
         ) from exc
-    except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
-        raise DatabaseUnavailable(f"lost the connection to PostgreSQL: {exc}") from exc
-    except asyncpg.PostgresError as exc:
-        raise StoreError(f"database error: {exc}") from exc
+    except BaseException as exc:
+        if is_connection_error(exc):
+            raise DatabaseUnavailable(
+                f"lost the connection to PostgreSQL ({type(exc).__name__}: {exc})"
+            ) from exc
+        if isinstance(exc, asyncpg.PostgresError):
+            raise StoreError(f"database error: {exc}") from exc
+        raise
+
+
+@asynccontextmanager
+async def pooled(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
+    """A pooled connection that is discarded, not reused, after a connection error.
+
+    A connection the server dropped mid-statement can be left with its protocol in an
+    unknown state; handed out again, it fails the next caller with an InternalClientError.
+    Terminated here, the pool opens a fresh one on the next acquire.
+    """
+    async with pool.acquire() as conn:
+        try:
+            yield conn
+        except BaseException as exc:
+            if is_connection_error(exc) or isinstance(exc, asyncio.CancelledError):
+                # cancelled mid-statement: the protocol state is unknown as well
+                conn.terminate()
+            raise

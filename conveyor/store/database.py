@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import asyncpg
+
+from conveyor.core.backoff import FailureBackoff
 from conveyor.settings import Settings
-from conveyor.store.connection import connect
+from conveyor.store.availability import retry_while_unavailable
+from conveyor.store.connection import connect, redact_dsn
 from conveyor.store.embedded import EmbeddedPostgres
 from conveyor.store.migrate import migrate, require_current_schema
 from conveyor.store.postgres import PostgresStore
@@ -26,14 +31,34 @@ async def resolve_dsn(settings: Settings) -> AsyncIterator[str]:
         server.stop()
 
 
+async def connect_when_ready(
+    dsn: str, *, wait_seconds: float, statement_cache_size: int = 100
+) -> Any:
+    """A connection to ``dsn``, waiting up to ``wait_seconds`` for a server that is down,
+    starting up or failing over (with backoff, logging each refusal).
+
+    A wrong password or database name is not waited for: it raises at once.
+    """
+    conn: asyncpg.Connection[Any] = await retry_while_unavailable(
+        lambda: connect(dsn, statement_cache_size=statement_cache_size),
+        what=f"connect to {redact_dsn(dsn)}",
+        seconds=wait_seconds,
+        backoff=FailureBackoff(base=0.2, cap=5.0),
+    )
+    return conn
+
+
 @asynccontextmanager
 async def open_store(
-    settings: Settings, *, auto_migrate: bool = False
+    settings: Settings, *, auto_migrate: bool = False, wait_seconds: float = 0.0
 ) -> AsyncIterator[PostgresStore]:
     """A ready store. With ``auto_migrate`` pending migrations are applied first; without,
-    a database that lacks them raises SchemaNotReady."""
+    a database that lacks them raises SchemaNotReady. A server that is not reachable yet
+    is waited for up to ``wait_seconds`` (a worker started together with its database)."""
     async with resolve_dsn(settings) as dsn:
-        conn = await connect(dsn, statement_cache_size=settings.statement_cache_size)
+        conn = await connect_when_ready(
+            dsn, wait_seconds=wait_seconds, statement_cache_size=settings.statement_cache_size
+        )
         try:
             if auto_migrate:
                 await migrate(conn)

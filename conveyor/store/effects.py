@@ -8,10 +8,12 @@ so a crash never wedges a key; a failed effect is abandoned so the next attempt 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from conveyor.errors import StoreError
 from conveyor.store.connection import Conn
 from conveyor.store.sql import q
 
@@ -114,3 +116,30 @@ async def record_effect(
     row = await conn.fetchrow(q("record_effect"), tenant_id, key, task_id, result)
     assert row is not None  # one branch of the UNION always yields the row
     return EffectRecord(EffectStatus.DONE, row["result"]), bool(row["recorded"])
+
+
+async def run_effect_in_transaction(
+    conn: Conn,
+    tenant_id: str,
+    key: str,
+    task_id: int | None,
+    effect: Callable[[Conn], Awaitable[Any]],
+) -> EffectRecord:
+    """Run ``effect(conn)`` and record its result in one transaction, once per key.
+
+    The ledger entry and whatever ``effect`` writes through ``conn`` commit together or not
+    at all: a crash, a lost connection or a raised error before the commit leaves neither,
+    and the next run does it afresh; after the commit every run gets the recorded result.
+    """
+    async with conn.transaction():
+        if await conn.fetchval(q("take_effect_in_transaction"), tenant_id, key, task_id) is None:
+            found = await get_effect(conn, tenant_id, key)  # a new snapshot sees the winner
+            if found is None:
+                raise StoreError(
+                    f"effect key {key!r} is held by another form of the ledger; "
+                    "use one form (ctx.once or ctx.once_in_transaction) per key"
+                )
+            return found
+        result = await effect(conn)
+        await conn.execute(q("complete_effect_in_transaction"), tenant_id, key, result)
+    return EffectRecord(EffectStatus.DONE, result)

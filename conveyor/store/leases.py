@@ -37,15 +37,23 @@ def _priority(task: ClaimedTask) -> int:
 
 
 async def heartbeat(
-    conn: Conn, worker_id: str, leases: Sequence[LeaseRef], lease_seconds: float
+    conn: Conn,
+    worker_id: str,
+    leases: Sequence[LeaseRef],
+    lease_seconds: float,
+    *,
+    unwritten: int = 0,
+    seconds_since_outcome: float = 0.0,
 ) -> HeartbeatResult:
-    """Extend every lease in ``leases`` (and the worker's own row) in one statement."""
+    """Extend every lease in ``leases`` and report the worker's health, in one statement."""
     rows = await conn.fetch(
         q("extend_leases"),
         worker_id,
         lease_seconds,
         [lease.task_id for lease in leases],
         [lease.lease_token for lease in leases],
+        unwritten,
+        seconds_since_outcome,
     )
     extended = frozenset(row["id"] for row in rows)
     return HeartbeatResult(

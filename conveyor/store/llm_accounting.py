@@ -30,6 +30,21 @@ class TenantLLMPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class SpendReserve:
+    """A call about to be sent: its estimate, to reserve in the tenant's month if it fits.
+
+    ``completion_tokens`` is the most the reply may use (the call's ``max_tokens``).
+    """
+
+    tenant_id: str
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    policy: TenantLLMPolicy
+
+
+@dataclass(frozen=True, slots=True)
 class SpendReservation:
     """The answer to a reservation: ``ok``, and the month's usage counting it."""
 
@@ -95,25 +110,17 @@ async def tenant_policy(conn: Conn, tenant_id: str, queue: str) -> TenantLLMPoli
     return TenantLLMPolicy(**dict(row))
 
 
-async def reserve_spend(
-    conn: Conn,
-    tenant_id: str,
-    provider: str,
-    model: str,
-    prompt_tokens: int,
-    completion_tokens: int,
-    policy: TenantLLMPolicy,
-) -> SpendReservation:
+async def reserve_spend(conn: Conn, reserve: SpendReserve) -> SpendReservation:
     """Reserve a call's estimate against the tenant's month, if it fits."""
     row = await conn.fetchrow(
         q("reserve_llm_spend"),
-        tenant_id,
-        provider,
-        model,
-        prompt_tokens,
-        completion_tokens,
-        policy.monthly_token_budget,
-        policy.monthly_spend_limit,
+        reserve.tenant_id,
+        reserve.provider,
+        reserve.model,
+        reserve.prompt_tokens,
+        reserve.completion_tokens,
+        reserve.policy.monthly_token_budget,
+        reserve.policy.monthly_spend_limit,
     )
     assert row is not None  # the function always returns one row
     return SpendReservation(**dict(row))

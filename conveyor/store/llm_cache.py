@@ -1,7 +1,8 @@
 """The LLM gateway's shared response cache: replies stored per (tenant, request key).
 
-The gateway computes the key (``conveyor/gateway/cache.py``) and the reply's JSON; this
-module only stores, serves and expires them. A read counts its hit in the same statement.
+The gateway computes the key (``conveyor/gateway/accounting/response_cache.py``) and the
+reply's JSON; this module only stores, serves and expires them. A read counts its hit in the
+same statement.
 """
 
 from __future__ import annotations

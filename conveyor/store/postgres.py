@@ -31,7 +31,7 @@ from conveyor.store import (
     reports,
     retention,
 )
-from conveyor.store.connection import Conn, create_pool, translated_errors
+from conveyor.store.connection import Conn, create_pool, pooled, translated_errors
 from conveyor.store.params import (
     BucketDraw,
     ClaimRequest,
@@ -108,15 +108,12 @@ class PostgresStore:
         the connection gets asyncpg's full reset before it goes back to the pool (the pool
         itself skips it: ``connection.keep_session``).
         """
-        async with translated_errors(), self._pool.acquire() as conn:
+        async with translated_errors(), pooled(self._pool) as conn:
             try:
                 async with conn.transaction():
                     yield conn
             finally:
-                try:
-                    await conn.reset()
-                except Exception:
-                    conn.terminate()  # broken or stuck: the pool opens a fresh one
+                await _reset_or_discard(conn)
 
     async def _run(
         self,
@@ -126,11 +123,11 @@ class PostgresStore:
         async with translated_errors():
             if connection is not None:
                 return await operation(connection)
-            async with self._pool.acquire() as conn:
+            async with pooled(self._pool) as conn:
                 return await operation(conn)
 
     async def _run_in_transaction(self, operation: Callable[[Conn], Awaitable[T]]) -> T:
-        async with translated_errors(), self._pool.acquire() as conn, conn.transaction():
+        async with translated_errors(), pooled(self._pool) as conn, conn.transaction():
             return await operation(conn)
 
     # -- submitting ---------------------------------------------------------------------
@@ -157,10 +154,25 @@ class PostgresStore:
         return await self._run(lambda c: leases.claim(c, request))
 
     async def heartbeat(
-        self, worker_id: str, held: Sequence[LeaseRef], lease_seconds: float
+        self,
+        worker_id: str,
+        held: Sequence[LeaseRef],
+        lease_seconds: float,
+        *,
+        unwritten: int = 0,
+        seconds_since_outcome: float = 0.0,
     ) -> HeartbeatResult:
-        """Extend all of a worker's leases in one statement."""
-        return await self._run(lambda c: leases.heartbeat(c, worker_id, held, lease_seconds))
+        """Extend all of a worker's leases in one statement; record what it reports."""
+        return await self._run(
+            lambda c: leases.heartbeat(
+                c,
+                worker_id,
+                held,
+                lease_seconds,
+                unwritten=unwritten,
+                seconds_since_outcome=seconds_since_outcome,
+            )
+        )
 
     async def release(self, held: Sequence[LeaseRef]) -> list[int]:
         """Give leased tasks back without counting an attempt (graceful shutdown)."""
@@ -187,24 +199,6 @@ class PostgresStore:
         done = await self._with_partitions(lambda: self._run(lambda c: finish.finish(c, finishes)))
         await self._complete_groups(done.groups)
         return done.refused
-
-    async def finish_and_claim(
-        self, finishes: Sequence[Finish], request: ClaimRequest
-    ) -> tuple[set[int], list[ClaimedTask]]:
-        """Finish one batch and claim the next in one transaction (one commit, one round
-        trip to the pool): the refused ids and the newly claimed tasks.
-
-        If the transaction fails, neither happened: the finished tasks are still leased and
-        may be finished again.
-        """
-
-        async def both(conn: Conn) -> tuple[finish.FinishResult, list[ClaimedTask]]:
-            done = await finish.finish(conn, finishes)
-            return done, await leases.claim(conn, request)
-
-        done, claimed = await self._with_partitions(lambda: self._run_in_transaction(both))
-        await self._complete_groups(done.groups)
-        return done.refused, claimed
 
     async def _complete_groups(self, pairs: set[tuple[str, str]]) -> None:
         if pairs:
@@ -425,20 +419,10 @@ class PostgresStore:
         return await self._run(lambda c: llm_accounting.tenant_policy(c, tenant_id, queue))
 
     async def reserve_llm_spend(
-        self,
-        tenant_id: str,
-        provider: str,
-        model: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        policy: llm_accounting.TenantLLMPolicy,
+        self, reserve: llm_accounting.SpendReserve
     ) -> llm_accounting.SpendReservation:
         """Reserve a call's estimate against the tenant's monthly budget, if it fits."""
-        return await self._run(
-            lambda c: llm_accounting.reserve_spend(
-                c, tenant_id, provider, model, prompt_tokens, completion_tokens, policy
-            )
-        )
+        return await self._run(lambda c: llm_accounting.reserve_spend(c, reserve))
 
     async def settle_llm_spend(self, settle: llm_accounting.SpendSettle) -> None:
         """Release a spend reservation and count what the call used."""
@@ -508,6 +492,28 @@ class PostgresStore:
         """Release a key whose effect failed."""
         await self._run(lambda c: effects.abandon_effect(c, owner))
 
+    async def run_effect_in_transaction(
+        self,
+        tenant_id: str,
+        key: str,
+        effect: Callable[[Conn], Awaitable[Any]],
+        *,
+        task_id: int | None = None,
+    ) -> effects.EffectRecord:
+        """Run ``effect(conn)`` in a transaction that also records its result, once per key.
+
+        ``effect`` gets a connection of the pool inside the transaction; what it writes there
+        commits with the ledger entry or not at all (see effects.run_effect_in_transaction).
+        Like :meth:`transaction`, the connection is reset in full before it goes back.
+        """
+        async with translated_errors(), pooled(self._pool) as conn:
+            try:
+                return await effects.run_effect_in_transaction(
+                    conn, tenant_id, key, task_id, effect
+                )
+            finally:
+                await _reset_or_discard(conn)
+
     async def get_effect(self, tenant_id: str, key: str) -> effects.EffectRecord | None:
         """The recorded result of ``key`` for the tenant, if any."""
         return await self._run(lambda c: effects.get_effect(c, tenant_id, key))
@@ -528,3 +534,13 @@ class PostgresStore:
 def _is_missing_partition(exc: BaseException) -> bool:
     cause = exc.__cause__
     return isinstance(cause, asyncpg.CheckViolationError) and "no partition" in str(cause)
+
+
+async def _reset_or_discard(conn: Conn) -> None:
+    """Undo what user code did to a lent connection's session, or drop the connection."""
+    if conn.is_closed():
+        return
+    try:
+        await conn.reset()
+    except Exception:
+        conn.terminate()  # broken or stuck: the pool opens a fresh one

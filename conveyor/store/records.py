@@ -124,7 +124,12 @@ class WorkerStatus:
     started_at: datetime
     heartbeat_at: datetime
     silent_seconds: float
+    unwritten: int
+    """Outcomes finished in the worker but not yet written (at its last heartbeat)."""
+    seconds_since_outcome: float
+    """How long ago the worker last recorded an outcome (or started)."""
     running: int
+    """Tasks whose lease the worker holds: running, or finished and not yet written."""
 
 
 @dataclass(frozen=True, slots=True)

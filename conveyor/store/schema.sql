@@ -113,7 +113,9 @@ CREATE TABLE workers (
     concurrency   integer NOT NULL,
     state         text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'stopping', 'stopped')),
     started_at    timestamptz NOT NULL DEFAULT now(),
-    heartbeat_at  timestamptz NOT NULL DEFAULT now()
+    heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+    unwritten     integer NOT NULL DEFAULT 0,
+    last_outcome_at timestamptz NOT NULL DEFAULT now()
 );
 
 -- Per-queue switches. A queue with no row is active.

@@ -10,12 +10,22 @@ an asynchronous commit, which cuts their cost by a WAL flush each). Make a step 
 (for example pass its key to the provider) where a repeat matters.
 
 ``ctx.once`` is for effects that must not repeat: its key is owned by one running lease
-while the effect runs, and its result is committed durably.
+while the effect runs, and its result is committed durably. It runs the effect again only
+if the worker dies (SIGKILL, a crash) after the effect and before its record commits; for
+an effect on another service, hand that service ``ctx.idempotency_key(key)`` so a repeat
+is a no-op there. ``ctx.once_in_transaction`` is for effects on Conveyor's own database:
+the effect's writes and its record commit in one transaction, so it happens exactly once,
+whatever crashes.
+
+Every store call here rides out a database restart: it is retried with backoff for up to
+``database_retry_seconds``; after that the run fails with DatabaseUnavailable, and the
+worker hands the task back without counting an attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
 import time
@@ -25,7 +35,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import structlog
 
-from conveyor.errors import PermanentError
+from conveyor.core.backoff import FailureBackoff
+from conveyor.errors import ConveyorError, PermanentError
+from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.effects import EffectOwner, EffectStatus
 from conveyor.store.params import NewTask
 from conveyor.store.records import ClaimedTask
@@ -62,6 +74,7 @@ class TaskContext:
         *,
         timeout: float | None = None,
         llm_cache: bool = False,
+        database_retry_seconds: float = 30.0,
     ) -> None:
         self.task = TaskInfo(
             id=claimed.id,
@@ -83,6 +96,7 @@ class TaskContext:
         """``time.monotonic()`` by which the task times out; None without a timeout."""
         self._llm_cache = llm_cache
         self._once_locks: dict[str, asyncio.Lock] | None = None
+        self._database_retry_seconds = database_retry_seconds
 
     @property
     def log(self) -> Any:
@@ -143,13 +157,16 @@ class TaskContext:
         ``name`` must be unique within the task; the result must be JSON.
         """
         store = self._require_store("step")
-        key = f"step:{self.task.id}:{name}"
-        found = await store.get_effect(self.task.tenant_id, key)  # a read: no commit to wait on
+        tenant, key = self.task.tenant_id, f"step:{self.task.id}:{name}"
+        # a read: no commit to wait on
+        found = await self._durably(lambda: store.get_effect(tenant, key))
         if found is not None:
             self.log.debug("step_replayed", step=name)
             return found.result
         result = await _call_json(key, fn, args)
-        stored = await store.record_step(self.task.tenant_id, key, result, task_id=self.task.id)
+        stored = await self._durably(
+            lambda: store.record_step(tenant, key, result, task_id=self.task.id)
+        )
         self.heartbeat()
         return stored.result
 
@@ -163,6 +180,41 @@ class TaskContext:
         Use a key that names the effect itself, e.g. ``f"email:welcome:{user_id}"``.
         """
         return await self._once(f"once:{key}", fn, args)
+
+    async def once_in_transaction(self, key: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(conn, *args)`` exactly once per tenant and ``key``, in a transaction
+        on Conveyor's database that also records its result.
+
+        ``conn`` is an asyncpg connection inside that transaction: what ``fn`` writes through
+        it commits together with the record, or (a crash, a lost connection, an exception)
+        not at all, and the next run does it afresh. A rerun after the commit returns the
+        recorded result without calling ``fn``. Keep ``fn`` to database work: anything else
+        it does (an HTTP call) may repeat when the transaction does not commit. The result
+        must be JSON.
+        """
+        store = self._require_store("once_in_transaction")
+        tenant, ledger_key = self.task.tenant_id, f"tx:{key}"
+
+        async def effect(conn: Any) -> Any:
+            return await _call_json(ledger_key, fn, (conn, *args))
+
+        stored = await self._durably(
+            lambda: store.run_effect_in_transaction(
+                tenant, ledger_key, effect, task_id=self.task.id
+            )
+        )
+        self.heartbeat()
+        return stored.result  # type: ignore[no-any-return]
+
+    def idempotency_key(self, key: str) -> str:
+        """A key for ``key``'s effect on another service, the same in every run and worker.
+
+        Pass it as that service's idempotency key (Stripe's ``Idempotency-Key``, a message
+        id): if the effect runs again after a crash, the service applies it once. It
+        depends only on the tenant and ``key``, never on the attempt.
+        """
+        digest = hashlib.sha256(f"{self.task.tenant_id}\x00{key}".encode()).hexdigest()
+        return f"conveyor-{digest[:40]}"
 
     async def spawn(
         self,
@@ -180,23 +232,24 @@ class TaskContext:
         """
         store = self._require_store("spawn")
         self._spawned += 1
-        result = await store.enqueue(
-            NewTask(
-                queue=queue,
-                payload=payload or {},
-                tenant_id=self.task.tenant_id,
-                priority=priority,
-                max_attempts=max_attempts,
-                idempotency_key=(
-                    f"spawn:{self.task.id}:key:{key}"
-                    if key is not None
-                    else f"spawn:{self.task.id}:n:{self._spawned}"
-                ),
-                parent_id=self.task.id,
-                group_id=self.task.group_id,
-                trace_context=self._trace_context,
-            )
+        child = NewTask(
+            queue=queue,
+            payload=payload or {},
+            tenant_id=self.task.tenant_id,
+            priority=priority,
+            max_attempts=max_attempts,
+            idempotency_key=(
+                f"spawn:{self.task.id}:key:{key}"
+                if key is not None
+                else f"spawn:{self.task.id}:n:{self._spawned}"
+            ),
+            parent_id=self.task.id,
+            group_id=self.task.group_id,
+            trace_context=self._trace_context,
         )
+        # the idempotency key makes a retried enqueue (its commit unacknowledged) return
+        # the task the first one made
+        result = await self._durably(lambda: store.enqueue(child))
         return result.task_id
 
     async def _once(self, key: str, fn: Callable[..., Any], args: Any) -> Any:
@@ -213,7 +266,7 @@ class TaskContext:
         owner = EffectOwner(self.task.tenant_id, key, self.task.id, self._lease_token)
         wait = 0.05
         while True:
-            found = await store.begin_effect(owner)
+            found = await self._durably(lambda: store.begin_effect(owner))
             if found.status is EffectStatus.DONE:
                 self.log.debug("effect_replayed", key=key)
                 return found.result
@@ -225,11 +278,32 @@ class TaskContext:
         try:
             result = await _call_json(key, fn, args)
         except BaseException:
-            await asyncio.shield(store.abandon_effect(owner))  # the next attempt runs it
+            try:  # the next attempt runs it
+                await asyncio.shield(store.abandon_effect(owner))
+            except ConveyorError as exc:  # the key passes on once this lease is gone
+                self.log.warning("effect_not_abandoned", key=key, error=str(exc))
             raise
-        stored = await store.complete_effect(owner, result)
+        # Recording is retried through a lost connection: the effect has happened, and a
+        # run that gave up here would do it again. complete_effect is safe to repeat.
+        stored = await self._durably(lambda: store.complete_effect(owner, result))
         self.heartbeat()
         return stored.result if stored.recorded else result
+
+    async def _durably(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``await call()``, retried with backoff while the database is out of reach.
+
+        Every call passed here is safe to repeat. After ``database_retry_seconds`` the
+        DatabaseUnavailable propagates, and the worker releases the task without charging
+        an attempt.
+        """
+        return await retry_while_unavailable(
+            call,
+            what="task",
+            seconds=self._database_retry_seconds,
+            backoff=FailureBackoff(base=0.05, cap=2.0),
+            log=self.log,
+            log_each=False,
+        )
 
     def _require_store(self, what: str) -> PostgresStore:
         if self._store is None:

@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 
 import structlog
 
+from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError
+from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.params import PeriodicTask
 from conveyor.store.postgres import PostgresStore
 
@@ -53,7 +55,7 @@ class Maintenance:
         """Run every job on its period; an error is logged and the job goes on."""
         opts = self.options
         if self.schedules:
-            await self.store.register_periodic(self.schedules)
+            await self._register_schedules()
         jobs: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
             ("promote", opts.promote_seconds, self.store.promote_due),
             ("reap", opts.reaper_seconds, self._reap),
@@ -67,6 +69,15 @@ class Maintenance:
         async with asyncio.TaskGroup() as group:
             for name, period, job in jobs:
                 group.create_task(_every(name, period, job), name=f"conveyor-{name}")
+
+    async def _register_schedules(self) -> None:
+        """Register the app's periodic tasks, waiting out a database that is away."""
+        await retry_while_unavailable(
+            lambda: self.store.register_periodic(self.schedules),
+            what="register_periodic",
+            seconds=float("inf"),
+            backoff=FailureBackoff(base=0.2, cap=5.0),
+        )
 
     async def _reap(self) -> None:
         result = await self.store.reap_expired()

@@ -12,7 +12,14 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor.app import AgentSpec
 from conveyor.core.failure import GiveUp, decide_after_failure
-from conveyor.errors import Cancel, PermanentError, Retry, Snooze
+from conveyor.errors import (
+    Cancel,
+    DatabaseUnavailable,
+    IsolatedTaskError,
+    PermanentError,
+    Retry,
+    Snooze,
+)
 from conveyor.store.params import Finish, LeaseRef, RetryLease
 from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
@@ -42,13 +49,39 @@ class TaskStalled(Exception):
 
 
 def error_record(exc: BaseException, attempt: int) -> dict[str, Any]:
-    """The JSON kept as ``last_error``: type, message, traceback and attempt."""
+    """The JSON kept as ``last_error``: type, message, traceback and attempt.
+
+    NUL characters are replaced: jsonb cannot hold them, and one such message would fail
+    the whole batch of outcomes it is written with.
+    """
     return {
         "type": type(exc).__name__,
-        "message": str(exc) or type(exc).__name__,
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": _printable(str(exc) or type(exc).__name__),
+        "traceback": _printable("".join(traceback.format_exception(exc))),
         "attempt": attempt,
     }
+
+
+def _printable(text: str) -> str:
+    return text.replace("\x00", "\\0") if "\x00" in text else text
+
+
+def caused_by_lost_database(exc: BaseException) -> bool:
+    """True when a run failed only because Conveyor's database was out of reach.
+
+    Looks through the chain of causes (a handler may wrap the error) and at what an
+    isolated child reported. Such a run is released, not charged an attempt.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailable) and current.retryable:
+            return True
+        if isinstance(current, IsolatedTaskError) and current.error_type == "DatabaseUnavailable":
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def parse_payload(agent: AgentSpec, task: ClaimedTask) -> Any:
@@ -80,16 +113,22 @@ def success(task: ClaimedTask, result: Any) -> Outcome:
     lease = LeaseRef(task.id, task.lease_token)
     if isinstance(result, BaseModel):
         result = result.model_dump(mode="json")
-    if result is None or type(result) in _JSON_SCALARS:
+    if result is None or (type(result) in _JSON_SCALARS and not _has_nul(result)):
         return Finish(lease, TaskState.SUCCEEDED, result=result)
     try:
         # allow_nan=False: PostgreSQL rejects NaN in jsonb, and one such result would fail the
-        # whole batch of outcomes it is flushed with.
-        json.dumps(result, allow_nan=False)
+        # whole batch of outcomes it is flushed with; so would a NUL character.
+        text = json.dumps(result, allow_nan=False)
+        if "\\u0000" in text:
+            raise ValueError("it contains a NUL character (\\u0000), which jsonb cannot store")
     except (TypeError, ValueError) as exc:
         problem = PermanentError(f"handler returned a result that is not JSON: {exc}")
         return Finish(lease, TaskState.DEAD, error=error_record(problem, task.attempts))
     return Finish(lease, TaskState.SUCCEEDED, result=result)
+
+
+def _has_nul(value: object) -> bool:
+    return isinstance(value, str) and "\x00" in value
 
 
 def failure(task: ClaimedTask, agent: AgentSpec, exc: BaseException) -> Outcome:

@@ -9,7 +9,8 @@ gateway's) from before it opens the database until it exits.
 
 The first signal stops claiming and lets in-flight tasks finish within the grace period
 (the rest are released, no attempt counted); a second signal exits at once, and the
-leases of whatever was running expire and are redelivered.
+leases of whatever was running expire and are redelivered. The command installs the
+handlers first thing (``ShutdownSignals``), so a signal during start-up is not lost.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import signal
 import sys
 
 import structlog
@@ -29,7 +29,9 @@ from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
 from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
-from conveyor.worker.runtime import Worker, WorkerOptions
+from conveyor.worker.options import WorkerOptions
+from conveyor.worker.runtime import Worker
+from conveyor.worker.signals import ShutdownSignals
 
 log = structlog.get_logger("conveyor.worker")
 
@@ -41,32 +43,36 @@ async def serve(
     *,
     migrate: bool,
     maintenance: bool = True,
+    signals: ShutdownSignals | None = None,
 ) -> str | None:
-    """Run one worker until a signal stops it; the recycle reason if it asked for one."""
+    """Run one worker until a signal stops it; the recycle reason if it asked for one.
+
+    ``signals`` installed by the caller at process start carry over a signal that came
+    before this point; a stop asked for while the worker is still starting (waiting for
+    the database, migrating) ends the start-up at once.
+    """
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals_seen = 0
-
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen == 1:
-            log.info("shutdown_requested", signal=signal.Signals(signum).name)
-            stop.set()
-        else:
-            log.warning("forced_exit", signal=signal.Signals(signum).name)
-            os._exit(130)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    (signals or ShutdownSignals()).attach(asyncio.get_running_loop(), stop.set)
     tune_garbage_collector()
     metrics = (
         None
         if options.metrics_port is None
         else serve_metrics(options.metrics_port, options.metrics_host)
     )
+    started = asyncio.Event()
     try:
-        return await _serve_worker(app, settings, options, stop, migrate, maintenance)
+        main = asyncio.create_task(
+            _serve_worker(app, settings, options, stop, migrate, maintenance, started)
+        )
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not main.done() and not started.is_set():
+            main.cancel()  # stopped before it ever ran: nothing to drain
+            with contextlib.suppress(asyncio.CancelledError):
+                await main
+            return None
+        return await main
     finally:
         if metrics is not None:
             await asyncio.to_thread(metrics.shutdown)  # waits out its poll, up to 0.5 s
@@ -80,10 +86,13 @@ async def _serve_worker(
     stop: asyncio.Event,
     migrate: bool,
     maintenance: bool,
+    started: asyncio.Event,
 ) -> str | None:
     # the pool must hold the claim loop, the flusher and the heartbeat at once
     pool_settings = settings.model_copy(update={"pool_max_size": max(settings.pool_max_size, 4)})
-    async with open_store(pool_settings, auto_migrate=migrate) as store:
+    async with open_store(
+        pool_settings, auto_migrate=migrate, wait_seconds=settings.database_wait_seconds
+    ) as store:
         upkeep = None
         if maintenance:
             options_m = MaintenanceOptions(
@@ -93,6 +102,7 @@ async def _serve_worker(
         worker = Worker(app, store, options)
         watch_worker(worker)
         try:
+            started.set()
             await worker.run(stop)
             # a signal during the recycle drain means stop, not start over
             return None if stop.is_set() else worker.recycle_reason

@@ -17,18 +17,19 @@ import random
 import socket
 import sys
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 import structlog
 
 from conveyor.app import AgentSpec, App
-from conveyor.errors import ConfigurationError, ConveyorError
-from conveyor.store.notify import NotificationListener
+from conveyor.core.backoff import FailureBackoff
+from conveyor.errors import ConfigurationError, ConveyorError, WorkerCrashed
+from conveyor.store.availability import retry_while_unavailable
+from conveyor.store.notify import CANCEL_CHANNEL, TASKS_CHANNEL, NotificationListener
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef, RetryLease, WorkerInfo
 from conveyor.store.postgres import PostgresStore
 from conveyor.store.records import ClaimedTask
@@ -36,78 +37,27 @@ from conveyor.types import TaskState
 from conveyor.worker.context import TaskContext
 from conveyor.worker.isolation import run_isolated
 from conveyor.worker.looplag import LoopLagMonitor
+from conveyor.worker.options import WorkerOptions
 from conveyor.worker.outcomes import (
     Outcome,
     TaskStalled,
     TaskTimedOut,
+    caused_by_lost_database,
     error_record,
     failure,
     parse_payload,
     success,
 )
+from conveyor.worker.recorder import OutcomeRecorder
+from conveyor.worker.supervision import supervised
 
 log = structlog.get_logger("conveyor.worker")
 
 _START_SLICE = 100
-_FLUSH_SLICE = 1000
 _SHUTDOWN = "shutdown"
 _CANCEL = "cancel"
 _LOST = "lost"
 _STALLED = "stalled"
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerOptions:
-    """How a worker runs; each field documents its default."""
-
-    queues: tuple[str, ...] | None = None
-    """Queues to serve (default: every agent of the app)."""
-    concurrency: int = 256
-    """Tasks in flight at once in this process."""
-    claim_batch: int = 100
-    """Most tasks taken by one claim statement."""
-    lease_seconds: float = 30.0
-    """Lease length; a dead worker's tasks come back this long after its last heartbeat."""
-    heartbeat_seconds: float = 5.0
-    """How often all leases are extended (at most half the lease)."""
-    claim_coalesce_seconds: float = 0.005
-    """A busy worker woken with few free slots waits this long to claim more at once."""
-    poll_seconds: float = 2.0
-    """Idle poll period (jittered), the fallback when a notification is missed."""
-    grace_seconds: float = 30.0
-    """On shutdown, how long in-flight tasks may finish before they are released."""
-    max_tasks_per_process: int | None = None
-    """Recycle (drain and restart) the process after claiming this many tasks."""
-    max_memory_mb: float | None = None
-    """Recycle the process when its resident memory grows past this many MB."""
-    sync_threads: int = 64
-    """Threads for plain ``def`` handlers (each blocks one thread while it runs)."""
-    loop_lag_warn_seconds: float = 0.25
-    """Log a warning naming the task when the event loop is blocked this long."""
-    metrics_port: int | None = None
-    """Serve Prometheus metrics on this port while the process runs (0: any free port)."""
-    metrics_host: str = "0.0.0.0"
-    """Address the metrics are served on: all interfaces, so Prometheus can scrape a pod's IP."""
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigurationError("--concurrency must be >= 1")
-        if self.claim_batch < 1:
-            raise ConfigurationError("--claim-batch must be >= 1")
-        if self.max_tasks_per_process is not None and self.max_tasks_per_process < 1:
-            raise ConfigurationError("--max-tasks-per-process must be >= 1")
-        if self.max_memory_mb is not None and self.max_memory_mb <= 0:
-            raise ConfigurationError("--max-memory must be > 0 MB")
-        if self.sync_threads < 1:
-            raise ConfigurationError("--sync-threads must be >= 1")
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ConfigurationError("--metrics-port must be a TCP port (0 to 65535)")
-        if self.heartbeat_seconds * 2 > self.lease_seconds:
-            raise ConfigurationError(
-                "CONVEYOR_HEARTBEAT_SECONDS must be at most half of CONVEYOR_LEASE_SECONDS, "
-                "or live tasks lose their leases"
-            )
 
 
 @dataclass(slots=True)
@@ -139,13 +89,22 @@ class Worker:
         self._running: dict[int, _Running] = {}
         self._per_queue: Counter[str] = Counter()
         self._cancel_reasons: dict[int, str] = {}
-        self._pending: list[Outcome] = []
-        self._releases: list[LeaseRef] = []
         self._wake = asyncio.Event()
-        self._flush_wake = asyncio.Event()
         # The heartbeat and a flush both lock this worker's task rows, in whatever order
         # their statements visit them; running them one at a time rules out a deadlock.
         self._row_writes = asyncio.Lock()
+        # Claim again as soon as outcomes are written: until then the finished tasks still
+        # counted against their tenants' caps, so a claim made when they ended may have
+        # come back short.
+        self.recorder = OutcomeRecorder(
+            store, self.stats, self._row_writes, on_written=self._wake.set
+        )
+        self._claim_backoff = FailureBackoff(base=0.1, cap=5.0)
+        self._holding_expired = False
+        self.failure: tuple[str, BaseException] | None = None
+        """The loop of the worker's own that died, and why; the worker then stops."""
+        self._failed = asyncio.Event()
+        self._listener: NotificationListener | None = None
         self.loop_lag = LoopLagMonitor(
             warn_after=self.options.loop_lag_warn_seconds, describe=_running_task
         )
@@ -160,6 +119,26 @@ class Worker:
         """Tasks running now."""
         return len(self._running)
 
+    @property
+    def unwritten(self) -> int:
+        """Outcomes and releases finished here and not yet written."""
+        return self.recorder.unwritten
+
+    @property
+    def seconds_since_outcome(self) -> float:
+        """Seconds since an outcome was last written (or the worker started)."""
+        return time.monotonic() - self.recorder.last_written_at
+
+    @property
+    def writes_failing(self) -> bool:
+        """True while outcomes cannot be written."""
+        return self.recorder.failing_since is not None
+
+    @property
+    def listening(self) -> bool:
+        """True while the LISTEN connection is up."""
+        return self._listener is not None and self._listener.connected
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then shut down gracefully."""
         opts = self.options
@@ -169,21 +148,24 @@ class Worker:
                 f"--max-memory {opts.max_memory_mb:g} MB is below what this worker uses idle "
                 f"({idle_rss:.0f} MB): it would recycle forever; give it more headroom"
             )
-        await self.store.register_worker(
-            WorkerInfo(
-                opts.worker_id, socket.gethostname(), os.getpid(), self.queues, opts.concurrency
-            )
+        info = WorkerInfo(
+            opts.worker_id, socket.gethostname(), os.getpid(), self.queues, opts.concurrency
         )
-        listener = NotificationListener(
-            self.store.dsn, on_ready=self._on_ready, on_cancel=self._on_cancel
+        await retry_while_unavailable(
+            lambda: self.store.register_worker(info),
+            what="register",
+            seconds=opts.database_retry_seconds,
         )
-        try:
-            await listener.start()
-        except ConveyorError as exc:  # polling still works without notifications
-            log.warning("listen_unavailable", error=str(exc))
+        # Polling still works while notifications are down; the listener reconnects by
+        # itself and, once back, wakes the claim loop to catch up what it missed.
+        listener = NotificationListener(self.store.dsn, on_reconnect=self._wake.set)
+        self._listener = listener
+        listener.subscribe(TASKS_CHANNEL, self._on_ready)
+        listener.subscribe(CANCEL_CHANNEL, self._on_cancel)
+        await listener.start()
         lag = asyncio.create_task(self.loop_lag.run(), name="conveyor-looplag")
-        flusher = asyncio.create_task(self._flush_loop(), name="conveyor-flush")
-        beats = asyncio.create_task(self._heartbeat_loop(), name="conveyor-heartbeat")
+        flusher = supervised(self.recorder.run(), "flush", self._loop_died)
+        beats = supervised(self._heartbeat_loop(), "heartbeat", self._loop_died)
         log.info("worker_started", worker_id=opts.worker_id, queues=list(self.queues))
         try:
             await self._claim_loop(stop)
@@ -196,14 +178,18 @@ class Worker:
                 for helper in (beats, flusher, lag):
                     helper.cancel()
             for helper in (beats, flusher, lag):
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await helper
-            while self._pending or self._releases:
-                await self._flush()
+            written = await self.recorder.drain(max(opts.grace_seconds, 5.0))
             await listener.stop()
             await _close_gateway_if_used()
             self._threads.shutdown(wait=False, cancel_futures=True)
-            await self.store.set_worker_state(opts.worker_id, "stopped")
+            with contextlib.suppress(ConveyorError):  # the row goes silent and is pruned
+                await retry_while_unavailable(
+                    lambda: self.store.set_worker_state(opts.worker_id, "stopped"),
+                    what="deregister",
+                    seconds=min(opts.database_retry_seconds, 5.0),
+                )
             log.info(
                 "worker_stopped",
                 worker_id=opts.worker_id,
@@ -211,13 +197,31 @@ class Worker:
                 **dict(self.stats),
                 **self.loop_lag.summary(),
             )
+        if self.failure is not None:
+            loop_name, cause = self.failure
+            raise WorkerCrashed(
+                f"the worker's {loop_name} loop died ({type(cause).__name__}: {cause}); "
+                "the worker stopped so that its tasks are not held by a process that "
+                "cannot finish them"
+            ) from cause
+        if not written:
+            raise WorkerCrashed(
+                f"{self.recorder.unwritten} outcomes could not be written before exit; "
+                "their tasks run again once their leases expire"
+            )
+
+    def _loop_died(self, name: str, exc: BaseException) -> None:
+        """A loop of the worker raised what it does not handle: stop the worker loudly."""
+        self.failure = (name, exc)
+        self._failed.set()
+        self._wake.set()
 
     # -- claiming -----------------------------------------------------------------------
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         stopper = asyncio.create_task(stop.wait())
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self._failed.is_set():
                 self.recycle_reason = self._recycle_due()
                 if self.recycle_reason is not None:
                     log.info("recycling", reason=self.recycle_reason)
@@ -225,9 +229,12 @@ class Worker:
                 self._wake.clear()
                 try:
                     full = await self._claim_available()
+                    self._claim_backoff.succeeded()
                 except ConveyorError as exc:
-                    log.warning("claim_failed", error=str(exc))
-                    full = False
+                    delay = self._claim_backoff.failed(random.random)
+                    log.warning("claim_failed", error=str(exc), retry_in=round(delay, 2))
+                    await asyncio.wait({stopper}, timeout=delay)
+                    continue
                 if full:
                     continue  # more may be ready: claim again at once
                 waker = asyncio.create_task(self._wake.wait())
@@ -263,8 +270,14 @@ class Worker:
         return None
 
     async def _claim_available(self) -> bool:
-        """Claim for every free slot; True when some claim came back full."""
-        free = self.options.concurrency - len(self._running)
+        """Claim for every free slot; True when some claim came back full.
+
+        Nothing is claimed while outcomes cannot be written: new work would only join them,
+        its leases kept fresh by the heartbeat and its results unrecorded.
+        """
+        if self.recorder.failing_since is not None:
+            return False
+        free = self.options.concurrency - len(self._running) - self.recorder.unwritten
         if self.options.max_tasks_per_process is not None:
             free = min(free, self.options.max_tasks_per_process - self.stats["claimed"])
         if free <= 0:
@@ -299,7 +312,13 @@ class Worker:
     def _start(self, task: ClaimedTask) -> None:
         agent = self.app.agents[task.queue]
         timeout = task.timeout_seconds or agent.timeout
-        context = TaskContext(task, self.store, timeout=timeout, llm_cache=agent.llm_cache)
+        context = TaskContext(
+            task,
+            self.store,
+            timeout=timeout,
+            llm_cache=agent.llm_cache,
+            database_retry_seconds=self.options.database_retry_seconds,
+        )
         entry = _Running(task, agent, context)
         self._running[task.id] = entry
         self._per_queue[task.queue] += 1
@@ -330,7 +349,7 @@ class Worker:
             if reason is None:
                 raise  # not ours: the worker itself is being torn down
             if reason == _SHUTDOWN:
-                self._releases.append(LeaseRef(task.id, task.lease_token))
+                self.recorder.release(LeaseRef(task.id, task.lease_token))
             elif reason == _STALLED:
                 outcome = failure(task, agent, TaskStalled(agent.stall_timeout or 0.0))
             elif reason == _CANCEL:
@@ -340,15 +359,25 @@ class Worker:
                 )
             # _LOST: another worker owns the task now; record nothing
         except Exception as exc:
-            outcome = failure(task, agent, exc)
-            _log_failure(task, exc, outcome)
+            if caused_by_lost_database(exc):
+                # not the task's fault: hand it back without counting the attempt
+                log.warning(
+                    "task_released",
+                    task_id=task.id,
+                    queue=task.queue,
+                    reason="database unavailable",
+                    error=str(exc)[:500],
+                )
+                self.recorder.release(LeaseRef(task.id, task.lease_token))
+            else:
+                outcome = failure(task, agent, exc)
+                _log_failure(task, exc, outcome)
         finally:
             del self._running[task.id]
             self._per_queue[task.queue] -= 1
             self._wake.set()
         if outcome is not None:
-            self._pending.append(outcome)
-        self._flush_wake.set()
+            self.recorder.add(outcome)
 
     async def _call(self, entry: _Running) -> Any:
         """Run the handler where it belongs: a child process, the loop, or a thread."""
@@ -374,54 +403,11 @@ class Worker:
         if queue in self.queues:
             self._wake.set()
 
-    def _on_cancel(self, task_id: int) -> None:
-        self._cancel(task_id, _CANCEL)
+    def _on_cancel(self, payload: str) -> None:
+        if payload.isdigit():
+            self._cancel(int(payload), _CANCEL)
 
     # -- recording ----------------------------------------------------------------------
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._flush_wake.wait()
-            self._flush_wake.clear()
-            try:
-                await self._flush()
-            except ConveyorError as exc:
-                log.warning("flush_failed", error=str(exc))
-                await asyncio.sleep(0.5)
-                self._flush_wake.set()
-
-    async def _flush(self) -> None:
-        """Write every pending outcome: one finish, one retry and one release statement."""
-        # At most _FLUSH_SLICE outcomes a statement: encoding 10,000 at once would hold the
-        # event loop for tens of milliseconds; the rest go in the next flush, at once.
-        outcomes, self._pending = self._pending[:_FLUSH_SLICE], self._pending[_FLUSH_SLICE:]
-        if self._pending:
-            self._flush_wake.set()
-        releases, self._releases = self._releases, []
-        finishes = [o for o in outcomes if isinstance(o, Finish)]
-        retries = [o for o in outcomes if isinstance(o, RetryLease)]
-        try:
-            async with self._row_writes:
-                refused = await self.store.finish(finishes) if finishes else set()
-                refused |= await self.store.retry(retries) if retries else set()
-                if releases:
-                    await self.store.release(releases)
-        except BaseException:
-            self._pending = outcomes + self._pending  # keep them for the next try
-            self._releases = releases + self._releases
-            raise
-        if finishes or retries or releases:
-            # Claim again now: until this commit, the finished tasks still counted against
-            # their tenants' caps, so a claim made when they ended may have come back short.
-            self._wake.set()
-        for finish in finishes:
-            if finish.lease.task_id not in refused:
-                self.stats[finish.state.value] += 1
-        self.stats["retried"] += sum(1 for r in retries if r.lease.task_id not in refused)
-        self.stats["released"] += len(releases)
-        if refused:
-            self.stats["lease_lost"] += len(refused)
-            log.warning("lease_lost", task_ids=sorted(refused))
 
     def _cancel_stalled(self) -> None:
         """Fail runs that made no progress for their agent's stall_timeout."""
@@ -437,11 +423,16 @@ class Worker:
             await asyncio.sleep(self.options.heartbeat_seconds)
             self._cancel_stalled()
             held = [LeaseRef(t, e.claimed.lease_token) for t, e in self._running.items()]
-            held += [o.lease for o in self._pending]
+            if self._hold_unwritten():
+                held += self.recorder.leases()
             try:
                 async with self._row_writes:
                     beat = await self.store.heartbeat(
-                        self.options.worker_id, held, self.options.lease_seconds
+                        self.options.worker_id,
+                        held,
+                        self.options.lease_seconds,
+                        unwritten=self.recorder.unwritten,
+                        seconds_since_outcome=self.seconds_since_outcome,
                     )
             except ConveyorError as exc:
                 log.warning("heartbeat_failed", error=str(exc))
@@ -450,6 +441,24 @@ class Worker:
                 self._cancel(task_id, _LOST)
             for task_id in beat.cancel_requested:
                 self._cancel(task_id, _CANCEL)
+
+    def _hold_unwritten(self) -> bool:
+        """Whether the leases of unwritten outcomes are still extended.
+
+        Kept while writes work or failed only briefly; past ``outcome_hold_seconds`` of
+        failing writes they are left to expire, so that the tasks are not held forever by
+        a worker that cannot record them (they run again elsewhere: at least once).
+        """
+        since = self.recorder.failing_since
+        overdue = since is not None and time.monotonic() - since > self.options.outcome_hold_seconds
+        if overdue and not self._holding_expired:
+            log.error(
+                "outcomes_released_to_expiry",
+                unwritten=self.recorder.unwritten,
+                failing_for=round(time.monotonic() - (since or 0.0), 1),
+            )
+        self._holding_expired = overdue
+        return not overdue
 
     async def _shutdown(self) -> None:
         """Let in-flight tasks finish within the grace period, then release the rest."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conveyor.gateway.mock import MockConfig, MockLLM
+from conveyor.mock_llm import MockConfig, MockLLM
 from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState

@@ -9,9 +9,9 @@ from typing import Any, NamedTuple
 
 from conveyor.core.drip import DEFAULT_MARGIN, DripRate
 from conveyor.gateway import Gateway, load_gateway_config
-from conveyor.gateway.mock import MockConfig, MockLLM, MockStats
-from conveyor.gateway.shared_budget import BucketStore, ProviderRates, SharedBudget
-from conveyor.gateway.slot_leases import SlotLeases
+from conveyor.gateway.budgets.shared import BucketStore, ProviderRates, SharedBudget
+from conveyor.gateway.budgets.slot_leases import SlotLeases
+from conveyor.mock_llm import MockConfig, MockLLM, MockStats
 
 LIMIT, WINDOW = 20, 2.0  # the provider's own limit, and the budget set to the same
 MESSAGES = [{"role": "user", "content": "write a slogan for shoes"}]

@@ -35,7 +35,7 @@ from conveyor.gateway import (
     load_gateway_config,
     set_gateway,
 )
-from conveyor.gateway.mock import MockConfig, MockLLM, count_prompt_tokens, derived_reply
+from conveyor.mock_llm import MockConfig, MockLLM, count_prompt_tokens, derived_reply
 from conveyor.store.records import ClaimedTask
 from conveyor.worker.context import TaskContext
 

@@ -18,8 +18,8 @@ from conveyor import App, NewTask, TaskContext, TaskState
 from conveyor.core.partitions import Month
 from conveyor.errors import BudgetRefused, LLMUnavailable, PermanentError, SpendLimitExceeded
 from conveyor.gateway import CallScope, Gateway, load_gateway_config, set_gateway
-from conveyor.gateway.budget import estimate_prompt_tokens
-from conveyor.gateway.mock import MockConfig, MockLLM
+from conveyor.gateway.budgets.budget import estimate_prompt_tokens
+from conveyor.mock_llm import MockConfig, MockLLM
 from conveyor.store.params import TenantAgentUpdate
 from conveyor.store.postgres import PostgresStore
 from tests.integration.helpers import execute, fetchval

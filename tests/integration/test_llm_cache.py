@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from conveyor.gateway.cache import ResponseCache
+from conveyor.gateway.accounting.response_cache import ResponseCache
 from conveyor.gateway.chat import ChatResult
 from conveyor.store import llm_cache
 from conveyor.store.postgres import PostgresStore

@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conveyor.core.breaker import BreakerOutcome, BreakerSettings
 from conveyor.errors import ConfigurationError
+from conveyor.gateway.accounting.records import CallOutcome, CallRecord
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.recording import CallOutcome, CallRecord
 from conveyor.observability.metrics import MetricsRecorder, serve_metrics, watch_breakers
 
 

@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from conveyor.gateway.mock import (
+from conveyor.mock_llm import (
     BackgroundMockLLM,
     MockConfig,
     MockLLM,
@@ -27,8 +27,8 @@ from conveyor.gateway.mock import (
     count_tokens,
     derived_reply,
 )
-from conveyor.gateway.mock.faults import RequestRateLimiter
-from conveyor.gateway.mock.tokens import tokenize
+from conveyor.mock_llm.faults import RequestRateLimiter
+from conveyor.mock_llm.tokens import tokenize
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAI_BODY: dict[str, Any] = {
@@ -518,7 +518,7 @@ def test_background_mock_serves_synchronous_clients() -> None:
 
 
 def test_the_command_serves_with_its_flags_until_sigterm() -> None:
-    command = [sys.executable, "-m", "conveyor.gateway.mock", "--port", "0"]
+    command = [sys.executable, "-m", "conveyor.mock_llm", "--port", "0"]
     flags = ["--script", "429,ok", "--retry-after", "2s", "--response-text", "hello there"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with subprocess.Popen(
@@ -538,7 +538,7 @@ def test_the_command_serves_with_its_flags_until_sigterm() -> None:
 
 
 def test_the_command_rejects_a_bad_flag_by_name() -> None:
-    command = [sys.executable, "-m", "conveyor.gateway.mock", "--error-rate", "429=lots"]
+    command = [sys.executable, "-m", "conveyor.mock_llm", "--error-rate", "429=lots"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
     assert done.returncode == 2

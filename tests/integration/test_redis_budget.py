@@ -23,8 +23,8 @@ import redis
 from redis.asyncio import Redis
 
 from conveyor.errors import ConfigurationError, DatabaseUnavailable
-from conveyor.gateway.bucket_backend import BucketStore, bucket_store_from_env
-from conveyor.gateway.redis_buckets import RedisBuckets
+from conveyor.gateway.budgets.bucket_store import BucketStore, bucket_store_from_env
+from conveyor.gateway.budgets.redis_buckets import RedisBuckets
 from conveyor.store.params import BucketDraw
 from conveyor.store.postgres import PostgresStore
 from tests.integration.budget_harness import assert_the_limit_held, two_gateways_call

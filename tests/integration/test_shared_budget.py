@@ -11,11 +11,11 @@ import pytest
 from conveyor.core.drip import DripRate
 from conveyor.errors import BudgetRefused, LLMError
 from conveyor.gateway import Gateway, load_gateway_config
-from conveyor.gateway.budget import BudgetAsk
-from conveyor.gateway.coalescing import CoalescingBuckets
-from conveyor.gateway.mock import MockConfig, MockLLM
+from conveyor.gateway.budgets.budget import BudgetAsk
+from conveyor.gateway.budgets.coalescing import CoalescingBuckets
+from conveyor.gateway.budgets.shared import ProviderRates, SharedBudget
 from conveyor.gateway.scope import CallScope
-from conveyor.gateway.shared_budget import ProviderRates, SharedBudget
+from conveyor.mock_llm import MockConfig, MockLLM
 from conveyor.store.params import BucketDraw
 from conveyor.store.postgres import PostgresStore
 from tests.integration.budget_harness import (

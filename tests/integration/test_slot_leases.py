@@ -7,10 +7,10 @@ import asyncio
 
 from conveyor.core.drip import DEFAULT_MARGIN
 from conveyor.gateway import load_gateway_config
-from conveyor.gateway.budget import BudgetAsk
-from conveyor.gateway.coalescing import CoalescingBuckets
+from conveyor.gateway.budgets.budget import BudgetAsk
+from conveyor.gateway.budgets.coalescing import CoalescingBuckets
+from conveyor.gateway.budgets.shared import SharedBudget
 from conveyor.gateway.scope import CallScope
-from conveyor.gateway.shared_budget import SharedBudget
 from conveyor.store.postgres import PostgresStore
 from tests.integration.budget_harness import assert_the_limit_held, two_gateways_call
 from tests.integration.helpers import fetchval

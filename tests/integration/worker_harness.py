@@ -11,7 +11,8 @@ from typing import Any
 from conveyor import App
 from conveyor.store.postgres import PostgresStore
 from conveyor.store.records import TaskRecord
-from conveyor.worker.runtime import Worker, WorkerOptions
+from conveyor.worker.options import WorkerOptions
+from conveyor.worker.runtime import Worker
 
 
 @asynccontextmanager

@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from conveyor.errors import BudgetRefused, UnknownTenant
-from conveyor.gateway.budget import AdmitAllBudget, BudgetAsk, CombinedBudget, Reservation
-from conveyor.gateway.policies import TenantPolicies
+from conveyor.gateway.budgets.budget import AdmitAllBudget, BudgetAsk, CombinedBudget, Reservation
+from conveyor.gateway.budgets.tenant_policies import TenantPolicies
 from conveyor.gateway.scope import CallScope
 from conveyor.store.llm_accounting import TenantLLMPolicy
 

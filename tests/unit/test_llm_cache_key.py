@@ -11,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from conveyor.errors import ConfigurationError
-from conveyor.gateway.cache import ResponseCache
+from conveyor.gateway.accounting.response_cache import ResponseCache
 
 key = ResponseCache.key
 

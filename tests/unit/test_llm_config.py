@@ -10,7 +10,7 @@ import pytest
 
 from conveyor.errors import ConfigurationError, UnknownModel
 from conveyor.gateway.config import LLM_CONFIG_ENV, gateway_config_from_env, load_gateway_config
-from conveyor.gateway.routing import ModelRoutes, Target
+from conveyor.gateway.model_routes import ModelRoutes, Target
 
 BASE: dict[str, Any] = {
     "providers": {

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from conveyor.core.breaker import BreakerOutcome, BreakerSettings
+from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecord
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.gateway.recording import CallCounters, CallOutcome, CallRecord
 from conveyor.observability import metrics
 from conveyor.observability.metrics import REGISTRY, MetricsRecorder, watch_breakers
 from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
@@ -150,6 +150,10 @@ class WorkerStandIn:
     in_flight: int = 0
     options: Options = field(default_factory=Options)
     loop_lag: Lag = field(default_factory=Lag)
+    unwritten: int = 0
+    seconds_since_outcome: float = 0.0
+    writes_failing: bool = False
+    listening: bool = True
 
 
 def test_the_worker_collector_reads_the_watched_worker_at_scrape_time() -> None:
@@ -165,6 +169,12 @@ def test_the_worker_collector_reads_the_watched_worker_at_scrape_time() -> None:
         assert sample("conveyor_tasks_total", outcome="retried") == 2
         assert sample("conveyor_tasks_in_flight") == 3
         assert sample("conveyor_worker_concurrency") == 64
+        assert sample("conveyor_worker_writes_failing") == 0
+        assert sample("conveyor_worker_listening") == 1
+        worker.unwritten, worker.seconds_since_outcome, worker.writes_failing = 40, 75.0, True
+        assert sample("conveyor_worker_unwritten_outcomes") == 40
+        assert sample("conveyor_worker_seconds_since_last_outcome") == 75.0
+        assert sample("conveyor_worker_writes_failing") == 1
         assert sample("conveyor_loop_lag_seconds", quantile="0.5") == 0.001
         assert sample("conveyor_loop_lag_seconds", quantile="0.99") == 0.001
         assert sample("conveyor_loop_lag_seconds", quantile="1") == 0.3

@@ -149,6 +149,8 @@ UPDATE workers SET state = $2, heartbeat_at = now() WHERE id = $1;
 -- name: list_workers
 SELECT id, host, pid, queues, concurrency, state, started_at, heartbeat_at,
        extract(epoch FROM now() - heartbeat_at)::float8 AS silent_seconds,
+       unwritten,
+       extract(epoch FROM now() - last_outcome_at)::float8 AS seconds_since_outcome,
        (SELECT count(*) FROM tasks t WHERE t.worker_id = w.id AND t.state = 'running')
            AS running
 FROM workers AS w

@@ -64,3 +64,17 @@ SELECT result FROM inserted
 UNION ALL
 SELECT result FROM effects
 WHERE tenant_id = $1 AND key = $2 AND NOT EXISTS (SELECT 1 FROM inserted);
+
+-- name: take_effect_in_transaction
+-- Inside the caller's transaction: a pending entry that no one else sees until it commits
+-- together with the effect's own writes. A second transaction taking the same key waits
+-- on this row until the first ends; it then takes the key (the first rolled back) or finds
+-- it taken (the first committed) and reads the result with a statement of its own.
+INSERT INTO effects (tenant_id, key, state, task_id)
+VALUES ($1, $2, 'pending', $3)
+ON CONFLICT (tenant_id, key) DO NOTHING
+RETURNING key;
+
+-- name: complete_effect_in_transaction
+UPDATE effects SET state = 'done', result = $3
+WHERE tenant_id = $1 AND key = $2 AND state = 'pending';

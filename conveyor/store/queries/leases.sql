@@ -12,11 +12,16 @@
 SELECT * FROM conveyor_claim($1::text[], $2::int, $3::text, $4::float8, $5::int[]);
 
 -- name: extend_leases
--- The worker's heartbeat: one statement touches its own row and extends every lease it
+-- The worker's heartbeat: one statement touches its own row (with $5 outcomes waiting
+-- unwritten in it and its last outcome recorded $6 seconds ago) and extends every lease it
 -- still holds. Rows not returned were lost (taken over); cancel_requested asks the worker
 -- to stop that task.
 WITH beat AS (
-    UPDATE workers SET heartbeat_at = now() WHERE id = $1
+    UPDATE workers
+    SET heartbeat_at = now(),
+        unwritten = $5::int,
+        last_outcome_at = now() - make_interval(secs => $6::float8)
+    WHERE id = $1
 )
 UPDATE tasks AS t
 SET lease_expires_at = now() + make_interval(secs => $2::float8)
