@@ -12,6 +12,7 @@
     │   └── MigrationError        a migration file failed or the history is inconsistent
     ├── InvalidTask               a task submission is malformed (bad queue, priority, ...)
     ├── UnknownTenant             the tenant does not exist; create it first
+    ├── UndeclaredQueue           nothing serves or names that queue; declare it first
     ├── PlanViolation             the tenant's plan (or override) does not allow that role
     ├── QuotaExceeded             the tenant reached a monthly task limit
     ├── TaskNotFound              no task with that id (for that tenant)
@@ -96,10 +97,35 @@ class UnknownTenant(ConveyorError):
         super().__init__(f"unknown tenant(s): {names}; create them first (conveyor tenants add)")
 
 
+class UndeclaredQueue(ConveyorError):
+    """No worker served the queue and no plan, override, schedule or operator names it.
+
+    Its tasks would wait forever; usually the name is misspelt. ``suggestions`` maps a
+    missing name to a declared one that looks like it. Raised by the store's check
+    (``PostgresStore.require_declared_queues``), which submitters of names typed by people
+    run before enqueueing; enqueue itself does not.
+    """
+
+    def __init__(self, queues: list[str], suggestions: dict[str, str] | None = None) -> None:
+        self.queues = queues
+        self.suggestions = suggestions or {}
+        names = ", ".join(
+            repr(q) + (f" (did you mean {self.suggestions[q]!r}?)" if q in self.suggestions else "")
+            for q in queues
+        )
+        subject = f"queue {names} is" if len(queues) == 1 else f"queues {names} are"
+        super().__init__(
+            f"{subject} not declared: no worker has served it and no plan, tenant override, "
+            "periodic task or operator names it, so its tasks would wait forever; check the "
+            f"spelling, or declare it first (conveyor queues declare {' '.join(queues)})"
+        )
+
+
 class PlanViolation(ConveyorError):
     """The tenant's plan, or its override for the role, does not allow the task.
 
-    Nothing of the submission is stored. The HTTP API answers 403.
+    Nothing of the submission is stored; ``conveyor enqueue`` exits with status 1. (There
+    is no HTTP API yet; when there is, this is its 403.)
     """
 
     def __init__(self, tenant_id: str, queue: str, reason: str) -> None:
@@ -111,7 +137,8 @@ class PlanViolation(ConveyorError):
 class QuotaExceeded(ConveyorError):
     """The submission would take the tenant past a monthly task limit.
 
-    Nothing of the submission is stored. The HTTP API answers 429.
+    Nothing of the submission is stored; ``conveyor enqueue`` exits with status 1. (There
+    is no HTTP API yet; when there is, this is its 429.)
     """
 
     def __init__(self, tenant_id: str, scope: str, used: int, asked: int, limit: int) -> None:

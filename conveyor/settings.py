@@ -7,7 +7,9 @@ environment and are never logged (``database_url`` is shown redacted).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +69,11 @@ class Settings(BaseSettings):
     )
     retention: str = Field(default="90d", description="How long finished tasks are kept.")
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_database_url(value)
+
     @field_validator("retention")
     @classmethod
     def _check_retention(cls, value: str) -> str:
@@ -89,6 +96,72 @@ class Settings(BaseSettings):
         return self
 
 
+_DSN_EXAMPLE = "postgresql://user:password@host:5432/dbname"
+_PORT = re.compile(r"[0-9]{1,5}")
+_VARIABLES = {"database_url": "DATABASE_URL", "DATABASE_URL": "DATABASE_URL"}
+"""Fields read from a variable without the CONVEYOR_ prefix, by error location."""
+
+
+def check_database_url(url: str) -> str:
+    """Return ``url`` or raise ValueError saying what is wrong with it (never its password).
+
+    The driver parses the DSN only when it connects, and some mistakes reach it as a bare
+    ``int()`` or ``urlsplit`` error; these are caught here, where the setting is read.
+    """
+    if not url.strip():
+        # An empty variable is a mistake (a template or a shell expansion that found nothing),
+        # never a choice: running on the embedded server instead would hide it.
+        raise ValueError(
+            "is set but empty; unset it to use the embedded server, or give a DSN such as "
+            + _DSN_EXAMPLE
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(
+            f"is not a valid URL ({exc}); an IPv6 host goes in brackets, "
+            "e.g. postgresql://user@[::1]:5432/dbname"
+        ) from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"must start with postgresql://, e.g. {_DSN_EXAMPLE}")
+    hosts = parts.netloc.partition("@")[2] if "@" in parts.netloc else parts.netloc
+    for spec in hosts.split(",") if hosts else []:
+        _check_host(spec)
+    for ports in parse_qs(parts.query).get("port", []):
+        for port in ports.split(","):
+            _check_port(port, f"?port={ports}")
+    return url
+
+
+def _check_host(spec: str) -> None:
+    if not spec:
+        raise ValueError("has an empty host in its host list")
+    if spec.startswith("/"):  # a Unix socket folder
+        return
+    if spec.startswith("["):
+        bracketed = re.fullmatch(r"\[([^\]]+)\](?::(.*))?", spec)
+        if bracketed is None:
+            raise ValueError(
+                f"has a malformed IPv6 host {spec!r}; write it as [address]:port, e.g. [::1]:5432"
+            )
+        port = bracketed.group(2)
+    else:
+        _host, colon, port = spec.partition(":")
+        if ":" in port:
+            raise ValueError(
+                f"has the host {spec!r}: an IPv6 address goes in brackets, e.g. [::1]:5432"
+            )
+        if not colon:
+            port = None
+    if port is not None:
+        _check_port(port, spec)
+
+
+def _check_port(port: str, where: str) -> None:
+    if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"has the port {port!r} in {where!r}; a port is a number from 1 to 65535")
+
+
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment with ``overrides`` (CLI flags) on top.
 
@@ -103,5 +176,6 @@ def load_settings(**overrides: object) -> Settings:
             where = ".".join(str(part) for part in error["loc"])
             cause = error.get("ctx", {}).get("error")
             message = str(cause) if isinstance(cause, ValueError) else error["msg"]
-            problems.append(f"CONVEYOR_{where.upper()}: {message}" if where else message)
+            variable = _VARIABLES.get(where, f"CONVEYOR_{where.upper()}")
+            problems.append(f"{variable}: {message}" if where else message)
         raise ConfigurationError("invalid configuration: " + "; ".join(problems)) from exc

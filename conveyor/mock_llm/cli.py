@@ -1,6 +1,6 @@
 """``conveyor mock-llm``: serve the mock LLM from the command line.
 
-``conveyor/cli.py`` runs it (imported only then); ``python -m conveyor.mock_llm`` runs the
+``conveyor/cli/mock_llm.py`` runs it (imported only then); ``python -m conveyor.mock_llm`` runs the
 same command.
 """
 

@@ -155,7 +155,8 @@ def serve_metrics(port: int, host: str = "0.0.0.0") -> WSGIServer:
     except OSError as exc:
         raise ConfigurationError(
             f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}): "
-            "choose a free port for --metrics-port"
+            "choose a free port for --metrics-port, or an address of this machine for "
+            "--metrics-host"
         ) from exc
     log.info("metrics_serving", host=host, port=server.server_port)
     return server

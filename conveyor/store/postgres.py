@@ -19,6 +19,7 @@ import asyncpg
 from conveyor.store import (
     admin,
     budgets,
+    declarations,
     effects,
     enqueue,
     finish,
@@ -51,6 +52,7 @@ from conveyor.store.records import (
     EnqueueResult,
     HeartbeatResult,
     Plan,
+    QueueDeclaration,
     QueueSettings,
     QueueStatus,
     ReapResult,
@@ -298,6 +300,20 @@ class PostgresStore:
     async def resume_queue(self, queue: str) -> None:
         """Let workers claim from ``queue`` again."""
         await self._run(lambda c: admin.set_queue_paused(c, queue, False))
+
+    async def queue_declarations(
+        self, names: Sequence[str] | None = None
+    ) -> list[QueueDeclaration]:
+        """Declared queues (all, or those of ``names``) and what declares each."""
+        return await self._run(lambda c: declarations.queue_declarations(c, names))
+
+    async def declare_queues(self, names: Sequence[str]) -> list[str]:
+        """Declare queues by an operator's say-so; returns those not declared so before."""
+        return await self._run(lambda c: declarations.declare_queues(c, names))
+
+    async def require_declared_queues(self, names: Sequence[str]) -> None:
+        """Raise UndeclaredQueue if nothing declares one of ``names`` (see declarations.py)."""
+        await self._run(lambda c: declarations.require_declared(c, names))
 
     async def list_dead(
         self, *, queue: str | None = None, tenant_id: str | None = None, limit: int = 100

@@ -177,6 +177,16 @@ class TenantAgent:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueDeclaration:
+    """A declared queue and what declares it: ``declared`` (a row in ``queues``: an
+    operator, or a worker that served it), ``worker``, ``plan``, ``tenant override``,
+    ``periodic task``."""
+
+    name: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class QueueSettings:
     """A queue's switches and limits across tenants (None: no global cap)."""
 

@@ -39,6 +39,8 @@ class WorkerOptions:
     """Log a warning naming the task when the event loop is blocked this long."""
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port while the process runs (0: any free port)."""
+    metrics_host: str = "0.0.0.0"
+    """Address the metrics are served on: all interfaces, so Prometheus can scrape a pod's IP."""
     database_retry_seconds: float = 30.0
     """How long a store call of ``ctx`` (step, once, spawn) and the worker's own start and
     stop keep retrying while the database is unreachable, before giving up."""

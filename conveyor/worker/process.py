@@ -54,7 +54,11 @@ async def serve(
     stop = asyncio.Event()
     (signals or ShutdownSignals()).attach(asyncio.get_running_loop(), stop.set)
     tune_garbage_collector()
-    metrics = None if options.metrics_port is None else serve_metrics(options.metrics_port)
+    metrics = (
+        None
+        if options.metrics_port is None
+        else serve_metrics(options.metrics_port, options.metrics_host)
+    )
     started = asyncio.Event()
     try:
         main = asyncio.create_task(

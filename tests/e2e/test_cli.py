@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
+import pytest
+
+import conveyor
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
-from tests.e2e.conftest import RunCli, process_env
+from tests.e2e.conftest import ROOT, RunCli, process_env
 
 
 def assert_clear_errors(run_cli: RunCli, cases: list[tuple[tuple[str, ...], str]]) -> None:
-    """Each command fails with the hint in its message, never with a traceback."""
+    """Each command fails with the hint in its message, never with a traceback or a raw
+    database error."""
     for args, hint in cases:
         result = run_cli(*args)
         assert result.returncode != 0, args
         assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert "database error" not in result.stderr, (args, result.stderr)
         assert hint in (result.stderr + result.stdout), (args, result.stderr)
+
+
+def test_every_way_to_start_the_command_answers_its_version() -> None:
+    for module in ("conveyor", "conveyor.cli"):
+        started = subprocess.run(
+            [sys.executable, "-m", module, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+        )
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.startswith(f"conveyor {conveyor.__version__} "), started.stdout
+    script = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = script["conveyor"].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
 
 
 def test_migrate_is_idempotent(run_cli: RunCli) -> None:
@@ -78,6 +106,24 @@ async def test_pause_and_resume(run_cli: RunCli, store: PostgresStore) -> None:
     assert len(await store.claim(ClaimRequest(("social",), 10, "w", 30))) == 1
 
 
+def test_a_queue_nothing_declares_is_refused_until_declared(run_cli: RunCli) -> None:
+    typo = run_cli("enqueue", "copywritr")
+    assert typo.returncode == 1 and "Traceback" not in typo.stderr
+    assert "'copywritr' (did you mean 'copywriter'?) is not declared" in typo.stderr
+    assert "--allow-undeclared" in typo.stderr
+    assert "copywritr" not in run_cli("status", "--json").stdout  # nothing was stored
+
+    anyway = run_cli("enqueue", "launch_day", "--allow-undeclared")
+    assert anyway.returncode == 0 and anyway.stdout.strip().endswith("created"), anyway.stderr
+    declared = run_cli("queues", "declare", "translator", "seo")
+    assert declared.returncode == 0, declared.stderr
+    assert "declared translator" in declared.stdout
+    assert "seo was already declared (by plan)" in declared.stdout
+    assert run_cli("enqueue", "translator").returncode == 0
+    listed = run_cli("queues", "list").stdout
+    assert "translator" in listed and "launch_day" not in listed
+
+
 def test_retention_and_tenants(run_cli: RunCli) -> None:
     kept = run_cli("retention", "--older-than", "90d")
     assert kept.returncode == 0 and "dropped 0 partition" in kept.stdout
@@ -98,6 +144,7 @@ def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_ds
         (("enqueue", "copywriter", "--tenant", "nobody"), "unknown tenant"),
         (("show", "999999"), "not found"),
         (("worker", "--app", "no.such.module:app"), "--app"),
+        (("mock-llm", "--port", "99999"), "99999 is not a TCP port"),
     ]
     assert_clear_errors(run_cli, cases)
 
@@ -108,6 +155,70 @@ def test_bad_input_is_a_clear_error_not_a_traceback(run_cli: RunCli, database_ds
     )
     assert unreachable.returncode == 1 and "cannot connect" in unreachable.stderr
     assert "Traceback" not in unreachable.stderr
+    for url, hint in [
+        ("", "is set but empty"),
+        ("postgresql://nobody@127.0.0.1:abc/none", "port 'abc'"),
+        ("postgresql://nobody@[::1/none", "IPv6 host goes in brackets"),
+    ]:
+        refused = run_cli("status", env=process_env(url, COLUMNS="200"))
+        assert refused.returncode == 2 and "DATABASE_URL: " in refused.stderr, url
+        assert hint in refused.stderr, url
+        assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root's embedded server changes folders")
+def test_as_root_the_embedded_server_does_not_open_a_private_folder(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    env = {k: v for k, v in process_env("").items() if k != "DATABASE_URL"}
+    env.update(CONVEYOR_EMBEDDED_DIR=str(private / "pgdata"), COLUMNS="200")
+    refused = run_cli("status", env=env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"{private} (0700)" in refused.stderr and "chmod go+rx" in refused.stderr
+    assert private.stat().st_mode & 0o777 == 0o700
+
+
+def test_ids_payloads_and_numbers_are_checked_before_the_database(run_cli: RunCli) -> None:
+    past_int64, past_int32 = str(2**63), str(2**31)
+    cases = [
+        (("show", "-1"), "'-1' is not a task id"),
+        (("show", past_int64), "is not a task id"),
+        (("cancel", "0"), "'0' is not a task id"),
+        (("dlq", "replay", "--id", "-1"), "is not a task id"),
+        (("llm", "usage", "default", "--task", past_int64), "is not a task id"),
+        (("enqueue", "copywriter", "--payload", '{"a": NaN}'), "NaN is not JSON"),
+        (("enqueue", "copywriter", "--payload", '{"a": Infinity}'), "Infinity is not JSON"),
+        (("enqueue", "copywriter", "--payload", "[1]"), "must be a JSON object"),
+        (("enqueue", "copywriter", "--max-attempts", past_int32), "--max-attempts"),
+        (("tenants", "agent", "default", "seo", "--max-concurrent", past_int32), "2147483647"),
+        (("llm", "limits", "default", "--tokens", past_int64), "larger than the database"),
+        (("enqueue", "copywriter", "--delay", "999999999d"), "past the year 9999"),
+        (("retention", "--older-than", "99999999d"), "before the year 1"),
+    ]
+    assert_clear_errors(run_cli, cases)
+
+
+def test_an_app_module_that_fails_at_import_shows_the_users_own_line(
+    run_cli: RunCli, database_dsn: str, tmp_path: Path
+) -> None:
+    modules = {
+        "raises_at_import": ('import json\nraise RuntimeError("no config")\n', "line 2"),
+        "bad_syntax": ("def handler(:\n    pass\n", "line 1"),
+        "missing_dependency": ("import no_such_dependency_xyz\n", "line 1"),
+    }
+    env = process_env(database_dsn, COLUMNS="200")
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    for module, (source, line) in modules.items():
+        (tmp_path / f"{module}.py").write_text(source)
+        result = run_cli("worker", "--app", f"{module}:app", env=env)
+        assert result.returncode == 1, result.stderr
+        assert f"importing {module} raised" in result.stderr
+        assert f'{tmp_path / module}.py", {line}' in result.stderr  # their file and line
+        assert source.splitlines()[int(line.split()[1]) - 1].strip() in result.stderr
+        assert "importlib" not in result.stderr and "conveyor" not in result.stderr
+        assert len(result.stderr.splitlines()) <= 6, result.stderr
 
 
 def test_plans_and_overrides_from_the_cli(run_cli: RunCli) -> None:

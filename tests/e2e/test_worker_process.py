@@ -252,3 +252,37 @@ async def test_worker_serves_its_metrics(
         await scrape_until(port, "conveyor_tasks_claimed_total", 1)
     finally:
         assert worker.stop() == 0, worker.output
+
+
+def outward_address() -> str | None:
+    """An IPv4 address of this machine other than loopback, if it has one (no packet sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: a route is looked up, nothing sent
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+@pytest.mark.timeout(90)
+async def test_metrics_host_keeps_the_metrics_on_the_address_given(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    worker = WorkerProcess(
+        database_dsn,
+        tmp_path / "metrics.log",
+        "--metrics-port",
+        str(port),
+        "--metrics-host",
+        "127.0.0.1",
+    )
+    try:
+        await scrape_until(port, "conveyor_tasks_in_flight", 0)  # served on loopback
+        elsewhere = outward_address()
+        if elsewhere is not None:  # the default (all interfaces) would answer here
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((elsewhere, port), timeout=5).close()
+    finally:
+        assert worker.stop() == 0, worker.output

@@ -145,3 +145,64 @@ def test_unknown_conveyor_variables_are_ignored(monkeypatch: pytest.MonkeyPatch)
     # Other tools (and the CLI's own flags) share the prefix; they must not break loading.
     monkeypatch.setenv("CONVEYOR_SOMETHING_ELSE", "x")
     assert load_settings().lease_seconds == 30.0
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_a_set_but_empty_database_url_is_refused_not_taken_for_unset(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("invalid configuration: DATABASE_URL: is set but empty")
+    assert "unset it to use the embedded server" in message
+    with pytest.raises(ConfigurationError, match="DATABASE_URL: is set but empty"):
+        load_settings(database_url="")  # the --database-url flag
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [
+        ("postgresql://app:s3cret@db:abc/conveyor", "port 'abc'"),
+        ("postgresql://app:s3cret@db:99999/conveyor", "number from 1 to 65535"),
+        ("postgresql://app:s3cret@db:/conveyor", "port ''"),
+        ("postgresql://app:s3cret@[::1/conveyor", "IPv6 host goes in brackets"),
+        ("postgresql://app:s3cret@::1:5432/conveyor", "IPv6 address goes in brackets"),
+        ("postgresql://app:s3cret@[::1]x/conveyor", "malformed IPv6 host"),
+        ("postgresql://app:s3cret@db1,,db2/conveyor", "empty host"),
+        ("postgresql://app:s3cret@/conveyor?host=/run&port=x", "port 'x'"),
+        ("mysql://app:s3cret@db/conveyor", "must start with postgresql://"),
+        ("db.internal:5432", "must start with postgresql://"),
+    ],
+)
+def test_a_malformed_database_url_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, url: str, hint: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("invalid configuration: DATABASE_URL: ")
+    assert hint in message
+    assert "s3cret" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app@db/conveyor",
+        "postgres://app:secret@db.internal:5432/conveyor",
+        "postgresql://app@[::1]:5432/conveyor",
+        "postgresql://app@[fe80::1%25eth0]/conveyor",
+        "postgresql://app@db1:5432,db2:5433/conveyor?target_session_attrs=read-write",
+        "postgresql://postgres:@/conveyor?host=/var/lib/conveyor/pgdata",
+        "postgresql:///conveyor",
+        "postgresql://app:p%40ss@db/conveyor",
+    ],
+)
+def test_well_formed_database_urls_pass_unchanged(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert load_settings().database_url == url

@@ -131,6 +131,12 @@ ORDER BY queue;
 SELECT queue, count(*) AS dead FROM task_history WHERE state = 'dead' GROUP BY queue;
 
 -- name: upsert_worker
+-- Also declares the worker's queues (see queue_declarations): the worker's own row is
+-- forgotten a day after it stops, but a queue that was served stays a known queue.
+WITH declared AS (
+    INSERT INTO queues (name) SELECT DISTINCT unnest($4::text[])
+    ON CONFLICT (name) DO NOTHING
+)
 INSERT INTO workers (id, host, pid, queues, concurrency, state, started_at, heartbeat_at)
 VALUES ($1, $2, $3, $4, $5, 'running', now(), now())
 ON CONFLICT (id) DO UPDATE

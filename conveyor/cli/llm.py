@@ -11,10 +11,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.table import Table
 
-from conveyor.cli_support import DatabaseUrl, out
-from conveyor.cli_support import run as _run
-from conveyor.cli_support import settings as _settings
-from conveyor.cli_support import with_store as _with_store
+from conveyor.cli.common import INT64_MAX, SPEND_MAX, DatabaseUrl, out, task_id
+from conveyor.cli.common import run as _run
+from conveyor.cli.common import settings as _settings
+from conveyor.cli.common import with_store as _with_store
 from conveyor.core.partitions import Month
 from conveyor.store.llm_accounting import TenantLLMPolicy
 from conveyor.store.postgres import PostgresStore
@@ -44,7 +44,9 @@ def _month_start(text: str | None) -> datetime:
 def llm_usage(
     tenant_id: str,
     group: Annotated[str | None, typer.Option("--group", help="Only this campaign.")] = None,
-    task: Annotated[int | None, typer.Option("--task", help="Only this task id.")] = None,
+    task: Annotated[
+        int | None, typer.Option("--task", parser=task_id, help="Only this task id.")
+    ] = None,
     month: Annotated[
         str | None, typer.Option("--month", help="From this month on (YYYY-MM); default: this.")
     ] = None,
@@ -144,6 +146,8 @@ def _limit(text: str | None, flag: str, kind: Callable[[str], N]) -> tuple[N | N
         ) from None
     if value < 0:
         raise typer.BadParameter(f"must be >= 0, got {text!r}", param_hint=flag)
+    if value > (INT64_MAX if kind is int else SPEND_MAX):
+        raise typer.BadParameter(f"{text} is larger than the database can hold", param_hint=flag)
     return value, False
 
 

@@ -9,15 +9,41 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from conveyor.core.durations import format_rate, parse_rate
 from conveyor.errors import ConveyorError
 from conveyor.settings import Settings, load_settings
 from conveyor.store.database import open_store
+from conveyor.store.params import StartRate, validate_queue_name
 from conveyor.store.postgres import PostgresStore
 
 T = TypeVar("T")
 
 out = Console()
 err = Console(stderr=True)
+
+INT32_MAX = 2**31 - 1
+"""The largest value of a PostgreSQL ``integer`` column (caps, attempts, rates per minute)."""
+INT64_MAX = 2**63 - 1
+"""The largest ``bigint``: task ids, monthly limits and budgets."""
+SPEND_MAX = 9_999_999_999.0
+"""About the largest ``numeric(14, 4)``: a spend limit in USD."""
+
+
+def task_id(text: str) -> int:
+    """A task id from the command line: a whole number from 1 to INT64_MAX."""
+    cleaned = text.strip()
+    if cleaned.isascii() and cleaned.isdigit() and 1 <= int(cleaned) <= INT64_MAX:
+        return int(cleaned)
+    raise typer.BadParameter(
+        f"{text!r} is not a task id: ids are whole numbers from 1 to {INT64_MAX}"
+    )
+
+
+TaskId = Annotated[int, typer.Argument(parser=task_id, metavar="ID", help="A task id.")]
+
+ID_ARGUMENT = {"ignore_unknown_options": True}
+"""Context settings of a command taking an ID: ``show -1`` reaches the id check instead
+of reading as an unknown option ``-1``."""
 
 DatabaseUrl = Annotated[
     str | None,
@@ -60,3 +86,29 @@ async def with_store(settings: Settings, action: Callable[[PostgresStore], Await
     # configured server is migrated only when asked (`conveyor migrate`).
     async with open_store(settings, auto_migrate=settings.database_url is None) as store:
         return await action(store)
+
+
+def check_queue(queue: str) -> None:
+    """Refuse a malformed queue name as a usage error naming QUEUE."""
+    try:
+        validate_queue_name(queue)
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc), param_hint="QUEUE") from None
+
+
+def start_rate(text: str | None) -> StartRate | None:
+    """The value of a ``--start-rate COUNT/DURATION`` flag."""
+    if text is None:
+        return None
+    try:
+        count, seconds = parse_rate(text)
+        if count > INT32_MAX:
+            raise ValueError(f"invalid rate {text!r}: at most {INT32_MAX} starts per period")
+        return StartRate(count, seconds)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--start-rate") from None
+
+
+def rate_text(limit: int | None, interval: float | None, unset: str) -> str:
+    """A start rate as ``10/1m``, or ``unset`` when there is none."""
+    return format_rate(limit, interval) if limit is not None and interval else unset

@@ -1,0 +1,97 @@
+"""``conveyor status``: depth and age per queue, running and dead counts, and the workers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from conveyor.cli.common import DatabaseUrl, out
+from conveyor.cli.common import run as _run
+from conveyor.cli.common import settings as _settings
+from conveyor.cli.common import with_store as _with_store
+from conveyor.core.worker_health import WorkerHealth, WorkerReport, judge_worker
+from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import WorkerStatus
+
+
+def status(
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Depth and age per queue, running and dead counts, and the workers."""
+
+    settings = _settings(database_url)
+
+    def health(w: WorkerStatus) -> WorkerHealth:
+        return judge_worker(
+            WorkerReport(
+                w.state, w.silent_seconds, w.running, w.concurrency, w.seconds_since_outcome
+            ),
+            lease_seconds=settings.lease_seconds,
+            stuck_seconds=settings.worker_stuck_seconds,
+        )
+
+    async def go(store: PostgresStore) -> None:
+        queues, workers = await store.queue_status(), await store.list_workers()
+        if as_json:
+            body = {
+                "queues": [asdict(q) for q in queues],
+                "workers": [{**asdict(w), "health": health(w)} for w in workers],
+            }
+            out.print_json(json.dumps(body, default=str))
+            return
+        table = Table(title="queues")
+        for column in (
+            "queue",
+            "queued",
+            "scheduled",
+            "running",
+            "dead",
+            "oldest queued",
+            "paused",
+        ):
+            table.add_column(column, justify="left" if column == "queue" else "right")
+        for q in queues:
+            age = "-" if q.oldest_queued_seconds is None else f"{q.oldest_queued_seconds:.1f}s"
+            table.add_row(
+                q.queue,
+                str(q.queued),
+                str(q.scheduled),
+                str(q.running),
+                str(q.dead),
+                age,
+                "yes" if q.paused else "",
+            )
+        out.print(table)
+        wtable = Table(title="workers")
+        for column in (
+            "id",
+            "host",
+            "pid",
+            "health",
+            "holds",
+            "unwritten",
+            "last outcome",
+            "last heartbeat",
+        ):
+            wtable.add_column(column)
+        for w in workers:
+            judged = health(w)
+            shown = judged.value if judged is WorkerHealth.OK else f"[red]{judged.value}[/red]"
+            wtable.add_row(
+                w.id,
+                w.host,
+                str(w.pid),
+                shown,
+                f"{w.running}/{w.concurrency}",
+                str(w.unwritten),
+                f"{w.seconds_since_outcome:.0f}s ago",
+                f"{w.silent_seconds:.0f}s ago",
+            )
+        out.print(wtable)
+
+    _run(_with_store(settings, go))

@@ -1,0 +1,129 @@
+"""``conveyor enqueue``, ``show``, ``cancel`` and ``group``: one task, or one campaign."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+
+from conveyor.cli.common import INT32_MAX, DatabaseUrl, TaskId, out
+from conveyor.cli.common import run as _run
+from conveyor.cli.common import settings as _settings
+from conveyor.cli.common import with_store as _with_store
+from conveyor.core.durations import parse_duration
+from conveyor.errors import ConveyorError, UndeclaredQueue
+from conveyor.store.params import NewTask
+from conveyor.store.postgres import PostgresStore
+
+
+def enqueue(
+    queue: Annotated[str, typer.Argument(help="The agent role, e.g. copywriter.")],
+    payload: Annotated[str, typer.Option("--payload", help="JSON object.")] = "{}",
+    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    priority: Annotated[int, typer.Option("--priority", help="1 urgent .. 10 batch.")] = 5,
+    delay: Annotated[str | None, typer.Option("--delay", help="Start later, e.g. 30s.")] = None,
+    key: Annotated[str | None, typer.Option("--idempotency-key")] = None,
+    max_attempts: Annotated[
+        int | None,
+        typer.Option("--max-attempts", max=INT32_MAX, help="Default: the agent's policy."),
+    ] = None,
+    allow_undeclared: Annotated[
+        bool,
+        typer.Option(
+            "--allow-undeclared",
+            help="Submit even if nothing declares QUEUE yet (workers not deployed so far).",
+        ),
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Submit one task and print its id.
+
+    QUEUE must be declared (conveyor queues list): by a worker that served it, a plan, a
+    tenant override, a periodic task or `conveyor queues declare`. A typo would otherwise
+    wait forever.
+    """
+    body = _json_object(payload)
+    try:
+        run_at = datetime.now(UTC) + parse_duration(delay) if delay else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--delay") from None
+    except OverflowError:
+        raise typer.BadParameter(f"{delay} is past the year 9999", param_hint="--delay") from None
+    try:
+        task = NewTask(
+            queue=queue,
+            payload=body,
+            tenant_id=tenant,
+            priority=priority,
+            run_at=run_at,
+            max_attempts=max_attempts,
+            idempotency_key=key,
+        )
+    except ConveyorError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def go(store: PostgresStore) -> None:
+        if not allow_undeclared:
+            try:
+                await store.require_declared_queues([task.queue])
+            except UndeclaredQueue as exc:
+                raise ConveyorError(f"{exc}, or submit it anyway (--allow-undeclared)") from None
+        result = await store.enqueue(task)
+        out.print(f"{result.task_id} {'created' if result.created else 'already existed'}")
+
+    _run(_with_store(_settings(database_url), go))
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """The --payload text as a dict; strict JSON (PostgreSQL refuses NaN and Infinity)."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON (PostgreSQL refuses it); use null or a string")
+
+    try:
+        body = json.loads(text, parse_constant=refuse)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
+    if not isinstance(body, dict):
+        raise typer.BadParameter(
+            f'must be a JSON object such as \'{{"brief": "spring sale"}}\', got {text!r}',
+            param_hint="--payload",
+        )
+    return body
+
+
+def show(task_id: TaskId, database_url: DatabaseUrl = None) -> None:
+    """Print one task (active or finished) as JSON."""
+
+    async def go(store: PostgresStore) -> None:
+        out.print_json(json.dumps(asdict(await store.get_task(task_id)), default=str))
+
+    _run(_with_store(_settings(database_url), go))
+
+
+def cancel(task_id: TaskId, database_url: DatabaseUrl = None) -> None:
+    """Cancel a task: at once if it waits, by asking its worker if it runs."""
+
+    async def go(store: PostgresStore) -> None:
+        state = await store.cancel(task_id, reason="cancelled from the CLI")
+        out.print(
+            f"task {task_id}: {'cancel requested (running)' if state == 'running' else state}"
+        )
+
+    _run(_with_store(_settings(database_url), go))
+
+
+def group(
+    group_id: str,
+    tenant: Annotated[str, typer.Option("--tenant")] = "default",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """A campaign's tasks by state, and its completion."""
+    status = _run(_with_store(_settings(database_url), lambda s: s.group_status(tenant, group_id)))
+    counts = ", ".join(f"{state.value} {n}" for state, n in sorted(status.counts.items()))
+    done = f"completed {status.completed_at:%Y-%m-%d %H:%M:%S}" if status.completed_at else "open"
+    follow = f", follow-up task {status.follow_up_id}" if status.follow_up_id else ""
+    out.print(f"group {group_id} ({tenant}): {counts or 'no tasks yet'}; {done}{follow}")
