@@ -1,19 +1,21 @@
 """The small value objects that store operations take.
 
 Each operation of the store takes one of these, so a call site reads as what it asks for
-and a new field never shifts positional arguments.
+and a new field never shifts positional arguments. Driver-free: importing this module never
+imports the database driver.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from conveyor.core.cron import validate_cron
 from conveyor.errors import InvalidTask
+from conveyor.store.records import TenantLLMPolicy
 from conveyor.types import MAX_PRIORITY, MIN_PRIORITY, Priority, TaskState
 
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -308,3 +310,42 @@ class BucketDraw:
     def __post_init__(self) -> None:
         if self.kind not in ("requests", "tokens"):
             raise ValueError(f"a bucket is 'requests' or 'tokens', not {self.kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class EffectOwner:
+    """The lease that runs an effect."""
+
+    tenant_id: str
+    key: str
+    task_id: int
+    lease_token: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpendReserve:
+    """A call about to be sent: its estimate, to reserve in the tenant's month if it fits.
+
+    ``completion_tokens`` is the most the reply may use (the call's ``max_tokens``).
+    """
+
+    tenant_id: str
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    policy: TenantLLMPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSettle:
+    """A reserved call is over: what it reserved and what it used."""
+
+    tenant_id: str
+    month: date
+    provider: str
+    model: str
+    reserved_tokens: int
+    reserved_cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int

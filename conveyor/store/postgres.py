@@ -35,6 +35,7 @@ from conveyor.store.connection import Conn, create_pool, pooled, translated_erro
 from conveyor.store.params import (
     BucketDraw,
     ClaimRequest,
+    EffectOwner,
     Finish,
     LeaseRef,
     NewTask,
@@ -43,22 +44,32 @@ from conveyor.store.params import (
     QueueLimits,
     ReplayFilter,
     RetryLease,
+    SpendReserve,
+    SpendSettle,
     TenantAgentUpdate,
     WorkerInfo,
 )
 from conveyor.store.records import (
     ClaimedTask,
     DeadTask,
+    EffectRecord,
     EnqueueResult,
+    GroupStatus,
     HeartbeatResult,
+    LLMPrice,
+    LLMUsage,
     Plan,
     QueueDeclaration,
     QueueSettings,
     QueueStatus,
+    QueueSummary,
     ReapResult,
+    SpendReservation,
     TaskRecord,
     Tenant,
     TenantAgent,
+    TenantLLMPolicy,
+    TenantWaits,
     WorkerStatus,
 )
 from conveyor.types import TaskState
@@ -215,7 +226,7 @@ class PostgresStore:
         """Register a campaign; ``on_complete`` is enqueued once when all its tasks finish."""
         await self._run(lambda c: groups.create_group(c, tenant_id, group_id, on_complete))
 
-    async def group_status(self, tenant_id: str, group_id: str) -> groups.GroupStatus:
+    async def group_status(self, tenant_id: str, group_id: str) -> GroupStatus:
         """Counts by state of a campaign's tasks, and its completion."""
         return await self._run(lambda c: groups.group_status(c, tenant_id, group_id))
 
@@ -375,7 +386,7 @@ class PostgresStore:
         pruned = await self._run(lambda c: retention.prune_ledgers(c, cutoff))
         return dropped, pruned
 
-    async def tenant_waits(self, since: datetime) -> list[reports.TenantWaits]:
+    async def tenant_waits(self, since: datetime) -> list[TenantWaits]:
         """Per-tenant wait (enqueue to start) percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.tenant_waits(c, since))
 
@@ -383,7 +394,7 @@ class PostgresStore:
         """Tasks running now per (tenant, queue): what the concurrency caps bound."""
         return await self._run(reports.running_by_tenant)
 
-    async def history_summary(self, since: datetime) -> list[reports.QueueSummary]:
+    async def history_summary(self, since: datetime) -> list[QueueSummary]:
         """Per-queue outcomes and latency percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.history_summary(c, since))
 
@@ -419,17 +430,15 @@ class PostgresStore:
             lambda: self._run(lambda c: llm_accounting.record_calls(c, rows))
         )
 
-    async def tenant_llm_policy(self, tenant_id: str, queue: str) -> llm_accounting.TenantLLMPolicy:
+    async def tenant_llm_policy(self, tenant_id: str, queue: str) -> TenantLLMPolicy:
         """The LLM limits of a tenant's calls from ``queue`` (plan, overrides, model)."""
         return await self._run(lambda c: llm_accounting.tenant_policy(c, tenant_id, queue))
 
-    async def reserve_llm_spend(
-        self, reserve: llm_accounting.SpendReserve
-    ) -> llm_accounting.SpendReservation:
+    async def reserve_llm_spend(self, reserve: SpendReserve) -> SpendReservation:
         """Reserve a call's estimate against the tenant's monthly budget, if it fits."""
         return await self._run(lambda c: llm_accounting.reserve_spend(c, reserve))
 
-    async def settle_llm_spend(self, settle: llm_accounting.SpendSettle) -> None:
+    async def settle_llm_spend(self, settle: SpendSettle) -> None:
         """Release a spend reservation and count what the call used."""
         await self._run(lambda c: llm_accounting.settle_spend(c, settle))
 
@@ -440,7 +449,7 @@ class PostgresStore:
         *,
         group_id: str | None = None,
         task_id: int | None = None,
-    ) -> list[llm_accounting.LLMUsage]:
+    ) -> list[LLMUsage]:
         """A tenant's LLM calls since ``since`` per (provider, model): tokens and cost."""
         return await self._run(
             lambda c: llm_accounting.usage(c, tenant_id, since, group_id, task_id)
@@ -450,13 +459,13 @@ class PostgresStore:
         """A limited tenant's counters for ``month`` (None: no limited call yet)."""
         return await self._run(lambda c: llm_accounting.tenant_month(c, tenant_id, month))
 
-    async def list_llm_prices(self) -> list[llm_accounting.LLMPrice]:
+    async def list_llm_prices(self) -> list[LLMPrice]:
         """The price table."""
         return await self._run(llm_accounting.list_prices)
 
     async def set_llm_price(
         self, model: str, provider: str, input_per_mtok: Decimal, output_per_mtok: Decimal
-    ) -> llm_accounting.LLMPrice:
+    ) -> LLMPrice:
         """Add or change a model's price (USD per million tokens)."""
         return await self._run(
             lambda c: llm_accounting.set_price(c, model, provider, input_per_mtok, output_per_mtok)
@@ -483,17 +492,15 @@ class PostgresStore:
             )
         )
 
-    async def begin_effect(self, owner: effects.EffectOwner) -> effects.EffectRecord:
+    async def begin_effect(self, owner: EffectOwner) -> EffectRecord:
         """Find a ledger key's result, or take the key to run its effect (see effects.py)."""
         return await self._run(lambda c: effects.begin_effect(c, owner))
 
-    async def complete_effect(
-        self, owner: effects.EffectOwner, result: Any
-    ) -> effects.EffectRecord:
+    async def complete_effect(self, owner: EffectOwner, result: Any) -> EffectRecord:
         """Record the result of an effect the caller owns."""
         return await self._run(lambda c: effects.complete_effect(c, owner, result))
 
-    async def abandon_effect(self, owner: effects.EffectOwner) -> None:
+    async def abandon_effect(self, owner: EffectOwner) -> None:
         """Release a key whose effect failed."""
         await self._run(lambda c: effects.abandon_effect(c, owner))
 
@@ -504,7 +511,7 @@ class PostgresStore:
         effect: Callable[[Conn], Awaitable[Any]],
         *,
         task_id: int | None = None,
-    ) -> effects.EffectRecord:
+    ) -> EffectRecord:
         """Run ``effect(conn)`` in a transaction that also records its result, once per key.
 
         ``effect`` gets a connection of the pool inside the transaction; what it writes there
@@ -519,19 +526,19 @@ class PostgresStore:
             finally:
                 await _reset_or_discard(conn)
 
-    async def get_effect(self, tenant_id: str, key: str) -> effects.EffectRecord | None:
+    async def get_effect(self, tenant_id: str, key: str) -> EffectRecord | None:
         """The recorded result of ``key`` for the tenant, if any."""
         return await self._run(lambda c: effects.get_effect(c, tenant_id, key))
 
     async def record_step(
         self, tenant_id: str, key: str, result: Any, *, task_id: int
-    ) -> effects.EffectRecord:
+    ) -> EffectRecord:
         """Record a durable step's result (asynchronous commit; see effects.record_step)."""
         return await self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
 
     async def record_effect(
         self, tenant_id: str, key: str, result: Any, *, task_id: int | None = None
-    ) -> tuple[effects.EffectRecord, bool]:
+    ) -> tuple[EffectRecord, bool]:
         """Record a result once per (tenant, key): what holds, and whether this call wrote it."""
         return await self._run(lambda c: effects.record_effect(c, tenant_id, key, task_id, result))
 

@@ -38,9 +38,8 @@ import structlog
 from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError, PermanentError
 from conveyor.store.availability import retry_while_unavailable
-from conveyor.store.effects import EffectOwner, EffectStatus
-from conveyor.store.params import NewTask
-from conveyor.store.records import ClaimedTask
+from conveyor.store.params import EffectOwner, NewTask
+from conveyor.store.records import ClaimedTask, EffectStatus
 from conveyor.types import Priority
 
 if TYPE_CHECKING:
