@@ -21,6 +21,8 @@ from conveyor.types import MAX_PRIORITY, MIN_PRIORITY, Priority, TaskState
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MAX_IDEMPOTENCY_KEY = 255
+DEFAULT_TENANT = "default"
+"""The tenant of a task that names none."""
 
 
 def validate_queue_name(queue: str) -> str:
@@ -64,7 +66,7 @@ class NewTask:
 
     queue: str
     payload: dict[str, Any] = field(default_factory=dict)
-    tenant_id: str = "default"
+    tenant_id: str = DEFAULT_TENANT
     priority: int = Priority.NORMAL
     run_at: datetime | None = None
     max_attempts: int | None = None
@@ -169,7 +171,7 @@ class PeriodicTask:
     cron: str
     queue: str
     payload: dict[str, Any] = field(default_factory=dict)
-    tenant_id: str = "default"
+    tenant_id: str = DEFAULT_TENANT
     priority: int = Priority.NORMAL
     max_attempts: int = 5
 
@@ -349,3 +351,30 @@ class SpendSettle:
     reserved_cost: Decimal
     prompt_tokens: int
     completion_tokens: int
+
+
+MAX_LIST_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TaskListParams:
+    """Which of a tenant's tasks to list, newest first, a page at a time.
+
+    Attributes:
+        limit: most tasks returned (1..1000).
+        before_id: the cursor: only tasks with a smaller id (the last id of the previous
+            page); None starts from the newest.
+        queue, group_id, state: when given, only tasks of that role, campaign or state.
+    """
+
+    limit: int = 100
+    before_id: int | None = None
+    queue: str | None = None
+    group_id: str | None = None
+    state: TaskState | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_LIST_LIMIT:
+            raise InvalidTask(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {self.limit}")
+        if self.queue is not None:
+            validate_queue_name(self.queue)

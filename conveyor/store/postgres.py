@@ -1,5 +1,9 @@
 """PostgresStore: the store seam implemented on PostgreSQL with asyncpg.
 
+The engine: it satisfies every caller's protocol of ``ports.py`` and is handed to the
+worker, the maintenance loop, the gateway and operators' tools, each typed against the
+protocol it needs. Tenant-facing code never holds it: it holds ``store.for_tenant(id)``.
+
 Each method is one operation, runs the named statements of ``queries/*.sql`` and translates
 driver errors at this boundary. Methods that accept ``connection`` run inside the caller's
 transaction (enqueue exactly when the caller's own writes commit); without it they use the
@@ -46,6 +50,7 @@ from conveyor.store.params import (
     RetryLease,
     SpendReserve,
     SpendSettle,
+    TaskListParams,
     TenantAgentUpdate,
     WorkerInfo,
 )
@@ -72,6 +77,8 @@ from conveyor.store.records import (
     TenantWaits,
     WorkerStatus,
 )
+from conveyor.store.ports import Admin, Maintenance, TenantScopedStore, WorkerLeases
+from conveyor.store.tenant import TenantStore
 from conveyor.types import TaskState
 
 T = TypeVar("T")
@@ -101,6 +108,11 @@ class PostgresStore:
             dsn, min_size=min_size, max_size=max_size, statement_cache_size=statement_cache_size
         )
         return cls(pool, dsn, fairness=fairness)
+
+    def for_tenant(self, tenant_id: str) -> TenantStore:
+        """The store bound to ``tenant_id``: every tenant-facing read and write goes through
+        it, and it cannot address another tenant's rows (see ``tenant.py``)."""
+        return TenantStore(self, tenant_id)
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -252,14 +264,26 @@ class PostgresStore:
     async def cancel(
         self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
     ) -> TaskState:
-        """Cancel a task; CANCELLED if done now, RUNNING if its worker was asked to stop."""
+        """Cancel a task; CANCELLED if done now, RUNNING if its worker was asked to stop.
+
+        Without ``tenant_id`` this is an operator's cancel of any tenant's task (CLI,
+        admin); tenant-facing code cancels through :meth:`for_tenant`.
+        """
         return await self._with_partitions(
             lambda: self._run(lambda c: finish.cancel(c, task_id, tenant_id, reason))
         )
 
     async def get_task(self, task_id: int, *, tenant_id: str | None = None) -> TaskRecord:
-        """A task by id, active or finished; TaskNotFound if absent or another tenant's."""
+        """A task by id, active or finished; TaskNotFound if absent or another tenant's.
+
+        Without ``tenant_id`` this is an operator's read of any tenant's task (CLI, admin);
+        tenant-facing code reads through :meth:`for_tenant`.
+        """
         return await self._run(lambda c: finish.get_task(c, task_id, tenant_id))
+
+    async def list_tasks(self, tenant_id: str, query: TaskListParams) -> list[TaskRecord]:
+        """A tenant's tasks, active and finished, newest first (see ``TaskListParams``)."""
+        return await self._run(lambda c: finish.list_tasks(c, tenant_id, query))
 
     # -- operations ---------------------------------------------------------------------
 
@@ -541,6 +565,14 @@ class PostgresStore:
     ) -> tuple[EffectRecord, bool]:
         """Record a result once per (tenant, key): what holds, and whether this call wrote it."""
         return await self._run(lambda c: effects.record_effect(c, tenant_id, key, task_id, result))
+
+
+def _serves_every_caller(
+    store: PostgresStore,
+) -> tuple[TenantScopedStore, WorkerLeases, Maintenance, Admin]:
+    """Never called: under ``mypy --strict`` this proves the engine satisfies each caller's
+    protocol (the gateway's is proven where the worker hands the engine to the gateway)."""
+    return store, store, store, store
 
 
 def _is_missing_partition(exc: BaseException) -> bool:

@@ -44,7 +44,7 @@ from conveyor.types import Priority
 
 if TYPE_CHECKING:
     from conveyor.gateway.bound import BoundLLM
-    from conveyor.store.postgres import PostgresStore
+    from conveyor.worker.ports import WorkerStore
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ class TaskContext:
     def __init__(
         self,
         claimed: ClaimedTask,
-        store: PostgresStore | None = None,
+        store: WorkerStore | None = None,
         *,
         timeout: float | None = None,
         llm_cache: bool = False,
@@ -305,7 +305,7 @@ class TaskContext:
             level="debug",  # the worker's own loops report the outage once, not every run
         )
 
-    def _require_store(self, what: str) -> PostgresStore:
+    def _require_store(self, what: str) -> WorkerStore:
         if self._store is None:
             raise RuntimeError(f"ctx.{what} needs a worker's store (not available here)")
         return self._store
