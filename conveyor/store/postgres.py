@@ -54,6 +54,7 @@ from conveyor.store.params import (
     TenantAgentUpdate,
     WorkerInfo,
 )
+from conveyor.store.ports import Admin, Maintenance, TenantScopedStore, WorkerLeases
 from conveyor.store.records import (
     ClaimedTask,
     DeadTask,
@@ -77,7 +78,6 @@ from conveyor.store.records import (
     TenantWaits,
     WorkerStatus,
 )
-from conveyor.store.ports import Admin, Maintenance, TenantScopedStore, WorkerLeases
 from conveyor.store.tenant import TenantStore
 from conveyor.types import TaskState
 

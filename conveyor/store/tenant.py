@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from typing import Any
 
 from conveyor.errors import InvalidTask
 from conveyor.store.params import DEFAULT_TENANT, NewTask, TaskListParams, validate_tenant_id
@@ -47,14 +49,22 @@ class TenantStore:
         """The tenant every read and write is bound to."""
         return self._tenant_id
 
-    async def enqueue(self, task: NewTask) -> EnqueueResult:
-        """Enqueue one task for this tenant (see :meth:`enqueue_batch`)."""
-        return (await self.enqueue_batch([task]))[0]
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """A pooled connection inside a transaction: pass it to :meth:`enqueue` as
+        ``connection`` and the tasks are queued exactly when the caller's writes commit."""
+        return self._store.transaction()
 
-    async def enqueue_batch(self, tasks: Sequence[NewTask]) -> list[EnqueueResult]:
-        """Enqueue tasks for this tenant in one statement; InvalidTask if one names another
-        tenant (none is enqueued then)."""
-        return await self._store.enqueue_batch([self._bind(task) for task in tasks])
+    async def enqueue(self, task: NewTask, *, connection: Any = None) -> EnqueueResult:
+        """Enqueue one task for this tenant (see :meth:`enqueue_batch`)."""
+        return (await self.enqueue_batch([task], connection=connection))[0]
+
+    async def enqueue_batch(
+        self, tasks: Sequence[NewTask], *, connection: Any = None
+    ) -> list[EnqueueResult]:
+        """Enqueue tasks for this tenant in one statement (in ``connection``'s transaction
+        when given); InvalidTask if one names another tenant (none is enqueued then)."""
+        bound = [self._bind(task) for task in tasks]
+        return await self._store.enqueue_batch(bound, connection=connection)
 
     async def get_task(self, task_id: int) -> TaskRecord:
         """This tenant's task, active or finished; TaskNotFound if absent or another's."""

@@ -131,3 +131,11 @@ async def test_operators_still_reach_any_tenant(store: PostgresStore, globex: Te
     with pytest.raises(TaskNotFound):
         await store.get_task(theirs, tenant_id="acme")
     assert await store.cancel(theirs) is TaskState.CANCELLED
+
+
+async def test_enqueue_in_the_callers_transaction_commits_with_it(acme: TenantStore) -> None:
+    async with acme.transaction() as conn:
+        await acme.enqueue(NewTask("q"), connection=conn)
+        assert await acme.list_tasks() == []  # not committed yet: another connection reads
+    [task] = await acme.list_tasks()
+    assert task.tenant_id == "acme"

@@ -43,7 +43,8 @@ def assert_conforms(impl: Any, protocol: type) -> None:
             continue
         wanted = inspect.signature(declared).parameters
         offered = inspect.signature(getattr(impl, name)).parameters
-        assert inspect.iscoroutinefunction(getattr(impl, name)), name
+        is_async = inspect.iscoroutinefunction(declared)
+        assert inspect.iscoroutinefunction(getattr(impl, name)) is is_async, name
         for param in list(wanted.values())[1:]:  # past self
             assert param.name in offered, f"{name}() lacks {param.name!r}"
             assert offered[param.name].kind == param.kind, f"{name}({param.name}) kind"
