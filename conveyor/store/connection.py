@@ -13,6 +13,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from conveyor.errors import DatabaseUnavailable, SchemaNotReady, StoreError
+from conveyor.store.dsn import redact_dsn
 
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 """A connection of its own or one borrowed from the pool: every operation takes either."""
@@ -93,16 +94,6 @@ async def connect(dsn: str, *, statement_cache_size: int = 100) -> asyncpg.Conne
         ) from exc
     await init_connection(conn)
     return conn
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced, safe to log."""
-    if "://" not in dsn or "@" not in dsn:
-        return dsn
-    scheme, rest = dsn.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else dsn
 
 
 # Errors that mean the connection (or the server) is gone or going, not that a statement

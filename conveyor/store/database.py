@@ -11,7 +11,8 @@ import asyncpg
 from conveyor.core.backoff import FailureBackoff
 from conveyor.settings import Settings
 from conveyor.store.availability import retry_while_unavailable
-from conveyor.store.connection import connect, redact_dsn
+from conveyor.store.connection import connect
+from conveyor.store.dsn import redact_dsn
 from conveyor.store.embedded import EmbeddedPostgres
 from conveyor.store.migrate import migrate, require_current_schema
 from conveyor.store.postgres import PostgresStore

@@ -21,7 +21,8 @@ import structlog
 
 from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError
-from conveyor.store.connection import Conn, connect, is_connection_error, redact_dsn
+from conveyor.store.connection import Conn, connect, is_connection_error
+from conveyor.store.dsn import redact_dsn
 
 TASKS_CHANNEL = "conveyor_tasks"
 CANCEL_CHANNEL = "conveyor_cancel"

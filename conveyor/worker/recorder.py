@@ -22,7 +22,7 @@ import structlog
 from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError, DatabaseUnavailable
 from conveyor.store.params import Finish, LeaseRef, RetryLease
-from conveyor.store.postgres import PostgresStore
+from conveyor.store.ports import WorkerLeases
 from conveyor.types import TaskState
 from conveyor.worker.outcomes import Outcome
 
@@ -36,7 +36,7 @@ class OutcomeRecorder:
 
     def __init__(
         self,
-        store: PostgresStore,
+        store: WorkerLeases,
         stats: Counter[str],
         row_writes: asyncio.Lock,
         *,
