@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from conveyor.errors import StoreError
-from conveyor.store.connection import Conn
+from conveyor.store.connection import Conn, mark_users_error
 from conveyor.store.params import EffectOwner
 from conveyor.store.records import EffectRecord, EffectStatus
 from conveyor.store.sql import q
@@ -106,6 +106,10 @@ async def run_effect_in_transaction(
                     "use one form (ctx.once or ctx.once_in_transaction) per key"
                 )
             return found
-        result = await effect(conn)
+        try:
+            result = await effect(conn)
+        except BaseException as exc:
+            mark_users_error(exc, conn)  # fn's own error: the task's, not a lost database
+            raise
         await conn.execute(q("complete_effect_in_transaction"), tenant_id, key, result)
     return EffectRecord(EffectStatus.DONE, result)

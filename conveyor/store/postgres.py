@@ -35,7 +35,13 @@ from conveyor.store import (
     reports,
     retention,
 )
-from conveyor.store.connection import Conn, create_pool, pooled, translated_errors
+from conveyor.store.connection import (
+    Conn,
+    create_pool,
+    mark_users_error,
+    pooled,
+    translated_errors,
+)
 from conveyor.store.params import (
     BucketDraw,
     ClaimRequest,
@@ -134,7 +140,11 @@ class PostgresStore:
         async with translated_errors(), pooled(self._pool) as conn:
             try:
                 async with conn.transaction():
-                    yield conn
+                    try:
+                        yield conn
+                    except BaseException as exc:
+                        mark_users_error(exc, conn)  # the caller's error, not the store's
+                        raise
             finally:
                 await _reset_or_discard(conn)
 
