@@ -96,6 +96,8 @@ class PostgresStore:
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
         self._pool = pool
         self.dsn = dsn
+        self.direct_dsn = dsn
+        """DSN for LISTEN and session-level work; open_store sets the direct one here."""
         self.fairness = fairness
         """Fair dequeue between tenants (see fairness.sql); False orders by priority, id."""
 

@@ -157,7 +157,7 @@ class Worker:
         )
         # Polling still works while notifications are down; the listener reconnects by
         # itself and, once back, wakes the claim loop to catch up what it missed.
-        listener = NotificationListener(self.store.dsn, on_reconnect=self._wake.set)
+        listener = NotificationListener(self.store.direct_dsn, on_reconnect=self._wake.set)
         self._listener = listener
         listener.subscribe(TASKS_CHANNEL, self._on_ready)
         listener.subscribe(CANCEL_CHANNEL, self._on_cancel)
