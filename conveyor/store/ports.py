@@ -131,7 +131,13 @@ class WorkerLeases(Protocol):
 
     @property
     def dsn(self) -> str:
-        """Where the worker listens for wake-ups and cancel requests (LISTEN/NOTIFY)."""
+        """The pool's database (through a pooler such as PgBouncer, if there is one)."""
+        ...
+
+    @property
+    def direct_dsn(self) -> str:
+        """Where the worker listens for wake-ups and cancel requests (LISTEN/NOTIFY needs a
+        session of its own: ``CONVEYOR_DIRECT_DATABASE_URL``, else the pool's)."""
         ...
 
     async def claim(self, request: ClaimRequest) -> list[ClaimedTask]: ...
