@@ -54,6 +54,7 @@ from conveyor.gateway.budgets.budget import CombinedBudget
 from conveyor.gateway.budgets.shared import SharedBudget
 from conveyor.gateway.budgets.slot_leases import SlotLeases
 from conveyor.gateway.scope import CallScope
+from conveyor.observability.gateway_metrics import GatewayMetrics
 from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
 
@@ -359,7 +360,8 @@ async def overhead_phase(
     config = load_gateway_config(gateway_config(mock_url, 1_000_000_000, conc))
     store = await PostgresStore.open(scratch)
     timed_store = TimedBuckets(store)
-    gateway = Gateway.with_store(config, timed_store, environ=child_env())
+    # With the metrics plugin, as the worker's composition root builds it.
+    gateway = Gateway.with_store(config, timed_store, environ=child_env(), hooks=[GatewayMetrics()])
     # The same HTTP stack the gateway sends with (httpx over aiohttp's pool), so the
     # difference is the gateway's own work: routing, budget, breaker, records.
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)

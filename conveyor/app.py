@@ -11,14 +11,19 @@
     app.periodic("nightly-report", "0 2 * * *", queue="analyst")
 
 Run it with ``conveyor worker --app mypkg.agents:app``.
+
+Plugins go in ``App(hooks=[...])`` or ``app.hook(plugin)``: a ``TaskHook`` wraps every task
+run (``around_task``), an ``LLMHook`` (``conveyor.gateway``) sees every LLM attempt and
+streamed chunk of the worker's gateway; one object may be both.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import sys
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -30,10 +35,14 @@ from conveyor.errors import ConfigurationError
 from conveyor.store.params import PeriodicTask, validate_queue_name
 
 if TYPE_CHECKING:
+    from conveyor.gateway.hooks import LLMHook
     from conveyor.worker.context import TaskContext
 
 Handler = Callable[["TaskContext", dict[str, Any]], Awaitable[Any] | Any]
 F = TypeVar("F", bound=Handler)
+CallNext = Callable[[], Awaitable[Any]]
+"""What ``around_task`` calls to run the rest of the chain and the handler; its result."""
+P = TypeVar("P", bound="TaskHook | LLMHook")
 
 Isolation = Literal["process"]
 
@@ -80,13 +89,59 @@ class AgentSpec:
         return f"{self.handler.__module__}:{self.handler.__qualname__}"
 
 
-class App:
-    """Agents and periodic schedules; workers run what an App registers."""
+class TaskHook:
+    """A worker plugin around every task run, in the spirit of River's worker middleware.
 
-    def __init__(self, name: str = "conveyor") -> None:
+    Override ``around_task``; it must call ``call_next()`` once and return its result (or
+    a result of its own), and may raise to fail the run (the error steers the task like
+    the handler's would). Hooks nest in the order given: the first is outermost. They run
+    on the event loop inside the task's timeout, whether the handler itself runs on the
+    loop, in a thread or in an isolated child::
+
+        class Timing(TaskHook):
+            async def around_task(self, ctx: TaskContext, call_next: CallNext) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await call_next()
+                finally:
+                    ctx.log.info("ran", seconds=time.perf_counter() - started)
+    """
+
+    async def around_task(self, ctx: TaskContext, call_next: CallNext) -> Any:
+        """Run the task: ``return await call_next()`` plus whatever the plugin adds."""
+        return await call_next()
+
+
+class App:
+    """Agents, periodic schedules and plugins; workers run what an App registers."""
+
+    def __init__(self, name: str = "conveyor", *, hooks: Sequence[TaskHook | LLMHook] = ()) -> None:
         self.name = name
         self.agents: dict[str, AgentSpec] = {}
         self.schedules: list[PeriodicTask] = []
+        self.hooks: list[TaskHook | LLMHook] = []
+        """Plugins in registration order (``hook``): task hooks and LLM hooks."""
+        for plugin in hooks:
+            self.hook(plugin)
+
+    def hook(self, plugin: P) -> P:
+        """Register a ``TaskHook``, an ``LLMHook``, or an object that is both; returns it.
+
+        Task hooks wrap every run of this App's agents; LLM hooks join the worker's
+        gateway (after the worker's own, such as its metrics).
+        """
+        if not isinstance(plugin, TaskHook) and not _is_llm_hook(plugin):
+            raise ConfigurationError(
+                f"app.hook() takes a TaskHook or a conveyor.gateway.LLMHook, not "
+                f"{type(plugin).__name__}"
+            )
+        self.hooks.append(plugin)
+        return plugin
+
+    @property
+    def task_hooks(self) -> tuple[TaskHook, ...]:
+        """The registered plugins that wrap task runs, in order."""
+        return tuple(h for h in self.hooks if isinstance(h, TaskHook))
 
     def agent(
         self,
@@ -223,6 +278,13 @@ def _check_importable(spec: AgentSpec) -> None:
             f"the child process imports by name; {spec.handler!r} is a lambda, a nested "
             "function, not a function, or defined in __main__"
         )
+
+
+def _is_llm_hook(plugin: object) -> bool:
+    # The gateway stays unimported in a worker whose agents never call a model: an LLMHook
+    # instance exists only once its module is loaded, so an unloaded module means "no".
+    module = sys.modules.get("conveyor.gateway.hooks")
+    return module is not None and isinstance(plugin, module.LLMHook)
 
 
 def payload_model(handler: Handler) -> type[BaseModel] | None:

@@ -57,9 +57,10 @@ def worker(
     from conveyor.worker.signals import ShutdownSignals
 
     signals = ShutdownSignals().install()  # before anything else: a signal is never lost
+    from conveyor.cli.worker_root import serve
     from conveyor.observability.logging import configure_logging
     from conveyor.worker.options import WorkerOptions
-    from conveyor.worker.process import reexec_self, serve
+    from conveyor.worker.process import reexec_self
 
     configure_logging(log_level)
     settings = _settings(database_url)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from conveyor.demo import agents, report
 from conveyor.demo.llm import DemoProvider, demo_provider
-from conveyor.gateway import Gateway, set_gateway
+from conveyor.gateway import Gateway
 from conveyor.observability.logging import configure_logging
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
@@ -132,7 +132,7 @@ async def _run_demo(
             f"[bold]Conveyor demo[/bold] on {where}: {tasks} agent tasks, {tenants} tenants; "
             f"models: {provider.description}"
         )
-        set_gateway(Gateway.with_store(provider.config, store))  # the worker closes it
+        gateway = Gateway.with_store(provider.config, store)  # closed once the worker stops
         names = [f"enterprise-{i}" for i in range(1)] + [f"agency-{i}" for i in range(tenants - 1)]
         # The noisy neighbour is an enterprise tenant with a cap of its own per role; the
         # agencies are on the agency plan (4 running per role).
@@ -168,6 +168,7 @@ async def _run_demo(
             WorkerOptions(
                 concurrency=200, heartbeat_seconds=0.5, lease_seconds=5, poll_seconds=0.5
             ),
+            llm=gateway,
         )
         upkeep = asyncio.create_task(
             Maintenance(
@@ -191,6 +192,7 @@ async def _run_demo(
         await _drain(store, tasks, console, started, peaks)
         stop.set()
         await running
+        await gateway.aclose()  # writes the rest of the call log, which the report reads
         upkeep.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await upkeep

@@ -21,8 +21,8 @@ from conveyor.gateway.config import (
     gateway_config_from_env,
     load_gateway_config,
 )
-from conveyor.gateway.current import close_gateway, get_gateway, set_gateway
 from conveyor.gateway.gateway import Gateway
+from conveyor.gateway.hooks import AttemptInfo, LLMHook
 from conveyor.gateway.model_routes import Target
 from conveyor.gateway.scope import CallScope
 from conveyor.gateway.streaming import ChatStream
@@ -30,6 +30,7 @@ from conveyor.gateway.streaming import ChatStream
 __all__ = [
     "LLM_CONFIG_ENV",
     "AdmitAllBudget",
+    "AttemptInfo",
     "BoundLLM",
     "BreakerRegistry",
     "Budget",
@@ -46,13 +47,11 @@ __all__ = [
     "CombinedBudget",
     "Gateway",
     "GatewayConfig",
+    "LLMHook",
     "Message",
     "Prompt",
     "Reservation",
     "Target",
-    "close_gateway",
     "gateway_config_from_env",
-    "get_gateway",
     "load_gateway_config",
-    "set_gateway",
 ]

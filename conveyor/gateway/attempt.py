@@ -4,7 +4,7 @@ Every attempt ``Failover`` sends took a breaker ticket and a budget reservation 
 report to each, plus a ``CallRecord``, however it ends: a reply, an error, a cancellation,
 or a stream its caller stopped reading. ``Attempt.settle`` pays all three exactly once; the
 budget's share (a database round trip) runs in the background, after the caller has its
-answer.
+answer. Every record also goes to the gateway's hooks (``hooks.py``) once the recorder has it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from conveyor.gateway.accounting.records import CallOutcome, CallRecord, CallRec
 from conveyor.gateway.breakers import BreakerRegistry
 from conveyor.gateway.budgets.budget import Budget, BudgetAsk, Reservation
 from conveyor.gateway.chat import ChatRequest, Message
+from conveyor.gateway.hooks import AttemptInfo, HookChain
 from conveyor.gateway.model_routes import Target
 from conveyor.gateway.scope import CallScope
 from conveyor.store.records import TenantLLMPolicy
@@ -73,14 +74,15 @@ class Call:
             self.policy,
         )
 
-    def request_for(self, target: Target) -> ChatRequest:
-        """The request to send to ``target``."""
+    def request_for(self, target: Target, headers: dict[str, str] | None = None) -> ChatRequest:
+        """The request to send to ``target`` (``headers``: what hooks added)."""
         return ChatRequest(
             model=target.model,
             messages=self.messages,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
             stream=self.stream,
+            headers=tuple(headers.items()) if headers else (),
         )
 
     def record(
@@ -114,6 +116,7 @@ class Services:
     breakers: BreakerRegistry
     budget: Budget
     recorder: CallRecorder
+    hooks: HookChain = field(default_factory=HookChain)
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
     def later(self, work: Coroutine[Any, Any, None]) -> None:
@@ -132,12 +135,16 @@ class Services:
         """The settings every breaker shares."""
         return self.breakers.settings
 
-    async def record(self, record: CallRecord) -> None:
-        """Hand ``record`` to the recorder; its failure is logged, never raised."""
+    async def record(self, record: CallRecord, attempt: AttemptInfo | None = None) -> None:
+        """Hand ``record`` to the recorder, then to the hooks' ``after_attempt``
+        (``attempt`` is None for a record of nothing sent); failures are logged, never
+        raised."""
         try:
             await self.recorder.record(record)
         except Exception:
             log.exception("llm_call_record_failed", provider=record.provider, model=record.model)
+        if self.hooks.after:
+            await self.hooks.after_attempt(record, attempt)
 
 
 class Attempt:
@@ -161,6 +168,8 @@ class Attempt:
         self._ticket = ticket
         self._reservation = reservation
         self._settled = False
+        self.info = AttemptInfo(call.scope, call.requested, target, number, ordinal, call.stream)
+        """What the hooks see of this attempt; ``info.headers`` go out with the request."""
 
     @property
     def settled(self) -> bool:
@@ -194,7 +203,8 @@ class Attempt:
         )
         if self._reservation.holds:
             self.services.later(self._settle_budget(report.prompt_tokens, report.completion_tokens))
-        await self.services.record(self.call.record(self.target, self.number, outcome, report))
+        record = self.call.record(self.target, self.number, outcome, report)
+        await self.services.record(record, self.info)
 
     async def _settle_budget(self, prompt_tokens: int, completion_tokens: int) -> None:
         try:

@@ -1,9 +1,10 @@
 """Every (provider, model)'s circuit breaker in this process, and the hook metrics read.
 
-One registry belongs to one ``Gateway``; the process-wide gateway (``set_gateway`` /
-``get_gateway``) makes it shared by every task in the worker. The breakers themselves are
-the pure state machine of ``conveyor.core.breaker``; this module adds the clock and tells
-listeners (a Prometheus gauge, later) when a state changes.
+One registry belongs to one ``Gateway``; a worker process builds one gateway and hands it to
+every task, which makes the registry shared by every task in the worker. The breakers
+themselves are the pure state machine of ``conveyor.core.breaker``; this module adds the
+clock and tells listeners (the Prometheus gauge of ``observability.metrics``) when a state
+changes.
 """
 
 from __future__ import annotations

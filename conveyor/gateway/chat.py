@@ -49,6 +49,8 @@ class ChatRequest:
     max_tokens: int
     temperature: float | None = None
     stream: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+    """HTTP headers added by hooks (``AttemptInfo.headers``); the provider's own win."""
 
 
 @dataclass(frozen=True, slots=True)

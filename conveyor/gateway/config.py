@@ -252,6 +252,20 @@ class GatewayConfig(_Strict):
                 )
         return self
 
+    def api_keys(self, environ: Mapping[str, str]) -> dict[str, str | None]:
+        """Each provider's key (None: it needs none); ConfigurationError naming the
+        ``api_key_env`` of the first provider whose variable is unset."""
+        return {name: p.resolve_api_key(name, environ) for name, p in self.providers.items()}
+
+    def portable(self) -> dict[str, Any]:
+        """The config as JSON data, keys in clear: what a worker hands an isolated child
+        over its pipe to build the same gateway. Never log it."""
+        data: dict[str, Any] = self.model_dump(mode="json", exclude_unset=True)
+        for name, provider in self.providers.items():
+            if provider.api_key is not None:
+                data["providers"][name]["api_key"] = provider.api_key.get_secret_value()
+        return data
+
 
 def load_gateway_config(source: GatewayConfig | Mapping[str, Any] | str | Path) -> GatewayConfig:
     """A validated config from an object, a mapping, a ``.json``/``.toml`` path, or JSON text.
@@ -284,9 +298,18 @@ def load_gateway_config(source: GatewayConfig | Mapping[str, Any] | str | Path) 
 
 
 def gateway_config_from_env(environ: Mapping[str, str] | None = None) -> GatewayConfig | None:
-    """The config named by ``CONVEYOR_LLM_CONFIG`` (a path or inline JSON); None if unset."""
+    """The config named by ``CONVEYOR_LLM_CONFIG`` (a path or inline JSON); None if unset.
+
+    A config that cannot be read or is invalid is a ConfigurationError that names the
+    setting: ``CONVEYOR_LLM_CONFIG: cannot read LLM gateway config llm.toml: ...``.
+    """
     value = (os.environ if environ is None else environ).get(LLM_CONFIG_ENV, "").strip()
-    return load_gateway_config(value) if value else None
+    if not value:
+        return None
+    try:
+        return load_gateway_config(value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{LLM_CONFIG_ENV}: {exc}") from None
 
 
 def _parse(text: str, kind: str, where: str) -> Any:

@@ -120,6 +120,7 @@ class Endpoint:
         self.timeouts = timeouts
         # The key lives only inside these headers, which are never logged or repr'd.
         self._headers = {"accept": "application/json", **wire.headers(api_key)}
+        self._header_names = frozenset(name.lower() for name in self._headers)
         self._httpx_timeout = httpx.Timeout(timeouts.total, connect=timeouts.connect)
 
     @classmethod
@@ -185,11 +186,15 @@ class Endpoint:
                     await response.aclose()
 
     def _build(self, client: httpx.AsyncClient, request: ChatRequest) -> httpx.Request:
+        headers = self._headers
+        if request.headers:  # from hooks (a traceparent); ours, the key among them, win
+            extra = {k: v for k, v in request.headers if k.lower() not in self._header_names}
+            headers = {**extra, **headers}
         return client.build_request(
             "POST",
             self.url,
             json=self.wire.body(request),
-            headers=self._headers,
+            headers=headers,
             timeout=self._httpx_timeout,
         )
 

@@ -1,7 +1,7 @@
 """Walk a call's chain: breaker, budget, attempt, classify, then retry, fall back or stop.
 
 For each target in order: an open breaker skips it at once (nothing sent); otherwise the
-budget reserves, the attempt runs, and a failure is classified by
+budget reserves, the hooks' ``before_attempt`` run, the attempt runs, and a failure is classified by
 ``conveyor.core.llm_errors.decide``: retry the same target after a delay, move on to the
 next target, or stop with ``LLMPermanentError`` (the request is at fault: no provider would
 take it). When the chain runs out, ``LLMUnavailable`` lists what happened at each target.
@@ -131,6 +131,8 @@ class Failover:
                 number += 1
                 ordinal += 1
                 attempt = Attempt(self.services, call, target, number, ordinal, ticket, reservation)
+                if self.services.hooks.before:
+                    await self.services.hooks.before_attempt(attempt.info)
                 started = time.perf_counter()
                 try:
                     value = await run(attempt)

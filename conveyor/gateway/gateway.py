@@ -11,9 +11,12 @@ It owns the host pools, the endpoints and the breakers. Built with a store
 (``Gateway.from_env(store=...)``, what a worker does), it also enforces the providers' and
 tenants' rate budgets and the tenants' monthly spend, applies each tenant's model override,
 and writes every attempt to ``llm_calls``; built bare, its ``Budget`` admits everything and
-its ``CallRecorder`` counts in-process (``budgets/budget.py``, ``accounting/records.py``). A
-worker shares one gateway among all its tasks (``current.py``), so the breakers and the
-per-host concurrency are the process's.
+its ``CallRecorder`` counts in-process (``budgets/budget.py``, ``accounting/records.py``).
+``hooks`` (``hooks.py``) see every attempt before it is sent and after it settles, and every
+streamed chunk: metrics and tracing attach there, so the gateway imports none of them. A
+worker process builds one gateway at start-up and hands it to every task's ``ctx.llm``
+(``conveyor/cli/worker_root.py``), so the breakers and the per-host concurrency are the
+process's.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ import structlog
 from conveyor.core.llm_errors import CallRetryPolicy
 from conveyor.errors import ConfigurationError
 from conveyor.gateway.accounting.call_log import CallLog
-from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecorder
+from conveyor.gateway.accounting.records import (
+    CallCounters,
+    CallOutcome,
+    CallRecord,
+    CallRecorder,
+)
 from conveyor.gateway.accounting.response_cache import ResponseCache
 from conveyor.gateway.attempt import Attempt, AttemptReport, Call, Services
 from conveyor.gateway.breakers import BreakerRegistry
@@ -49,12 +57,12 @@ from conveyor.gateway.chat import ChatResult, Message, Prompt
 from conveyor.gateway.config import GatewayConfig, gateway_config_from_env
 from conveyor.gateway.endpoint import Endpoint
 from conveyor.gateway.failover import CallClock, Failover
+from conveyor.gateway.hooks import HookChain, LLMHook
 from conveyor.gateway.model_routes import ModelRoutes, Target
 from conveyor.gateway.pools import HostPool, HostPools
 from conveyor.gateway.scope import NO_SCOPE, CallScope
 from conveyor.gateway.stores import GatewayStore
 from conveyor.gateway.streaming import ChatStream, stream_chunks, whole_result
-from conveyor.observability.metrics import MetricsRecorder, watch_breakers
 
 log = structlog.get_logger("conveyor.gateway")
 
@@ -65,7 +73,9 @@ class Gateway:
     ``budget`` defaults to ``AdmitAllBudget`` (admits all), ``recorder`` to
     ``CallCounters`` (in-process counters), ``breakers`` to a registry with the config's
     breaker settings; ``policies`` (tenants' limits and model overrides) to none.
-    ``environ`` is where ``api_key_env`` variables are read.
+    ``hooks`` are plugins on every attempt and chunk, called in order (``hooks.py``).
+    ``environ`` is where ``api_key_env`` variables are read; a variable that is named and
+    unset is a ConfigurationError here, so a gateway that exists has its keys.
     """
 
     def __init__(
@@ -79,6 +89,7 @@ class Gateway:
         cache: ResponseCache | None = None,
         rng: random.Random | None = None,
         environ: Mapping[str, str] | None = None,
+        hooks: Sequence[LLMHook] = (),
     ) -> None:
         env = os.environ if environ is None else environ
         self.config = config
@@ -89,7 +100,7 @@ class Gateway:
         self.policies = policies
         self.cache = cache
         self._closers: list[Callable[[], Awaitable[None]]] = []
-        keys = {name: p.resolve_api_key(name, env) for name, p in config.providers.items()}
+        keys = config.api_keys(env)
         self._pools = HostPools(config.providers)
         self.endpoints = {
             name: Endpoint.for_provider(
@@ -102,14 +113,17 @@ class Gateway:
             for name, provider in config.providers.items()
         }
         retry: CallRetryPolicy = config.retry.policy()
-        # The process's Prometheus metrics see every attempt and every breaker change.
-        self._services = Services(self.breakers, self.budget, MetricsRecorder(self.recorder))
-        watch_breakers(self.breakers)
+        self.hooks = HookChain(hooks)
+        self._services = Services(self.breakers, self.budget, self.recorder, self.hooks)
         self._failover = Failover(self._services, retry, rng)
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, store: GatewayStore | None = None
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        store: GatewayStore | None = None,
+        hooks: Sequence[LLMHook] = (),
     ) -> Gateway:
         """A gateway from ``CONVEYOR_LLM_CONFIG``; ConfigurationError when it is unset.
 
@@ -122,12 +136,17 @@ class Gateway:
                 "(see docs/gateway.md)"
             )
         if store is None:
-            return cls(config, environ=environ)
-        return cls.with_store(config, store, environ=environ)
+            return cls(config, environ=environ, hooks=hooks)
+        return cls.with_store(config, store, environ=environ, hooks=hooks)
 
     @classmethod
     def with_store(
-        cls, config: GatewayConfig, store: GatewayStore, *, environ: Mapping[str, str] | None = None
+        cls,
+        config: GatewayConfig,
+        store: GatewayStore,
+        *,
+        environ: Mapping[str, str] | None = None,
+        hooks: Sequence[LLMHook] = (),
     ) -> Gateway:
         """The gateway a worker runs: budgets, spend limits, policies and ``llm_calls``.
 
@@ -146,6 +165,7 @@ class Gateway:
             policies=TenantPolicies(store),
             cache=ResponseCache(store, config.cache_ttl),
             environ=env,
+            hooks=hooks,
         )
         gateway._closers.append(log.aclose)
         if buckets is not store:
@@ -153,6 +173,11 @@ class Gateway:
             if closer is not None:
                 gateway._closers.append(closer)
         return gateway
+
+    async def record(self, record: CallRecord) -> None:
+        """Account an attempt made by another gateway built from this one's config (an
+        isolated task's child process): the recorder and the hooks get it as their own."""
+        await self._services.record(record)
 
     def pool_of(self, provider: str) -> HostPool:
         """The host pool a provider's requests go through."""
@@ -297,7 +322,8 @@ class Gateway:
 
     async def _complete(self, attempt: Attempt) -> ChatResult:
         endpoint = self.endpoints[attempt.target.provider]
-        done = await endpoint.complete(attempt.call.request_for(attempt.target))
+        request = attempt.call.request_for(attempt.target, attempt.info.headers)
+        done = await endpoint.complete(request)
         result = whole_result(attempt, done.reply, done.latency, done.ttft)
         await attempt.settle(
             CallOutcome.OK,

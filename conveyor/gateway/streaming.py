@@ -24,6 +24,7 @@ from conveyor.gateway.budgets.budget import CHARS_PER_TOKEN
 from conveyor.gateway.chat import ChatChunk, ChatResult
 from conveyor.gateway.endpoint import Endpoint, Timed
 from conveyor.gateway.failover import Failover, failure_kind
+from conveyor.gateway.hooks import AttemptInfo, HookChain
 from conveyor.gateway.providers import Reply
 
 
@@ -164,7 +165,8 @@ class StreamAssembly:
 
 async def open_stream(endpoints: Mapping[str, Endpoint], attempt: Attempt) -> Opened:
     """Start a stream and read up to its first token, so failures before it can retry."""
-    pieces = endpoints[attempt.target.provider].stream(attempt.call.request_for(attempt.target))
+    request = attempt.call.request_for(attempt.target, attempt.info.headers)
+    pieces = endpoints[attempt.target.provider].stream(request)
     head: list[Timed] = []
     try:
         async for timed in pieces:
@@ -189,15 +191,16 @@ async def stream_chunks(
     call = await opening()
     opened = await failover.first_success(call, functools.partial(open_stream, endpoints))
     assembly = StreamAssembly(opened.attempt)
+    relay = _Relay(on_chunk, failover.services.hooks, opened.attempt.info)
     try:
         for timed in opened.head:
             assembly.add(timed)
             if timed.piece.text:
-                yield _relayed(ChatChunk(timed.piece.text), on_chunk)
+                yield relay(ChatChunk(timed.piece.text))
         async for timed in opened.rest:
             assembly.add(timed)
             if timed.piece.text:
-                yield _relayed(ChatChunk(timed.piece.text), on_chunk)
+                yield relay(ChatChunk(timed.piece.text))
     except LLMAttemptError as exc:
         kind = failure_kind(exc)
         await assembly.settle(CallOutcome.of(kind), kind=kind, error=str(exc))
@@ -208,10 +211,24 @@ async def stream_chunks(
         raise
     result = assembly.result()
     await assembly.settle(CallOutcome.OK)
-    yield _relayed(ChatChunk("", result), on_chunk)
+    yield relay(ChatChunk("", result))
 
 
-def _relayed(chunk: ChatChunk, on_chunk: Callable[[], None] | None) -> ChatChunk:
-    if on_chunk is not None:
-        on_chunk()
-    return chunk
+class _Relay:
+    """Tells the caller's ``on_chunk`` and the hooks' about each chunk on its way out."""
+
+    __slots__ = ("_attempt", "_hooks", "_on_chunk")
+
+    def __init__(
+        self, on_chunk: Callable[[], None] | None, hooks: HookChain, attempt: AttemptInfo
+    ) -> None:
+        self._on_chunk = on_chunk
+        self._hooks = hooks if hooks.chunk else None
+        self._attempt = attempt
+
+    def __call__(self, chunk: ChatChunk) -> ChatChunk:
+        if self._on_chunk is not None:
+            self._on_chunk()
+        if self._hooks is not None:
+            self._hooks.on_chunk(chunk, self._attempt)
+        return chunk

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import structlog
 
 from conveyor.core.backoff import FailureBackoff
-from conveyor.errors import ConveyorError, PermanentError
+from conveyor.errors import ConfigurationError, ConveyorError, PermanentError
 from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.params import EffectOwner, NewTask
 from conveyor.store.records import ClaimedTask, EffectStatus
@@ -44,6 +44,7 @@ from conveyor.types import Priority
 
 if TYPE_CHECKING:
     from conveyor.gateway.bound import BoundLLM
+    from conveyor.gateway.gateway import Gateway
     from conveyor.worker.ports import WorkerStore
 
 T = TypeVar("T")
@@ -74,6 +75,7 @@ class TaskContext:
         timeout: float | None = None,
         llm_cache: bool = False,
         database_retry_seconds: float = 30.0,
+        llm: Gateway | None = None,
     ) -> None:
         self.task = TaskInfo(
             id=claimed.id,
@@ -90,6 +92,7 @@ class TaskContext:
         self._trace_context = claimed.trace_context
         self._lease_token = claimed.lease_token
         self._spawned = 0
+        self._gateway = llm
         self._llm: BoundLLM | None = None
         self.deadline = None if timeout is None else self.last_progress + timeout
         """``time.monotonic()`` by which the task times out; None without a timeout."""
@@ -115,16 +118,20 @@ class TaskContext:
 
     @property
     def llm(self) -> BoundLLM:
-        """The process's LLM gateway on behalf of this task: ``await ctx.llm.chat(...)``.
+        """The worker's LLM gateway on behalf of this task: ``await ctx.llm.chat(...)``.
 
         Calls are accounted to this task's tenant and id; every streamed chunk and every
-        finished chat counts as progress (``heartbeat``). Raises ConfigurationError when no
-        gateway is set and ``CONVEYOR_LLM_CONFIG`` is unset. See docs/gateway.md.
+        finished chat counts as progress (``heartbeat``). Raises ConfigurationError when
+        the worker was given no gateway (``CONVEYOR_LLM_CONFIG`` unset). See docs/gateway.md.
         """
         if self._llm is None:
+            if self._gateway is None:
+                raise ConfigurationError(
+                    "no LLM gateway configured; set CONVEYOR_LLM_CONFIG to a .toml or .json "
+                    "file and restart the worker (see docs/gateway.md)"
+                )
             # Imported here: a worker whose agents never call a model does not load httpx.
             from conveyor.gateway.bound import BoundLLM
-            from conveyor.gateway.current import get_gateway
             from conveyor.gateway.scope import CallScope
 
             scope = CallScope(
@@ -135,7 +142,7 @@ class TaskContext:
                 deadline=self.deadline,
             )
             self._llm = BoundLLM(
-                get_gateway(store=self._store),
+                self._gateway,
                 scope,
                 on_progress=self.heartbeat,
                 cache=self._llm_cache,

@@ -1,4 +1,4 @@
-"""The child side of ``isolation="process"``: ``python -m conveyor.worker.isolated_child``.
+"""The child side of ``isolation="process"``, run as ``python -m conveyor.cli.isolated_child``.
 
 Reads one request from stdin (see :mod:`conveyor.worker.isolation`), caps its own address
 space and CPU time, imports the handler, runs it once and writes one JSON reply line. The
@@ -6,8 +6,10 @@ reply goes to a private copy of stdout; the handler's own prints go to stderr, s
 writes can corrupt the reply.
 
 Inside the child the handler gets an :class:`IsolatedContext`: ``ctx.task``, ``ctx.log``
-and ``ctx.heartbeat()`` work as in the worker; ``ctx.once``, ``ctx.step`` and
-``ctx.spawn`` need the worker's database connection and are not available. A handler whose
+and ``ctx.heartbeat()`` work as in the worker, and ``ctx.llm`` (async handlers) calls
+through a gateway built here from the config the worker handed over (see
+:mod:`conveyor.worker.isolation` for what it does not enforce); ``ctx.once``, ``ctx.step``
+and ``ctx.spawn`` need the worker's database connection and are not available. A handler whose
 payload parameter is a pydantic model gets the payload as that model (validated in the worker
 first, so a payload that does not fit fails before a child starts), and a model it returns is
 stored as its JSON, as in the worker.
@@ -27,14 +29,14 @@ import resource
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from typing import IO, Any, NoReturn
 
 import structlog
 from pydantic import BaseModel
 
 from conveyor.app import payload_model
-from conveyor.errors import Cancel, PermanentError, Retry, Snooze
-from conveyor.observability.logging import configure_logging
+from conveyor.errors import Cancel, ConfigurationError, PermanentError, Retry, Snooze
 from conveyor.worker.context import TaskInfo
 from conveyor.worker.outcomes import validated_payload
 
@@ -49,8 +51,9 @@ _OUT_OF_MEMORY = json.dumps(
 class IsolatedContext:
     """What an isolated handler gets instead of a :class:`~conveyor.TaskContext`."""
 
-    def __init__(self, task: TaskInfo) -> None:
+    def __init__(self, task: TaskInfo, llm: Any = None) -> None:
         self.task = task
+        self._llm = llm
         self.log: Any = structlog.get_logger("conveyor.task").bind(
             tenant_id=task.tenant_id,
             task_id=task.id,
@@ -61,6 +64,17 @@ class IsolatedContext:
 
     def heartbeat(self) -> None:
         """Nothing to do: the worker renews the lease while the child process lives."""
+
+    @property
+    def llm(self) -> Any:
+        """The child's gateway on behalf of this task (a ``BoundLLM``), as ``ctx.llm``."""
+        if self._llm is None:
+            raise ConfigurationError(
+                "no LLM gateway in this isolated task: the worker has none (set "
+                "CONVEYOR_LLM_CONFIG and restart it), or the handler is a plain def (only "
+                "async handlers get ctx.llm)"
+            )
+        return self._llm
 
     def once(self, *args: Any, **kwargs: Any) -> NoReturn:
         """Not available in an isolated handler."""
@@ -82,15 +96,19 @@ def _unavailable(name: str) -> NoReturn:
     )
 
 
-def main() -> int:
-    """Serve one request; the exit status is 0 whenever a reply was written."""
+def main(configure_logging: Callable[[str], None]) -> int:
+    """Serve one request; the exit status is 0 whenever a reply was written.
+
+    ``configure_logging(level)`` sets up the child's logging: handed in by the process's
+    entry point (``conveyor.cli.isolated_child``), which sits above observability.
+    """
     request = json.loads(sys.stdin.buffer.read())
     reply_to = _take_stdout()
     _die_with_parent(int(request["parent_pid"]))
     _apply_limits(int(request["limits"]["memory_mb"]), float(request["limits"]["cpu_seconds"]))
     reserve = bytearray(_RESERVE_BYTES)
     try:
-        line = _serve(request)
+        line = _serve(request, configure_logging)
     except MemoryError:
         line = None
     if line is None:
@@ -138,32 +156,66 @@ def _apply_limits(memory_mb: int, cpu_seconds: float) -> None:
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
 
 
-def _serve(request: dict[str, Any]) -> str | None:
+def _serve(request: dict[str, Any], configure_logging: Callable[[str], None]) -> str | None:
     """The reply line, or None when the run ran out of memory."""
     sys.path[:] = request["sys_path"]
     configure_logging(request["log_level"])
+    calls: list[dict[str, Any]] = []
     try:
         handler = _resolve(request["handler"])
-        ctx = IsolatedContext(TaskInfo(**request["task"]))
+        task = TaskInfo(**request["task"])
         payload = request["payload"]
         model = payload_model(handler)  # typed handlers get their model, as in the worker
         if model is not None:
             payload = validated_payload(model, payload)
         if inspect.iscoroutinefunction(handler):
-            result = asyncio.run(handler(ctx, payload))
+            result = asyncio.run(_run_async(handler, task, payload, request.get("llm"), calls))
         else:
-            result = handler(ctx, payload)
+            result = handler(IsolatedContext(task), payload)
         if isinstance(result, BaseModel):
             result = result.model_dump(mode="json")
     except MemoryError:
         return None
     except BaseException as exc:  # a handler's SystemExit is its error too
-        return json.dumps({"error": _describe(exc)})
+        return json.dumps({"error": _describe(exc), "llm_calls": calls})
     try:
-        return json.dumps({"ok": result})
+        return json.dumps({"ok": result, "llm_calls": calls})
     except (TypeError, ValueError) as exc:
         problem = PermanentError(f"handler returned a result that is not JSON: {exc}")
-        return json.dumps({"error": _describe(problem)})
+        return json.dumps({"error": _describe(problem), "llm_calls": calls})
+
+
+class _Records:
+    """The child gateway's recorder: keeps each record for the reply."""
+
+    def __init__(self, into: list[dict[str, Any]]) -> None:
+        self.into = into
+
+    async def record(self, record: Any) -> None:
+        self.into.append(record.to_json())
+
+
+async def _run_async(
+    handler: Any,
+    task: TaskInfo,
+    payload: Any,
+    llm_config: dict[str, Any] | None,
+    calls: list[dict[str, Any]],
+) -> Any:
+    """Run an async handler, with a gateway of its own when the worker handed a config."""
+    if llm_config is None:
+        return await handler(IsolatedContext(task), payload)
+    # Imported only here: an isolated task of a worker without a gateway never loads it.
+    from conveyor.gateway.bound import BoundLLM
+    from conveyor.gateway.config import load_gateway_config
+    from conveyor.gateway.gateway import Gateway
+    from conveyor.gateway.scope import CallScope
+
+    scope = CallScope(
+        tenant_id=task.tenant_id, task_id=task.id, group_id=task.group_id, queue=task.queue
+    )
+    async with Gateway(load_gateway_config(llm_config), recorder=_Records(calls)) as gateway:
+        return await handler(IsolatedContext(task, BoundLLM(gateway, scope)), payload)
 
 
 def _resolve(reference: str) -> Any:
@@ -192,7 +244,3 @@ def _describe(exc: BaseException) -> dict[str, Any]:
         "outcome": outcome,
         "delay": delay,
     }
-
-
-if __name__ == "__main__":
-    sys.exit(main())

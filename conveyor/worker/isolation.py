@@ -1,6 +1,6 @@
 """Run an ``isolation="process"`` handler in a child process under memory and CPU caps.
 
-Each run starts ``python -m conveyor.worker.isolated_child`` (a fresh interpreter, never a
+Each run starts ``python -m conveyor.cli.isolated_child`` (a fresh interpreter, never a
 fork of the event loop), hands it one JSON request on stdin and reads one JSON reply from
 its stdout. The child caps itself with RLIMIT_AS and RLIMIT_CPU before it imports the
 handler, so crossing a cap ends only that child: the worker reports
@@ -10,13 +10,23 @@ The wire format, both ways one JSON document::
 
     request  {"handler": "pkg.mod:func", "payload": {...}, "task": {...TaskInfo},
               "limits": {"memory_mb": 512, "cpu_seconds": 60.0},
-              "sys_path": [...], "parent_pid": 123, "log_level": "INFO"}
-    reply    {"ok": <result>}
+              "sys_path": [...], "parent_pid": 123, "log_level": "INFO",
+              "llm": null | {...GatewayConfig with its keys}}
+    reply    {"ok": <result>, "llm_calls": [...CallRecord]}
            | {"error": {"type", "message", "traceback", "permanent": bool,
-                        "outcome": null | "retry" | "snooze" | "cancel", "delay": float|null}}
+                        "outcome": null | "retry" | "snooze" | "cancel", "delay": float|null},
+              "llm_calls": [...]}
 
 ``outcome`` carries a ``Retry``, ``Snooze`` or ``Cancel`` raised in the child across, so
 those steer the task exactly as they do in the worker.
+
+A worker with a gateway hands the child its config (``llm``; the keys travel over the pipe,
+never the command line or the environment), and the child builds a gateway of its own from
+it for ``ctx.llm``: no global, no re-reading of ``CONVEYOR_LLM_CONFIG``. That gateway has no
+database connection, so it enforces no rate budgets, monthly limits or model overrides; the
+records of its attempts come back in the reply and go through the worker's gateway
+(``Gateway.record``: ``llm_calls`` and the hooks, metrics among them). A child that is killed
+takes its records with it.
 """
 
 from __future__ import annotations
@@ -43,9 +53,10 @@ from conveyor.errors import (
 
 if TYPE_CHECKING:
     from conveyor.app import AgentSpec
+    from conveyor.gateway.gateway import Gateway
     from conveyor.worker.context import TaskInfo
 
-CHILD_MODULE = "conveyor.worker.isolated_child"
+CHILD_MODULE = "conveyor.cli.isolated_child"  # the entry; the child is worker/isolated_child.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,8 @@ async def run_isolated(
     task: TaskInfo,
     payload: dict[str, Any],
     limits: ProcessLimits | None = None,
+    *,
+    llm: Gateway | None = None,
 ) -> Any:
     """Run ``agent``'s handler on ``payload`` in a child process; return its result.
 
@@ -84,6 +97,8 @@ async def run_isolated(
     as themselves, anything else as :class:`IsolatedTaskError`) or
     :class:`IsolationLimitExceeded` when the child crossed a cap. Cancelling the call
     (timeout, cancel request, shutdown) kills the child and its process group at once.
+    With ``llm``, the child builds ``ctx.llm`` from its config and its calls are
+    recorded through it.
     """
     limits = limits or ProcessLimits.of(agent)
     request = {
@@ -94,6 +109,7 @@ async def run_isolated(
         "sys_path": sys.path,
         "parent_pid": os.getpid(),
         "log_level": logging.getLevelName(logging.getLogger().getEffectiveLevel()),
+        "llm": None if llm is None else llm.config.portable(),
     }
     child = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -115,7 +131,24 @@ async def run_isolated(
             await child.wait()
         raise
     assert child.returncode is not None  # communicate() returns after the child exited
-    return _result(agent.name, limits, child.returncode, out)
+    reply = _parse_reply(out)
+    if llm is not None and reply is not None:
+        await _account(llm, reply.get("llm_calls"))
+    return _result(agent.name, limits, child.returncode, reply)
+
+
+async def _account(llm: Gateway, calls: Any) -> None:
+    """Hand the child's LLM records to the worker's gateway."""
+    if not isinstance(calls, list):
+        return
+    from conveyor.gateway.accounting.records import CallRecord
+
+    for data in calls:
+        try:
+            record = CallRecord.from_json(data)
+        except (TypeError, ValueError, KeyError):
+            continue  # a malformed record is the child's bug; the task's outcome stands
+        await llm.record(record)
 
 
 def _child_environment() -> dict[str, str]:
@@ -126,7 +159,9 @@ def _child_environment() -> dict[str, str]:
     return env
 
 
-def _result(agent: str, limits: ProcessLimits, returncode: int, out: bytes) -> Any:
+def _result(
+    agent: str, limits: ProcessLimits, returncode: int, reply: dict[str, Any] | None
+) -> Any:
     """Turn how the child ended into the handler's result or the exception to raise."""
     if returncode < 0:
         signum = -returncode
@@ -142,7 +177,6 @@ def _result(agent: str, limits: ProcessLimits, returncode: int, out: bytes) -> A
             f"the isolated task's process died from {name} (a crash in native code, or its "
             f"{limits.memory_mb} MB memory limit hit where Python could not raise MemoryError)",
         )
-    reply = _parse_reply(out)
     if reply is None:
         raise IsolatedTaskError(
             "ChildExited",

@@ -1,11 +1,12 @@
-"""A worker process: the worker plus maintenance, stopped gracefully by SIGTERM/SIGINT.
+"""A worker process's life: run until SIGTERM/SIGINT, drain, and recycle when asked.
+
+The composition root (``conveyor/cli/worker_root.py``) builds what the process needs and
+calls ``run_process`` with its start-up; this module owns what every worker process does
+whatever it was given: the signals, the start-up race and the drain.
 
 When the worker asks to be recycled (``--max-tasks-per-process``, ``--max-memory``) it
 drains like a SIGTERM, and the process then replaces itself with a fresh interpreter
 running the same command (same pid, so supervisors and orchestrators see no restart).
-
-With ``--metrics-port`` the process serves Prometheus metrics (the worker's and the LLM
-gateway's) from before it opens the database until it exits.
 
 The first signal stops claiming and lets in-flight tasks finish within the grace period
 (the rest are released, no attempt counted); a second signal exits at once, and the
@@ -20,98 +21,63 @@ import contextlib
 import gc
 import os
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
-from conveyor.app import App
-from conveyor.observability.metrics import serve_metrics
-from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
-from conveyor.settings import Settings
-from conveyor.store.database import open_store
-from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
-from conveyor.worker.options import WorkerOptions
+from conveyor.worker.maintenance import Maintenance
 from conveyor.worker.runtime import Worker
 from conveyor.worker.signals import ShutdownSignals
 
 log = structlog.get_logger("conveyor.worker")
 
+Start = Callable[[asyncio.Event, asyncio.Event], Coroutine[Any, Any, str | None]]
+"""``start(stop, started)``: open what the process needs, set ``started`` once the worker
+runs, serve until ``stop`` is set; the recycle reason if the worker asked for one."""
 
-async def serve(
-    app: App,
-    settings: Settings,
-    options: WorkerOptions,
-    *,
-    migrate: bool,
-    maintenance: bool = True,
-    signals: ShutdownSignals | None = None,
-) -> str | None:
-    """Run one worker until a signal stops it; the recycle reason if it asked for one.
+
+async def run_process(start: Start, signals: ShutdownSignals | None = None) -> str | None:
+    """Run ``start`` until a signal stops it; the recycle reason if it asked for one.
 
     ``signals`` installed by the caller at process start carry over a signal that came
-    before this point; a stop asked for while the worker is still starting (waiting for
+    before this point; a stop asked for while the process is still starting (waiting for
     the database, migrating) ends the start-up at once.
     """
     stop = asyncio.Event()
     (signals or ShutdownSignals()).attach(asyncio.get_running_loop(), stop.set)
-    tune_garbage_collector()
-    metrics = (
-        None
-        if options.metrics_port is None
-        else serve_metrics(options.metrics_port, options.metrics_host)
-    )
     started = asyncio.Event()
-    try:
-        main = asyncio.create_task(
-            _serve_worker(app, settings, options, stop, migrate, maintenance, started)
-        )
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not main.done() and not started.is_set():
-            main.cancel()  # stopped before it ever ran: nothing to drain
-            with contextlib.suppress(asyncio.CancelledError):
-                await main
-            return None
-        return await main
-    finally:
-        if metrics is not None:
-            await asyncio.to_thread(metrics.shutdown)  # waits out its poll, up to 0.5 s
-            metrics.server_close()
+    main: asyncio.Task[str | None] = asyncio.create_task(start(stop, started))
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({main, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not main.done() and not started.is_set():
+        main.cancel()  # stopped before it ever ran: nothing to drain
+        with contextlib.suppress(asyncio.CancelledError):
+            await main
+        return None
+    return await main
 
 
-async def _serve_worker(
-    app: App,
-    settings: Settings,
-    options: WorkerOptions,
+async def run_worker(
+    worker: Worker,
     stop: asyncio.Event,
-    migrate: bool,
-    maintenance: bool,
     started: asyncio.Event,
+    maintenance: Maintenance | None = None,
 ) -> str | None:
-    # the pool must hold the claim loop, the flusher and the heartbeat at once
-    pool_settings = settings.model_copy(update={"pool_max_size": max(settings.pool_max_size, 4)})
-    async with open_store(
-        pool_settings, auto_migrate=migrate, wait_seconds=settings.database_wait_seconds
-    ) as store:
-        upkeep = None
-        if maintenance:
-            options_m = MaintenanceOptions(
-                promote_seconds=settings.promote_seconds, reaper_seconds=settings.reaper_seconds
-            )
-            upkeep = asyncio.create_task(Maintenance(store, app.schedules, options_m).run())
-        worker = Worker(app, store, options)
-        watch_worker(worker)
-        try:
-            started.set()
-            await worker.run(stop)
-            # a signal during the recycle drain means stop, not start over
-            return None if stop.is_set() else worker.recycle_reason
-        finally:
-            unwatch_worker(worker)
-            if upkeep is not None:
-                upkeep.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await upkeep
+    """Serve with ``worker`` (and ``maintenance`` alongside) until ``stop``; the recycle
+    reason if the worker asked for one."""
+    upkeep = None if maintenance is None else asyncio.create_task(maintenance.run())
+    try:
+        started.set()
+        await worker.run(stop)
+        # a signal during the recycle drain means stop, not start over
+        return None if stop.is_set() else worker.recycle_reason
+    finally:
+        if upkeep is not None:
+            upkeep.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await upkeep
 
 
 def reexec_self() -> None:

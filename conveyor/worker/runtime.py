@@ -4,6 +4,10 @@ One process holds up to ``concurrency`` tasks in flight as coroutines. It claims
 it can start now (no prefetch hoarding behind slow tasks), wakes on LISTEN/NOTIFY and polls
 with jitter as a fallback, extends all its leases in one statement per heartbeat, and
 commits outcomes in groups: while one batch is being written the next one accumulates.
+
+What it needs it is given: the store, the LLM gateway (``llm``, handed to every task's
+``ctx.llm``; the caller owns and closes it) and the task hooks. ``conveyor worker`` builds
+them once in its composition root (``conveyor/cli/worker_root.py``).
 """
 
 from __future__ import annotations
@@ -15,17 +19,17 @@ import functools
 import os
 import random
 import socket
-import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from conveyor.app import AgentSpec, App
+from conveyor.app import AgentSpec, App, TaskHook
 from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConfigurationError, ConveyorError, DatabaseUnavailable, WorkerCrashed
 from conveyor.store.availability import retry_while_unavailable
@@ -50,6 +54,10 @@ from conveyor.worker.outcomes import (
 from conveyor.worker.ports import WorkerStore
 from conveyor.worker.recorder import OutcomeRecorder
 from conveyor.worker.supervision import supervised
+from conveyor.worker.task_hooks import around_hooks, run_around
+
+if TYPE_CHECKING:
+    from conveyor.gateway.gateway import Gateway
 
 log = structlog.get_logger("conveyor.worker")
 
@@ -69,12 +77,31 @@ class _Running:
 
 
 class Worker:
-    """Runs an App's agents against a store until ``stop`` is set."""
+    """Runs an App's agents against a store until ``stop`` is set.
 
-    def __init__(self, app: App, store: WorkerStore, options: WorkerOptions | None = None) -> None:
+    ``llm`` is the gateway every task's ``ctx.llm`` calls through (None: ``ctx.llm``
+    raises ConfigurationError naming CONVEYOR_LLM_CONFIG); the worker never closes it.
+    ``hooks`` wrap every run, outside the App's own task hooks (the first is outermost).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        store: WorkerStore,
+        options: WorkerOptions | None = None,
+        *,
+        llm: Gateway | None = None,
+        hooks: Sequence[TaskHook] = (),
+    ) -> None:
         self.app = app
         self.store = store
         self.options = options or WorkerOptions()
+        self.llm = llm
+        self.task_hooks = around_hooks([*hooks, *app.task_hooks])
+        # Chosen once: without hooks a run costs no more than before hooks existed.
+        self._run: Callable[[_Running], Awaitable[Any]] = (
+            self._call_hooked if self.task_hooks else self._call
+        )
         queues = self.options.queues or tuple(app.agents)
         missing = [q for q in queues if q not in app.agents]
         if missing:
@@ -181,7 +208,6 @@ class Worker:
                     await helper
             written = await self.recorder.drain(max(opts.grace_seconds, 5.0))
             await listener.stop()
-            await _close_gateway_if_used()
             self._threads.shutdown(wait=False, cancel_futures=True)
             with contextlib.suppress(ConveyorError):  # the row goes silent and is pruned
                 await retry_while_unavailable(
@@ -337,6 +363,7 @@ class Worker:
             timeout=timeout,
             llm_cache=agent.llm_cache,
             database_retry_seconds=self.options.database_retry_seconds,
+            llm=self.llm,
         )
         entry = _Running(task, agent, context)
         self._running[task.id] = entry
@@ -352,12 +379,12 @@ class Worker:
         outcome: Outcome | None = None
         try:
             if timeout is None:  # no deadline to arm: a measurable share of a short task
-                outcome = success(task, await self._call(entry))
+                outcome = success(task, await self._run(entry))
             else:
                 deadline = asyncio.timeout(timeout)
                 try:
                     async with deadline:
-                        result = await self._call(entry)
+                        result = await self._run(entry)
                     outcome = success(task, result)
                 except TimeoutError:
                     if not deadline.expired():
@@ -398,12 +425,16 @@ class Worker:
         if outcome is not None:
             self.recorder.add(outcome)
 
+    def _call_hooked(self, entry: _Running) -> Awaitable[Any]:
+        """Run the handler inside the task hooks."""
+        return run_around(self.task_hooks, entry.context, functools.partial(self._call, entry))
+
     async def _call(self, entry: _Running) -> Any:
         """Run the handler where it belongs: a child process, the loop, or a thread."""
         task, agent = entry.claimed, entry.agent
         if agent.isolation == "process":
             parse_payload(agent, task)  # a payload that does not fit fails before a child starts
-            return await run_isolated(agent, entry.context.task, task.payload)
+            return await run_isolated(agent, entry.context.task, task.payload, llm=self.llm)
         if self._is_async[task.queue]:
             return await agent.handler(entry.context, parse_payload(agent, task))
         payload = parse_payload(agent, task)
@@ -530,13 +561,3 @@ def _log_failure(task: ClaimedTask, exc: Exception, outcome: Outcome) -> None:
         error=str(exc)[:500],
         next=next_step,
     )
-
-
-async def _close_gateway_if_used() -> None:
-    """Close the LLM gateway's connections if an agent used ``ctx.llm`` in this process.
-
-    Looked up in sys.modules: a worker whose agents never call a model never loads it.
-    """
-    current = sys.modules.get("conveyor.gateway.current")
-    if current is not None:
-        await current.close_gateway()

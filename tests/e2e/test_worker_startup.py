@@ -111,3 +111,18 @@ async def test_a_stop_while_waiting_for_the_database_ends_the_wait(
             worker.kill()
             worker.wait()
         await proxy.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_broken_llm_configuration_stops_the_worker_at_start_naming_the_setting(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "worker.log"
+    worker = start_worker(database_dsn, log_path, CONVEYOR_LLM_CONFIG=str(tmp_path / "llm.toml"))
+    code = await exit_code(worker, timeout=30)
+    if code is None:
+        worker.kill()
+        worker.wait()
+    log = log_path.read_text()
+    assert code == 1, log
+    assert "CONVEYOR_LLM_CONFIG" in log and "llm.toml" in log

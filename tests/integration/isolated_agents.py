@@ -69,3 +69,9 @@ def write_typed(ctx: TaskContext, payload: Brief) -> Draft:
     """Receives its payload as a Brief and returns a Draft, in a child process."""
     assert isinstance(payload, Brief)
     return Draft(text=f"{payload.words} words on {payload.topic}", pid=os.getpid())
+
+
+async def ask_model(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """One ``ctx.llm.chat`` from inside the child, through the gateway it built."""
+    reply = await ctx.llm.chat(model="writer", messages=[{"role": "user", "content": "hi"}])
+    return {"pid": os.getpid(), "text": reply.text}

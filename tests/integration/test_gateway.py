@@ -33,7 +33,6 @@ from conveyor.gateway import (
     Gateway,
     Reservation,
     load_gateway_config,
-    set_gateway,
 )
 from conveyor.mock_llm import MockConfig, MockLLM, count_prompt_tokens, derived_reply
 from conveyor.store.records import ClaimedTask
@@ -340,25 +339,17 @@ def claimed(task_id: int = 7) -> ClaimedTask:
 async def test_ctx_llm_fills_in_the_task_and_streams_keep_it_alive(
     mock: MockLLM, gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    set_gateway(gateway)
-    try:
-        ctx = TaskContext(claimed())
-        beats: list[float] = []
-        monkeypatch.setattr(ctx, "heartbeat", lambda: beats.append(time.monotonic()))
-        result = await ctx.llm.chat(model="openai/mock-gpt", messages=MESSAGES)
-        chunks = await collect(ctx.llm.stream(model="ollama/mock-llama", messages=MESSAGES))
-    finally:
-        set_gateway(None)
+    ctx = TaskContext(claimed(), llm=gateway)
+    beats: list[float] = []
+    monkeypatch.setattr(ctx, "heartbeat", lambda: beats.append(time.monotonic()))
+    result = await ctx.llm.chat(model="openai/mock-gpt", messages=MESSAGES)
+    chunks = await collect(ctx.llm.stream(model="ollama/mock-llama", messages=MESSAGES))
     assert result.completion_tokens == 16 and len(beats) == 1 + len(chunks)
     counters = gateway.recorder
     assert isinstance(counters, CallCounters) and counters.last is not None
     assert (counters.last.tenant_id, counters.last.task_id) == ("acme", 7)
 
 
-async def test_ctx_llm_without_a_gateway_says_what_to_set(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.delenv("CONVEYOR_LLM_CONFIG", raising=False)
-    set_gateway(None)
+async def test_ctx_llm_without_a_gateway_says_what_to_set() -> None:
     with pytest.raises(ConfigurationError, match="set CONVEYOR_LLM_CONFIG"):
         _ = TaskContext(claimed()).llm

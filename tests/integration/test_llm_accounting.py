@@ -17,7 +17,7 @@ import pytest
 from conveyor import App, NewTask, TaskContext, TaskState
 from conveyor.core.partitions import Month
 from conveyor.errors import BudgetRefused, LLMUnavailable, PermanentError, SpendLimitExceeded
-from conveyor.gateway import CallScope, Gateway, load_gateway_config, set_gateway
+from conveyor.gateway import CallScope, Gateway, load_gateway_config
 from conveyor.gateway.budgets.budget import estimate_prompt_tokens
 from conveyor.mock_llm import MockConfig, MockLLM
 from conveyor.store.params import TenantAgentUpdate
@@ -232,16 +232,13 @@ async def test_agents_calls_are_accounted_to_their_task_and_an_empty_budget_kill
     await store.create_tenant("paying")
     await store.create_tenant("broke")
     await store.set_tenant_llm_limits("broke", monthly_token_budget=0)
-    set_gateway(gateway(store, mock.url))
-    try:
+    async with gateway(store, mock.url) as llm:  # closing it writes its call log
         await store.create_group("paying", "launch")
         paid = await store.enqueue(NewTask("copywriter", tenant_id="paying", group_id="launch"))
         refused = await store.enqueue(NewTask("copywriter", tenant_id="broke"))
-        async with running(app, store):
+        async with running(app, store, llm=llm):
             done = await settle(store, paid.task_id)
             dead = await settle(store, refused.task_id)
-    finally:
-        set_gateway(None)  # the worker closed it (and wrote its call log) on shutdown
     assert done.state is TaskState.SUCCEEDED
     assert dead.state is TaskState.DEAD and dead.attempts == 1  # permanent: not retried
     assert dead.last_error is not None and "monthly tokens" in str(dead.last_error)
@@ -271,10 +268,9 @@ async def test_deterministic_calls_of_an_opted_in_agent_are_answered_from_the_ca
 
     await store.create_tenant("acme")
     await store.create_tenant("other")
-    set_gateway(gateway(store, mock.url))
-    try:
+    async with gateway(store, mock.url) as llm:
         results = []
-        async with running(app, store, concurrency=1):  # one at a time: each sees the last
+        async with running(app, store, llm=llm, concurrency=1):  # each sees the last
             for queue, tenant, payload in [
                 ("seo", "acme", {"t": 0}),
                 ("seo", "acme", {"t": 0}),  # the same call: the cache answers
@@ -284,8 +280,6 @@ async def test_deterministic_calls_of_an_opted_in_agent_are_answered_from_the_ca
             ]:
                 task = await store.enqueue(NewTask(queue, payload, tenant_id=tenant))
                 results.append((await settle(store, task.task_id)).result)
-    finally:
-        set_gateway(None)
     assert [r["cached"] for r in results if r is not None] == [False, True, False, False, False]
     assert results[0] is not None and results[1] is not None
     assert results[1]["text"] == results[0]["text"]

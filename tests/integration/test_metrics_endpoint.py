@@ -14,7 +14,8 @@ from conveyor.core.breaker import BreakerOutcome, BreakerSettings
 from conveyor.errors import ConfigurationError
 from conveyor.gateway.accounting.records import CallOutcome, CallRecord
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.observability.metrics import MetricsRecorder, serve_metrics, watch_breakers
+from conveyor.observability.gateway_metrics import GatewayMetrics, watch_breakers
+from conveyor.observability.metrics import serve_metrics
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ async def test_metrics_are_scraped_in_the_text_format(server: WSGIServer) -> Non
     ticket = breakers.allow("scraped", "m1")
     assert ticket is not None
     breakers.record("scraped", "m1", ticket, BreakerOutcome.FAILURE)  # opens it
-    await MetricsRecorder().record(
+    await GatewayMetrics().after_attempt(
         CallRecord(
             tenant_id="t1",
             task_id=None,
@@ -53,7 +54,8 @@ async def test_metrics_are_scraped_in_the_text_format(server: WSGIServer) -> Non
             stream=False,
             status=503,
             latency=0.2,
-        )
+        ),
+        None,
     )
 
     async with httpx.AsyncClient() as client:

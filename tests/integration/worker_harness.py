@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from conveyor import App
+from conveyor.app import TaskHook
+from conveyor.gateway import Gateway
 from conveyor.store.postgres import PostgresStore
 from conveyor.store.records import TaskRecord
 from conveyor.worker.options import WorkerOptions
@@ -16,10 +18,21 @@ from conveyor.worker.runtime import Worker
 
 
 @asynccontextmanager
-async def running(app: App, store: PostgresStore, **options: Any) -> AsyncIterator[Worker]:
-    """A worker serving ``app`` until the block ends, with a fast promoter alongside."""
+async def running(
+    app: App,
+    store: PostgresStore,
+    *,
+    llm: Gateway | None = None,
+    hooks: Sequence[TaskHook] = (),
+    **options: Any,
+) -> AsyncIterator[Worker]:
+    """A worker serving ``app`` until the block ends, with a fast promoter alongside.
+
+    ``llm`` and ``hooks`` are handed to the worker as a composition root would; the test
+    owns the gateway (the worker does not close it).
+    """
     opts = {"poll_seconds": 0.1, "heartbeat_seconds": 0.2, "lease_seconds": 5, **options}
-    worker = Worker(app, store, WorkerOptions(**opts))
+    worker = Worker(app, store, WorkerOptions(**opts), llm=llm, hooks=hooks)
     stop = asyncio.Event()
 
     async def promote() -> None:

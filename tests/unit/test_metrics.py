@@ -1,5 +1,5 @@
-"""Prometheus metrics: the recorder counts attempts and tees them on, the breaker gauge
-follows the breakers, and the worker collector reads a worker at scrape time.
+"""Prometheus metrics: the gateway plugin counts attempts, the breaker gauge follows the
+breakers, and the worker collector reads a worker at scrape time.
 
 Every metric lives on the shared ``REGISTRY``, so each test uses labels of its own.
 """
@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 
 from conveyor.core.breaker import BreakerOutcome, BreakerSettings
-from conveyor.gateway.accounting.records import CallCounters, CallOutcome, CallRecord
+from conveyor.gateway.accounting.records import CallOutcome, CallRecord
 from conveyor.gateway.breakers import BreakerRegistry
-from conveyor.observability import metrics
-from conveyor.observability.metrics import REGISTRY, MetricsRecorder, watch_breakers
+from conveyor.gateway.hooks import HookChain
+from conveyor.observability.gateway_metrics import GatewayMetrics, watch_breakers
+from conveyor.observability.metrics import REGISTRY
 from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
 
 
@@ -39,14 +40,18 @@ def sample(name: str, **labels: str) -> float | None:
     return REGISTRY.get_sample_value(name, labels)
 
 
-async def test_the_recorder_counts_outcomes_and_tokens_and_tees_to_inner() -> None:
-    inner = CallCounters()
-    recorder = MetricsRecorder(inner)
-    await recorder.record(
-        attempt("rec", CallOutcome.OK, prompt_tokens=120, completion_tokens=30, latency=0.8)
+async def test_the_plugin_counts_outcomes_and_tokens() -> None:
+    hook = GatewayMetrics()
+    await hook.after_attempt(
+        attempt("rec", CallOutcome.OK, prompt_tokens=120, completion_tokens=30, latency=0.8),
+        None,
     )
-    await recorder.record(attempt("rec", CallOutcome.OK, prompt_tokens=80, latency=1.2, ttft=0.3))
-    await recorder.record(attempt("rec", CallOutcome.RATE_LIMITED, status=429, latency=0.1))
+    await hook.after_attempt(
+        attempt("rec", CallOutcome.OK, prompt_tokens=80, latency=1.2, ttft=0.3), None
+    )
+    await hook.after_attempt(
+        attempt("rec", CallOutcome.RATE_LIMITED, status=429, latency=0.1), None
+    )
 
     target = {"provider": "rec", "model": "m1"}
     assert sample("conveyor_llm_calls_total", **target, outcome="ok") == 2
@@ -58,16 +63,13 @@ async def test_the_recorder_counts_outcomes_and_tokens_and_tees_to_inner() -> No
     assert sample("conveyor_llm_call_seconds_sum", **target) == pytest.approx(2.1)
     assert sample("conveyor_llm_call_seconds_bucket", **target, le="1.0") == 2
     assert sample("conveyor_llm_ttft_seconds_count", **target) == 1
-    # ... and the wrapped recorder saw every record unchanged
-    assert inner.count(provider="rec") == 3
-    assert inner.prompt_tokens[("rec", "m1")] == 200
 
 
 async def test_attempts_that_sent_nothing_have_no_latency() -> None:
-    recorder = MetricsRecorder()  # no inner recorder: only count
+    hook = GatewayMetrics()
     for outcome in (CallOutcome.CIRCUIT_OPEN, CallOutcome.BUDGET_REFUSED, CallOutcome.CACHED):
-        await recorder.record(attempt("unsent", outcome))
-    await recorder.record(attempt("unsent", CallOutcome.TIMEOUT, latency=30.0))
+        await hook.after_attempt(attempt("unsent", outcome), None)
+    await hook.after_attempt(attempt("unsent", CallOutcome.TIMEOUT, latency=30.0), None)
     target = {"provider": "unsent", "model": "m1"}
     assert sample("conveyor_llm_calls_total", **target, outcome="circuit_open") == 1
     assert sample("conveyor_llm_calls_total", **target, outcome="cached") == 1
@@ -75,17 +77,10 @@ async def test_attempts_that_sent_nothing_have_no_latency() -> None:
     assert sample("conveyor_llm_rate_limited_total", provider="unsent") is None
 
 
-def test_the_outcome_names_the_module_relies_on_are_call_outcomes() -> None:
-    names = {outcome.value for outcome in CallOutcome}
-    assert names >= metrics._NOT_SENT
-    assert CallOutcome.RATE_LIMITED.value == metrics._RATE_LIMITED
-
-
-async def test_a_record_the_metrics_cannot_count_still_reaches_inner() -> None:
-    inner = CallCounters()
-    # a negative count makes Counter.inc raise: the record must reach accounting anyway
-    await MetricsRecorder(inner).record(attempt("broken", CallOutcome.OK, prompt_tokens=-1))
-    assert inner.count(provider="broken") == 1
+async def test_a_record_the_metrics_cannot_count_fails_nothing() -> None:
+    # a negative count makes Counter.inc raise: the chain logs it and goes on
+    chain = HookChain([GatewayMetrics()])
+    await chain.after_attempt(attempt("broken", CallOutcome.OK, prompt_tokens=-1), None)
 
 
 @dataclass

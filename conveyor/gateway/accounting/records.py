@@ -9,11 +9,13 @@ test or a process's own use, lost when the process ends.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from conveyor.core.llm_errors import FailureKind
 
@@ -66,6 +68,21 @@ class CallRecord:
     status: int | None = None
     error: str | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as JSON data (how an isolated child hands its records to the worker)."""
+        data = dataclasses.asdict(self)
+        data["outcome"] = self.outcome.value
+        data["at"] = self.at.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CallRecord:
+        """The record ``to_json`` gave."""
+        fields = dict(data)
+        fields["outcome"] = CallOutcome(fields["outcome"])
+        fields["at"] = datetime.fromisoformat(fields["at"])
+        return cls(**fields)
 
 
 class CallRecorder(Protocol):
