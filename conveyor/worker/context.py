@@ -25,6 +25,7 @@ worker hands the task back without counting an attempt.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import inspect
 import json
@@ -36,7 +37,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import structlog
 
 from conveyor.core.backoff import FailureBackoff
-from conveyor.errors import ConfigurationError, ConveyorError, PermanentError
+from conveyor.errors import (
+    ConfigurationError,
+    ConveyorError,
+    DatabaseUnavailable,
+    PermanentError,
+)
 from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.params import EffectOwner, NewTask
 from conveyor.store.records import ClaimedTask, EffectStatus
@@ -48,6 +54,12 @@ if TYPE_CHECKING:
     from conveyor.worker.ports import WorkerStore
 
 T = TypeVar("T")
+
+# Set while ctx.once_in_transaction's fn runs: a nested store call would need a second
+# pooled connection while fn holds one (enough such runs at once starve the pool).
+_IN_TRANSACTIONAL_EFFECT: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "conveyor_in_transactional_effect", default=False
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +111,9 @@ class TaskContext:
         self._llm_cache = llm_cache
         self._once_locks: dict[str, asyncio.Lock] | None = None
         self._database_retry_seconds = database_retry_seconds
+        self.database_gave_up: DatabaseUnavailable | None = None
+        """The error a store call of this run gave up with after retrying through an outage
+        (the worker then releases the task without charging an attempt)."""
 
     @property
     def log(self) -> Any:
@@ -202,7 +217,11 @@ class TaskContext:
         tenant, ledger_key = self.task.tenant_id, f"tx:{key}"
 
         async def effect(conn: Any) -> Any:
-            return await _call_json(ledger_key, fn, (conn, *args))
+            token = _IN_TRANSACTIONAL_EFFECT.set(True)
+            try:
+                return await _call_json(ledger_key, fn, (conn, *args))
+            finally:
+                _IN_TRANSACTIONAL_EFFECT.reset(token)
 
         stored = await self._durably(
             lambda: store.run_effect_in_transaction(
@@ -289,9 +308,10 @@ class TaskContext:
             except ConveyorError as exc:  # the key passes on once this lease is gone
                 self.log.warning("effect_not_abandoned", key=key, error=str(exc))
             raise
-        # Recording is retried through a lost connection: the effect has happened, and a
-        # run that gave up here would do it again. complete_effect is safe to repeat.
-        stored = await self._durably(lambda: store.complete_effect(owner, result))
+        # Recording is retried through a lost connection, and shielded from the run's own
+        # timeout, stall detection and shutdown: the effect has happened, and a run that
+        # gave up here would do it again. complete_effect is safe to repeat.
+        stored = await asyncio.shield(self._durably(lambda: store.complete_effect(owner, result)))
         self.heartbeat()
         return stored.result if stored.recorded else result
 
@@ -302,15 +322,26 @@ class TaskContext:
         DatabaseUnavailable propagates, and the worker releases the task without charging
         an attempt.
         """
-        return await retry_while_unavailable(
-            call,
-            what="task",
-            seconds=self._database_retry_seconds,
-            backoff=FailureBackoff(base=0.05, cap=2.0),
-            log=self.log,
-            log_each=False,
-            level="debug",  # the worker's own loops report the outage once, not every run
-        )
+        if _IN_TRANSACTIONAL_EFFECT.get():
+            raise RuntimeError(
+                "ctx.step, ctx.once and ctx.spawn cannot run inside ctx.once_in_transaction's "
+                "fn: it holds a connection, and a second one from the same pool can starve "
+                "the worker; do that work before or after, or through fn's own conn"
+            )
+        try:
+            return await retry_while_unavailable(
+                call,
+                what="task",
+                seconds=self._database_retry_seconds,
+                backoff=FailureBackoff(base=0.05, cap=2.0),
+                log=self.log,
+                log_each=False,
+                level="debug",  # the worker's own loops report the outage once, not every run
+            )
+        except DatabaseUnavailable as exc:
+            if exc.retryable:
+                self.database_gave_up = exc  # the worker releases the task for this one
+            raise
 
     def _require_store(self, what: str) -> WorkerStore:
         if self._store is None:

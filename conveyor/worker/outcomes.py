@@ -12,14 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor.app import AgentSpec
 from conveyor.core.failure import GiveUp, decide_after_failure
-from conveyor.errors import (
-    Cancel,
-    DatabaseUnavailable,
-    IsolatedTaskError,
-    PermanentError,
-    Retry,
-    Snooze,
-)
+from conveyor.errors import Cancel, PermanentError, Retry, Snooze, TaskOutcome
 from conveyor.store.params import Finish, LeaseRef, RetryLease
 from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
@@ -66,21 +59,29 @@ def _printable(text: str) -> str:
     return text.replace("\x00", "\\0") if "\x00" in text else text
 
 
-def caused_by_lost_database(exc: BaseException) -> bool:
+def caused_by_lost_database(exc: BaseException, gave_up: BaseException | None) -> bool:
     """True when a run failed only because Conveyor's database was out of reach.
 
-    Looks through the chain of causes (a handler may wrap the error) and at what an
-    isolated child reported. Such a run is released, not charged an attempt.
+    ``gave_up`` is the DatabaseUnavailable that the task's own store calls (``ctx.step``,
+    ``ctx.once``, ...) gave up with after retrying; only that very error, raised as is or
+    wrapped by the handler, releases the task without charging an attempt. A handler's own
+    decision (Retry, Snooze, Cancel, PermanentError) stands, and so does an error it chose
+    to hide (``raise ... from None``): anything else the handler raises is its own error.
     """
+    if gave_up is None or isinstance(exc, TaskOutcome):
+        return False
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
+        if current is gave_up:
+            return True
         seen.add(id(current))
-        if isinstance(current, DatabaseUnavailable) and current.retryable:
-            return True
-        if isinstance(current, IsolatedTaskError) and current.error_type == "DatabaseUnavailable":
-            return True
-        current = current.__cause__ or current.__context__
+        if current.__cause__ is not None:
+            current = current.__cause__
+        elif current.__suppress_context__:
+            return False
+        else:
+            current = current.__context__
     return False
 
 

@@ -258,8 +258,9 @@ class Worker:
                     full = await self._claim_available()
                     self._claim_backoff.succeeded()
                 except ConveyorError as exc:
-                    # a claim that failed on a lost connection may have committed
-                    self._claim_uncertain = isinstance(exc, DatabaseUnavailable)
+                    # a claim that failed on a lost connection may have committed; the flag
+                    # stays set until a sweep of what it may have leased succeeds
+                    self._claim_uncertain |= isinstance(exc, DatabaseUnavailable)
                     delay = self._claim_backoff.failed(random.random)
                     log.warning("claim_failed", error=str(exc), retry_in=round(delay, 2))
                     await asyncio.wait({stopper}, timeout=delay)
@@ -405,7 +406,7 @@ class Worker:
                 )
             # _LOST: another worker owns the task now; record nothing
         except Exception as exc:
-            if caused_by_lost_database(exc):
+            if caused_by_lost_database(exc, entry.context.database_gave_up):
                 # not the task's fault: hand it back without counting the attempt
                 log.warning(
                     "task_released",

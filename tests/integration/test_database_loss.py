@@ -24,7 +24,7 @@ from conveyor.types import TaskState
 from conveyor.worker.options import WorkerOptions
 from conveyor.worker.recorder import OutcomeRecorder
 from conveyor.worker.runtime import Worker
-from tests.integration.worker_harness import running
+from tests.integration.worker_harness import running, settle
 from tests.support.databases import with_database
 from tests.support.tcp_proxy import CuttableProxy
 
@@ -347,3 +347,90 @@ async def test_user_code_errors_inside_store_transactions_stay_their_own(
         await store.run_effect_in_transaction("default", "tx:own-timeout", times_out)
     assert await store.get_effect("default", "tx:own-timeout") is None  # rolled back
     assert await store.queue_status() == []  # and the pool is fine
+
+
+async def test_an_effect_s_own_timeout_is_charged_not_released(store: PostgresStore) -> None:
+    runs = 0
+    app = App("own-timeout")
+
+    @app.agent("work", retry=RetryPolicy(max_attempts=1))
+    async def work(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        async def slow(conn: Any) -> None:
+            nonlocal runs
+            runs += 1
+            async with asyncio.timeout(0.01):
+                await conn.execute("SELECT pg_sleep(1)")
+
+        await ctx.once_in_transaction("slow", slow)
+
+    task = await store.enqueue(NewTask("work"))
+    async with running(app, store):
+        record = await settle(store, task.task_id)
+    assert record.state is TaskState.DEAD and record.attempts == 1 and runs == 1
+
+
+async def test_a_handler_s_own_unreachable_database_is_charged(
+    store: PostgresStore, proxy: tuple[CuttableProxy, str]
+) -> None:
+    cuttable, dsn = proxy
+    cuttable.cut()
+    app = App("own-db")
+
+    @app.agent("work", retry=RetryPolicy(max_attempts=2, base=0.01, cap=0.02))
+    async def work(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        # the agent's own connection to some database that is down: its error, not ours
+        await PostgresStore.open(dsn, min_size=1, max_size=1)
+
+    task = await store.enqueue(NewTask("work"))
+    async with running(app, store):
+        record = await settle(store, task.task_id)
+    assert record.state is TaskState.DEAD and record.attempts == 2
+
+
+async def test_store_calls_inside_a_transactional_effect_are_refused(
+    store: PostgresStore,
+) -> None:
+    app = App("nested")
+
+    @app.agent("work", retry=RetryPolicy(max_attempts=1))
+    async def work(ctx: TaskContext, payload: dict[str, Any]) -> None:
+        async def nested(conn: Any) -> None:
+            await ctx.step("inner", lambda: 1)
+
+        await ctx.once_in_transaction("outer", nested)
+
+    task = await store.enqueue(NewTask("work"))
+    async with running(app, store):
+        record = await settle(store, task.task_id)
+    assert record.state is TaskState.DEAD
+    assert record.last_error is not None and "cannot run inside" in record.last_error["message"]
+
+
+async def test_a_once_effect_recorded_during_an_outage_is_not_done_again_after_a_timeout(
+    store: PostgresStore, proxy: tuple[CuttableProxy, str]
+) -> None:
+    cuttable, dsn = proxy
+    runs = 0
+    app = App("shielded")
+
+    @app.agent("work", timeout=1.0, retry=RetryPolicy(max_attempts=2, base=0.01, cap=0.02))
+    async def work(ctx: TaskContext, payload: dict[str, Any]) -> int:
+        def send() -> int:
+            nonlocal runs
+            runs += 1
+            if runs == 1:  # the database goes away right after the effect, for longer
+                cuttable.cut()  # than the run's timeout
+                asyncio.get_running_loop().call_later(1.8, cuttable.restore)
+            return runs
+
+        return int(await ctx.once("email", send))
+
+    task = await store.enqueue(NewTask("work"))
+    proxied = await PostgresStore.open(dsn, min_size=1, max_size=4)
+    try:
+        async with running(app, proxied, lease_seconds=8):
+            record = await settle(store, task.task_id, timeout=30)
+    finally:
+        await proxied.close()
+    assert runs == 1, "the effect ran again"
+    assert record.state is TaskState.SUCCEEDED and record.result == 1

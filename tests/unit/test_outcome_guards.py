@@ -5,30 +5,45 @@ from __future__ import annotations
 
 import json
 
-from conveyor.errors import DatabaseUnavailable, IsolatedTaskError
+from conveyor.errors import Cancel, DatabaseUnavailable, IsolatedTaskError, PermanentError, Retry
 from conveyor.store.params import Finish
 from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
 from conveyor.worker.outcomes import caused_by_lost_database, error_record, success
 
 
-def test_a_lost_database_is_found_through_wrapping_and_isolation() -> None:
-    lost = DatabaseUnavailable("lost the connection")
-    assert caused_by_lost_database(lost)
+def test_only_the_error_the_task_s_store_calls_gave_up_with_releases() -> None:
+    gave_up = DatabaseUnavailable("lost the connection")
+    assert caused_by_lost_database(gave_up, gave_up)
     try:
         try:
-            raise lost
+            raise gave_up
         except DatabaseUnavailable as exc:
             raise RuntimeError("the agent wrapped it") from exc
     except RuntimeError as wrapped:
-        assert caused_by_lost_database(wrapped)
-    assert caused_by_lost_database(IsolatedTaskError("DatabaseUnavailable", "gone"))
+        assert caused_by_lost_database(wrapped, gave_up)
+    # the same kind of error from elsewhere (the handler's own store) is the task's own
+    assert not caused_by_lost_database(DatabaseUnavailable("its own pool"), gave_up)
+    assert not caused_by_lost_database(gave_up, None)
 
 
-def test_the_task_s_own_errors_and_a_wrong_dsn_are_charged() -> None:
-    assert not caused_by_lost_database(ConnectionError("the agent's own API is down"))
-    assert not caused_by_lost_database(DatabaseUnavailable("bad password", retryable=False))
-    assert not caused_by_lost_database(IsolatedTaskError("ValueError", "bad"))
+def test_the_handler_s_own_decisions_stand() -> None:
+    gave_up = DatabaseUnavailable("lost the connection")
+    for decision in (PermanentError("give up"), Retry(), Cancel("stop")):
+        decision.__context__ = gave_up
+        assert not caused_by_lost_database(decision, gave_up)
+    try:
+        try:
+            raise gave_up
+        except DatabaseUnavailable:
+            raise ValueError("hidden on purpose") from None
+    except ValueError as hidden:
+        assert not caused_by_lost_database(hidden, gave_up)
+
+
+def test_the_task_s_own_errors_are_charged() -> None:
+    assert not caused_by_lost_database(ConnectionError("the agent's own API is down"), None)
+    assert not caused_by_lost_database(IsolatedTaskError("DatabaseUnavailable", "gone"), None)
 
 
 def test_error_records_hold_no_nul() -> None:
