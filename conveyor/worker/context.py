@@ -111,6 +111,7 @@ class TaskContext:
         self._llm_cache = llm_cache
         self._once_locks: dict[str, asyncio.Lock] | None = None
         self._database_retry_seconds = database_retry_seconds
+        self._recording: set[asyncio.Future[Any]] = set()
         self.database_gave_up: DatabaseUnavailable | None = None
         """The error a store call of this run gave up with after retrying through an outage
         (the worker then releases the task without charging an attempt)."""
@@ -311,9 +312,18 @@ class TaskContext:
         # Recording is retried through a lost connection, and shielded from the run's own
         # timeout, stall detection and shutdown: the effect has happened, and a run that
         # gave up here would do it again. complete_effect is safe to repeat.
-        stored = await asyncio.shield(self._durably(lambda: store.complete_effect(owner, result)))
+        record = asyncio.ensure_future(self._durably(lambda: store.complete_effect(owner, result)))
+        self._recording.add(record)
+        record.add_done_callback(self._recording.discard)
+        stored = await asyncio.shield(record)
         self.heartbeat()
         return stored.result if stored.recorded else result
+
+    async def records_settled(self) -> None:
+        """Wait for effect records still being written after the run was cancelled (each is
+        bounded by ``database_retry_seconds``); the worker calls this before the outcome."""
+        if self._recording:
+            await asyncio.wait(set(self._recording))
 
     async def _durably(self, call: Callable[[], Awaitable[T]]) -> T:
         """``await call()``, retried with backoff while the database is out of reach.

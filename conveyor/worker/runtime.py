@@ -378,6 +378,7 @@ class Worker:
         task, agent = entry.claimed, entry.agent
         timeout = task.timeout_seconds or agent.timeout
         outcome: Outcome | None = None
+        release = False  # hand the task back without counting the attempt
         try:
             if timeout is None:  # no deadline to arm: a measurable share of a short task
                 outcome = success(task, await self._run(entry))
@@ -396,7 +397,7 @@ class Worker:
             if reason is None:
                 raise  # not ours: the worker itself is being torn down
             if reason == _SHUTDOWN:
-                self.recorder.release(LeaseRef(task.id, task.lease_token))
+                release = True
             elif reason == _STALLED:
                 outcome = failure(task, agent, TaskStalled(agent.stall_timeout or 0.0))
             elif reason == _CANCEL:
@@ -415,14 +416,20 @@ class Worker:
                     reason="database unavailable",
                     error=str(exc)[:500],
                 )
-                self.recorder.release(LeaseRef(task.id, task.lease_token))
+                release = True
             else:
                 outcome = failure(task, agent, exc)
                 _log_failure(task, exc, outcome)
         finally:
+            # An effect record still being written (shielded from this run's timeout or
+            # cancel) lands before the run's outcome: the next attempt must find it. The
+            # task keeps its slot and lease (the heartbeat) until then.
+            await entry.context.records_settled()
             del self._running[task.id]
             self._per_queue[task.queue] -= 1
             self._wake.set()
+        if release:
+            self.recorder.release(LeaseRef(task.id, task.lease_token))
         if outcome is not None:
             self.recorder.add(outcome)
 
