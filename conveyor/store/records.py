@@ -194,3 +194,30 @@ class QueueSettings:
     paused: bool
     max_running: int | None
     aging_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as listed: never its secret, nor the hash of it."""
+
+    id: str
+    tenant_id: str | None
+    """The tenant it acts for; None for an admin key."""
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def admin(self) -> bool:
+        """True for an admin key."""
+        return self.tenant_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCredentials:
+    """What checking a presented key needs: its owner, its secret's hash, whether revoked."""
+
+    id: str
+    tenant_id: str | None
+    secret_hash: bytes
+    revoked: bool

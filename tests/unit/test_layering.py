@@ -356,8 +356,16 @@ def test_every_part_of_the_tree_is_in_the_table() -> None:
         ("conveyor.store.postgres", "fastapi", "only conveyor.api may import fastapi"),
         ("conveyor.worker.process", "starlette.responses", "only conveyor.api may import"),
         ("conveyor.cli.worker", "uvicorn", "only conveyor.api may import uvicorn"),
-        ("conveyor.worker.runtime", "httpx", "only conveyor.gateway and conveyor.client and conveyor.demo may"),
-        ("conveyor.mock_llm.server", "httpx", "only conveyor.gateway and conveyor.client and conveyor.demo may"),
+        (
+            "conveyor.worker.runtime",
+            "httpx",
+            "only conveyor.gateway and conveyor.client and conveyor.demo may",
+        ),
+        (
+            "conveyor.mock_llm.server",
+            "httpx",
+            "only conveyor.gateway and conveyor.client and conveyor.demo may",
+        ),
         ("conveyor.gateway.pools", "aiohttp", "only conveyor.mock_llm may import aiohttp"),
         ("conveyor.gateway.budgets.shared", "redis.asyncio", "only conveyor.gateway.budgets.r"),
         ("conveyor.worker.runtime", "prometheus_client", "only conveyor.observability may"),
