@@ -1,7 +1,16 @@
 """Conveyor: a durable control plane and asyncio worker runtime for AI-agent workloads.
 
-The public surface is exactly ``__all__`` (a test pins it); everything else is internal.
+The public surface is exactly ``__all__`` (a test pins it): the SDK (``App``,
+``TaskContext``, ``NewTask``, the errors and outcomes) and the tenant-bound view of the
+store (``TenantStore``, from ``open_store(...)`` then ``store.for_tenant(tenant_id)``).
+The engine (``conveyor.store.postgres.PostgresStore``, ``conveyor.worker.runtime.Worker``)
+stays importable from its module for operators' tools, but is not part of this surface.
+
+Importing ``conveyor`` does not import the database driver: ``open_store`` loads it on
+first use, so an agent module, the gateway or a client imports without asyncpg.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from conveyor.app import AgentSpec, App
 from conveyor.core.backoff import RetryPolicy
@@ -11,6 +20,7 @@ from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
     DatabaseUnavailable,
+    GroupNotFound,
     InvalidTask,
     LLMError,
     LLMPermanentError,
@@ -30,7 +40,6 @@ from conveyor.errors import (
     UnknownTenant,
 )
 from conveyor.settings import Settings, load_settings
-from conveyor.store.database import open_store
 from conveyor.store.params import (
     NewTask,
     PeriodicTask,
@@ -38,13 +47,17 @@ from conveyor.store.params import (
     QueueLimits,
     ReplayFilter,
     StartRate,
+    TaskListParams,
     TenantAgentUpdate,
 )
-from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import GroupStatus, TaskRecord
+from conveyor.store.tenant import TenantStore
 from conveyor.types import Priority, TaskState
 from conveyor.worker.context import TaskContext
 from conveyor.worker.options import WorkerOptions
-from conveyor.worker.runtime import Worker
+
+if TYPE_CHECKING:
+    from conveyor.store.database import open_store
 
 __version__ = "0.1.0"
 
@@ -56,6 +69,8 @@ __all__ = [
     "ConfigurationError",
     "ConveyorError",
     "DatabaseUnavailable",
+    "GroupNotFound",
+    "GroupStatus",
     "InvalidTask",
     "LLMError",
     "LLMPermanentError",
@@ -67,7 +82,6 @@ __all__ = [
     "PermanentError",
     "PlanUpdate",
     "PlanViolation",
-    "PostgresStore",
     "Priority",
     "QueueLimits",
     "QuotaExceeded",
@@ -81,14 +95,25 @@ __all__ = [
     "StartRate",
     "StoreError",
     "TaskContext",
+    "TaskListParams",
     "TaskNotFound",
     "TaskOutcome",
+    "TaskRecord",
     "TaskState",
     "TenantAgentUpdate",
+    "TenantStore",
     "UnknownTenant",
-    "Worker",
     "WorkerOptions",
     "__version__",
     "load_settings",
     "open_store",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # open_store opens a database, so it brings the driver: load it on first use only.
+    if name == "open_store":
+        from conveyor.store.database import open_store
+
+        return open_store
+    raise AttributeError(f"module 'conveyor' has no attribute {name!r}")

@@ -8,6 +8,8 @@
     │   ├── DatabaseUnavailable   the connection was lost or none could be made (server
     │   │                         down or restarting, network, wrong DSN); `retryable`
     │   │                         says whether trying again later can help
+    │   ├── StoreConflict         a statement lost a race (deadlock, serialization failure,
+    │   │                         statement timeout): trying again later is right
     │   ├── SchemaNotReady        migrations have not been applied; run `conveyor migrate`
     │   └── MigrationError        a migration file failed or the history is inconsistent
     ├── InvalidTask               a task submission is malformed (bad queue, priority, ...)
@@ -74,6 +76,11 @@ class DatabaseUnavailable(StoreError):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class StoreConflict(StoreError):
+    """A statement lost a race with another (a deadlock, a serialization failure, a statement
+    or lock timeout): nothing is wrong with it, and trying again later is right."""
 
 
 class SchemaNotReady(StoreError):

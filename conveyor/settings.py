@@ -31,6 +31,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL", "CONVEYOR_DATABASE_URL"),
         description="PostgreSQL DSN; unset starts the embedded server.",
     )
+    direct_database_url: str | None = Field(
+        default=None,
+        description="DSN of a direct connection (not through a transaction-pooling PgBouncer) "
+        "for LISTEN, migrations and session advisory locks; default: DATABASE_URL.",
+    )
     embedded_dir: Path | None = Field(
         default=None, description="Data folder of the embedded server (default: state dir)."
     )
@@ -79,7 +84,7 @@ class Settings(BaseSettings):
     )
     retention: str = Field(default="90d", description="How long finished tasks are kept.")
 
-    @field_validator("database_url")
+    @field_validator("database_url", "direct_database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         return None if value is None else check_database_url(value)
@@ -97,6 +102,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"CONVEYOR_HEARTBEAT_SECONDS ({self.heartbeat_seconds}) must be at most half of "
                 f"CONVEYOR_LEASE_SECONDS ({self.lease_seconds}), or live tasks lose their leases"
+            )
+        if self.direct_database_url is not None and self.database_url is None:
+            raise ValueError(
+                "CONVEYOR_DIRECT_DATABASE_URL is set without DATABASE_URL; the embedded server "
+                "needs neither: set DATABASE_URL too, or unset both"
             )
         if self.pool_min_size > self.pool_max_size:
             raise ValueError(

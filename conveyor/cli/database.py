@@ -13,17 +13,21 @@ from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
 from conveyor.core.durations import parse_duration
 from conveyor.store.connection import connect
-from conveyor.store.database import resolve_dsn
+from conveyor.store.database import direct_dsn, resolve_dsn
 from conveyor.store.migrate import migrate as apply_migrations
 from conveyor.store.postgres import PostgresStore
 
 
 def migrate(database_url: DatabaseUrl = None) -> None:
-    """Apply pending schema migrations (safe to run from many processes at once)."""
+    """Apply pending schema migrations (safe to run from many processes at once).
+
+    They run on CONVEYOR_DIRECT_DATABASE_URL when it is set: the migration lock is a
+    session lock, which a transaction-pooling PgBouncer cannot hold."""
 
     async def go() -> None:
-        async with resolve_dsn(_settings(database_url)) as dsn:
-            conn = await connect(dsn)
+        settings = _settings(database_url)
+        async with resolve_dsn(settings) as dsn:
+            conn = await connect(direct_dsn(settings, dsn))
             try:
                 applied = await apply_migrations(conn)
             finally:

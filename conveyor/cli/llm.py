@@ -16,8 +16,8 @@ from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
 from conveyor.core.partitions import Month
-from conveyor.store.llm_accounting import TenantLLMPolicy
 from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import TenantLLMPolicy
 
 N = TypeVar("N", int, Decimal)
 

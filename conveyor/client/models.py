@@ -94,6 +94,13 @@ class TaskView(BaseModel):
     finished_at: datetime | None = None
 
 
+class TaskPage(BaseModel):
+    """A page of tasks, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    tasks: list[TaskView]
+    next_cursor: int | None = None
+
+
 class Health(BaseModel):
     """``/healthz`` and ``/readyz``."""
 

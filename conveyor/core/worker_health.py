@@ -22,7 +22,8 @@ class WorkerHealth(StrEnum):
     SILENT = "silent"
     """No heartbeat for longer than a lease: dead or cut off; its leases will be reaped."""
     OVER_CAPACITY = "over-capacity"
-    """Holds more tasks than its concurrency: outcomes are piling up unwritten."""
+    """Holds more than twice its concurrency: outcomes are piling up unwritten. (Up to twice
+    is normal for a busy worker: it claims while the last batch of outcomes is written.)"""
     STUCK = "stuck"
     """Holds tasks but recorded no outcome for longer than the stuck threshold."""
 
@@ -46,7 +47,7 @@ def judge_worker(
         return WorkerHealth.STOPPED
     if report.silent_seconds > lease_seconds:
         return WorkerHealth.SILENT
-    if report.held > report.concurrency:
+    if report.held > 2 * report.concurrency:
         return WorkerHealth.OVER_CAPACITY
     if report.held > 0 and report.seconds_since_outcome > stuck_seconds:
         return WorkerHealth.STUCK

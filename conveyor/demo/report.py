@@ -11,8 +11,7 @@ from rich.table import Table
 
 from conveyor.demo.llm import PROVIDER_RPM, DemoProvider
 from conveyor.store.postgres import PostgresStore
-from conveyor.store.records import Plan
-from conveyor.store.reports import QueueSummary, TenantWaits
+from conveyor.store.records import Plan, QueueSummary, TenantWaits
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from conveyor.gateway.budgets.budget import Budget, BudgetAsk, Reservation
 from conveyor.gateway.chat import ChatRequest, Message
 from conveyor.gateway.model_routes import Target
 from conveyor.gateway.scope import CallScope
-from conveyor.store.llm_accounting import TenantLLMPolicy
+from conveyor.store.records import TenantLLMPolicy
 
 log = structlog.get_logger("conveyor.gateway")
 

@@ -12,7 +12,8 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from conveyor.errors import DatabaseUnavailable, SchemaNotReady, StoreError
+from conveyor.errors import DatabaseUnavailable, SchemaNotReady, StoreConflict, StoreError
+from conveyor.store.dsn import redact_dsn
 
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
 """A connection of its own or one borrowed from the pool: every operation takes either."""
@@ -91,18 +92,16 @@ async def connect(dsn: str, *, statement_cache_size: int = 100) -> asyncpg.Conne
             f"cannot connect to PostgreSQL at {redact_dsn(dsn)}: {exc}",
             retryable=not isinstance(exc, MISCONFIGURED),
         ) from exc
-    await init_connection(conn)
+    try:
+        await init_connection(conn)
+    except BaseException as exc:
+        conn.terminate()  # half-open: never leak it
+        if is_connection_error(exc) or isinstance(exc, asyncpg.PostgresError):
+            raise DatabaseUnavailable(
+                f"lost the connection to PostgreSQL at {redact_dsn(dsn)} while setting it up: {exc}"
+            ) from exc
+        raise
     return conn
-
-
-def redact_dsn(dsn: str) -> str:
-    """``dsn`` with any password replaced, safe to log."""
-    if "://" not in dsn or "@" not in dsn:
-        return dsn
-    scheme, rest = dsn.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}" if ":" in credentials else dsn
 
 
 # Errors that mean the connection (or the server) is gone or going, not that a statement
@@ -132,6 +131,42 @@ def is_connection_error(exc: BaseException) -> bool:
     )
 
 
+# Errors of a statement that lost a race, not of a wrong statement: trying it again later
+# is right (a deadlock, a serialization failure, a statement or lock timeout).
+CONFLICT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.LockNotAvailableError,
+)
+
+_RAISED_BY_USER = "_conveyor_raised_by_user_code"
+
+
+def mark_users_error(exc: BaseException, conn: Conn) -> None:
+    """Mark ``exc``, raised by user code running on ``conn``, to pass the store untranslated.
+
+    User code (``fn`` of ``ctx.once_in_transaction``, the block of ``store.transaction()``)
+    may raise anything, an OSError or a timeout of its own included: that is its error, not
+    a lost database. Only an error of the connection itself, now closed, is ours to handle.
+    """
+    if not (is_connection_error(exc) and _closed(conn)):
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(exc, _RAISED_BY_USER, True)
+
+
+def raised_by_user(exc: BaseException) -> bool:
+    """True for an error ``mark_users_error`` marked."""
+    return bool(getattr(exc, _RAISED_BY_USER, False))
+
+
+def _closed(conn: Conn) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # a pool proxy the pool took back: its connection died
+        return True
+
+
 @asynccontextmanager
 async def translated_errors() -> AsyncIterator[None]:
     """Turn driver errors into Conveyor's, so nothing above the store sees asyncpg."""
@@ -142,6 +177,10 @@ async def translated_errors() -> AsyncIterator[None]:
             f"the Conveyor schema is missing ({exc}); run `conveyor migrate`"
         ) from exc
     except BaseException as exc:
+        if raised_by_user(exc):
+            raise
+        if isinstance(exc, CONFLICT_ERRORS):
+            raise StoreConflict(f"database conflict, try again: {exc}") from exc
         if is_connection_error(exc):
             raise DatabaseUnavailable(
                 f"lost the connection to PostgreSQL ({type(exc).__name__}: {exc})"
@@ -163,6 +202,8 @@ async def pooled(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
         try:
             yield conn
         except BaseException as exc:
+            if raised_by_user(exc):
+                raise
             if is_connection_error(exc) or isinstance(exc, asyncio.CancelledError):
                 # cancelled mid-statement: the protocol state is unknown as well. A
                 # connection the server dropped is already back with the pool (asyncpg

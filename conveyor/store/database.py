@@ -11,7 +11,8 @@ import asyncpg
 from conveyor.core.backoff import FailureBackoff
 from conveyor.settings import Settings
 from conveyor.store.availability import retry_while_unavailable
-from conveyor.store.connection import connect, redact_dsn
+from conveyor.store.connection import connect
+from conveyor.store.dsn import redact_dsn
 from conveyor.store.embedded import EmbeddedPostgres
 from conveyor.store.migrate import migrate, require_current_schema
 from conveyor.store.postgres import PostgresStore
@@ -29,6 +30,13 @@ async def resolve_dsn(settings: Settings) -> AsyncIterator[str]:
         yield dsn
     finally:
         server.stop()
+
+
+def direct_dsn(settings: Settings, dsn: str) -> str:
+    """The DSN for LISTEN, migrations and session advisory locks, which need a connection of
+    their own (not one of PgBouncer's in transaction mode): CONVEYOR_DIRECT_DATABASE_URL,
+    else ``dsn`` (DATABASE_URL or the embedded server)."""
+    return settings.direct_database_url or dsn
 
 
 async def connect_when_ready(
@@ -54,10 +62,14 @@ async def open_store(
 ) -> AsyncIterator[PostgresStore]:
     """A ready store. With ``auto_migrate`` pending migrations are applied first; without,
     a database that lacks them raises SchemaNotReady. A server that is not reachable yet
-    is waited for up to ``wait_seconds`` (a worker started together with its database)."""
+    is waited for up to ``wait_seconds`` (a worker started together with its database).
+
+    The pool connects to DATABASE_URL; migrations, the schema check and ``store.direct_dsn``
+    (the worker's LISTEN) use the direct DSN (see :func:`direct_dsn`)."""
     async with resolve_dsn(settings) as dsn:
+        direct = direct_dsn(settings, dsn)
         conn = await connect_when_ready(
-            dsn, wait_seconds=wait_seconds, statement_cache_size=settings.statement_cache_size
+            direct, wait_seconds=wait_seconds, statement_cache_size=settings.statement_cache_size
         )
         try:
             if auto_migrate:
@@ -73,6 +85,7 @@ async def open_store(
             statement_cache_size=settings.statement_cache_size,
             fairness=settings.fairness,
         )
+        store.direct_dsn = direct
         try:
             yield store
         finally:

@@ -9,47 +9,13 @@ so a crash never wedges a key; a failed effect is abandoned so the next attempt 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 from conveyor.errors import StoreError
-from conveyor.store.connection import Conn
+from conveyor.store.connection import Conn, mark_users_error
+from conveyor.store.params import EffectOwner
+from conveyor.store.records import EffectRecord, EffectStatus
 from conveyor.store.sql import q
-
-
-class EffectStatus(StrEnum):
-    """What ``begin_effect`` found."""
-
-    DONE = "done"
-    """Recorded before: use ``result``, do not run the effect."""
-    OWNED = "owned"
-    """The caller owns the key now: run the effect, then complete or abandon it."""
-    BUSY = "busy"
-    """Another running lease is running the effect: wait and ask again."""
-
-
-@dataclass(frozen=True, slots=True)
-class EffectRecord:
-    """A ledger answer: the status and, when done, the recorded result."""
-
-    status: EffectStatus
-    result: Any = None
-
-    @property
-    def recorded(self) -> bool:
-        """True when a result is recorded."""
-        return self.status is EffectStatus.DONE
-
-
-@dataclass(frozen=True, slots=True)
-class EffectOwner:
-    """The lease that runs an effect."""
-
-    tenant_id: str
-    key: str
-    task_id: int
-    lease_token: int
 
 
 async def begin_effect(conn: Conn, owner: EffectOwner) -> EffectRecord:
@@ -140,6 +106,10 @@ async def run_effect_in_transaction(
                     "use one form (ctx.once or ctx.once_in_transaction) per key"
                 )
             return found
-        result = await effect(conn)
+        try:
+            result = await effect(conn)
+        except BaseException as exc:
+            mark_users_error(exc, conn)  # fn's own error: the task's, not a lost database
+            raise
         await conn.execute(q("complete_effect_in_transaction"), tenant_id, key, result)
     return EffectRecord(EffectStatus.DONE, result)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from conveyor.errors import TaskNotFound
 from conveyor.store.connection import Conn
-from conveyor.store.params import Finish, RetryLease
+from conveyor.store.params import Finish, RetryLease, TaskListParams
 from conveyor.store.records import TaskRecord
 from conveyor.store.sql import q
 from conveyor.types import TaskState
@@ -61,13 +62,16 @@ async def retry(conn: Conn, retries: Sequence[RetryLease]) -> set[int]:
 async def cancel(conn: Conn, task_id: int, tenant_id: str | None, reason: str) -> TaskState:
     """Cancel a task: at once if it waits, by request if it runs.
 
-    Returns CANCELLED when it is cancelled now, RUNNING when its worker was asked to stop,
-    or the terminal state it had already reached. Raises TaskNotFound.
+    With ``tenant_id`` only that tenant's task is found (the statements require it); None
+    is an operator's call on any tenant's task. Returns CANCELLED when it is cancelled now,
+    RUNNING when its worker was asked to stop, or the terminal state it had already reached.
+    Raises TaskNotFound.
     """
+    key = _key(task_id, tenant_id)
     async with conn.transaction():
-        if await conn.fetchval(q("cancel_waiting"), task_id, tenant_id, reason) is not None:
+        if await conn.fetchval(_q("cancel_waiting", tenant_id), *key, reason) is not None:
             return TaskState.CANCELLED
-        if await conn.fetchrow(q("request_cancel_running"), task_id, tenant_id) is not None:
+        if await conn.fetchrow(_q("request_cancel_running", tenant_id), *key) is not None:
             await conn.execute(q("notify_cancel"), str(task_id))
             return TaskState.RUNNING
     record = await get_task(conn, task_id, tenant_id)
@@ -75,12 +79,43 @@ async def cancel(conn: Conn, task_id: int, tenant_id: str | None, reason: str) -
 
 
 async def get_task(conn: Conn, task_id: int, tenant_id: str | None) -> TaskRecord:
-    """The task, active or finished; TaskNotFound when absent or another tenant's."""
-    row = await conn.fetchrow(q("get_active_task"), task_id, tenant_id)
+    """The task, active or finished; TaskNotFound when absent or (with ``tenant_id``)
+    another tenant's. None is an operator's read of any tenant's task."""
+    key = _key(task_id, tenant_id)
+    row = await conn.fetchrow(_q("get_active_task", tenant_id), *key)
     if row is None:
-        row = await conn.fetchrow(q("get_finished_task"), task_id, tenant_id)
+        row = await conn.fetchrow(_q("get_finished_task", tenant_id), *key)
     if row is None:
         raise TaskNotFound(task_id)
+    return _record(row)
+
+
+async def list_tasks(conn: Conn, tenant_id: str, query: TaskListParams) -> list[TaskRecord]:
+    """A tenant's tasks, active and finished, newest first (see ``TaskListParams``)."""
+    state = None if query.state is None else str(query.state)
+    rows = await conn.fetch(
+        q("list_tasks"),
+        tenant_id,
+        query.before_id,
+        query.queue,
+        query.group_id,
+        state,
+        query.limit,
+    )
+    return [_record(row) for row in rows]
+
+
+def _q(name: str, tenant_id: str | None) -> str:
+    # Two statements per read: the tenant's, which filters by a required tenant id, and the
+    # operator's, which has no tenant filter at all; never one with an optional filter.
+    return q(name) if tenant_id is not None else q(f"{name}_any_tenant")
+
+
+def _key(task_id: int, tenant_id: str | None) -> tuple[object, ...]:
+    return (tenant_id, task_id) if tenant_id is not None else (task_id,)
+
+
+def _record(row: Any) -> TaskRecord:
     values = dict(row)
     values["state"] = TaskState(values["state"])
     return TaskRecord(**values)

@@ -11,32 +11,15 @@ open groups, which covers a worker that died between finishing a task and checki
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from conveyor.errors import GroupNotFound
 from conveyor.store.connection import Conn
 from conveyor.store.enqueue import enqueue_batch
 from conveyor.store.params import NewTask
+from conveyor.store.records import GroupStatus
 from conveyor.store.sql import q
 from conveyor.types import TaskState
-
-
-@dataclass(frozen=True, slots=True)
-class GroupStatus:
-    """How many of a group's tasks are in each state, and whether it completed."""
-
-    tenant_id: str
-    group_id: str
-    counts: dict[TaskState, int]
-    completed_at: datetime | None
-    follow_up_id: int | None
-
-    @property
-    def total(self) -> int:
-        """All tasks of the group seen so far."""
-        return sum(self.counts.values())
 
 
 def follow_up_spec(task: NewTask) -> dict[str, Any]:

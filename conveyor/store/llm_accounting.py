@@ -3,97 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from conveyor.errors import UnknownTenant
 from conveyor.store.connection import Conn
+from conveyor.store.params import SpendReserve, SpendSettle
+from conveyor.store.records import LLMPrice, LLMUsage, SpendReservation, TenantLLMPolicy
 from conveyor.store.sql import q
-
-
-@dataclass(frozen=True, slots=True)
-class TenantLLMPolicy:
-    """What the gateway enforces for a tenant's calls from one queue (None: no limit)."""
-
-    requests_per_minute: int | None
-    tokens_per_minute: int | None
-    monthly_token_budget: int | None
-    monthly_spend_limit: Decimal | None
-    model_override: str | None
-
-    @property
-    def limits_spend(self) -> bool:
-        """Whether calls must reserve against a monthly budget."""
-        return self.monthly_token_budget is not None or self.monthly_spend_limit is not None
-
-
-@dataclass(frozen=True, slots=True)
-class SpendReserve:
-    """A call about to be sent: its estimate, to reserve in the tenant's month if it fits.
-
-    ``completion_tokens`` is the most the reply may use (the call's ``max_tokens``).
-    """
-
-    tenant_id: str
-    provider: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    policy: TenantLLMPolicy
-
-
-@dataclass(frozen=True, slots=True)
-class SpendReservation:
-    """The answer to a reservation: ``ok``, and the month's usage counting it."""
-
-    ok: bool
-    month: date
-    tokens: int
-    cost: Decimal
-    estimate: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class SpendSettle:
-    """A reserved call is over: what it reserved and what it used."""
-
-    tenant_id: str
-    month: date
-    provider: str
-    model: str
-    reserved_tokens: int
-    reserved_cost: Decimal
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class LLMUsage:
-    """A tenant's calls to one (provider, model): counts, tokens and cost (USD)."""
-
-    provider: str
-    model: str
-    attempts: int
-    succeeded: int
-    failed: int
-    cached: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost: Decimal
-    unpriced: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LLMPrice:
-    """USD per million tokens of a model (provider '' : on any provider)."""
-
-    model: str
-    provider: str
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-    updated_at: datetime
 
 
 async def record_calls(conn: Conn, rows: Sequence[Mapping[str, Any]]) -> None:

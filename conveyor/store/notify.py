@@ -21,7 +21,8 @@ import structlog
 
 from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError
-from conveyor.store.connection import Conn, connect, is_connection_error, redact_dsn
+from conveyor.store.connection import Conn, connect, is_connection_error
+from conveyor.store.dsn import redact_dsn
 
 TASKS_CHANNEL = "conveyor_tasks"
 CANCEL_CHANNEL = "conveyor_cancel"
@@ -95,8 +96,10 @@ class NotificationListener:
         while True:
             try:
                 await self._connect()
-            except ConveyorError as exc:
+            except Exception as exc:  # whatever it was, LISTEN must come back: never give up
                 delay = self._backoff.failed(random.random)
+                if not isinstance(exc, ConveyorError):
+                    log.error("listen_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
                 log.warning("listen_unavailable", error=str(exc), retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
                 continue
@@ -108,7 +111,10 @@ class NotificationListener:
                 if self._on_reconnect is not None:
                     self._on_reconnect()
             ever_connected = True
-            await self._watch()
+            try:
+                await self._watch()
+            except Exception as exc:
+                log.error("listen_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
             log.warning("listen_lost", dsn=redact_dsn(self._dsn))
             await self._close()
 
@@ -121,8 +127,8 @@ class NotificationListener:
         try:
             for channel, callback in self._channels.items():
                 await conn.add_listener(channel, _relay(callback))
-        except Exception as exc:
-            conn.terminate()
+        except BaseException as exc:
+            conn.terminate()  # never leak a half-set-up connection, even when cancelled
             if is_connection_error(exc):
                 raise ConveyorError(f"LISTEN failed: {exc}") from exc
             raise

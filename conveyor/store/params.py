@@ -1,24 +1,28 @@
 """The small value objects that store operations take.
 
 Each operation of the store takes one of these, so a call site reads as what it asks for
-and a new field never shifts positional arguments.
+and a new field never shifts positional arguments. Driver-free: importing this module never
+imports the database driver.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from conveyor.core.cron import validate_cron
 from conveyor.errors import InvalidTask
+from conveyor.store.records import TenantLLMPolicy
 from conveyor.types import MAX_PRIORITY, MIN_PRIORITY, Priority, TaskState
 
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MAX_IDEMPOTENCY_KEY = 255
+DEFAULT_TENANT = "default"
+"""The tenant of a task that names none."""
 
 
 def validate_queue_name(queue: str) -> str:
@@ -62,7 +66,7 @@ class NewTask:
 
     queue: str
     payload: dict[str, Any] = field(default_factory=dict)
-    tenant_id: str = "default"
+    tenant_id: str = DEFAULT_TENANT
     priority: int = Priority.NORMAL
     run_at: datetime | None = None
     max_attempts: int | None = None
@@ -167,7 +171,7 @@ class PeriodicTask:
     cron: str
     queue: str
     payload: dict[str, Any] = field(default_factory=dict)
-    tenant_id: str = "default"
+    tenant_id: str = DEFAULT_TENANT
     priority: int = Priority.NORMAL
     max_attempts: int = 5
 
@@ -308,3 +312,69 @@ class BucketDraw:
     def __post_init__(self) -> None:
         if self.kind not in ("requests", "tokens"):
             raise ValueError(f"a bucket is 'requests' or 'tokens', not {self.kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class EffectOwner:
+    """The lease that runs an effect."""
+
+    tenant_id: str
+    key: str
+    task_id: int
+    lease_token: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpendReserve:
+    """A call about to be sent: its estimate, to reserve in the tenant's month if it fits.
+
+    ``completion_tokens`` is the most the reply may use (the call's ``max_tokens``).
+    """
+
+    tenant_id: str
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    policy: TenantLLMPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class SpendSettle:
+    """A reserved call is over: what it reserved and what it used."""
+
+    tenant_id: str
+    month: date
+    provider: str
+    model: str
+    reserved_tokens: int
+    reserved_cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+
+
+MAX_LIST_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TaskListParams:
+    """Which of a tenant's tasks to list, newest first, a page at a time.
+
+    Attributes:
+        limit: most tasks returned (1..1000).
+        before_id: the cursor: only tasks with a smaller id (the last id of the previous
+            page); None starts from the newest.
+        queue, group_id, state: when given, only tasks of that role, campaign or state.
+    """
+
+    limit: int = 100
+    before_id: int | None = None
+    queue: str | None = None
+    group_id: str | None = None
+    state: TaskState | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.limit <= MAX_LIST_LIMIT:
+            raise InvalidTask(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {self.limit}")
+        if self.queue is not None:
+            validate_queue_name(self.queue)

@@ -1,5 +1,9 @@
 """PostgresStore: the store seam implemented on PostgreSQL with asyncpg.
 
+The engine: it satisfies every caller's protocol of ``ports.py`` and is handed to the
+worker, the maintenance loop, the gateway and operators' tools, each typed against the
+protocol it needs. Tenant-facing code never holds it: it holds ``store.for_tenant(id)``.
+
 Each method is one operation, runs the named statements of ``queries/*.sql`` and translates
 driver errors at this boundary. Methods that accept ``connection`` run inside the caller's
 transaction (enqueue exactly when the caller's own writes commit); without it they use the
@@ -33,10 +37,17 @@ from conveyor.store import (
     reports,
     retention,
 )
-from conveyor.store.connection import Conn, create_pool, pooled, translated_errors
+from conveyor.store.connection import (
+    Conn,
+    create_pool,
+    mark_users_error,
+    pooled,
+    translated_errors,
+)
 from conveyor.store.params import (
     BucketDraw,
     ClaimRequest,
+    EffectOwner,
     Finish,
     LeaseRef,
     NewTask,
@@ -45,26 +56,39 @@ from conveyor.store.params import (
     QueueLimits,
     ReplayFilter,
     RetryLease,
+    SpendReserve,
+    SpendSettle,
+    TaskListParams,
     TenantAgentUpdate,
     WorkerInfo,
 )
+from conveyor.store.ports import Admin, Maintenance, TenantScopedStore, WorkerLeases
 from conveyor.store.records import (
     ApiKey,
     ClaimedTask,
     DeadTask,
+    EffectRecord,
     EnqueueResult,
+    GroupStatus,
     HeartbeatResult,
     KeyCredentials,
+    LLMPrice,
+    LLMUsage,
     Plan,
     QueueDeclaration,
     QueueSettings,
     QueueStatus,
+    QueueSummary,
     ReapResult,
+    SpendReservation,
     TaskRecord,
     Tenant,
     TenantAgent,
+    TenantLLMPolicy,
+    TenantWaits,
     WorkerStatus,
 )
+from conveyor.store.tenant import TenantStore
 from conveyor.types import TaskState
 
 T = TypeVar("T")
@@ -76,6 +100,8 @@ class PostgresStore:
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
         self._pool = pool
         self.dsn = dsn
+        self.direct_dsn = dsn
+        """DSN for LISTEN and session-level work; open_store sets the direct one here."""
         self.fairness = fairness
         """Fair dequeue between tenants (see fairness.sql); False orders by priority, id."""
 
@@ -94,6 +120,11 @@ class PostgresStore:
             dsn, min_size=min_size, max_size=max_size, statement_cache_size=statement_cache_size
         )
         return cls(pool, dsn, fairness=fairness)
+
+    def for_tenant(self, tenant_id: str) -> TenantStore:
+        """The store bound to ``tenant_id``: every tenant-facing read and write goes through
+        it, and it cannot address another tenant's rows (see ``tenant.py``)."""
+        return TenantStore(self, tenant_id)
 
     async def close(self) -> None:
         """Close every pooled connection."""
@@ -115,7 +146,11 @@ class PostgresStore:
         async with translated_errors(), pooled(self._pool) as conn:
             try:
                 async with conn.transaction():
-                    yield conn
+                    try:
+                        yield conn
+                    except BaseException as exc:
+                        mark_users_error(exc, conn)  # the caller's error, not the store's
+                        raise
             finally:
                 await _reset_or_discard(conn)
 
@@ -219,7 +254,7 @@ class PostgresStore:
         """Register a campaign; ``on_complete`` is enqueued once when all its tasks finish."""
         await self._run(lambda c: groups.create_group(c, tenant_id, group_id, on_complete))
 
-    async def group_status(self, tenant_id: str, group_id: str) -> groups.GroupStatus:
+    async def group_status(self, tenant_id: str, group_id: str) -> GroupStatus:
         """Counts by state of a campaign's tasks, and its completion."""
         return await self._run(lambda c: groups.group_status(c, tenant_id, group_id))
 
@@ -245,14 +280,26 @@ class PostgresStore:
     async def cancel(
         self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
     ) -> TaskState:
-        """Cancel a task; CANCELLED if done now, RUNNING if its worker was asked to stop."""
+        """Cancel a task; CANCELLED if done now, RUNNING if its worker was asked to stop.
+
+        Without ``tenant_id`` this is an operator's cancel of any tenant's task (CLI,
+        admin); tenant-facing code cancels through :meth:`for_tenant`.
+        """
         return await self._with_partitions(
             lambda: self._run(lambda c: finish.cancel(c, task_id, tenant_id, reason))
         )
 
     async def get_task(self, task_id: int, *, tenant_id: str | None = None) -> TaskRecord:
-        """A task by id, active or finished; TaskNotFound if absent or another tenant's."""
+        """A task by id, active or finished; TaskNotFound if absent or another tenant's.
+
+        Without ``tenant_id`` this is an operator's read of any tenant's task (CLI, admin);
+        tenant-facing code reads through :meth:`for_tenant`.
+        """
         return await self._run(lambda c: finish.get_task(c, task_id, tenant_id))
+
+    async def list_tasks(self, tenant_id: str, query: TaskListParams) -> list[TaskRecord]:
+        """A tenant's tasks, active and finished, newest first (see ``TaskListParams``)."""
+        return await self._run(lambda c: finish.list_tasks(c, tenant_id, query))
 
     # -- operations ---------------------------------------------------------------------
 
@@ -379,7 +426,7 @@ class PostgresStore:
         pruned = await self._run(lambda c: retention.prune_ledgers(c, cutoff))
         return dropped, pruned
 
-    async def tenant_waits(self, since: datetime) -> list[reports.TenantWaits]:
+    async def tenant_waits(self, since: datetime) -> list[TenantWaits]:
         """Per-tenant wait (enqueue to start) percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.tenant_waits(c, since))
 
@@ -387,7 +434,7 @@ class PostgresStore:
         """Tasks running now per (tenant, queue): what the concurrency caps bound."""
         return await self._run(reports.running_by_tenant)
 
-    async def history_summary(self, since: datetime) -> list[reports.QueueSummary]:
+    async def history_summary(self, since: datetime) -> list[QueueSummary]:
         """Per-queue outcomes and latency percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.history_summary(c, since))
 
@@ -423,17 +470,15 @@ class PostgresStore:
             lambda: self._run(lambda c: llm_accounting.record_calls(c, rows))
         )
 
-    async def tenant_llm_policy(self, tenant_id: str, queue: str) -> llm_accounting.TenantLLMPolicy:
+    async def tenant_llm_policy(self, tenant_id: str, queue: str) -> TenantLLMPolicy:
         """The LLM limits of a tenant's calls from ``queue`` (plan, overrides, model)."""
         return await self._run(lambda c: llm_accounting.tenant_policy(c, tenant_id, queue))
 
-    async def reserve_llm_spend(
-        self, reserve: llm_accounting.SpendReserve
-    ) -> llm_accounting.SpendReservation:
+    async def reserve_llm_spend(self, reserve: SpendReserve) -> SpendReservation:
         """Reserve a call's estimate against the tenant's monthly budget, if it fits."""
         return await self._run(lambda c: llm_accounting.reserve_spend(c, reserve))
 
-    async def settle_llm_spend(self, settle: llm_accounting.SpendSettle) -> None:
+    async def settle_llm_spend(self, settle: SpendSettle) -> None:
         """Release a spend reservation and count what the call used."""
         await self._run(lambda c: llm_accounting.settle_spend(c, settle))
 
@@ -444,7 +489,7 @@ class PostgresStore:
         *,
         group_id: str | None = None,
         task_id: int | None = None,
-    ) -> list[llm_accounting.LLMUsage]:
+    ) -> list[LLMUsage]:
         """A tenant's LLM calls since ``since`` per (provider, model): tokens and cost."""
         return await self._run(
             lambda c: llm_accounting.usage(c, tenant_id, since, group_id, task_id)
@@ -454,13 +499,13 @@ class PostgresStore:
         """A limited tenant's counters for ``month`` (None: no limited call yet)."""
         return await self._run(lambda c: llm_accounting.tenant_month(c, tenant_id, month))
 
-    async def list_llm_prices(self) -> list[llm_accounting.LLMPrice]:
+    async def list_llm_prices(self) -> list[LLMPrice]:
         """The price table."""
         return await self._run(llm_accounting.list_prices)
 
     async def set_llm_price(
         self, model: str, provider: str, input_per_mtok: Decimal, output_per_mtok: Decimal
-    ) -> llm_accounting.LLMPrice:
+    ) -> LLMPrice:
         """Add or change a model's price (USD per million tokens)."""
         return await self._run(
             lambda c: llm_accounting.set_price(c, model, provider, input_per_mtok, output_per_mtok)
@@ -487,17 +532,15 @@ class PostgresStore:
             )
         )
 
-    async def begin_effect(self, owner: effects.EffectOwner) -> effects.EffectRecord:
+    async def begin_effect(self, owner: EffectOwner) -> EffectRecord:
         """Find a ledger key's result, or take the key to run its effect (see effects.py)."""
         return await self._run(lambda c: effects.begin_effect(c, owner))
 
-    async def complete_effect(
-        self, owner: effects.EffectOwner, result: Any
-    ) -> effects.EffectRecord:
+    async def complete_effect(self, owner: EffectOwner, result: Any) -> EffectRecord:
         """Record the result of an effect the caller owns."""
         return await self._run(lambda c: effects.complete_effect(c, owner, result))
 
-    async def abandon_effect(self, owner: effects.EffectOwner) -> None:
+    async def abandon_effect(self, owner: EffectOwner) -> None:
         """Release a key whose effect failed."""
         await self._run(lambda c: effects.abandon_effect(c, owner))
 
@@ -508,7 +551,7 @@ class PostgresStore:
         effect: Callable[[Conn], Awaitable[Any]],
         *,
         task_id: int | None = None,
-    ) -> effects.EffectRecord:
+    ) -> EffectRecord:
         """Run ``effect(conn)`` in a transaction that also records its result, once per key.
 
         ``effect`` gets a connection of the pool inside the transaction; what it writes there
@@ -523,19 +566,19 @@ class PostgresStore:
             finally:
                 await _reset_or_discard(conn)
 
-    async def get_effect(self, tenant_id: str, key: str) -> effects.EffectRecord | None:
+    async def get_effect(self, tenant_id: str, key: str) -> EffectRecord | None:
         """The recorded result of ``key`` for the tenant, if any."""
         return await self._run(lambda c: effects.get_effect(c, tenant_id, key))
 
     async def record_step(
         self, tenant_id: str, key: str, result: Any, *, task_id: int
-    ) -> effects.EffectRecord:
+    ) -> EffectRecord:
         """Record a durable step's result (asynchronous commit; see effects.record_step)."""
         return await self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
 
     async def record_effect(
         self, tenant_id: str, key: str, result: Any, *, task_id: int | None = None
-    ) -> tuple[effects.EffectRecord, bool]:
+    ) -> tuple[EffectRecord, bool]:
         """Record a result once per (tenant, key): what holds, and whether this call wrote it."""
         return await self._run(lambda c: effects.record_effect(c, tenant_id, key, task_id, result))
 
@@ -564,6 +607,14 @@ class PostgresStore:
     async def revoke_api_key(self, key_id: str) -> ApiKey | None:
         """Revoke a key; None when there is no such key."""
         return await self._run(lambda c: api_keys.revoke_key(c, key_id))
+
+
+def _serves_every_caller(
+    store: PostgresStore,
+) -> tuple[TenantScopedStore, WorkerLeases, Maintenance, Admin]:
+    """Never called: under ``mypy --strict`` this proves the engine satisfies each caller's
+    protocol (the gateway's is proven where the worker hands the engine to the gateway)."""
+    return store, store, store, store
 
 
 def _is_missing_partition(exc: BaseException) -> bool:

@@ -1,10 +1,15 @@
-"""What store operations return: plain, typed, immutable records."""
+"""What store operations return: plain, typed, immutable records.
+
+Driver-free like ``params.py``: the seam's callers (the gateway, the worker, the API) import
+these without importing the database driver.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from conveyor.types import TaskState
@@ -194,6 +199,124 @@ class QueueSettings:
     paused: bool
     max_running: int | None
     aging_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStatus:
+    """How many of a group's tasks are in each state, and whether it completed."""
+
+    tenant_id: str
+    group_id: str
+    counts: dict[TaskState, int]
+    completed_at: datetime | None
+    follow_up_id: int | None
+
+    @property
+    def total(self) -> int:
+        """All tasks of the group seen so far."""
+        return sum(self.counts.values())
+
+
+class EffectStatus(StrEnum):
+    """What ``begin_effect`` found."""
+
+    DONE = "done"
+    """Recorded before: use ``result``, do not run the effect."""
+    OWNED = "owned"
+    """The caller owns the key now: run the effect, then complete or abandon it."""
+    BUSY = "busy"
+    """Another running lease is running the effect: wait and ask again."""
+
+
+@dataclass(frozen=True, slots=True)
+class EffectRecord:
+    """A ledger answer: the status and, when done, the recorded result."""
+
+    status: EffectStatus
+    result: Any = None
+
+    @property
+    def recorded(self) -> bool:
+        """True when a result is recorded."""
+        return self.status is EffectStatus.DONE
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLLMPolicy:
+    """What the gateway enforces for a tenant's calls from one queue (None: no limit)."""
+
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    monthly_token_budget: int | None
+    monthly_spend_limit: Decimal | None
+    model_override: str | None
+
+    @property
+    def limits_spend(self) -> bool:
+        """Whether calls must reserve against a monthly budget."""
+        return self.monthly_token_budget is not None or self.monthly_spend_limit is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SpendReservation:
+    """The answer to a reservation: ``ok``, and the month's usage counting it."""
+
+    ok: bool
+    month: date
+    tokens: int
+    cost: Decimal
+    estimate: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class LLMUsage:
+    """A tenant's calls to one (provider, model): counts, tokens and cost (USD)."""
+
+    provider: str
+    model: str
+    attempts: int
+    succeeded: int
+    failed: int
+    cached: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    unpriced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LLMPrice:
+    """USD per million tokens of a model (provider '' : on any provider)."""
+
+    model: str
+    provider: str
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    """What one queue finished since a moment: outcomes and latency percentiles (seconds)."""
+
+    queue: str
+    succeeded: int
+    dead: int
+    cancelled: int
+    retries: int
+    wait_p50: float | None
+    wait_p99: float | None
+    run_p50: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantWaits:
+    """How long one tenant's finished tasks waited between enqueue and start (seconds)."""
+
+    tenant_id: str
+    tasks: int
+    wait_p50: float | None
+    wait_p99: float | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,14 +38,13 @@ import structlog
 from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError, PermanentError
 from conveyor.store.availability import retry_while_unavailable
-from conveyor.store.effects import EffectOwner, EffectStatus
-from conveyor.store.params import NewTask
-from conveyor.store.records import ClaimedTask
+from conveyor.store.params import EffectOwner, NewTask
+from conveyor.store.records import ClaimedTask, EffectStatus
 from conveyor.types import Priority
 
 if TYPE_CHECKING:
     from conveyor.gateway.bound import BoundLLM
-    from conveyor.store.postgres import PostgresStore
+    from conveyor.worker.ports import WorkerStore
 
 T = TypeVar("T")
 
@@ -70,7 +69,7 @@ class TaskContext:
     def __init__(
         self,
         claimed: ClaimedTask,
-        store: PostgresStore | None = None,
+        store: WorkerStore | None = None,
         *,
         timeout: float | None = None,
         llm_cache: bool = False,
@@ -306,7 +305,7 @@ class TaskContext:
             level="debug",  # the worker's own loops report the outage once, not every run
         )
 
-    def _require_store(self, what: str) -> PostgresStore:
+    def _require_store(self, what: str) -> WorkerStore:
         if self._store is None:
             raise RuntimeError(f"ctx.{what} needs a worker's store (not available here)")
         return self._store

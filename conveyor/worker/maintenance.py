@@ -19,7 +19,7 @@ from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError
 from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.params import PeriodicTask
-from conveyor.store.postgres import PostgresStore
+from conveyor.store.ports import Maintenance as MaintenanceStore
 
 log = structlog.get_logger("conveyor.maintenance")
 
@@ -43,7 +43,7 @@ class Maintenance:
 
     def __init__(
         self,
-        store: PostgresStore,
+        store: MaintenanceStore,
         schedules: list[PeriodicTask] | None = None,
         options: MaintenanceOptions | None = None,
     ) -> None:

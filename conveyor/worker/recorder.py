@@ -20,9 +20,9 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from conveyor.core.backoff import FailureBackoff
-from conveyor.errors import ConveyorError, DatabaseUnavailable
+from conveyor.errors import ConveyorError, DatabaseUnavailable, StoreConflict
 from conveyor.store.params import Finish, LeaseRef, RetryLease
-from conveyor.store.postgres import PostgresStore
+from conveyor.store.ports import WorkerLeases
 from conveyor.types import TaskState
 from conveyor.worker.outcomes import Outcome
 
@@ -36,7 +36,7 @@ class OutcomeRecorder:
 
     def __init__(
         self,
-        store: PostgresStore,
+        store: WorkerLeases,
         stats: Counter[str],
         row_writes: asyncio.Lock,
         *,
@@ -125,7 +125,7 @@ class OutcomeRecorder:
             releases, self.releases = self.releases, []
             try:
                 refused = await self._write(outcomes, releases)
-            except DatabaseUnavailable:
+            except (DatabaseUnavailable, StoreConflict):  # try the same batch again later
                 self._put_back(outcomes, releases)
                 raise
             except ConveyorError as exc:
@@ -168,7 +168,7 @@ class OutcomeRecorder:
         for outcome in outcomes:
             try:
                 refused |= await self._write([outcome], ())
-            except DatabaseUnavailable:
+            except (DatabaseUnavailable, StoreConflict):
                 raise
             except ConveyorError as exc:
                 refused |= await self._record_unstorable(outcome, exc)
@@ -181,7 +181,7 @@ class OutcomeRecorder:
         }
         try:
             return await self._store.finish([Finish(outcome.lease, TaskState.DEAD, error=error)])
-        except DatabaseUnavailable:
+        except (DatabaseUnavailable, StoreConflict):
             raise
         except ConveyorError as again:
             log.error("outcome_dropped", task_id=outcome.lease.task_id, error=str(again))

@@ -31,7 +31,6 @@ from conveyor.errors import ConfigurationError, ConveyorError, DatabaseUnavailab
 from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.notify import CANCEL_CHANNEL, TASKS_CHANNEL, NotificationListener
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef, RetryLease, WorkerInfo
-from conveyor.store.postgres import PostgresStore
 from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
 from conveyor.worker.context import TaskContext
@@ -48,6 +47,7 @@ from conveyor.worker.outcomes import (
     parse_payload,
     success,
 )
+from conveyor.worker.ports import WorkerStore
 from conveyor.worker.recorder import OutcomeRecorder
 from conveyor.worker.supervision import supervised
 
@@ -71,9 +71,7 @@ class _Running:
 class Worker:
     """Runs an App's agents against a store until ``stop`` is set."""
 
-    def __init__(
-        self, app: App, store: PostgresStore, options: WorkerOptions | None = None
-    ) -> None:
+    def __init__(self, app: App, store: WorkerStore, options: WorkerOptions | None = None) -> None:
         self.app = app
         self.store = store
         self.options = options or WorkerOptions()
@@ -159,7 +157,7 @@ class Worker:
         )
         # Polling still works while notifications are down; the listener reconnects by
         # itself and, once back, wakes the claim loop to catch up what it missed.
-        listener = NotificationListener(self.store.dsn, on_reconnect=self._wake.set)
+        listener = NotificationListener(self.store.direct_dsn, on_reconnect=self._wake.set)
         self._listener = listener
         listener.subscribe(TASKS_CHANNEL, self._on_ready)
         listener.subscribe(CANCEL_CHANNEL, self._on_cancel)

@@ -204,3 +204,32 @@ async def test_health_and_admin_keys_on_tenant_routes(
         assert admin.status_code == 403
         spec = (await client.get("/openapi.json")).json()
         assert "/v1/tasks" in spec["paths"] and "/v1/tasks/batch" in spec["paths"]
+
+
+async def test_listing_pages_through_the_tenant_s_own_tasks(
+    api: ApiProcess, store: PostgresStore
+) -> None:
+    await store.declare_queues(["writer", "seo"])
+    acme, globex = await key_for(store, "acme"), await key_for(store, "globex")
+    async with httpx.AsyncClient(base_url=api.url) as client:
+        mine = [{"queue": "writer" if n % 2 else "seo", "payload": {"n": n}} for n in range(25)]
+        made = await client.post("/v1/tasks/batch", json={"tasks": mine}, headers=bearer(acme))
+        ids = [t["id"] for t in made.json()["tasks"]]
+        await client.post("/v1/tasks", json={"queue": "writer"}, headers=bearer(globex))
+        seen: list[int] = []
+        cursor = None
+        while True:
+            params = {"limit": 10, **({"cursor": cursor} if cursor else {})}
+            page = (await client.get("/v1/tasks", params=params, headers=bearer(acme))).json()
+            seen += [t["id"] for t in page["tasks"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        writers = await client.get(
+            "/v1/tasks", params={"queue": "writer", "state": "queued"}, headers=bearer(acme)
+        )
+        bad = await client.get("/v1/tasks", params={"state": "sleeping"}, headers=bearer(acme))
+    assert seen == sorted(ids, reverse=True)  # every one of its own, newest first, once
+    assert {t["payload"]["n"] % 2 for t in writers.json()["tasks"]} == {1}
+    assert len(writers.json()["tasks"]) == 12
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"].endswith("state")

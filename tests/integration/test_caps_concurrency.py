@@ -147,7 +147,7 @@ async def test_a_large_cap_is_served_by_several_claimers_at_once(
     await store.create_tenant("big", plan="enterprise")
     await store.set_tenant_agent(TenantAgentUpdate("big", "copywriter", max_concurrent=12))
     await store.enqueue_batch([NewTask("copywriter", tenant_id="big") for _ in range(100)])
-    claim = "SELECT * FROM conveyor_claim('{copywriter}', 2, 'w', 60, '{5}')"
+    claim = "SELECT * FROM conveyor_claim_v2('{copywriter}', 2, 'w', 60, '{5}')"
     first, second = await asyncpg.connect(database_dsn), await asyncpg.connect(database_dsn)
     try:
         async with first.transaction():

@@ -272,17 +272,17 @@ async def test_status_sees_a_worker_that_holds_work_and_records_nothing(
     store: PostgresStore,
 ) -> None:
     await store.register_worker(WorkerInfo("w1", "host", 1, ("work",), 1))
-    await store.enqueue_batch([NewTask("work"), NewTask("work")])
-    held = await store.claim(ClaimRequest(("work",), 2, "w1", 30, (3,)))
+    await store.enqueue_batch([NewTask("work") for _ in range(3)])
+    held = await store.claim(ClaimRequest(("work",), 3, "w1", 30, (3,)))
     await store.heartbeat(
         "w1",
         [LeaseRef(t.id, t.lease_token) for t in held],
         30,
-        unwritten=2,
+        unwritten=3,
         seconds_since_outcome=400,
     )
     (worker,) = await store.list_workers()
-    assert worker.running == 2 and worker.unwritten == 2
+    assert worker.running == 3 and worker.unwritten == 3
     assert 399 < worker.seconds_since_outcome < 460
     report = WorkerReport(
         worker.state,
@@ -291,7 +291,8 @@ async def test_status_sees_a_worker_that_holds_work_and_records_nothing(
         worker.concurrency,
         worker.seconds_since_outcome,
     )
-    assert judge_worker(report, lease_seconds=30, stuck_seconds=300) is (WorkerHealth.OVER_CAPACITY)
+    judged = judge_worker(report, lease_seconds=30, stuck_seconds=300)
+    assert judged is WorkerHealth.OVER_CAPACITY  # 3 held by a worker of concurrency 1
 
 
 async def test_a_worker_loop_that_dies_stops_the_worker_loudly(store: PostgresStore) -> None:
@@ -329,3 +330,20 @@ async def test_a_claim_whose_reply_was_lost_is_handed_back_without_an_attempt(
     again = await store.claim(ClaimRequest(("work",), 3, "w2", 30, (3,)))
     assert sorted(t.id for t in again) == sorted(t.id for t in lost)
     assert {t.attempts for t in again} == {1}
+
+
+async def test_user_code_errors_inside_store_transactions_stay_their_own(
+    store: PostgresStore,
+) -> None:
+    with pytest.raises(FileNotFoundError):
+        async with store.transaction():
+            raise FileNotFoundError("the caller's own file")
+
+    async def times_out(conn: Any) -> None:
+        await conn.execute("SELECT 1")
+        raise TimeoutError("the effect's own deadline")
+
+    with pytest.raises(TimeoutError):
+        await store.run_effect_in_transaction("default", "tx:own-timeout", times_out)
+    assert await store.get_effect("default", "tx:own-timeout") is None  # rolled back
+    assert await store.queue_status() == []  # and the pool is fine

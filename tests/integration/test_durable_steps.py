@@ -7,9 +7,9 @@ from collections import Counter
 from typing import Any
 
 from conveyor import App, RetryPolicy, TaskContext
-from conveyor.store.effects import EffectOwner, EffectStatus
-from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask
+from conveyor.store.params import ClaimRequest, EffectOwner, Finish, LeaseRef, NewTask
 from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import EffectStatus
 from conveyor.types import TaskState
 from tests.integration.worker_harness import running, settle
 

@@ -24,6 +24,8 @@ class CuttableProxy:
         self._pumps: set[asyncio.Task[None]] = set()
         self.refusing = False
         self.port = 0
+        self.accepted = 0
+        """Connections forwarded so far."""
 
     @classmethod
     async def for_dsn(cls, dsn: str) -> tuple[CuttableProxy, str]:
@@ -75,6 +77,7 @@ class CuttableProxy:
         except OSError:
             _reset(writer)
             return
+        self.accepted += 1
         self._links |= {writer, up_writer}
         for source, sink in ((reader, up_writer), (up_reader, writer)):
             pump = asyncio.create_task(self._pump(source, sink))

@@ -7,8 +7,7 @@ from collections import Counter
 from rich.console import Console
 
 from conveyor.demo.report import Outcome, fairness_lines, print_queues
-from conveyor.store.records import Plan
-from conveyor.store.reports import QueueSummary, TenantWaits
+from conveyor.store.records import Plan, QueueSummary, TenantWaits
 
 
 def plan(plan_id: str, weight: float, cap: int | None) -> Plan:

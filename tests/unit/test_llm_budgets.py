@@ -11,7 +11,7 @@ from conveyor.errors import BudgetRefused, UnknownTenant
 from conveyor.gateway.budgets.budget import AdmitAllBudget, BudgetAsk, CombinedBudget, Reservation
 from conveyor.gateway.budgets.tenant_policies import TenantPolicies
 from conveyor.gateway.scope import CallScope
-from conveyor.store.llm_accounting import TenantLLMPolicy
+from conveyor.store.records import TenantLLMPolicy
 
 ASK = BudgetAsk(CallScope(tenant_id="t"), "openai", "gpt", 10, 20)
 POLICY = TenantLLMPolicy(60, None, None, None, "local/llama")

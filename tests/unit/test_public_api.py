@@ -6,13 +6,14 @@ import conveyor
 
 EXPECTED = {
     "AgentSpec", "App", "BudgetRefused", "Cancel", "ConfigurationError", "ConveyorError",
-    "DatabaseUnavailable", "InvalidTask", "LLMError", "LLMPermanentError", "LLMTimeout",
-    "LLMUnavailable", "MigrationError", "NewTask", "PeriodicTask", "PermanentError",
-    "PlanUpdate", "PlanViolation", "PostgresStore", "Priority", "QueueLimits",
+    "DatabaseUnavailable", "GroupNotFound", "GroupStatus", "InvalidTask", "LLMError",
+    "LLMPermanentError", "LLMTimeout", "LLMUnavailable", "MigrationError", "NewTask",
+    "PeriodicTask", "PermanentError", "PlanUpdate", "PlanViolation", "Priority", "QueueLimits",
     "QuotaExceeded", "ReplayFilter", "Retry", "RetryPolicy", "SchemaNotReady", "Settings",
-    "SpendLimitExceeded", "Snooze", "StartRate", "StoreError", "TaskContext", "TaskNotFound",
-    "TaskOutcome", "TaskState", "TenantAgentUpdate", "UnknownTenant", "Worker", "WorkerOptions",
-    "__version__", "load_settings", "open_store",
+    "SpendLimitExceeded", "Snooze", "StartRate", "StoreError", "TaskContext", "TaskListParams",
+    "TaskNotFound", "TaskOutcome", "TaskRecord", "TaskState", "TenantAgentUpdate",
+    "TenantStore", "UnknownTenant", "WorkerOptions", "__version__", "load_settings",
+    "open_store",
 }  # fmt: skip
 
 
@@ -24,6 +25,19 @@ def test_the_public_names_are_pinned() -> None:
 def test_every_public_name_imports() -> None:
     for name in conveyor.__all__:
         assert getattr(conveyor, name) is not None, name
+
+
+def test_the_engine_is_not_public() -> None:
+    # Tenant-facing code holds a TenantStore; the engine stays in its module for operators.
+    for name in ("PostgresStore", "Worker"):
+        assert name not in conveyor.__all__
+        assert not hasattr(conveyor, name), name
+
+
+def test_open_store_is_the_one_loaded_on_use() -> None:
+    from conveyor.store.database import open_store
+
+    assert conveyor.open_store is open_store
 
 
 def test_an_llm_permanent_error_sends_the_task_to_the_dead_letter_queue() -> None:

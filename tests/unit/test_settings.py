@@ -206,3 +206,33 @@ def test_well_formed_database_urls_pass_unchanged(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", url)
     assert load_settings().database_url == url
+
+
+def test_the_direct_database_url_defaults_to_none_and_is_read_from_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app@pgbouncer:6432/conveyor")
+    assert load_settings().direct_database_url is None  # LISTEN, migrations: DATABASE_URL
+    monkeypatch.setenv("CONVEYOR_DIRECT_DATABASE_URL", "postgresql://app@db:5432/conveyor")
+    assert load_settings().direct_database_url == "postgresql://app@db:5432/conveyor"
+
+
+def test_a_malformed_direct_database_url_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app@pgbouncer:6432/conveyor")
+    monkeypatch.setenv("CONVEYOR_DIRECT_DATABASE_URL", "postgresql://app:s3cret@db:abc/conveyor")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith("invalid configuration: CONVEYOR_DIRECT_DATABASE_URL: ")
+    assert "port 'abc'" in message and "s3cret" not in message
+
+
+def test_a_direct_database_url_without_database_url_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The embedded server has no pooler in front: a direct URL alone is a mistake.
+    monkeypatch.setenv("CONVEYOR_DIRECT_DATABASE_URL", "postgresql://app@db:5432/conveyor")
+    with pytest.raises(ConfigurationError, match="set without DATABASE_URL"):
+        load_settings()

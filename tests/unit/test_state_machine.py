@@ -168,15 +168,15 @@ def _function_body(name: str) -> str:
 
 
 def test_the_claim_statement_is_the_claim_function() -> None:
-    assert "conveyor_claim(" in queries()["claim_batch"]
-    assert "conveyor_claim_queue(" in _function_body("conveyor_claim")
+    assert "conveyor_claim_v2(" in queries()["claim_batch"]
+    assert "conveyor_claim_queue_v2(" in _function_body("conveyor_claim_v2")
 
 
 @pytest.mark.parametrize("name", sorted(STATEMENT_EDGES))
 def test_state_changing_statements_perform_only_legal_edges(name: str) -> None:
     statement = queries()[name]
     if name == "claim_batch":
-        statement = _function_body("conveyor_claim_queue")
+        statement = _function_body("conveyor_claim_queue_v2")
     for source, target in STATEMENT_EDGES[name]:
         assert is_legal(source, target), f"{name}: {source} -> {target} is not in TRANSITIONS"
         filters = f"'{source.value}'" in statement or (

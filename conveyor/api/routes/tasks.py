@@ -1,24 +1,31 @@
-"""``/v1/tasks``: submit one or a batch, read one, cancel one, for the caller's tenant."""
+"""``/v1/tasks``: submit one or a batch, read and list, cancel, for the caller's tenant.
+
+Every route reaches data only through ``store.for_tenant(tenant)``, the tenant-bound view:
+another tenant's id is a missing id by construction.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.problems import Problem
 from conveyor.api.traceparent import trace_context
 from conveyor.client.models import (
+    QUEUE_PATTERN,
     TaskBatch,
     TaskBatchCreated,
     TaskCreated,
+    TaskPage,
     TaskSubmission,
     TaskView,
 )
-from conveyor.store.params import NewTask
+from conveyor.store.params import NewTask, TaskListParams
 from conveyor.store.records import TaskRecord
+from conveyor.types import TaskState
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
 
@@ -45,7 +52,7 @@ async def submit_task(
     key = idempotency_key or body.idempotency_key
     task = _new_task(body, tenant, key, trace_context(traceparent, tracestate))
     await svc.store.require_declared_queues([task.queue])
-    (result,) = await svc.store.enqueue_batch([task])
+    (result,) = await svc.store.for_tenant(tenant).enqueue_batch([task])
     if not result.created:
         response.status_code = 200
     return TaskCreated(id=result.task_id, created=result.created)
@@ -63,21 +70,45 @@ async def submit_batch(
     context = trace_context(traceparent, tracestate)
     tasks = [_new_task(t, tenant, t.idempotency_key, context) for t in body.tasks]
     await svc.store.require_declared_queues(sorted({t.queue for t in tasks}))
-    results = await svc.store.enqueue_batch(tasks)
+    results = await svc.store.for_tenant(tenant).enqueue_batch(tasks)
     return TaskBatchCreated(tasks=[TaskCreated(id=r.task_id, created=r.created) for r in results])
 
 
 @router.get("/{task_id}", response_model=TaskView)
 async def get_task(task_id: TaskId, svc: Services, tenant: Tenant) -> TaskView:
     """A task of the caller's tenant, running or finished; 404 for any other id."""
-    return task_view(await svc.store.get_task(task_id, tenant_id=tenant))
+    return task_view(await svc.store.for_tenant(tenant).get_task(task_id))
+
+
+@router.get("", response_model=TaskPage)
+async def list_tasks(
+    svc: Services,
+    tenant: Tenant,
+    state: Annotated[TaskState | None, Query(description="Only tasks in this state.")] = None,
+    queue: Annotated[str | None, Query(pattern=QUEUE_PATTERN)] = None,
+    group_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="next_cursor of the previous page.")
+    ] = None,
+) -> TaskPage:
+    """The tenant's tasks, running and finished, newest first, a page at a time."""
+    query = TaskListParams(
+        limit=limit, before_id=cursor, queue=queue, group_id=group_id, state=state
+    )
+    found = await svc.store.for_tenant(tenant).list_tasks(query)
+    more = len(found) == limit
+    return TaskPage(
+        tasks=[task_view(r) for r in found], next_cursor=found[-1].id if more and found else None
+    )
 
 
 @router.post("/{task_id}/cancel", response_model=TaskView)
 async def cancel_task(task_id: TaskId, svc: Services, tenant: Tenant) -> TaskView:
     """Cancel a task: at once if it waits, by asking its worker if it runs."""
-    await svc.store.cancel(task_id, tenant_id=tenant, reason="cancelled over the API")
-    return task_view(await svc.store.get_task(task_id, tenant_id=tenant))
+    view = svc.store.for_tenant(tenant)
+    await view.cancel(task_id, reason="cancelled over the API")
+    return task_view(await view.get_task(task_id))
 
 
 def _new_task(

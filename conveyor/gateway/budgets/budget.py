@@ -20,7 +20,7 @@ import structlog
 
 from conveyor.gateway.chat import Message
 from conveyor.gateway.scope import CallScope
-from conveyor.store.llm_accounting import TenantLLMPolicy
+from conveyor.store.records import TenantLLMPolicy
 
 # A token is about four characters of English; the estimate only sizes a reservation,
 # which settle() corrects with the provider's count.

@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from conveyor.errors import ConfigurationError, DatabaseUnavailable, StoreError
-from conveyor.store.connection import redact_dsn
+from conveyor.store.dsn import redact_dsn
 from conveyor.store.params import BucketDraw
 
 DEFAULT_PREFIX = "conveyor:llm"

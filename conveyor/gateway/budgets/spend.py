@@ -21,12 +21,8 @@ from typing import Protocol
 
 from conveyor.errors import SpendLimitExceeded
 from conveyor.gateway.budgets.budget import BudgetAsk, Reservation
-from conveyor.store.llm_accounting import (
-    SpendReservation,
-    SpendReserve,
-    SpendSettle,
-    TenantLLMPolicy,
-)
+from conveyor.store.params import SpendReserve, SpendSettle
+from conveyor.store.records import SpendReservation, TenantLLMPolicy
 
 
 class SpendStore(Protocol):

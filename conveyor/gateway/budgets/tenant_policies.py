@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from conveyor.errors import UnknownTenant
-from conveyor.store.llm_accounting import TenantLLMPolicy
+from conveyor.store.records import TenantLLMPolicy
 
 DEFAULT_POLICY_TTL = 30.0
 MAX_ENTRIES = 50_000

@@ -48,10 +48,11 @@ WHERE t.id = i.id AND t.lease_token = i.token
 RETURNING t.id, t.queue, t.state;
 
 -- name: cancel_waiting
--- A task that has not started is cancelled at once.
+-- A tenant's task that has not started is cancelled at once. The tenant is required:
+-- another tenant's id matches nothing, like an id that does not exist.
 WITH gone AS (
     DELETE FROM tasks
-    WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) AND state IN ('scheduled', 'queued')
+    WHERE tenant_id = $1 AND id = $2 AND state IN ('scheduled', 'queued')
     RETURNING *
 )
 INSERT INTO task_history (
@@ -66,23 +67,56 @@ SELECT id, tenant_id, queue, 'cancelled', priority, attempts, max_attempts, time
 FROM gone
 RETURNING id;
 
+-- name: cancel_waiting_any_tenant
+-- The same for an operator (CLI, admin), whichever tenant owns the task.
+WITH gone AS (
+    DELETE FROM tasks
+    WHERE id = $1 AND state IN ('scheduled', 'queued')
+    RETURNING *
+)
+INSERT INTO task_history (
+    id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
+    idempotency_key, parent_id, group_id, payload, trace_context, result, last_error,
+    worker_id, created_at, started_at
+)
+SELECT id, tenant_id, queue, 'cancelled', priority, attempts, max_attempts, timeout_seconds,
+       idempotency_key, parent_id, group_id, payload, trace_context, NULL,
+       jsonb_build_object('type', 'Cancelled', 'message', $2::text),
+       worker_id, created_at, started_at
+FROM gone
+RETURNING id;
+
 -- name: request_cancel_running
 -- A running task is asked to stop; its worker sees the flag on its next heartbeat (or the
 -- notification) and finishes it as cancelled. If the worker is dead, the reaper does.
 UPDATE tasks SET cancel_requested = true
-WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2) AND state = 'running'
+WHERE tenant_id = $1 AND id = $2 AND state = 'running'
+RETURNING id, worker_id;
+
+-- name: request_cancel_running_any_tenant
+UPDATE tasks SET cancel_requested = true
+WHERE id = $1 AND state = 'running'
 RETURNING id, worker_id;
 
 -- name: notify_cancel
 SELECT pg_notify('conveyor_cancel', $1::text);
 
 -- name: get_active_task
+-- A tenant's task by id (tenant required: another tenant's id finds nothing).
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
        idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
        last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
        NULL::timestamptz AS finished_at
 FROM tasks
-WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2);
+WHERE tenant_id = $1 AND id = $2;
+
+-- name: get_active_task_any_tenant
+SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
+       idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
+       last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
+       NULL::timestamptz AS finished_at
+FROM tasks
+WHERE id = $1;
 
 -- name: get_finished_task
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
@@ -90,4 +124,38 @@ SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_se
        last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
        created_at, started_at, finished_at
 FROM task_history
-WHERE id = $1 AND ($2::text IS NULL OR tenant_id = $2);
+WHERE tenant_id = $1 AND id = $2;
+
+-- name: get_finished_task_any_tenant
+SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
+       idempotency_key, parent_id, group_id, payload, trace_context, result,
+       last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
+       created_at, started_at, finished_at
+FROM task_history
+WHERE id = $1;
+
+-- name: list_tasks
+-- A tenant's tasks, active and finished, newest first: ids below the cursor $2 (NULL: from
+-- the newest), narrowed by queue $3, group $4 and state $5 when given. The tenant is
+-- required; task_history's key (tenant_id, id, finished_at) serves its half.
+SELECT * FROM (
+    SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
+           idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
+           last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
+           NULL::timestamptz AS finished_at
+    FROM tasks
+    WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2)
+      AND ($3::text IS NULL OR queue = $3) AND ($4::text IS NULL OR group_id = $4)
+      AND ($5::text IS NULL OR state = $5)
+    UNION ALL
+    SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
+           idempotency_key, parent_id, group_id, payload, trace_context, result,
+           last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
+           created_at, started_at, finished_at
+    FROM task_history
+    WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2)
+      AND ($3::text IS NULL OR queue = $3) AND ($4::text IS NULL OR group_id = $4)
+      AND ($5::text IS NULL OR state = $5)
+) AS listed
+ORDER BY id DESC
+LIMIT $6;

@@ -7,9 +7,10 @@
 -- name: claim_batch
 -- Takes up to $2 ready tasks of the queues $1 for worker $3 for $4 seconds under one new
 -- fencing token, fairly between tenants and within every cap and start rate limit: see
--- conveyor_claim in migrations/0005_fair_claim.sql. A task submitted without max_attempts
--- takes the default of its agent ($5, aligned with $1) at its first claim.
-SELECT * FROM conveyor_claim($1::text[], $2::int, $3::text, $4::float8, $5::int[]);
+-- conveyor_claim_v2 in migrations/0011_claim_v2.sql (v1 of 0005 serves workers of the
+-- previous release during a rolling deploy). A task submitted without max_attempts takes
+-- the default of its agent ($5, aligned with $1) at its first claim.
+SELECT * FROM conveyor_claim_v2($1::text[], $2::int, $3::text, $4::float8, $5::int[]);
 
 -- name: extend_leases
 -- The worker's heartbeat: one statement touches its own row (with $5 outcomes waiting
