@@ -69,6 +69,16 @@ class Settings(BaseSettings):
         gt=0,
         description="A worker holding tasks that recorded no outcome this long is stuck.",
     )
+    admin_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="An admin API key that lives only in the environment (a secret).",
+    )
+    api_key_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long an API process trusts a key it has seen; revocation bound.",
+    )
     fairness: bool = Field(
         default=True, description="Fair dequeue between tenants (off: priority, then FIFO)."
     )

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import conveyor
-from conveyor.cli import database, demo, mock_llm, status, tasks, worker
+from conveyor.cli import api, database, demo, mock_llm, status, tasks, worker
 from conveyor.cli.common import ID_ARGUMENT
 from conveyor.cli.dlq import dlq_cli
 from conveyor.cli.llm import llm_cli
@@ -43,6 +43,7 @@ cli.add_typer(queues_cli, name="queues")
 cli.add_typer(tenants_cli, name="tenants")
 cli.add_typer(plans_cli, name="plans")
 cli.add_typer(llm_cli, name="llm")
+cli.add_typer(api.keys_cli, name="keys")
 
 cli.command()(database.migrate)
 cli.command()(status.status)
@@ -57,6 +58,7 @@ cli.command(
     add_help_option=False,
 )(mock_llm.mock_llm)
 cli.command()(worker.worker)
+cli.command()(api.api)
 cli.command()(demo.demo)
 
 

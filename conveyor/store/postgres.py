@@ -22,6 +22,7 @@ import asyncpg
 
 from conveyor.store import (
     admin,
+    api_keys,
     budgets,
     declarations,
     effects,
@@ -31,6 +32,7 @@ from conveyor.store import (
     leases,
     llm_accounting,
     llm_cache,
+    migrate,
     periodic,
     reports,
     retention,
@@ -62,12 +64,14 @@ from conveyor.store.params import (
 )
 from conveyor.store.ports import Admin, Maintenance, TenantScopedStore, WorkerLeases
 from conveyor.store.records import (
+    ApiKey,
     ClaimedTask,
     DeadTask,
     EffectRecord,
     EnqueueResult,
     GroupStatus,
     HeartbeatResult,
+    KeyCredentials,
     LLMPrice,
     LLMUsage,
     Plan,
@@ -577,6 +581,32 @@ class PostgresStore:
     ) -> tuple[EffectRecord, bool]:
         """Record a result once per (tenant, key): what holds, and whether this call wrote it."""
         return await self._run(lambda c: effects.record_effect(c, tenant_id, key, task_id, result))
+
+    # -- API keys and readiness ---------------------------------------------------------
+
+    async def check_schema(self) -> None:
+        """Raise DatabaseUnavailable or SchemaNotReady unless the database is usable now."""
+        await self._run(migrate.require_current_schema)
+
+    async def create_api_key(
+        self, key_id: str, tenant_id: str | None, secret_hash: bytes, name: str = ""
+    ) -> ApiKey:
+        """Store a key's hash (``tenant_id`` None: an admin key); UnknownTenant if absent."""
+        return await self._run(
+            lambda c: api_keys.create_key(c, key_id, tenant_id, secret_hash, name)
+        )
+
+    async def find_api_key(self, key_id: str) -> KeyCredentials | None:
+        """What checking the key with this id needs; None when there is none."""
+        return await self._run(lambda c: api_keys.find_key(c, key_id))
+
+    async def list_api_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
+        """Every key (or one tenant's), newest first, without secrets."""
+        return await self._run(lambda c: api_keys.list_keys(c, tenant_id))
+
+    async def revoke_api_key(self, key_id: str) -> ApiKey | None:
+        """Revoke a key; None when there is no such key."""
+        return await self._run(lambda c: api_keys.revoke_key(c, key_id))
 
 
 def _serves_every_caller(

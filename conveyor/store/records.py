@@ -317,3 +317,30 @@ class TenantWaits:
     tasks: int
     wait_p50: float | None
     wait_p99: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """An API key as listed: never its secret, nor the hash of it."""
+
+    id: str
+    tenant_id: str | None
+    """The tenant it acts for; None for an admin key."""
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def admin(self) -> bool:
+        """True for an admin key."""
+        return self.tenant_id is None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCredentials:
+    """What checking a presented key needs: its owner, its secret's hash, whether revoked."""
+
+    id: str
+    tenant_id: str | None
+    secret_hash: bytes
+    revoked: bool

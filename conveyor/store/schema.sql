@@ -1471,3 +1471,14 @@ BEGIN
     END LOOP;
 END
 $fn$;
+-- API keys for the HTTP API: only the SHA-256 of the secret is kept; tenant_id NULL is an
+-- admin key.
+CREATE TABLE api_keys (
+    id           text PRIMARY KEY CHECK (id ~ '^[0-9a-f]{12}$'),
+    tenant_id    text REFERENCES tenants (id) ON DELETE CASCADE,
+    secret_hash  bytea NOT NULL,
+    name         text NOT NULL DEFAULT '',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    revoked_at   timestamptz
+);
+CREATE INDEX api_keys_tenant_idx ON api_keys (tenant_id);

@@ -1,0 +1,54 @@
+"""The FastAPI application: routes, problem details, body limits. It validates, records and
+reports; it never runs an agent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from fastapi import FastAPI
+
+from conveyor.api.body_limit import BodyLimit
+from conveyor.api.problems import install_problem_handlers
+from conveyor.api.routes import health, tasks
+from conveyor.api.services import ApiLimits, ApiServices
+
+ApiApp = FastAPI
+"""The app type, for the composition root's annotations (only this layer imports FastAPI)."""
+
+OpenServices = Callable[[], AbstractAsyncContextManager[ApiServices]]
+
+
+def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> ApiApp:
+    """An app whose services ``open_services()`` opens at start-up and closes at shutdown
+    (the process's composition root builds them: the store, the key checker)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services() as services:
+            app.state.services = services
+            yield
+
+    app = FastAPI(
+        title="Conveyor",
+        version=_version(),
+        description="Submit, read and manage agent tasks. Errors are RFC 9457 problems.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+    limits = limits or ApiLimits()
+    app.add_middleware(
+        BodyLimit,
+        limit_for=lambda path: (
+            limits.max_batch_bytes if path.endswith("/batch") else limits.max_task_bytes
+        ),
+    )
+    return app
+
+
+def _version() -> str:
+    from conveyor import __version__
+
+    return __version__

@@ -1,0 +1,35 @@
+"""What the API's routes are handed: the store, the key checker, the limits. Built once per
+process by the composition root (``conveyor.api.factory``) and held on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from conveyor.api.auth import KeyChecker
+from conveyor.store.postgres import PostgresStore
+
+
+@dataclass(frozen=True, slots=True)
+class ApiLimits:
+    """Request limits; each field documents its default."""
+
+    max_task_bytes: int = 1_048_576
+    """Largest body of a single submit, and largest payload of a task in a batch (1 MiB)."""
+    max_batch_bytes: int = 64 * 1_048_576
+    """Largest body of a batch submit (64 MiB)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiServices:
+    """The parts every request may use."""
+
+    store: PostgresStore
+    keys: KeyChecker
+
+
+def services(request: Request) -> ApiServices:
+    """The process's services (a FastAPI dependency)."""
+    found: ApiServices = request.app.state.services
+    return found

@@ -1,0 +1,108 @@
+"""The API's request and response bodies, shared by the server and the Python client.
+
+One definition serves both sides, so a field the server accepts is a field the client can
+send, and ``/openapi.json`` is generated from the same classes. Unknown fields are refused
+(``extra="forbid"``): a misspelt ``prority`` is a 422, not a silently default priority.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from conveyor.core.json_documents import check_document
+from conveyor.types import TaskState
+
+QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+MAX_BATCH = 10_000
+
+Queue = Annotated[str, Field(pattern=QUEUE_PATTERN, description="The agent role.")]
+
+
+class Strict(BaseModel):
+    """A body that refuses unknown fields and non-finite numbers."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class TaskSubmission(Strict):
+    """One task to run."""
+
+    queue: Queue
+    payload: dict[str, Any] = Field(default_factory=dict, description="The agent's input.")
+    priority: int = Field(5, ge=1, le=10, description="1 urgent, 5 normal, 10 batch.")
+    run_at: AwareDatetime | None = Field(None, description="Do not start before this instant.")
+    delay_seconds: float | None = Field(
+        None, ge=0, le=366 * 86400, description="Do not start before this many seconds."
+    )
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+    timeout_seconds: float | None = Field(None, gt=0, le=7 * 86400)
+    idempotency_key: str | None = Field(
+        None,
+        min_length=1,
+        max_length=255,
+        description="The same key returns the first task (or the Idempotency-Key header).",
+    )
+    group_id: str | None = Field(None, min_length=1, max_length=128)
+
+    @field_validator("payload")
+    @classmethod
+    def _storable(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        check_document(payload)
+        return payload
+
+
+class TaskBatch(Strict):
+    """Up to 10,000 tasks, stored together or not at all."""
+
+    tasks: list[TaskSubmission] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class TaskCreated(BaseModel):
+    """A submitted task: its id, and False in ``created`` when a key returned an older one."""
+
+    id: int
+    created: bool
+
+
+class TaskBatchCreated(BaseModel):
+    """The batch's tasks, in the order submitted."""
+
+    tasks: list[TaskCreated]
+
+
+class TaskView(BaseModel):
+    """A task as its tenant sees it, running or finished."""
+
+    id: int
+    queue: str
+    state: TaskState
+    priority: int
+    attempts: int
+    max_attempts: int | None
+    payload: dict[str, Any]
+    result: Any = None
+    last_error: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    group_id: str | None = None
+    parent_id: int | None = None
+    run_at: datetime | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class TaskPage(BaseModel):
+    """A page of tasks, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    tasks: list[TaskView]
+    next_cursor: int | None = None
+
+
+class Health(BaseModel):
+    """``/healthz`` and ``/readyz``."""
+
+    status: str
+    detail: str | None = None
