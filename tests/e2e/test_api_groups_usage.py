@@ -153,13 +153,11 @@ async def test_usage_of_a_month_is_the_tenant_s_own(api: ApiProcess, store: Post
             await client.get("/v1/usage", params={"month": text}, headers=bearer(acme_key))
         ).json()
         assert report["tenant_id"] == acme and report["month"] == text
-        assert report["tasks"] == sorted(
-            [
-                {"queue": writer, "counts": {"queued": 1, "cancelled": 1}, "total": 2},
-                {"queue": seo, "counts": {"queued": 1}, "total": 1},
-            ],
-            key=lambda q: q["queue"],
-        )
+        by_queue = {q["queue"]: q for q in report["tasks"]}
+        assert by_queue == {
+            writer: {"queue": writer, "counts": {"queued": 1, "cancelled": 1}, "total": 2},
+            seo: {"queue": seo, "counts": {"queued": 1}, "total": 1},
+        }
         assert report["tasks_total"] == 3
         assert report["llm"]["calls"] == 1 and report["llm"]["prompt_tokens"] == 1000
         default = (await client.get("/v1/usage", headers=bearer(acme_key))).json()
