@@ -10,7 +10,17 @@ from fastapi import FastAPI
 
 from conveyor.api.body_limit import BodyLimit
 from conveyor.api.problems import install_problem_handlers
-from conveyor.api.routes import health, tasks
+from conveyor.api.routes import (
+    admin_dlq,
+    admin_keys,
+    admin_plans,
+    admin_queues,
+    admin_tenants,
+    groups,
+    health,
+    tasks,
+    usage,
+)
 from conveyor.api.services import ApiLimits, ApiServices
 
 ApiApp = FastAPI
@@ -38,6 +48,10 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(groups.router)
+    app.include_router(usage.router)
+    for admin in (admin_tenants, admin_plans, admin_keys, admin_queues, admin_dlq):
+        app.include_router(admin.router)
     limits = limits or ApiLimits()
     app.add_middleware(
         BodyLimit,

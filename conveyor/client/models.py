@@ -8,6 +8,7 @@ send, and ``/openapi.json`` is generated from the same classes. Unknown fields a
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -16,6 +17,7 @@ from conveyor.core.json_documents import check_document
 from conveyor.types import TaskState
 
 QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 MAX_BATCH = 10_000
 
 Queue = Annotated[str, Field(pattern=QUEUE_PATTERN, description="The agent role.")]
@@ -73,8 +75,35 @@ class TaskBatchCreated(BaseModel):
     tasks: list[TaskCreated]
 
 
+class LLMUsageLine(BaseModel):
+    """Calls to one (provider, model): counts, tokens and cost."""
+
+    provider: str
+    model: str
+    calls: int = Field(description="Attempts sent (skips and cache hits not counted).")
+    succeeded: int
+    failed: int
+    cached: int = Field(description="Answered from the response cache.")
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal = Field(description="USD, a decimal string.")
+    unpriced: bool = Field(description="Some successful calls had no price: cost is low.")
+
+
+class LLMUsageSummary(BaseModel):
+    """LLM calls, tokens and cost in all, and per (provider, model)."""
+
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal = Field(description="USD, a decimal string.")
+    unpriced: bool
+    by_model: list[LLMUsageLine]
+
+
 class TaskView(BaseModel):
-    """A task as its tenant sees it, running or finished."""
+    """A task as its tenant sees it, running or finished. ``usage`` (its LLM calls, tokens
+    and cost so far) is filled when one task is read, not in lists."""
 
     id: int
     queue: str
@@ -92,6 +121,7 @@ class TaskView(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    usage: LLMUsageSummary | None = None
 
 
 class TaskPage(BaseModel):
@@ -99,6 +129,61 @@ class TaskPage(BaseModel):
 
     tasks: list[TaskView]
     next_cursor: int | None = None
+
+
+class FollowUp(Strict):
+    """The task a group enqueues once, when all its tasks have finished. Its payload gets
+    ``_group_id``, the group's id."""
+
+    queue: Queue
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(5, ge=1, le=10)
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+    timeout_seconds: float | None = Field(None, gt=0, le=7 * 86400)
+
+    @field_validator("payload")
+    @classmethod
+    def _storable(cls, payload: dict[str, Any]) -> dict[str, Any]:
+        check_document(payload)
+        return payload
+
+
+class GroupCreate(Strict):
+    """A campaign: tasks submitted with its ``group_id`` belong to it."""
+
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[^/]+$", description="The group's id.")
+    on_complete: FollowUp | None = Field(
+        None, description="Enqueued once when all the group's tasks have finished."
+    )
+
+
+class GroupView(BaseModel):
+    """A campaign: its tasks by state, whether it completed, and its LLM usage."""
+
+    id: str
+    counts: dict[TaskState, int]
+    total: int
+    completed_at: datetime | None = None
+    follow_up_id: int | None = None
+    usage: LLMUsageSummary
+
+
+class QueueUsage(BaseModel):
+    """A queue's tasks created in the month, by their state now."""
+
+    queue: str
+    counts: dict[TaskState, int]
+    total: int
+
+
+class UsageReport(BaseModel):
+    """A tenant's month: the tasks it created, and its LLM calls, tokens and cost."""
+
+    tenant_id: str
+    month: str = Field(description="YYYY-MM, in UTC.")
+    tasks: list[QueueUsage]
+    tasks_total: int
+    llm: LLMUsageSummary
 
 
 class Health(BaseModel):

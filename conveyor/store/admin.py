@@ -116,6 +116,17 @@ async def list_tenants(conn: Conn) -> list[Tenant]:
     return [Tenant(**dict(row)) for row in await conn.fetch(q("list_tenants"))]
 
 
+async def get_tenant(conn: Conn, tenant_id: str) -> Tenant | None:
+    """One tenant; None when there is none."""
+    row = await conn.fetchrow(q("get_tenant"), tenant_id)
+    return None if row is None else Tenant(**dict(row))
+
+
+async def list_queue_settings(conn: Conn) -> list[QueueSettings]:
+    """The switches and limits of every queue that has a row (paused, capped, declared)."""
+    return [QueueSettings(**dict(row)) for row in await conn.fetch(q("list_queue_settings"))]
+
+
 async def set_queue_paused(conn: Conn, queue: str, paused: bool) -> None:
     """Pause (no claims) or resume a queue; enqueueing into a paused queue still works."""
     async with conn.transaction():

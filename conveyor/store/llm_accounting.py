@@ -65,9 +65,10 @@ async def usage(
     since: datetime,
     group_id: str | None = None,
     task_id: int | None = None,
+    until: datetime | None = None,
 ) -> list[LLMUsage]:
-    """Totals of a tenant's calls since ``since`` per (provider, model)."""
-    rows = await conn.fetch(q("llm_usage"), tenant_id, since, group_id, task_id)
+    """Totals of a tenant's calls in [since, until) per (provider, model)."""
+    rows = await conn.fetch(q("llm_usage"), tenant_id, since, group_id, task_id, until)
     return [LLMUsage(**dict(row)) for row in rows]
 
 

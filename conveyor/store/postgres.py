@@ -301,6 +301,12 @@ class PostgresStore:
         """A tenant's tasks, active and finished, newest first (see ``TaskListParams``)."""
         return await self._run(lambda c: finish.list_tasks(c, tenant_id, query))
 
+    async def task_counts(
+        self, tenant_id: str, since: datetime, until: datetime
+    ) -> dict[str, dict[TaskState, int]]:
+        """A tenant's tasks created in [since, until), per queue and state."""
+        return await self._run(lambda c: reports.tenant_task_counts(c, tenant_id, since, until))
+
     # -- operations ---------------------------------------------------------------------
 
     async def create_tenant(
@@ -343,6 +349,14 @@ class PostgresStore:
     async def list_tenants(self) -> list[Tenant]:
         """Every tenant."""
         return await self._run(admin.list_tenants)
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        """One tenant; None when there is none."""
+        return await self._run(lambda c: admin.get_tenant(c, tenant_id))
+
+    async def list_queue_settings(self) -> list[QueueSettings]:
+        """Every queue's switches and limits (queues never paused nor capped may lack one)."""
+        return await self._run(admin.list_queue_settings)
 
     async def pause_queue(self, queue: str) -> None:
         """Stop claims from ``queue``; submissions are still accepted."""
@@ -489,10 +503,11 @@ class PostgresStore:
         *,
         group_id: str | None = None,
         task_id: int | None = None,
+        until: datetime | None = None,
     ) -> list[LLMUsage]:
-        """A tenant's LLM calls since ``since`` per (provider, model): tokens and cost."""
+        """A tenant's LLM calls in [since, until) per (provider, model): tokens and cost."""
         return await self._run(
-            lambda c: llm_accounting.usage(c, tenant_id, since, group_id, task_id)
+            lambda c: llm_accounting.usage(c, tenant_id, since, group_id, task_id, until)
         )
 
     async def tenant_llm_month(self, tenant_id: str, month: date) -> dict[str, Any] | None:

@@ -1,4 +1,4 @@
-"""Read-only reports over finished tasks."""
+"""Read-only reports over tasks: finished ones, and one tenant's month."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import datetime
 from conveyor.store.connection import Conn
 from conveyor.store.records import QueueSummary, TenantWaits
 from conveyor.store.sql import q
+from conveyor.types import TaskState
 
 
 async def history_summary(conn: Conn, since: datetime) -> list[QueueSummary]:
@@ -24,3 +25,15 @@ async def running_by_tenant(conn: Conn) -> dict[tuple[str, str], int]:
     """Tasks running now per (tenant, queue)."""
     rows = await conn.fetch(q("running_by_tenant"))
     return {(row["tenant_id"], row["queue"]): row["running"] for row in rows}
+
+
+async def tenant_task_counts(
+    conn: Conn, tenant_id: str, since: datetime, until: datetime
+) -> dict[str, dict[TaskState, int]]:
+    """A tenant's tasks created in [since, until), per queue and state."""
+    counts: dict[str, dict[TaskState, int]] = {}
+    for row in await conn.fetch(q("tenant_task_counts"), tenant_id, since, until):
+        by_state = counts.setdefault(row["queue"], {})
+        state = TaskState(row["state"])
+        by_state[state] = by_state.get(state, 0) + row["n"]
+    return counts

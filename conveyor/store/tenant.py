@@ -94,12 +94,23 @@ class TenantStore:
         return await self._store.tenant_usage(self._tenant_id, now=now)
 
     async def llm_usage(
-        self, since: datetime, *, group_id: str | None = None, task_id: int | None = None
+        self,
+        since: datetime,
+        *,
+        group_id: str | None = None,
+        task_id: int | None = None,
+        until: datetime | None = None,
     ) -> list[LLMUsage]:
-        """This tenant's LLM calls since ``since`` per (provider, model): tokens and cost."""
+        """This tenant's LLM calls in [since, until) per (provider, model): tokens and cost."""
         return await self._store.llm_usage(
-            self._tenant_id, since, group_id=group_id, task_id=task_id
+            self._tenant_id, since, group_id=group_id, task_id=task_id, until=until
         )
+
+    async def task_counts(
+        self, since: datetime, until: datetime
+    ) -> dict[str, dict[TaskState, int]]:
+        """This tenant's tasks created in [since, until), per queue and state."""
+        return await self._store.task_counts(self._tenant_id, since, until)
 
     def _bind(self, task: NewTask) -> NewTask:
         if task.tenant_id == self._tenant_id:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
+from conveyor.core.api_keys import new_key
+from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask
+from conveyor.store.postgres import PostgresStore
+from conveyor.types import TaskState
 from tests.e2e.conftest import CLI, ROOT, process_env
+from tests.support.databases import DatabaseFactory
+
+ADMIN_KEY = "a" * 40
+"""The environment's admin key of a ``module_api`` server."""
 
 
 def free_port() -> int:
@@ -22,6 +34,7 @@ class ApiProcess:
     """A running API server; ``url`` is its base URL."""
 
     def __init__(self, dsn: str, log_path: Path, *args: str, **env: str) -> None:
+        self.dsn = dsn
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -54,3 +67,59 @@ class ApiProcess:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
+
+
+def module_api(
+    database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    """One API server on a database of its own for a whole test module (yield from it in a
+    module-scoped fixture); each test then works with tenants, queues and ids of its own.
+    Keys are not cached, so a revocation is seen by the next request."""
+    dsn = asyncio.run(database_factory.create())
+    log = tmp_path_factory.mktemp("api") / "api.log"
+    server = ApiProcess(dsn, log, CONVEYOR_ADMIN_KEY=ADMIN_KEY, CONVEYOR_API_KEY_CACHE_SECONDS="0")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+        asyncio.run(database_factory.drop(dsn))
+
+
+def unique(name: str) -> str:
+    """``name`` made unique within the module's database: ``acme-3f9a0c``."""
+    return f"{name}-{secrets.token_hex(3)}"
+
+
+async def issue_key(store: PostgresStore, tenant: str | None, *, create: bool = True) -> str:
+    """A new key's token for ``tenant`` (created first unless ``create`` is False), or an
+    admin key (``tenant`` None)."""
+    if tenant is not None and create:
+        await store.create_tenant(tenant)
+    issued = new_key(secrets.token_bytes)
+    await store.create_api_key(issued.key_id, tenant, issued.secret_hash, "test")
+    return issued.token
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def make_dead(store: PostgresStore, tenant: str, queue: str, n: int = 1) -> list[int]:
+    """``n`` tasks of ``tenant`` in the dead-letter queue, each with its last error."""
+    made = await store.for_tenant(tenant).enqueue_batch(
+        [NewTask(queue, {"n": i}, max_attempts=1) for i in range(n)]
+    )
+    claimed = await store.claim(ClaimRequest((queue,), n, "test-worker", 60))
+    await store.finish(
+        [
+            Finish(
+                LeaseRef(c.id, c.lease_token),
+                TaskState.DEAD,
+                error={"type": "Boom", "message": f"task {c.id}"},
+            )
+            for c in claimed
+        ]
+    )
+    return [m.task_id for m in made]

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.problems import Problem
+from conveyor.api.reports import task_usage
 from conveyor.api.traceparent import trace_context
 from conveyor.client.models import (
     QUEUE_PATTERN,
@@ -76,8 +77,12 @@ async def submit_batch(
 
 @router.get("/{task_id}", response_model=TaskView)
 async def get_task(task_id: TaskId, svc: Services, tenant: Tenant) -> TaskView:
-    """A task of the caller's tenant, running or finished; 404 for any other id."""
-    return task_view(await svc.store.for_tenant(tenant).get_task(task_id))
+    """A task of the caller's tenant, running or finished, with its LLM usage and cost so
+    far; 404 for any other id."""
+    view = svc.store.for_tenant(tenant)
+    record = await view.get_task(task_id)
+    usage = await task_usage(view, task_id, record.created_at)
+    return task_view(record).model_copy(update={"usage": usage})
 
 
 @router.get("", response_model=TaskPage)

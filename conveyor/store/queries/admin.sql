@@ -11,6 +11,9 @@ RETURNING id, name, weight, plan_id, created_at;
 -- name: list_tenants
 SELECT id, name, weight, plan_id, created_at FROM tenants ORDER BY id;
 
+-- name: get_tenant
+SELECT id, name, weight, plan_id, created_at FROM tenants WHERE id = $1;
+
 -- name: list_plans
 SELECT id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
        monthly_token_budget, weight, start_rate_limit, start_rate_interval,
@@ -68,6 +71,9 @@ SET paused = excluded.paused, paused_at = excluded.paused_at;
 
 -- name: paused_queues
 SELECT name FROM queues WHERE paused ORDER BY name;
+
+-- name: list_queue_settings
+SELECT name, paused, max_running, aging_seconds FROM queues ORDER BY name;
 
 -- name: set_queue_limits
 -- NULL keeps the current value; max_running 0 removes the cap.

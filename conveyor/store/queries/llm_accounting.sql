@@ -48,8 +48,8 @@ SELECT conveyor_settle_llm_spend($1, $2, $3, $4, $5, $6, $7, $8)
 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed;
 
 -- name: llm_usage
--- Totals of a tenant's calls since $2, narrowed to a group ($3) or a task ($4) if given,
--- per provider and model. "calls" counts attempts sent; skips (circuit open, budget
+-- Totals of a tenant's calls since $2 (and before $5 if given), narrowed to a group ($3) or
+-- a task ($4) if given, per provider and model. "calls" counts attempts sent; skips (circuit open, budget
 -- refused) and cache hits are counted apart.
 SELECT c.provider, c.model,
        count(*) FILTER (WHERE c.outcome NOT IN ('circuit_open', 'budget_refused', 'cached'))
@@ -65,6 +65,7 @@ FROM llm_calls AS c
 WHERE c.tenant_id = $1 AND c.created_at >= $2
   AND ($3::text IS NULL OR c.group_id = $3)
   AND ($4::bigint IS NULL OR c.task_id = $4)
+  AND ($5::timestamptz IS NULL OR c.created_at < $5)
 GROUP BY c.provider, c.model
 ORDER BY c.provider, c.model;
 

@@ -35,3 +35,14 @@ ORDER BY tenant_id;
 SELECT tenant_id, queue, count(*) AS running
 FROM tasks WHERE state = 'running'
 GROUP BY tenant_id, queue;
+
+-- name: tenant_task_counts
+-- A tenant's tasks created in [$2, $3) per queue and state, waiting, running or finished. A
+-- task finishes after it was created, so history partitions older than $2 are skipped.
+SELECT queue, state, count(*) AS n FROM tasks
+WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3
+GROUP BY queue, state
+UNION ALL
+SELECT queue, state, count(*) FROM task_history
+WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 AND finished_at >= $2
+GROUP BY queue, state;
