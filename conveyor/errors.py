@@ -13,6 +13,7 @@
     │   ├── SchemaNotReady        migrations have not been applied; run `conveyor migrate`
     │   └── MigrationError        a migration file failed or the history is inconsistent
     ├── InvalidTask               a task submission is malformed (bad queue, priority, ...)
+    │   └── IdempotencyConflict   an idempotency key already took a different request
     ├── UnknownTenant             the tenant does not exist; create it first
     ├── UndeclaredQueue           nothing serves or names that queue; declare it first
     ├── PlanViolation             the tenant's plan (or override) does not allow that role
@@ -93,6 +94,18 @@ class MigrationError(StoreError):
 
 class InvalidTask(ConveyorError):
     """A task submission is malformed; the message says which field and why."""
+
+
+class IdempotencyConflict(InvalidTask):
+    """An idempotency key was sent again with a different request: the key names the first
+    request only. Nothing of the submission is stored; use a new key for a new request."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"the idempotency key {key!r} was already used with a different request; "
+            "send the same request to get its task, or a new key for a new one"
+        )
 
 
 class UnknownTenant(ConveyorError):

@@ -79,6 +79,17 @@ class Settings(BaseSettings):
         ge=0,
         description="How long an API process trusts a key it has seen; revocation bound.",
     )
+    api_key_rps: float = Field(
+        default=100.0,
+        ge=0,
+        description="Requests per second per API key, shared by every API process (0: no limit).",
+    )
+    api_depth_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="How often an API process reads the depth of queues that shed.",
+    )
     fairness: bool = Field(
         default=True, description="Fair dequeue between tenants (off: priority, then FIFO)."
     )

@@ -15,8 +15,11 @@ async def caller(
     svc: Annotated[ApiServices, Depends(services)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> Principal:
-    """Whoever the request's key says; 401 without a valid key."""
-    return await svc.keys.principal(authorization)
+    """Whoever the request's key says; 401 without a valid key, 429 over its rate limit."""
+    principal = await svc.keys.principal(authorization)
+    if svc.rate_limit is not None:
+        await svc.rate_limit.admit(principal.key_id)
+    return principal
 
 
 async def tenant(principal: Annotated[Principal, Depends(caller)]) -> str:

@@ -23,6 +23,7 @@ from conveyor.errors import (
     ConveyorError,
     DatabaseUnavailable,
     GroupNotFound,
+    IdempotencyConflict,
     InvalidTask,
     PlanViolation,
     QuotaExceeded,
@@ -38,6 +39,7 @@ log = structlog.get_logger("conveyor.api")
 _STATUS: Sequence[tuple[type[ConveyorError], int, str]] = (
     (TaskNotFound, 404, "not-found"),
     (GroupNotFound, 404, "not-found"),
+    (IdempotencyConflict, 422, "idempotency-conflict"),
     (InvalidTask, 422, "invalid-task"),
     (UndeclaredQueue, 422, "undeclared-queue"),
     (UnknownTenant, 422, "unknown-tenant"),

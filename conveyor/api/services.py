@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from conveyor.api.auth import KeyChecker
+from conveyor.api.backpressure import DepthWatch
+from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.store.postgres import PostgresStore
 
 
@@ -27,6 +29,10 @@ class ApiServices:
 
     store: PostgresStore
     keys: KeyChecker
+    depth: DepthWatch | None = None
+    """The queues that shed and their depth (None: no backpressure)."""
+    rate_limit: KeyRateLimit | None = None
+    """The per-key request rate limit (None: no limit)."""
 
 
 def services(request: Request) -> ApiServices:

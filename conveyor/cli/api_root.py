@@ -8,11 +8,14 @@ process, and handed to the app explicitly. Nothing is found through a global.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from conveyor.api.app import ApiApp, create_app
 from conveyor.api.auth import KeyChecker
+from conveyor.api.backpressure import DepthWatch
+from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
+from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
 
@@ -23,12 +26,26 @@ def build_app() -> ApiApp:
 
     @asynccontextmanager
     async def open_services() -> AsyncIterator[ApiServices]:
-        async with open_store(settings, wait_seconds=settings.database_wait_seconds) as store:
+        async with AsyncExitStack() as stack:
+            store = await stack.enter_async_context(
+                open_store(settings, wait_seconds=settings.database_wait_seconds)
+            )
             keys = KeyChecker(
                 store.find_api_key,
                 admin_key=settings.admin_key,
                 cache_seconds=settings.api_key_cache_seconds,
             )
-            yield ApiServices(store=store, keys=keys)
+            depth = await stack.enter_async_context(
+                DepthWatch(store.queue_loads, period=settings.api_depth_seconds).running()
+            )
+            rate_limit = None
+            if settings.api_key_rps > 0:
+                # The gateway's shared buckets: Redis when REDIS_URL is set, else PostgreSQL.
+                buckets = bucket_store_from_env(None, store)
+                closer = getattr(buckets, "aclose", None) if buckets is not store else None
+                if closer is not None:  # RedisBuckets: its connections
+                    stack.push_async_callback(closer)
+                rate_limit = KeyRateLimit(buckets, settings.api_key_rps)
+            yield ApiServices(store=store, keys=keys, depth=depth, rate_limit=rate_limit)
 
     return create_app(open_services)

@@ -82,6 +82,16 @@ def queues_set(
         str | None,
         typer.Option("--aging", help="Serve a priority level left waiting this long, e.g. 30s."),
     ] = None,
+    depth_threshold: Annotated[
+        int | None,
+        typer.Option(
+            "--depth-threshold",
+            min=0,
+            max=INT32_MAX // 4,
+            help="Shed new work past this many waiting tasks: priority 6-10 at N, 2-5 at 2N, "
+            "1 at 4N (0 removes it).",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Set a role's limits across tenants (flags not given keep their value)."""
@@ -90,13 +100,18 @@ def queues_set(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--aging") from None
     try:
-        limits = QueueLimits(validate_queue_name(queue), max_running, aging_seconds)
+        limits = QueueLimits(
+            validate_queue_name(queue), max_running, aging_seconds, depth_threshold
+        )
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
     settings = _run(_with_store(_settings(database_url), lambda s: s.set_queue_limits(limits)))
+    shed = settings.depth_threshold
     out.print(
         f"{settings.name}: max running {settings.max_running or 'unlimited'}, "
-        f"aging {settings.aging_seconds:g}s{', paused' if settings.paused else ''}"
+        f"aging {settings.aging_seconds:g}s, "
+        f"{f'sheds past depth {shed}' if shed else 'never sheds'}"
+        f"{', paused' if settings.paused else ''}"
     )
 
 

@@ -29,6 +29,15 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+class Debounce(Strict):
+    """Coalesce a burst of submits: see ``debounce`` of ``TaskSubmission``."""
+
+    key: str = Field(min_length=1, max_length=255, description="The burst's name.")
+    seconds: float = Field(
+        gt=0, le=86400, description="Run this long after the burst's first submit."
+    )
+
+
 class TaskSubmission(Strict):
     """One task to run."""
 
@@ -48,6 +57,12 @@ class TaskSubmission(Strict):
         description="The same key returns the first task (or the Idempotency-Key header).",
     )
     group_id: str | None = Field(None, min_length=1, max_length=128)
+    debounce: Debounce | None = Field(
+        None,
+        description="While a task of this tenant and queue with the same key waits (not yet "
+        "running), replace its payload instead of adding a task; else add one that runs "
+        "after `seconds`. Single submits only; not with an idempotency key.",
+    )
 
     @field_validator("payload")
     @classmethod
@@ -63,10 +78,12 @@ class TaskBatch(Strict):
 
 
 class TaskCreated(BaseModel):
-    """A submitted task: its id, and False in ``created`` when a key returned an older one."""
+    """A submitted task: its id, and False in ``created`` when a key returned an older one
+    (``replaced`` True: a debounced submit gave its payload to a waiting task)."""
 
     id: int
     created: bool
+    replaced: bool = False
 
 
 class TaskBatchCreated(BaseModel):

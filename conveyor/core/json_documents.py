@@ -7,6 +7,8 @@ clear 4xx naming where in the document it is, instead of a database error later.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any
 
@@ -42,3 +44,12 @@ def check_document(value: Any, path: str = "payload", max_depth: int = MAX_DEPTH
                 stack.append((child, f"{where}.{key}", depth + 1))
         elif isinstance(item, list):
             stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+
+
+def fingerprint(document: Any) -> bytes:
+    """The SHA-256 of ``document``'s canonical JSON (keys sorted, no spaces): equal for
+    equal documents however their keys were ordered (the idempotency fingerprint)."""
+    canonical = json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    return hashlib.sha256(canonical.encode()).digest()

@@ -70,9 +70,14 @@ async def update_plan(conn: Conn, update: PlanUpdate) -> Plan:
 
 
 async def set_queue_limits(conn: Conn, limits: QueueLimits) -> QueueSettings:
-    """Set a role's global cap and starvation guard (None fields keep their value)."""
+    """Set a role's global cap, starvation guard and depth threshold (None fields keep
+    their value)."""
     row = await conn.fetchrow(
-        q("set_queue_limits"), limits.queue, limits.max_running, limits.aging_seconds
+        q("set_queue_limits"),
+        limits.queue,
+        limits.max_running,
+        limits.aging_seconds,
+        limits.depth_threshold,
     )
     assert row is not None
     return QueueSettings(**dict(row))

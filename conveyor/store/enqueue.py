@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
-from conveyor.errors import StoreError
+from conveyor.errors import IdempotencyConflict, InvalidTask, StoreError
 from conveyor.store.admission import check_rules, count_accepted
 from conveyor.store.connection import Conn
 from conveyor.store.params import NewTask
@@ -25,10 +25,14 @@ async def enqueue_batch(
     clock, so claims interleave tenants by weight instead of serving floods first.
 
     A task whose idempotency key is already taken (by an earlier call, a concurrent one, or
-    an earlier task of the same batch) creates nothing and reports the first task's id.
+    an earlier task of the same batch) creates nothing and reports the first task's id; if
+    both carry an ``idempotency_fingerprint`` and they differ, IdempotencyConflict is raised
+    instead and nothing of the batch is stored.
     """
     if not tasks:
         return []
+    if any(t.debounce_key is not None for t in tasks):
+        raise InvalidTask("a task with a debounce_key is enqueued with enqueue_debounced")
     rules = await check_rules(conn, tasks)
 
     ids: list[int] = list(await conn.fetchval(q("allocate_task_ids"), len(tasks)))
@@ -66,6 +70,7 @@ async def _resolve_idempotency_keys(
     for i in keyed:
         key = (tasks[i].tenant_id, tasks[i].idempotency_key or "")
         if key in first_of:  # a repeat within this batch follows its first occurrence
+            _check_fingerprint(tasks[i], tasks[first_of[key]].idempotency_fingerprint)
             created[i] = False
         else:
             first_of[key] = i
@@ -75,10 +80,11 @@ async def _resolve_idempotency_keys(
         [tasks[i].tenant_id for i in firsts],
         [tasks[i].idempotency_key for i in firsts],
         [ids[i] for i in firsts],
+        [tasks[i].idempotency_fingerprint for i in firsts],
     )
     reserved = {row["task_id"] for row in taken}
     missing = [i for i in firsts if ids[i] not in reserved]
-    existing: dict[tuple[str, str], int] = {}
+    existing: dict[tuple[str, str], Any] = {}
     if missing:
         # A new statement sees keys committed by concurrent submitters while we waited.
         rows = await conn.fetch(
@@ -86,17 +92,25 @@ async def _resolve_idempotency_keys(
             [tasks[i].tenant_id for i in missing],
             [tasks[i].idempotency_key for i in missing],
         )
-        existing = {(row["tenant_id"], row["key"]): row["task_id"] for row in rows}
+        existing = {(row["tenant_id"], row["key"]): row for row in rows}
         for i in missing:
             holder = existing.get((tasks[i].tenant_id, tasks[i].idempotency_key or ""))
             if holder is None:  # pruned by retention between the two statements
                 raise StoreError("an idempotency key changed hands during enqueue; submit again")
+            _check_fingerprint(tasks[i], holder["fingerprint"])
             created[i] = False
-            ids[i] = holder
+            ids[i] = holder["task_id"]
     for i in keyed:
         first = first_of[(tasks[i].tenant_id, tasks[i].idempotency_key or "")]
         if i != first:
             ids[i] = ids[first]
+
+
+def _check_fingerprint(task: NewTask, first: bytes | None) -> None:
+    """Refuse a task whose key already took a different request (unknown matches all)."""
+    mine = task.idempotency_fingerprint
+    if mine is not None and first is not None and bytes(first) != mine:
+        raise IdempotencyConflict(task.idempotency_key or "")
 
 
 async def _insert(

@@ -62,6 +62,11 @@ class NewTask:
             and returns the first task.
         parent_id, group_id: links to the spawning task and the campaign.
         trace_context: W3C trace context of the submitter.
+        idempotency_fingerprint: the hash of the request that carries ``idempotency_key``;
+            the key then returns the first task only to the same request, and refuses
+            another with ``IdempotencyConflict`` (None: any request matches).
+        debounce_key: enqueue through ``enqueue_debounced``: a waiting task of the tenant's
+            queue with this key gets this payload instead of a new task being added.
     """
 
     queue: str
@@ -75,6 +80,8 @@ class NewTask:
     parent_id: int | None = None
     group_id: str | None = None
     trace_context: dict[str, str] | None = None
+    idempotency_fingerprint: bytes | None = None
+    debounce_key: str | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
@@ -95,6 +102,8 @@ class NewTask:
             raise InvalidTask(f"idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY} characters long")
         if not isinstance(self.payload, dict):
             raise InvalidTask("payload must be a JSON object (a dict)")
+        if self.debounce_key is not None and not 0 < len(self.debounce_key) <= MAX_IDEMPOTENCY_KEY:
+            raise InvalidTask(f"debounce_key must be 1-{MAX_IDEMPOTENCY_KEY} characters long")
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,11 +291,14 @@ class QueueLimits:
             (None keeps the current value; 0 removes the cap).
         aging_seconds: a priority level with work that was not served for this long gets a
             share of the next claims (the starvation guard; None keeps the current value).
+        depth_threshold: the depth past which the API refuses new work of the role, lowest
+            priority first (``core/shedding.py``; None keeps the value; 0 removes it).
     """
 
     queue: str
     max_running: int | None = None
     aging_seconds: float | None = None
+    depth_threshold: int | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
@@ -294,6 +306,8 @@ class QueueLimits:
             raise InvalidTask("max_running must be >= 1 (or 0 to remove the cap)")
         if self.aging_seconds is not None and not self.aging_seconds > 0:
             raise InvalidTask("aging must be longer than zero")
+        if self.depth_threshold is not None and self.depth_threshold < 0:
+            raise InvalidTask("depth_threshold must be >= 1 (or 0 to remove it)")
 
 
 @dataclass(frozen=True, slots=True)

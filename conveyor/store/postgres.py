@@ -23,7 +23,9 @@ import asyncpg
 from conveyor.store import (
     admin,
     api_keys,
+    backpressure,
     budgets,
+    debounce,
     declarations,
     effects,
     enqueue,
@@ -76,6 +78,7 @@ from conveyor.store.records import (
     LLMUsage,
     Plan,
     QueueDeclaration,
+    QueueLoad,
     QueueSettings,
     QueueStatus,
     QueueSummary,
@@ -185,6 +188,11 @@ class PostgresStore:
         return await self._run_in_transaction(
             lambda c: enqueue.enqueue_batch(c, tasks, fair=self.fairness)
         )
+
+    async def enqueue_debounced(self, task: NewTask) -> EnqueueResult:
+        """Add a debounced task, or replace the payload of its waiting twin (same tenant,
+        queue and ``debounce_key``) in one statement: see ``store/debounce.py``."""
+        return await self._run_in_transaction(lambda c: debounce.enqueue_debounced(c, task))
 
     # -- leases -------------------------------------------------------------------------
 
@@ -329,8 +337,14 @@ class PostgresStore:
         return await self._run(lambda c: admin.update_plan(c, update))
 
     async def set_queue_limits(self, limits: QueueLimits) -> QueueSettings:
-        """Set a role's global cap and starvation guard (None fields keep their value)."""
+        """Set a role's global cap, starvation guard and depth threshold (None fields keep
+        their value)."""
         return await self._run(lambda c: admin.set_queue_limits(c, limits))
+
+    async def queue_loads(self, window_seconds: float = 60.0) -> list[QueueLoad]:
+        """Depth and recent drain of every queue with a depth threshold, in one statement
+        (``store/backpressure.py``)."""
+        return await self._run(lambda c: backpressure.queue_loads(c, window_seconds))
 
     async def set_tenant_agent(self, override: TenantAgentUpdate) -> TenantAgent:
         """Create or update a tenant's override of one role."""

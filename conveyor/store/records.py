@@ -17,10 +17,12 @@ from conveyor.types import TaskState
 
 @dataclass(frozen=True, slots=True)
 class EnqueueResult:
-    """One submitted task: its id, and whether this call created it (False: a duplicate key)."""
+    """One submitted task: its id, and whether this call created it (False: a duplicate key,
+    or a debounced submit that ``replaced`` the payload of a waiting task)."""
 
     task_id: int
     created: bool
+    replaced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,12 +195,25 @@ class QueueDeclaration:
 
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
-    """A queue's switches and limits across tenants (None: no global cap)."""
+    """A queue's switches and limits across tenants (None: no global cap, no shedding)."""
 
     name: str
     paused: bool
     max_running: int | None
     aging_seconds: float
+    depth_threshold: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLoad:
+    """A queue that sheds: its threshold, its depth (tasks queued, counted up to
+    ``core.shedding.count_limit``) and, when at or past the threshold, the tasks that
+    finished in the measuring window (None when not measured)."""
+
+    name: str
+    depth_threshold: int
+    depth: int
+    finished: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,11 @@ class TenantStore:
         bound = [self._bind(task) for task in tasks]
         return await self._store.enqueue_batch(bound, connection=connection)
 
+    async def enqueue_debounced(self, task: NewTask) -> EnqueueResult:
+        """Add a debounced task for this tenant, or replace the payload of its waiting twin
+        (same queue and ``debounce_key``): see ``store/debounce.py``."""
+        return await self._store.enqueue_debounced(self._bind(task))
+
     async def get_task(self, task_id: int) -> TaskRecord:
         """This tenant's task, active or finished; TaskNotFound if absent or another's."""
         return await self._store.get_task(task_id, tenant_id=self._tenant_id)

@@ -55,9 +55,12 @@ async def test_submit_read_and_cancel_a_task(api: ApiProcess, store: PostgresSto
         assert made.status_code == 201, made.text
         task_id = made.json()["id"]
         again = await client.post(
-            "/v1/tasks", json={"queue": "writer"}, headers={"Idempotency-Key": "order-1"}
+            "/v1/tasks",
+            json={"queue": "writer", "priority": 3, "payload": {"brief": "spring"}},
+            headers={"Idempotency-Key": "order-1"},
         )
-        assert again.status_code == 200 and again.json() == {"id": task_id, "created": False}
+        assert again.status_code == 200
+        assert again.json() == {"id": task_id, "created": False, "replaced": False}
         got = (await client.get(f"/v1/tasks/{task_id}")).json()
         assert got["state"] == "queued" and got["payload"] == {"brief": "spring"}
         assert got["priority"] == 3 and got["idempotency_key"] == "order-1"

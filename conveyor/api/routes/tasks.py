@@ -2,6 +2,11 @@
 
 Every route reaches data only through ``store.for_tenant(tenant)``, the tenant-bound view:
 another tenant's id is a missing id by construction.
+
+A submit passes, in order: the per-key rate limit (in the ``caller`` dependency), the
+queue's backpressure (``backpressure.py``, from memory), then the store, where an
+idempotency key carries the request's fingerprint and a debounced task replaces the payload
+of its waiting twin. A refused submit stores nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.problems import Problem
 from conveyor.api.reports import task_usage
+from conveyor.api.services import ApiServices
 from conveyor.api.traceparent import trace_context
 from conveyor.client.models import (
     QUEUE_PATTERN,
@@ -24,8 +30,9 @@ from conveyor.client.models import (
     TaskSubmission,
     TaskView,
 )
+from conveyor.core.json_documents import fingerprint
 from conveyor.store.params import NewTask, TaskListParams
-from conveyor.store.records import TaskRecord
+from conveyor.store.records import EnqueueResult, TaskRecord
 from conveyor.types import TaskState
 
 router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
@@ -43,7 +50,8 @@ async def submit_task(
     traceparent: Annotated[str | None, Header()] = None,
     tracestate: Annotated[str | None, Header()] = None,
 ) -> TaskCreated:
-    """Submit one task. The same ``Idempotency-Key`` (header or field) returns the first."""
+    """Submit one task. The same ``Idempotency-Key`` (header or field) returns the first;
+    with another body it is refused (422 ``idempotency-conflict``)."""
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
         raise Problem(
             422,
@@ -51,12 +59,27 @@ async def submit_task(
             "the Idempotency-Key header and the idempotency_key field differ; send one",
         )
     key = idempotency_key or body.idempotency_key
+    if key is not None and body.debounce is not None:
+        raise Problem(
+            422,
+            "validation",
+            "debounce and an idempotency key do not go together: the debounce key already "
+            "decides what a repeated submit does",
+        )
+    _check_load(svc, [body])
     task = _new_task(body, tenant, key, trace_context(traceparent, tracestate))
     await svc.store.require_declared_queues([task.queue])
-    (result,) = await svc.store.for_tenant(tenant).enqueue_batch([task])
+    view = svc.store.for_tenant(tenant)
+    result: EnqueueResult
+    if task.debounce_key is not None:
+        result = await view.enqueue_debounced(task)
+    else:
+        (result,) = await view.enqueue_batch([task])
+    if result.created and svc.depth is not None:
+        svc.depth.accepted([task.queue])
     if not result.created:
         response.status_code = 200
-    return TaskCreated(id=result.task_id, created=result.created)
+    return TaskCreated(id=result.task_id, created=result.created, replaced=result.replaced)
 
 
 @router.post("/batch", status_code=201, response_model=TaskBatchCreated)
@@ -68,10 +91,20 @@ async def submit_batch(
     tracestate: Annotated[str | None, Header()] = None,
 ) -> TaskBatchCreated:
     """Submit up to 10,000 tasks in one statement: all are stored, or none."""
+    for index, item in enumerate(body.tasks):
+        if item.debounce is not None:
+            raise Problem(
+                422,
+                "validation",
+                f"tasks.{index}.debounce: debounce is for single submits (POST /v1/tasks)",
+            )
+    _check_load(svc, body.tasks)
     context = trace_context(traceparent, tracestate)
     tasks = [_new_task(t, tenant, t.idempotency_key, context) for t in body.tasks]
     await svc.store.require_declared_queues(sorted({t.queue for t in tasks}))
     results = await svc.store.for_tenant(tenant).enqueue_batch(tasks)
+    if svc.depth is not None:
+        svc.depth.accepted(t.queue for t, r in zip(tasks, results, strict=True) if r.created)
     return TaskBatchCreated(tasks=[TaskCreated(id=r.task_id, created=r.created) for r in results])
 
 
@@ -116,6 +149,12 @@ async def cancel_task(task_id: TaskId, svc: Services, tenant: Tenant) -> TaskVie
     return task_view(await view.get_task(task_id))
 
 
+def _check_load(svc: ApiServices, bodies: list[TaskSubmission]) -> None:
+    """Refuse (429/503) before any round trip if a queue sheds the tasks' priorities."""
+    if svc.depth is not None:
+        svc.depth.check((b.queue, b.priority) for b in bodies)
+
+
 def _new_task(
     body: TaskSubmission, tenant: str, key: str | None, trace: dict[str, str] | None
 ) -> NewTask:
@@ -124,6 +163,15 @@ def _new_task(
     run_at = body.run_at
     if body.delay_seconds:
         run_at = datetime.now(UTC) + timedelta(seconds=body.delay_seconds)
+    debounce_key = None
+    if body.debounce is not None:
+        if run_at is not None:
+            raise Problem(422, "validation", "debounce sets the start; give no run_at or delay")
+        debounce_key = body.debounce.key
+        run_at = datetime.now(UTC) + timedelta(seconds=body.debounce.seconds)
+    # The fingerprint of what the client sent, the key left out: a retry of the same
+    # request matches, another request under the same key does not.
+    document = body.model_dump(mode="json", exclude={"idempotency_key"})
     return NewTask(
         queue=body.queue,
         payload=body.payload,
@@ -135,6 +183,8 @@ def _new_task(
         idempotency_key=key,
         group_id=body.group_id,
         trace_context=trace,
+        idempotency_fingerprint=fingerprint(document) if key is not None else None,
+        debounce_key=debounce_key,
     )
 
 

@@ -76,13 +76,15 @@ SELECT name FROM queues WHERE paused ORDER BY name;
 SELECT name, paused, max_running, aging_seconds FROM queues ORDER BY name;
 
 -- name: set_queue_limits
--- NULL keeps the current value; max_running 0 removes the cap.
-INSERT INTO queues AS s (name, max_running, aging_seconds)
-VALUES ($1, nullif($2, 0), coalesce($3, 30))
+-- NULL keeps the current value; max_running 0 removes the cap, depth_threshold 0 the
+-- threshold.
+INSERT INTO queues AS s (name, max_running, aging_seconds, depth_threshold)
+VALUES ($1, nullif($2, 0), coalesce($3, 30), nullif($4::int, 0))
 ON CONFLICT (name) DO UPDATE
 SET max_running = CASE WHEN $2 IS NULL THEN s.max_running ELSE nullif($2, 0) END,
-    aging_seconds = coalesce($3, s.aging_seconds)
-RETURNING name, paused, max_running, aging_seconds;
+    aging_seconds = coalesce($3, s.aging_seconds),
+    depth_threshold = CASE WHEN $4::int IS NULL THEN s.depth_threshold ELSE nullif($4::int, 0) END
+RETURNING name, paused, max_running, aging_seconds, depth_threshold;
 
 -- name: list_dead
 SELECT id, tenant_id, queue, attempts, max_attempts, last_error, payload, created_at,

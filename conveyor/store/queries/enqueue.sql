@@ -4,15 +4,17 @@ SELECT array_agg(nextval('task_id_seq')) FROM generate_series(1, $1::int);
 -- name: reserve_idempotency_keys
 -- Keys that were free are taken for the given task ids; a key another transaction holds
 -- makes this wait for it to commit or roll back (so 20 racing submitters create one task).
--- Keys are taken in one global order, so batches sharing keys cannot deadlock.
-INSERT INTO idempotency_keys (tenant_id, key, task_id)
-SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS i(tenant_id, key, task_id)
+-- Keys are taken in one global order, so batches sharing keys cannot deadlock. $4 holds
+-- each request's fingerprint (NULL: none), compared when the key is sent again.
+INSERT INTO idempotency_keys (tenant_id, key, task_id, fingerprint)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])
+    AS i(tenant_id, key, task_id, fingerprint)
 ORDER BY i.tenant_id, i.key
 ON CONFLICT DO NOTHING
 RETURNING task_id;
 
 -- name: existing_idempotency_keys
-SELECT k.tenant_id, k.key, k.task_id
+SELECT k.tenant_id, k.key, k.task_id, k.fingerprint
 FROM unnest($1::text[], $2::text[]) AS i(tenant_id, key)
 JOIN idempotency_keys k ON k.tenant_id = i.tenant_id AND k.key = i.key;
 

@@ -1,0 +1,17 @@
+-- name: debounce_task
+-- Adds the task, or gives its payload to the tenant's waiting task of the same queue and
+-- debounce key: one statement, so concurrent submits of one key leave one task (the unique
+-- partial index tasks_debounce_idx serializes them; the later one updates). A waiting task
+-- a worker claims meanwhile leaves the index (state 'running'), and the submit then adds
+-- a new task. The task always starts 'scheduled': promote_due makes it ready at run_at and
+-- gives it its fairness key then. Only the payload is replaced; the first submit's run_at,
+-- priority and other fields stay. `created` tells an insert (xmax 0) from an update.
+INSERT INTO tasks (
+    tenant_id, queue, state, priority, run_at, max_attempts, timeout_seconds, group_id,
+    payload, trace_context, debounce_key
+)
+VALUES ($1, $2, 'scheduled', $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (tenant_id, queue, debounce_key)
+    WHERE debounce_key IS NOT NULL AND state IN ('scheduled', 'queued')
+DO UPDATE SET payload = excluded.payload
+RETURNING id, (xmax = 0) AS created;
