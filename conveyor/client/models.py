@@ -101,6 +101,27 @@ class TaskPage(BaseModel):
     next_cursor: int | None = None
 
 
+class FieldError(BaseModel):
+    """One wrong field of a validation problem."""
+
+    field: str = Field(description="Dotted path: tasks.3.priority is the fourth task's.")
+    location: list[str | int] = Field(description="Where it is: body, query, path, header.")
+    message: str
+
+
+class ProblemDocument(BaseModel):
+    """An error, as RFC 9457 ``application/problem+json``; more members may follow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="urn:conveyor:problem:<kind>, e.g. ...:not-found.")
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong, and what to do about it.")
+    instance: str = Field(description="The request's path.")
+    errors: list[FieldError] | None = Field(None, description="Validation problems only.")
+
+
 class Health(BaseModel):
     """``/healthz`` and ``/readyz``."""
 

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from conveyor.api.dependencies import Services, Tenant
-from conveyor.api.problems import Problem
+from conveyor.api.problems import Problem, problem_responses
 from conveyor.api.traceparent import trace_context
 from conveyor.client.models import (
     QUEUE_PATTERN,
@@ -27,7 +27,11 @@ from conveyor.store.params import NewTask, TaskListParams
 from conveyor.store.records import TaskRecord
 from conveyor.types import TaskState
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+router = APIRouter(
+    prefix="/v1/tasks",
+    tags=["tasks"],
+    responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
+)
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.")]
 
