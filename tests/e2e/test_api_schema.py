@@ -5,6 +5,7 @@ they reach the routes. No answer may be a 5xx, and every answer must match the s
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -40,7 +41,8 @@ async def test_every_operation_answers_as_its_schema_says(
     server = ApiProcess(database_dsn, tmp_path / "api.log")
     try:
         server.wait_ready()
-        run = subprocess.run(
+        run = await asyncio.to_thread(
+            subprocess.run,
             [
                 sys.executable,
                 "-m",

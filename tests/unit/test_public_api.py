@@ -5,7 +5,8 @@ from __future__ import annotations
 import conveyor
 
 EXPECTED = {
-    "AgentSpec", "ApiError", "ApiUnavailable", "App", "AsyncClient", "Client", "ClientRetries", "BudgetRefused", "Cancel", "ConfigurationError", "ConveyorError",
+    "AgentSpec", "ApiError", "ApiUnavailable", "App", "AsyncClient", "Client", "ClientRetries",
+    "BudgetRefused", "Cancel", "ConfigurationError", "ConveyorError",
     "DatabaseUnavailable", "GroupNotFound", "GroupStatus", "InvalidTask", "LLMError",
     "LLMPermanentError", "LLMTimeout", "LLMUnavailable", "MigrationError", "NewTask",
     "PeriodicTask", "PermanentError", "PlanUpdate", "PlanViolation", "Priority", "QueueLimits",
