@@ -16,6 +16,8 @@ from conveyor.core.json_documents import check_document
 from conveyor.types import TaskState
 
 QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+TEXT_PATTERN = r"^[^\x00]*$"
+"""Free text PostgreSQL can store: anything but the NUL character."""
 MAX_BATCH = 10_000
 
 Queue = Annotated[str, Field(pattern=QUEUE_PATTERN, description="The agent role.")]
@@ -43,9 +45,10 @@ class TaskSubmission(Strict):
         None,
         min_length=1,
         max_length=255,
+        pattern=TEXT_PATTERN,
         description="The same key returns the first task (or the Idempotency-Key header).",
     )
-    group_id: str | None = Field(None, min_length=1, max_length=128)
+    group_id: str | None = Field(None, min_length=1, max_length=128, pattern=TEXT_PATTERN)
 
     @field_validator("payload")
     @classmethod

@@ -16,6 +16,7 @@ from conveyor.api.problems import Problem, problem_responses
 from conveyor.api.traceparent import trace_context
 from conveyor.client.models import (
     QUEUE_PATTERN,
+    TEXT_PATTERN,
     TaskBatch,
     TaskBatchCreated,
     TaskCreated,
@@ -90,7 +91,9 @@ async def list_tasks(
     tenant: Tenant,
     state: Annotated[TaskState | None, Query(description="Only tasks in this state.")] = None,
     queue: Annotated[str | None, Query(pattern=QUEUE_PATTERN)] = None,
-    group_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    group_id: Annotated[
+        str | None, Query(min_length=1, max_length=128, pattern=TEXT_PATTERN)
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="next_cursor of the previous page.")
