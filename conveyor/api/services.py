@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from conveyor.api.auth import KeyChecker
+from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.store.postgres import PostgresStore
 
 
@@ -27,9 +28,12 @@ class ApiServices:
 
     store: PostgresStore
     keys: KeyChecker
+    submits: SubmitCoalescer
+    """Single submits go through it: a tenant's concurrent ones share one statement."""
 
 
-def services(request: Request) -> ApiServices:
-    """The process's services (a FastAPI dependency)."""
+async def services(request: Request) -> ApiServices:
+    """The process's services (a FastAPI dependency). ``async`` on purpose: FastAPI runs a
+    plain ``def`` dependency in a worker thread, a thread hop on every request."""
     found: ApiServices = request.app.state.services
     return found

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from conveyor.api.app import ApiApp, create_app
 from conveyor.api.auth import KeyChecker
+from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.services import ApiServices
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
@@ -29,6 +30,10 @@ def build_app() -> ApiApp:
                 admin_key=settings.admin_key,
                 cache_seconds=settings.api_key_cache_seconds,
             )
-            yield ApiServices(store=store, keys=keys)
+            submits = SubmitCoalescer(
+                lambda tenant, tasks: store.for_tenant(tenant).enqueue_batch(tasks),
+                window=settings.api_coalesce_seconds,
+            )
+            yield ApiServices(store=store, keys=keys, submits=submits)
 
     return create_app(open_services)

@@ -57,7 +57,7 @@ async def submit_task(
     key = idempotency_key or body.idempotency_key
     task = _new_task(body, tenant, key, trace_context(traceparent, tracestate))
     await svc.store.require_declared_queues([task.queue])
-    (result,) = await svc.store.for_tenant(tenant).enqueue_batch([task])
+    result = await svc.submits.submit(tenant, task)
     if not result.created:
         response.status_code = 200
     return TaskCreated(id=result.task_id, created=result.created)
