@@ -1,13 +1,15 @@
 """Conveyor: a durable control plane and asyncio worker runtime for AI-agent workloads.
 
 The public surface is exactly ``__all__`` (a test pins it): the SDK (``App``,
-``TaskContext``, ``NewTask``, the errors and outcomes) and the tenant-bound view of the
-store (``TenantStore``, from ``open_store(...)`` then ``store.for_tenant(tenant_id)``).
+``TaskContext``, ``NewTask``, the errors and outcomes), the tenant-bound view of the
+store (``TenantStore``, from ``open_store(...)`` then ``store.for_tenant(tenant_id)``), and
+the HTTP API's client (``Client``, ``AsyncClient``).
 The engine (``conveyor.store.postgres.PostgresStore``, ``conveyor.worker.runtime.Worker``)
 stays importable from its module for operators' tools, but is not part of this surface.
 
 Importing ``conveyor`` does not import the database driver: ``open_store`` loads it on
-first use, so an agent module, the gateway or a client imports without asyncpg.
+first use, so an agent module, the gateway or a client imports without asyncpg. The
+clients load httpx on first use in the same way, so a worker does not pay for them.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from conveyor.app import AgentSpec, App
 from conveyor.core.backoff import RetryPolicy
 from conveyor.errors import (
+    ApiError,
+    ApiUnavailable,
     BudgetRefused,
     Cancel,
     ConfigurationError,
@@ -57,15 +61,23 @@ from conveyor.worker.context import TaskContext
 from conveyor.worker.options import WorkerOptions
 
 if TYPE_CHECKING:
+    from conveyor.client.async_ import AsyncClient
+    from conveyor.client.retries import ClientRetries
+    from conveyor.client.sync import Client
     from conveyor.store.database import open_store
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AgentSpec",
+    "ApiError",
+    "ApiUnavailable",
     "App",
+    "AsyncClient",
     "BudgetRefused",
     "Cancel",
+    "Client",
+    "ClientRetries",
     "ConfigurationError",
     "ConveyorError",
     "DatabaseUnavailable",
@@ -116,4 +128,9 @@ def __getattr__(name: str) -> Any:
         from conveyor.store.database import open_store
 
         return open_store
+    # The clients bring httpx: the same.
+    if name in ("Client", "AsyncClient", "ClientRetries"):
+        from conveyor import client
+
+        return getattr(client, name)
     raise AttributeError(f"module 'conveyor' has no attribute {name!r}")

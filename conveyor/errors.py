@@ -22,6 +22,18 @@
     ├── GroupNotFound             no campaign (group) with that id (for that tenant)
     ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
     ├── WorkerCrashed             a loop of the worker's own died; the process exits non-zero
+    ├── ApiError                  the HTTP API answered a problem document (status, type,
+    │   │                         detail, errors); raised by conveyor.Client/AsyncClient.
+    │   │                         Where Conveyor has an error for the problem, the client
+    │   │                         raises a subclass that is that error too:
+    │   ├── ApiTaskNotFound       404: also a TaskNotFound
+    │   ├── ApiInvalidTask        422 validation, invalid-task: also an InvalidTask
+    │   ├── ApiUndeclaredQueue    422 undeclared-queue: also an UndeclaredQueue
+    │   ├── ApiUnknownTenant      422 unknown-tenant: also an UnknownTenant
+    │   ├── ApiPlanViolation      403 plan-violation: also a PlanViolation
+    │   ├── ApiQuotaExceeded      429 quota-exceeded: also a QuotaExceeded
+    │   └── ApiUnavailable        429/503 still refused after the client's retries, or no
+    │                             connection: also a DatabaseUnavailable (retry later)
     ├── LLMError                  a call through the LLM gateway (ctx.llm) failed
     │   ├── LLMAttemptError       one attempt at one (provider, model) failed; the gateway
     │   │   │                     retries it, fails over, or stops (core/llm_errors.py)
@@ -44,14 +56,15 @@
 
 Driver errors (asyncpg) are translated into these at the store boundary with
 ``raise ... from exc``; nothing above ``conveyor.store`` sees a driver exception. HTTP
-errors (httpx) are translated the same way in ``conveyor/gateway/endpoint.py``.
+errors (httpx) are translated the same way in ``conveyor/gateway/endpoint.py``, and the
+API's problem documents and httpx errors into ``ApiError`` in ``conveyor/client/problems.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class ConveyorError(Exception):
@@ -206,6 +219,97 @@ class IsolatedTaskError(ConveyorError):
         self.message = message
         self.child_traceback = child_traceback
         super().__init__(f"{error_type}: {message}" if message else error_type)
+
+
+class ApiError(ConveyorError):
+    """The HTTP API refused a request with an RFC 9457 problem document.
+
+    ``status`` is the HTTP status, ``type`` the problem type
+    (``urn:conveyor:problem:validation``), ``detail`` what went wrong, ``errors`` one entry
+    per wrong field of a validation problem, ``retry_after`` the server's ``Retry-After`` in
+    seconds (None without one), ``problem`` the whole document. The subclasses below are
+    also Conveyor's own error for their problem type, so ``except TaskNotFound`` catches a
+    404 of the API as it catches the store's; their own attributes (``task_id``, ``queues``,
+    ...) hold what the request and the document say, empty or 0 where they say nothing.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        type: str,
+        detail: str,
+        *,
+        errors: Sequence[dict[str, Any]] = (),
+        retry_after: float | None = None,
+        problem: dict[str, Any] | None = None,
+    ) -> None:
+        # Not super().__init__: the domain error a subclass mixes in takes other arguments;
+        # _domain_fields sets that error's attributes instead.
+        Exception.__init__(self, f"HTTP {status} ({type.rpartition(':')[2]}): {detail}")
+        self.status = status
+        self.type = type
+        self.detail = detail
+        self.errors = list(errors)
+        self.retry_after = retry_after
+        self.problem = problem or {}
+        self._domain_fields(self.problem)
+
+    def _domain_fields(self, problem: dict[str, Any]) -> None:
+        """Set the attributes of the Conveyor error a subclass also is."""
+
+
+class ApiTaskNotFound(ApiError, TaskNotFound):
+    """The API answered 404: no such task for the key's tenant (``task_id`` from the path)."""
+
+    def _domain_fields(self, problem: dict[str, Any]) -> None:
+        last = str(problem.get("instance", "")).rstrip("/").split("/")
+        numbers = [part for part in last if part.isdigit()]
+        self.task_id = int(numbers[-1]) if numbers else 0
+
+
+class ApiInvalidTask(ApiError, InvalidTask):
+    """The API refused the submission as malformed (422); ``errors`` names the fields."""
+
+
+class ApiUndeclaredQueue(ApiError, UndeclaredQueue):
+    """The API refused a task for a queue nothing serves (422); ``detail`` names it."""
+
+    def _domain_fields(self, problem: dict[str, Any]) -> None:
+        self.queues = list(problem.get("queues", []))
+        self.suggestions = dict(problem.get("suggestions", {}))
+
+
+class ApiUnknownTenant(ApiError, UnknownTenant):
+    """The API refused a task of a tenant that does not exist (422)."""
+
+    def _domain_fields(self, problem: dict[str, Any]) -> None:
+        self.tenant_ids = list(problem.get("tenant_ids", []))
+
+
+class ApiPlanViolation(ApiError, PlanViolation):
+    """The tenant's plan does not allow the role (403)."""
+
+    def _domain_fields(self, problem: dict[str, Any]) -> None:
+        self.tenant_id = str(problem.get("tenant_id", ""))
+        self.queue = str(problem.get("queue", ""))
+
+
+class ApiQuotaExceeded(ApiError, QuotaExceeded):
+    """The tenant reached a monthly task limit (429 without Retry-After: not retried)."""
+
+    def _domain_fields(self, problem: dict[str, Any]) -> None:
+        self.tenant_id = str(problem.get("tenant_id", ""))
+        self.scope = str(problem.get("scope", ""))
+        self.used = int(problem.get("used", 0))
+        self.limit = int(problem.get("limit", 0))
+
+
+class ApiUnavailable(ApiError, DatabaseUnavailable):
+    """The API stayed unavailable (429/503 with Retry-After, or no connection) through every
+    retry the client allows; ``status`` is 0 when no answer came at all. Retry later."""
+
+    def _domain_fields(self, problem: dict[str, Any]) -> None:
+        self.retryable = True
 
 
 class TaskOutcome(ConveyorError):

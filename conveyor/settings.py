@@ -90,6 +90,13 @@ class Settings(BaseSettings):
         le=60,
         description="How often an API process reads the depth of queues that shed.",
     )
+    api_coalesce_seconds: float = Field(
+        default=0.001,
+        ge=0,
+        le=1,
+        description="Single submits of one tenant arriving within this window are written "
+        "in one statement (one transaction, one commit); 0 writes each on its own.",
+    )
     fairness: bool = Field(
         default=True, description="Fair dequeue between tenants (off: priority, then FIFO)."
     )

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from conveyor.client.models import ProblemDocument
 from conveyor.errors import (
     ConveyorError,
     DatabaseUnavailable,
@@ -47,6 +48,19 @@ _STATUS: Sequence[tuple[type[ConveyorError], int, str]] = (
     (QuotaExceeded, 429, "quota-exceeded"),
     (DatabaseUnavailable, 503, "database-unavailable"),
 )
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a router or route: these statuses answer a problem document
+    (declared in /openapi.json, so clients and schemathesis know what to expect)."""
+    return {
+        status: {
+            "model": ProblemDocument,
+            "description": HTTPStatus(status).phrase,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/ProblemDocument"}}},
+        }
+        for status in statuses
+    }
 
 
 class Problem(Exception):
@@ -110,6 +124,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's "error parsing the body" (bytes that are not UTF-8 JSON): as
+            # malformed JSON is, a 422 naming the body
+            message = "the body is not valid JSON in UTF-8"
+            errors = [{"field": "body", "location": ["body"], "message": message}]
+            return problem_response(request, 422, "validation", f"body: {message}", errors=errors)
         detail = exc.detail if isinstance(exc.detail, str) else "request refused"
         kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
         return problem_response(

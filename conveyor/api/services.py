@@ -9,6 +9,7 @@ from fastapi import Request
 
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
+from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.store.postgres import PostgresStore
 
@@ -29,13 +30,16 @@ class ApiServices:
 
     store: PostgresStore
     keys: KeyChecker
+    submits: SubmitCoalescer
+    """Single submits go through it: a tenant's concurrent ones share one statement."""
     depth: DepthWatch | None = None
     """The queues that shed and their depth (None: no backpressure)."""
     rate_limit: KeyRateLimit | None = None
     """The per-key request rate limit (None: no limit)."""
 
 
-def services(request: Request) -> ApiServices:
-    """The process's services (a FastAPI dependency)."""
+async def services(request: Request) -> ApiServices:
+    """The process's services (a FastAPI dependency). ``async`` on purpose: FastAPI runs a
+    plain ``def`` dependency in a worker thread, a thread hop on every request."""
     found: ApiServices = request.app.state.services
     return found

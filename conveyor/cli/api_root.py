@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from conveyor.api.app import ApiApp, create_app
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
+from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
@@ -46,6 +47,12 @@ def build_app() -> ApiApp:
                 if closer is not None:  # RedisBuckets: its connections
                     stack.push_async_callback(closer)
                 rate_limit = KeyRateLimit(buckets, settings.api_key_rps)
-            yield ApiServices(store=store, keys=keys, depth=depth, rate_limit=rate_limit)
+            submits = SubmitCoalescer(
+                lambda tenant, tasks: store.for_tenant(tenant).enqueue_batch(tasks),
+                window=settings.api_coalesce_seconds,
+            )
+            yield ApiServices(
+                store=store, keys=keys, submits=submits, depth=depth, rate_limit=rate_limit
+            )
 
     return create_app(open_services)

@@ -18,6 +18,8 @@ from conveyor.types import TaskState
 
 QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+TEXT_PATTERN = r"^[^\x00]*$"
+"""Free text PostgreSQL can store: anything but the NUL character."""
 MAX_BATCH = 10_000
 
 Queue = Annotated[str, Field(pattern=QUEUE_PATTERN, description="The agent role.")]
@@ -54,9 +56,10 @@ class TaskSubmission(Strict):
         None,
         min_length=1,
         max_length=255,
+        pattern=TEXT_PATTERN,
         description="The same key returns the first task (or the Idempotency-Key header).",
     )
-    group_id: str | None = Field(None, min_length=1, max_length=128)
+    group_id: str | None = Field(None, min_length=1, max_length=128, pattern=TEXT_PATTERN)
     debounce: Debounce | None = Field(
         None,
         description="While a task of this tenant and queue with the same key waits (not yet "
@@ -201,6 +204,27 @@ class UsageReport(BaseModel):
     tasks: list[QueueUsage]
     tasks_total: int
     llm: LLMUsageSummary
+
+
+class FieldError(BaseModel):
+    """One wrong field of a validation problem."""
+
+    field: str = Field(description="Dotted path: tasks.3.priority is the fourth task's.")
+    location: list[str | int] = Field(description="Where it is: body, query, path, header.")
+    message: str
+
+
+class ProblemDocument(BaseModel):
+    """An error, as RFC 9457 ``application/problem+json``; more members may follow."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="urn:conveyor:problem:<kind>, e.g. ...:not-found.")
+    title: str
+    status: int
+    detail: str = Field(description="What went wrong, and what to do about it.")
+    instance: str = Field(description="The request's path.")
+    errors: list[FieldError] | None = Field(None, description="Validation problems only.")
 
 
 class Health(BaseModel):

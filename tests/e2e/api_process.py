@@ -33,12 +33,14 @@ def free_port() -> int:
 class ApiProcess:
     """A running API server; ``url`` is its base URL."""
 
-    def __init__(self, dsn: str, log_path: Path, *args: str, **env: str) -> None:
+    def __init__(
+        self, dsn: str, log_path: Path, *args: str, port: int | None = None, **env: str
+    ) -> None:
         self.dsn = dsn
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        with log_path.open("w") as log:
+        with log_path.open("a") as log:
             self.process = subprocess.Popen(
                 [*CLI, "api", "--port", str(self.port), "--log-level", "WARNING", *args],
                 env=process_env(dsn, **env),

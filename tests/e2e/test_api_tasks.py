@@ -147,6 +147,8 @@ async def test_keys_are_checked_and_revocation_is_honoured(
         ({"queue": "writer", "payload": {"t": "a\u0000b"}}, "payload"),
         ({"queue": "writer", "payload": [1, 2]}, "payload"),
         ({"payload": {}}, "queue"),
+        ({"queue": "writer", "group_id": "a\u0000b"}, "group_id"),  # found by schemathesis
+        ({"queue": "writer", "idempotency_key": "\u0000"}, "idempotency_key"),
     ],
 )
 async def test_bad_input_is_a_problem_naming_the_field(
@@ -174,6 +176,9 @@ async def test_malformed_oversized_and_undeclared_are_4xx(
             content=b'{"queue": "writer",',
             headers={"content-type": "application/json"},
         )
+        not_utf8 = await client.post(
+            "/v1/tasks", content=b"\xff\xfe\x08", headers={"content-type": "application/json"}
+        )
         nan = await client.post(
             "/v1/tasks",
             content=b'{"queue": "writer", "payload": {"x": NaN}}',
@@ -189,6 +194,7 @@ async def test_malformed_oversized_and_undeclared_are_4xx(
         undeclared = await client.post("/v1/tasks", json={"queue": "nobody_serves_this"})
         bad_id = await client.get("/v1/tasks/99999999999999999999")
     assert broken.status_code == 422 and broken.headers["content-type"] == PROBLEM
+    assert not_utf8.status_code == 422 and not_utf8.json()["errors"][0]["field"] == "body"
     assert nan.status_code == 422
     assert huge.status_code == 413 and huge.headers["content-type"] == PROBLEM
     assert nested.status_code == 422
@@ -232,7 +238,9 @@ async def test_listing_pages_through_the_tenant_s_own_tasks(
             "/v1/tasks", params={"queue": "writer", "state": "queued"}, headers=bearer(acme)
         )
         bad = await client.get("/v1/tasks", params={"state": "sleeping"}, headers=bearer(acme))
+        nul = await client.get("/v1/tasks", params={"group_id": "a\x00"}, headers=bearer(acme))
     assert seen == sorted(ids, reverse=True)  # every one of its own, newest first, once
     assert {t["payload"]["n"] % 2 for t in writers.json()["tasks"]} == {1}
     assert len(writers.json()["tasks"]) == 12
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"].endswith("state")
+    assert nul.status_code == 422  # PostgreSQL text cannot hold NUL: refused, not a 500

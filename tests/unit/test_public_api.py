@@ -5,7 +5,8 @@ from __future__ import annotations
 import conveyor
 
 EXPECTED = {
-    "AgentSpec", "App", "BudgetRefused", "Cancel", "ConfigurationError", "ConveyorError",
+    "AgentSpec", "ApiError", "ApiUnavailable", "App", "AsyncClient", "Client", "ClientRetries",
+    "BudgetRefused", "Cancel", "ConfigurationError", "ConveyorError",
     "DatabaseUnavailable", "GroupNotFound", "GroupStatus", "InvalidTask", "LLMError",
     "LLMPermanentError", "LLMTimeout", "LLMUnavailable", "MigrationError", "NewTask",
     "PeriodicTask", "PermanentError", "PlanUpdate", "PlanViolation", "Priority", "QueueLimits",
@@ -38,6 +39,20 @@ def test_open_store_is_the_one_loaded_on_use() -> None:
     from conveyor.store.database import open_store
 
     assert conveyor.open_store is open_store
+
+
+def test_the_clients_are_loaded_on_use() -> None:
+    from conveyor.client import AsyncClient, Client, ClientRetries
+
+    assert conveyor.Client is Client and conveyor.AsyncClient is AsyncClient
+    assert conveyor.ClientRetries is ClientRetries
+
+
+def test_an_api_404_is_a_task_not_found() -> None:
+    from conveyor.errors import ApiTaskNotFound
+
+    assert issubclass(ApiTaskNotFound, conveyor.TaskNotFound)
+    assert issubclass(ApiTaskNotFound, conveyor.ApiError)
 
 
 def test_an_llm_permanent_error_sends_the_task_to_the_dead_letter_queue() -> None:

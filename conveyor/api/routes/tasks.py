@@ -17,12 +17,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from conveyor.api.dependencies import Services, Tenant
-from conveyor.api.problems import Problem
+from conveyor.api.problems import Problem, problem_responses
 from conveyor.api.reports import task_usage
 from conveyor.api.services import ApiServices
 from conveyor.api.traceparent import trace_context
 from conveyor.client.models import (
     QUEUE_PATTERN,
+    TEXT_PATTERN,
     TaskBatch,
     TaskBatchCreated,
     TaskCreated,
@@ -35,7 +36,11 @@ from conveyor.store.params import NewTask, TaskListParams
 from conveyor.store.records import EnqueueResult, TaskRecord
 from conveyor.types import TaskState
 
-router = APIRouter(prefix="/v1/tasks", tags=["tasks"])
+router = APIRouter(
+    prefix="/v1/tasks",
+    tags=["tasks"],
+    responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
+)
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.")]
 
@@ -69,12 +74,11 @@ async def submit_task(
     _check_load(svc, [body])
     task = _new_task(body, tenant, key, trace_context(traceparent, tracestate))
     await svc.store.require_declared_queues([task.queue])
-    view = svc.store.for_tenant(tenant)
     result: EnqueueResult
     if task.debounce_key is not None:
-        result = await view.enqueue_debounced(task)
-    else:
-        (result,) = await view.enqueue_batch([task])
+        result = await svc.store.for_tenant(tenant).enqueue_debounced(task)
+    else:  # concurrent single submits of a tenant share one statement (api/coalesce.py)
+        result = await svc.submits.submit(tenant, task)
     if result.created and svc.depth is not None:
         svc.depth.accepted([task.queue])
     if not result.created:
@@ -124,7 +128,9 @@ async def list_tasks(
     tenant: Tenant,
     state: Annotated[TaskState | None, Query(description="Only tasks in this state.")] = None,
     queue: Annotated[str | None, Query(pattern=QUEUE_PATTERN)] = None,
-    group_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    group_id: Annotated[
+        str | None, Query(min_length=1, max_length=128, pattern=TEXT_PATTERN)
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="next_cursor of the previous page.")

@@ -1,0 +1,164 @@
+"""``conveyor.Client``: the API from synchronous code (scripts, Django, notebooks)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from conveyor.client import calls
+from conveyor.client.calls import Call, T
+from conveyor.client.exchange import (
+    DEFAULT_TIMEOUT,
+    RETRIED_TRANSPORT_ERRORS,
+    headers,
+    no_answer,
+    outcome,
+    request_of,
+    wait_before_retry,
+)
+from conveyor.client.models import TaskBatchCreated, TaskCreated, TaskPage, TaskSubmission, TaskView
+from conveyor.client.retries import ClientRetries
+from conveyor.types import TaskState
+
+
+class Client:
+    """A tenant's (or an admin's) client of one Conveyor API; use it as a context manager,
+    or call ``close()``. Thread-safe; keep one per process (it pools connections).
+
+    Errors are ``conveyor.ApiError`` subclasses (``ApiTaskNotFound`` is a ``TaskNotFound``);
+    429/503 with ``Retry-After`` and lost connections are retried as ``retries`` says.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retries: ClientRetries | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.retries = retries or ClientRetries()
+        self._http = httpx.Client(
+            base_url=base_url, headers=headers(api_key), timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def submit(
+        self,
+        queue: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        priority: int = 5,
+        run_at: datetime | None = None,
+        delay_seconds: float | None = None,
+        max_attempts: int | None = None,
+        timeout_seconds: float | None = None,
+        idempotency_key: str | None = None,
+        group_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> TaskCreated:
+        """Submit one task; ``created`` is False when ``idempotency_key`` found an older one.
+        Without a key the client makes one, so its own retries never submit twice."""
+        task = calls.submission(
+            queue,
+            payload,
+            priority=priority,
+            run_at=run_at,
+            delay_seconds=delay_seconds,
+            max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds,
+            idempotency_key=idempotency_key,
+            group_id=group_id,
+        )
+        return self.send(calls.submit(task, traceparent))
+
+    def submit_batch(
+        self, tasks: Iterable[TaskSubmission], *, traceparent: str | None = None
+    ) -> TaskBatchCreated:
+        """Submit up to 10,000 tasks (``calls.submission(...)`` builds one), all or none."""
+        return self.send(calls.submit_batch(tasks, traceparent))
+
+    def get(self, task_id: int) -> TaskView:
+        """A task of the key's tenant; ``ApiTaskNotFound`` for any other id."""
+        return self.send(calls.get(task_id))
+
+    def cancel(self, task_id: int) -> TaskView:
+        """Cancel a task (at once if it waits; a running one's worker is asked to stop)."""
+        return self.send(calls.cancel(task_id))
+
+    def list_page(
+        self,
+        *,
+        state: TaskState | str | None = None,
+        queue: str | None = None,
+        group_id: str | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> TaskPage:
+        """One page of the tenant's tasks, newest first; pass ``next_cursor`` on."""
+        call = calls.list_page(
+            state=state, queue=queue, group_id=group_id, limit=limit, cursor=cursor
+        )
+        return self.send(call)
+
+    def list(
+        self,
+        *,
+        state: TaskState | str | None = None,
+        queue: str | None = None,
+        group_id: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[TaskView]:
+        """Every matching task, newest first, fetched a page at a time as you iterate."""
+        cursor: int | None = None
+        while True:
+            page = self.list_page(
+                state=state, queue=queue, group_id=group_id, limit=page_size, cursor=cursor
+            )
+            yield from page.tasks
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    # -- the exchange -------------------------------------------------------------------
+
+    def send(self, call: Call[T]) -> T:
+        """Send ``call``, retrying as ``self.retries`` allows; its result, or its error."""
+        request = request_of(self._http, call)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._http.send(request)
+            except RETRIED_TRANSPORT_ERRORS as exc:
+                wait = wait_before_retry(self.retries, attempt, None)
+                if wait is None:
+                    raise no_answer(exc, request) from exc
+                time.sleep(wait)
+                continue
+            wait = (
+                None if response.is_success else wait_before_retry(self.retries, attempt, response)
+            )
+            if wait is None:
+                return outcome(call, response, exhausted=attempt >= self.retries.attempts)
+            response.close()
+            time.sleep(wait)
