@@ -63,6 +63,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+V1_STATUSES = (401, 403, 404, 413, 422, 429, 503)
+"""What any /v1 route may answer with a problem document (auth, limits, the database)."""
+
+
 class Problem(Exception):
     """Raise to answer with a problem: ``Problem(409, "idempotency-conflict", "...")``."""
 

@@ -17,7 +17,8 @@ from conveyor.core.json_documents import check_document
 from conveyor.types import TaskState
 
 QUEUE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
-MONTH_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+MONTH_PATTERN = r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$"
+"""A month of 1970-2999, ``YYYY-MM`` (year 0 or 9999 would overflow the month's bounds)."""
 TEXT_PATTERN = r"^[^\x00]*$"
 """Free text PostgreSQL can store: anything but the NUL character."""
 MAX_BATCH = 10_000

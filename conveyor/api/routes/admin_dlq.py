@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from conveyor.api.dependencies import Services, admin
-from conveyor.api.problems import Problem
+from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
 from conveyor.client.admin_models import (
     TENANT_PATTERN,
     DeadTaskList,
@@ -25,7 +25,12 @@ from conveyor.store.params import ReplayFilter
 from conveyor.store.records import DeadTask, TaskRecord
 from conveyor.types import TaskState
 
-router = APIRouter(prefix="/v1/admin/dlq", tags=["admin"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/v1/admin/dlq",
+    tags=["admin"],
+    dependencies=[Depends(admin)],
+    responses=problem_responses(*V1_STATUSES),
+)
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The dead task's id.")]
 

@@ -13,12 +13,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from conveyor.api.dependencies import Services, admin
-from conveyor.api.problems import Problem
+from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
 from conveyor.client.admin_models import TENANT_PATTERN, KeyCreate, KeyCreated, KeyList, KeyView
 from conveyor.core.api_keys import new_key
 from conveyor.store.records import ApiKey
 
-router = APIRouter(prefix="/v1/admin/keys", tags=["admin"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/v1/admin/keys",
+    tags=["admin"],
+    dependencies=[Depends(admin)],
+    responses=problem_responses(*V1_STATUSES),
+)
 
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="The key's id.")]
 

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from conveyor.api.dependencies import Services, admin
-from conveyor.api.problems import Problem
+from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
 from conveyor.api.routes.admin_tenants import TenantId, require_tenant
 from conveyor.client.admin_models import (
     PlanList,
@@ -25,7 +25,12 @@ from conveyor.errors import ConfigurationError
 from conveyor.store import params
 from conveyor.store.records import Plan, TenantAgent
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(admin)],
+    responses=problem_responses(*V1_STATUSES),
+)
 
 PlanId = Annotated[str, Path(min_length=1, max_length=64, description="The plan's id.")]
 Role = Annotated[str, Path(pattern=QUEUE_PATTERN, description="The role (queue).")]

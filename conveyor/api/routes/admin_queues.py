@@ -12,12 +12,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from conveyor.api.dependencies import Services, admin
+from conveyor.api.problems import V1_STATUSES, problem_responses
 from conveyor.client.admin_models import QueueLimitsWrite, QueueList, QueueView
 from conveyor.client.models import QUEUE_PATTERN
 from conveyor.store.params import QueueLimits
 from conveyor.store.postgres import PostgresStore
 
-router = APIRouter(prefix="/v1/admin/queues", tags=["admin"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/v1/admin/queues",
+    tags=["admin"],
+    dependencies=[Depends(admin)],
+    responses=problem_responses(*V1_STATUSES),
+)
 
 QueueName = Annotated[str, Path(pattern=QUEUE_PATTERN, description="The queue (role).")]
 

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from conveyor.api.dependencies import Services, admin
-from conveyor.api.problems import Problem
+from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
 from conveyor.api.reports import month_report, parse_month
 from conveyor.client.admin_models import TENANT_PATTERN, TenantList, TenantView, TenantWrite
 from conveyor.client.models import MONTH_PATTERN, UsageReport
@@ -16,7 +16,12 @@ from conveyor.errors import ConfigurationError
 from conveyor.store.postgres import PostgresStore
 from conveyor.store.records import Tenant
 
-router = APIRouter(prefix="/v1/admin/tenants", tags=["admin"], dependencies=[Depends(admin)])
+router = APIRouter(
+    prefix="/v1/admin/tenants",
+    tags=["admin"],
+    dependencies=[Depends(admin)],
+    responses=problem_responses(*V1_STATUSES),
+)
 
 TenantId = Annotated[str, Path(pattern=TENANT_PATTERN, description="The tenant's id.")]
 

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from conveyor.api.dependencies import Services, Tenant
+from conveyor.api.problems import V1_STATUSES, problem_responses
 from conveyor.api.reports import group_usage
 from conveyor.api.routes.tasks import task_view
 from conveyor.client.models import GroupCreate, GroupView, TaskPage
@@ -20,12 +21,21 @@ from conveyor.store.params import NewTask, TaskListParams
 from conveyor.store.tenant import TenantStore
 from conveyor.types import TaskState
 
-router = APIRouter(prefix="/v1/groups", tags=["groups"])
+router = APIRouter(
+    prefix="/v1/groups",
+    tags=["groups"],
+    responses=problem_responses(*V1_STATUSES),
+)
 
 GroupId = Annotated[str, Path(min_length=1, max_length=128, description="The group's id.")]
 
 
-@router.post("", status_code=201, response_model=GroupView)
+@router.post(
+    "",
+    status_code=201,
+    response_model=GroupView,
+    responses={200: {"model": GroupView, "description": "The group existed: updated"}},
+)
 async def create_group(
     body: GroupCreate, svc: Services, tenant: Tenant, response: Response
 ) -> GroupView:

@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from conveyor.api.dependencies import Services, Tenant
-from conveyor.api.problems import Problem, problem_responses
+from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
 from conveyor.api.reports import task_usage
 from conveyor.api.services import ApiServices
 from conveyor.api.traceparent import trace_context
@@ -39,13 +39,18 @@ from conveyor.types import TaskState
 router = APIRouter(
     prefix="/v1/tasks",
     tags=["tasks"],
-    responses=problem_responses(401, 403, 404, 413, 422, 429, 503),
+    responses=problem_responses(*V1_STATUSES),
 )
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.")]
 
 
-@router.post("", status_code=201, response_model=TaskCreated)
+@router.post(
+    "",
+    status_code=201,
+    response_model=TaskCreated,
+    responses={200: {"model": TaskCreated, "description": "An earlier task (same key)"}},
+)
 async def submit_task(
     body: TaskSubmission,
     svc: Services,

@@ -8,10 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from conveyor.api.dependencies import Services, Tenant
+from conveyor.api.problems import V1_STATUSES, problem_responses
 from conveyor.api.reports import month_report, parse_month
 from conveyor.client.models import MONTH_PATTERN, UsageReport
 
-router = APIRouter(prefix="/v1/usage", tags=["usage"])
+router = APIRouter(
+    prefix="/v1/usage",
+    tags=["usage"],
+    responses=problem_responses(*V1_STATUSES),
+)
 
 Month = Annotated[
     str | None, Query(pattern=MONTH_PATTERN, description="YYYY-MM (UTC); default: this month.")
