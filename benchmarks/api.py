@@ -151,7 +151,10 @@ def measure(scratch: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update(DATABASE_URL=scratch, PYTHONPATH=str(ROOT), **dict(args.env))
+    # The API's own speed, not the per-key limit's (100 rps by default): pass
+    # --env CONVEYOR_API_KEY_RPS 100 to measure with it.
+    env.update(DATABASE_URL=scratch, PYTHONPATH=str(ROOT), CONVEYOR_API_KEY_RPS="0")
+    env.update(dict(args.env))
     server = subprocess.Popen(
         [sys.executable, "-m", "conveyor.cli", "api", "--port", str(port), "--workers", "1",
          "--log-level", "WARNING"], env=env, cwd=ROOT,

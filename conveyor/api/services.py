@@ -10,6 +10,7 @@ from fastapi import Request
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
+from conveyor.api.declared import DeclaredQueues
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.store.postgres import PostgresStore
 
@@ -32,6 +33,8 @@ class ApiServices:
     keys: KeyChecker
     submits: SubmitCoalescer
     """Single submits go through it: a tenant's concurrent ones share one statement."""
+    declared: DeclaredQueues
+    """Which queues may take work, remembered (a submit costs no round trip for it)."""
     depth: DepthWatch | None = None
     """The queues that shed and their depth (None: no backpressure)."""
     rate_limit: KeyRateLimit | None = None

@@ -14,6 +14,7 @@ from conveyor.api.app import ApiApp, create_app
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
+from conveyor.api.declared import DeclaredQueues
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
@@ -51,8 +52,14 @@ def build_app() -> ApiApp:
                 lambda tenant, tasks: store.for_tenant(tenant).enqueue_batch(tasks),
                 window=settings.api_coalesce_seconds,
             )
+            declared = DeclaredQueues(store.require_declared_queues)
             yield ApiServices(
-                store=store, keys=keys, submits=submits, depth=depth, rate_limit=rate_limit
+                store=store,
+                keys=keys,
+                submits=submits,
+                declared=declared,
+                depth=depth,
+                rate_limit=rate_limit,
             )
 
     return create_app(open_services)

@@ -48,7 +48,7 @@ async def create_group(
     follow_up = None
     if body.on_complete is not None:
         spec = body.on_complete
-        await svc.store.require_declared_queues([spec.queue])
+        await svc.declared.require([spec.queue])
         follow_up = NewTask(
             queue=spec.queue,
             payload=spec.payload,

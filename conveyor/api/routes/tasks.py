@@ -78,7 +78,7 @@ async def submit_task(
         )
     _check_load(svc, [body])
     task = _new_task(body, tenant, key, trace_context(traceparent, tracestate))
-    await svc.store.require_declared_queues([task.queue])
+    await svc.declared.require([task.queue])
     result: EnqueueResult
     if task.debounce_key is not None:
         result = await svc.store.for_tenant(tenant).enqueue_debounced(task)
@@ -110,7 +110,7 @@ async def submit_batch(
     _check_load(svc, body.tasks)
     context = trace_context(traceparent, tracestate)
     tasks = [_new_task(t, tenant, t.idempotency_key, context) for t in body.tasks]
-    await svc.store.require_declared_queues(sorted({t.queue for t in tasks}))
+    await svc.declared.require(t.queue for t in tasks)
     results = await svc.store.for_tenant(tenant).enqueue_batch(tasks)
     if svc.depth is not None:
         svc.depth.accepted(t.queue for t, r in zip(tasks, results, strict=True) if r.created)
