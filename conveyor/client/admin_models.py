@@ -160,8 +160,9 @@ class QueueView(BaseModel):
     running: int
     dead: int
     oldest_queued_seconds: float | None
-    # Backpressure thresholds (depth at which submissions are shed, per priority) join
-    # here and in QueueLimitsWrite when that work lands; see docs/api.md.
+    depth_threshold: int | None = Field(
+        None, description="Backpressure threshold (None: the queue never sheds)."
+    )
 
 
 class QueueList(BaseModel):
@@ -175,6 +176,13 @@ class QueueLimitsWrite(Strict):
 
     max_running: int | None = Field(None, ge=0, le=INT32_MAX, description="0 removes the cap.")
     aging_seconds: float | None = Field(None, gt=0, le=86400)
+    depth_threshold: int | None = Field(
+        None,
+        ge=0,
+        le=INT32_MAX,
+        description="Backpressure: past this many queued tasks, new batch-priority work is "
+        "refused (normal at twice, urgent at four times); 0 removes it.",
+    )
 
 
 class DeadTaskView(BaseModel):

@@ -101,6 +101,8 @@ async def list_tasks(conn: Conn, tenant_id: str, query: TaskListParams) -> list[
         query.group_id,
         state,
         query.limit,
+        query.created_after,
+        query.created_before,
     )
     return [_record(row) for row in rows]
 

@@ -379,6 +379,8 @@ class TaskListParams:
         before_id: the cursor: only tasks with a smaller id (the last id of the previous
             page); None starts from the newest.
         queue, group_id, state: when given, only tasks of that role, campaign or state.
+        created_after, created_before: when given, only tasks created at or after / before
+            these instants (timezone-aware).
     """
 
     limit: int = 100
@@ -386,9 +388,15 @@ class TaskListParams:
     queue: str | None = None
     group_id: str | None = None
     state: TaskState | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_LIST_LIMIT:
             raise InvalidTask(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {self.limit}")
+        for name in ("created_after", "created_before"):
+            moment = getattr(self, name)
+            if moment is not None and moment.tzinfo is None:
+                raise InvalidTask(f"{name} must be timezone-aware")
         if self.queue is not None:
             validate_queue_name(self.queue)

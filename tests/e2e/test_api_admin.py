@@ -147,6 +147,11 @@ async def test_queues_are_listed_paused_resumed_and_limited(
     assert resumed.json()["paused"] is False and resumed.json()["max_running"] == 2
     uncapped = await admin.patch(f"/v1/admin/queues/{writer}", json={"max_running": 0})
     assert uncapped.json()["max_running"] is None
+    shedding = await admin.patch(f"/v1/admin/queues/{writer}", json={"depth_threshold": 50})
+    assert shedding.json()["depth_threshold"] == 50 and shedding.json()["max_running"] is None
+    assert {q.name: q.depth_threshold for q in await store.list_queue_settings()}[writer] == 50
+    calm = await admin.patch(f"/v1/admin/queues/{writer}", json={"depth_threshold": 0})
+    assert calm.json()["depth_threshold"] is None
     assert (await admin.post("/v1/admin/queues/bad%20name/pause")).status_code == 422
 
 

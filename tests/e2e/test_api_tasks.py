@@ -240,6 +240,16 @@ async def test_listing_pages_through_the_tenant_s_own_tasks(
         bad = await client.get("/v1/tasks", params={"state": "sleeping"}, headers=bearer(acme))
         nul = await client.get("/v1/tasks", params={"group_id": "a\x00"}, headers=bearer(acme))
     assert seen == sorted(ids, reverse=True)  # every one of its own, newest first, once
+    newest = await store.get_task(max(ids))
+    async with httpx.AsyncClient(base_url=api.url, headers=bearer(acme)) as client:
+        since = await client.get(
+            "/v1/tasks", params={"created_after": newest.created_at.isoformat()}
+        )
+        before = await client.get("/v1/tasks", params={"created_before": "2000-01-01T00:00:00Z"})
+        naive = await client.get("/v1/tasks", params={"created_after": "2026-01-01T00:00:00"})
+    assert max(ids) in [t["id"] for t in since.json()["tasks"]]
+    assert before.json()["tasks"] == []
+    assert naive.status_code == 422  # an instant needs its time zone
     assert {t["payload"]["n"] % 2 for t in writers.json()["tasks"]} == {1}
     assert len(writers.json()["tasks"]) == 12
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"].endswith("state")

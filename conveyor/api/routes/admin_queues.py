@@ -27,10 +27,6 @@ router = APIRouter(
 
 QueueName = Annotated[str, Path(pattern=QUEUE_PATTERN, description="The queue (role).")]
 
-# Backpressure thresholds (the depth past which submissions of each priority are refused
-# with 429) are another change's: their route joins this module as
-# PATCH /v1/admin/queues/{queue}/backpressure, and their fields join QueueView.
-
 
 @router.get("", response_model=QueueList)
 async def list_queues(svc: Services) -> QueueList:
@@ -54,9 +50,11 @@ async def resume_queue(queue: QueueName, svc: Services) -> QueueView:
 
 @router.patch("/{queue}", response_model=QueueView)
 async def set_queue_limits(queue: QueueName, body: QueueLimitsWrite, svc: Services) -> QueueView:
-    """Set the role's global cap (all tenants together; 0 removes it) and its starvation
-    guard; fields left out keep their value."""
-    await svc.store.set_queue_limits(QueueLimits(queue, body.max_running, body.aging_seconds))
+    """Set the role's global cap (all tenants together; 0 removes it), its starvation guard
+    and its backpressure threshold (0 removes it); fields left out keep their value."""
+    await svc.store.set_queue_limits(
+        QueueLimits(queue, body.max_running, body.aging_seconds, body.depth_threshold)
+    )
     return await _one(svc.store, queue)
 
 
@@ -75,6 +73,7 @@ async def queue_views(store: PostgresStore) -> list[QueueView]:
                 paused=switch.paused if switch else False,
                 max_running=switch.max_running if switch else None,
                 aging_seconds=switch.aging_seconds if switch else None,
+                depth_threshold=switch.depth_threshold if switch else None,
                 queued=status.queued if status else 0,
                 scheduled=status.scheduled if status else 0,
                 running=status.running if status else 0,

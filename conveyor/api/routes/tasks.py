@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
+from pydantic import AwareDatetime
 
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
@@ -140,10 +141,22 @@ async def list_tasks(
     cursor: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="next_cursor of the previous page.")
     ] = None,
+    created_after: Annotated[
+        AwareDatetime | None, Query(description="Only tasks created at or after this instant.")
+    ] = None,
+    created_before: Annotated[
+        AwareDatetime | None, Query(description="Only tasks created before this instant.")
+    ] = None,
 ) -> TaskPage:
     """The tenant's tasks, running and finished, newest first, a page at a time."""
     query = TaskListParams(
-        limit=limit, before_id=cursor, queue=queue, group_id=group_id, state=state
+        limit=limit,
+        before_id=cursor,
+        queue=queue,
+        group_id=group_id,
+        state=state,
+        created_after=created_after,
+        created_before=created_before,
     )
     found = await svc.store.for_tenant(tenant).list_tasks(query)
     more = len(found) == limit

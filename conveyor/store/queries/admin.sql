@@ -73,7 +73,7 @@ SET paused = excluded.paused, paused_at = excluded.paused_at;
 SELECT name FROM queues WHERE paused ORDER BY name;
 
 -- name: list_queue_settings
-SELECT name, paused, max_running, aging_seconds FROM queues ORDER BY name;
+SELECT name, paused, max_running, aging_seconds, depth_threshold FROM queues ORDER BY name;
 
 -- name: set_queue_limits
 -- NULL keeps the current value; max_running 0 removes the cap, depth_threshold 0 the

@@ -136,8 +136,9 @@ WHERE id = $1;
 
 -- name: list_tasks
 -- A tenant's tasks, active and finished, newest first: ids below the cursor $2 (NULL: from
--- the newest), narrowed by queue $3, group $4 and state $5 when given. The tenant is
--- required; task_history's key (tenant_id, id, finished_at) serves its half.
+-- the newest), narrowed by queue $3, group $4, state $5 and a created range [$7, $8) when
+-- given. The tenant is required; task_history's key (tenant_id, id, finished_at) serves
+-- its half.
 SELECT * FROM (
     SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
            idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
@@ -147,6 +148,8 @@ SELECT * FROM (
     WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2)
       AND ($3::text IS NULL OR queue = $3) AND ($4::text IS NULL OR group_id = $4)
       AND ($5::text IS NULL OR state = $5)
+      AND ($7::timestamptz IS NULL OR created_at >= $7)
+      AND ($8::timestamptz IS NULL OR created_at < $8)
     UNION ALL
     SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
            idempotency_key, parent_id, group_id, payload, trace_context, result,
@@ -156,6 +159,8 @@ SELECT * FROM (
     WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2)
       AND ($3::text IS NULL OR queue = $3) AND ($4::text IS NULL OR group_id = $4)
       AND ($5::text IS NULL OR state = $5)
+      AND ($7::timestamptz IS NULL OR created_at >= $7)
+      AND ($8::timestamptz IS NULL OR created_at < $8)
 ) AS listed
 ORDER BY id DESC
 LIMIT $6;
