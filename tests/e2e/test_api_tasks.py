@@ -4,6 +4,7 @@ and errors as problem documents."""
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -254,3 +255,23 @@ async def test_listing_pages_through_the_tenant_s_own_tasks(
     assert len(writers.json()["tasks"]) == 12
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"].endswith("state")
     assert nul.status_code == 422  # PostgreSQL text cannot hold NUL: refused, not a 500
+
+
+async def test_plan_refusals_and_monthly_limits_answer_403_and_429_storing_nothing(
+    api: ApiProcess, store: PostgresStore
+) -> None:
+    await store.declare_queues(["copywriter", "analyst", "seo"])
+    await store.create_tenant("small", plan="free")  # copywriter and seo; 1,000 tasks a month
+    issued = new_key(secrets.token_bytes)
+    await store.create_api_key(issued.key_id, "small", issued.secret_hash, "plan")
+    async with httpx.AsyncClient(base_url=api.url, headers=bearer(issued.token)) as client:
+        outside = await client.post("/v1/tasks", json={"queue": "analyst"})
+        seo = [{"queue": "seo"} for _ in range(990)]
+        assert (await client.post("/v1/tasks/batch", json={"tasks": seo})).status_code == 201
+        over = await client.post(
+            "/v1/tasks/batch", json={"tasks": [{"queue": "copywriter"} for _ in range(11)]}
+        )
+    assert outside.status_code == 403 and outside.headers["content-type"] == PROBLEM
+    assert "plan 'free' allows" in outside.json()["detail"]
+    assert over.status_code == 429 and "990 of its 1000" in over.json()["detail"]
+    assert sum(s.queued for s in await store.queue_status()) == 990  # nothing refused stored
