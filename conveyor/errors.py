@@ -8,6 +8,8 @@
     │   ├── DatabaseUnavailable   the connection was lost or none could be made (server
     │   │                         down or restarting, network, wrong DSN); `retryable`
     │   │                         says whether trying again later can help
+    │   ├── RefusedValue          the database refused a value (a NUL in text, a date or a
+    │   │                         number out of its range, a check constraint): bad input
     │   ├── StoreConflict         a statement lost a race (deadlock, serialization failure,
     │   │                         statement timeout): trying again later is right
     │   ├── SchemaNotReady        migrations have not been applied; run `conveyor migrate`
@@ -90,6 +92,11 @@ class DatabaseUnavailable(StoreError):
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.retryable = retryable
+
+
+class RefusedValue(StoreError):
+    """The database refused a value it was given: a NUL character in text, a date or a
+    number out of its range, a check constraint. The input is wrong, not the database."""
 
 
 class StoreConflict(StoreError):

@@ -18,10 +18,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class BodyTooLarge(Exception):
-    """The body passed its limit while it was being read."""
-
-
 class BodyLimit:
     """Wraps an ASGI app; ``limit_for(path)`` gives each path's limit in bytes."""
 
@@ -43,21 +39,32 @@ class BodyLimit:
             await _too_large(scope, send, limit)
             return
         seen = 0
+        answered = False
 
         async def counted() -> Message:
-            nonlocal seen
+            # The 413 is sent from here, the moment the limit is passed: an exception would
+            # reach FastAPI's body reading, which turns it into a 400 of its own.
+            nonlocal seen, answered
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not answered:
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise BodyTooLarge
+                    answered = True
+                    if message.get("more_body", False):
+                        await _drain(receive)
+                    await _too_large(scope, send, limit)
+                    return {"type": "http.disconnect"}  # the app stops reading
             return message
 
+        async def unless_answered(message: Message) -> None:
+            if not answered:
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
-        except BodyTooLarge:
-            await _drain(receive)
-            await _too_large(scope, send, limit)
+            await self.app(scope, counted, unless_answered)
+        except Exception:
+            if not answered:
+                raise  # after the 413, whatever the app made of the cut body is moot
 
 
 _DRAIN_AT_MOST = 16 * 1_048_576

@@ -17,6 +17,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
+from conveyor.errors import (
+    IdempotencyConflict,
+    InvalidTask,
+    PlanViolation,
+    QuotaExceeded,
+    UnknownTenant,
+)
 from conveyor.store.params import NewTask
 from conveyor.store.records import EnqueueResult
 
@@ -68,25 +75,44 @@ class SubmitCoalescer:
         tasks = [task for task, _ in waiting]
         try:
             results = await self._enqueue(tenant, tasks)
-        except Exception as exc:
+        except _ONE_TASKS_FAULT as exc:
             if len(waiting) == 1:
                 _settle(waiting[0][1], error=exc)
                 return
-            # one task's fault must not be its neighbours': each on its own, in order
-            for task, future in waiting:
-                try:
-                    (result,) = await self._enqueue(tenant, [task])
-                except Exception as alone:
-                    _settle(future, error=alone)
-                else:
-                    _settle(future, result=result)
+            await self._each_on_its_own(tenant, waiting)
             return
-        except BaseException as exc:  # cancelled at shutdown: nobody waits forever
+        except BaseException as exc:
+            # The database's fault (or a cancel at shutdown): the batch may even have been
+            # committed with its answer lost, so writing each again could store tasks
+            # twice. Every request gets the error; a client retries with its key.
             for _, future in waiting:
                 _settle(future, error=exc)
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            return
         for (_, future), result in zip(waiting, results, strict=True):
             _settle(future, result=result)
+
+    async def _each_on_its_own(
+        self, tenant: str, waiting: list[tuple[NewTask, asyncio.Future[EnqueueResult]]]
+    ) -> None:
+        """One task's fault must not be its neighbours': each alone, in order."""
+        for index, (task, future) in enumerate(waiting):
+            try:
+                (result,) = await self._enqueue(tenant, [task])
+            except Exception as alone:
+                _settle(future, error=alone)
+            except BaseException as exc:  # cancelled: nobody left waiting forever
+                for _, rest in waiting[index:]:
+                    _settle(rest, error=exc)
+                raise
+            else:
+                _settle(future, result=result)
+
+
+# Errors that are about one task of a batch (a refusal the database made before writing
+# anything): the batch is written again one task at a time so only that request fails.
+_ONE_TASKS_FAULT = (InvalidTask, IdempotencyConflict, PlanViolation, QuotaExceeded, UnknownTenant)
 
 
 def _settle(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from conveyor.errors import UndeclaredQueue
+
 
 class DeclaredQueues:
     """A positive cache in front of the store's ``require_declared_queues``."""
@@ -33,7 +35,11 @@ class DeclaredQueues:
         unknown = sorted({q for q in queues if self._until.get(q, 0.0) <= now})
         if not unknown:
             return
-        await self._require(unknown)
+        try:
+            await self._require(unknown)
+        except UndeclaredQueue as exc:
+            # no suggestions: they are drawn from every tenant's queues
+            raise UndeclaredQueue(exc.queues) from None
         if len(self._until) > 100_000:
             self._until.clear()  # bounded, whatever names clients send
         for queue in unknown:

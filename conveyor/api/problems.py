@@ -28,6 +28,9 @@ from conveyor.errors import (
     InvalidTask,
     PlanViolation,
     QuotaExceeded,
+    RefusedValue,
+    SchemaNotReady,
+    StoreConflict,
     TaskNotFound,
     UndeclaredQueue,
     UnknownTenant,
@@ -47,6 +50,9 @@ _STATUS: Sequence[tuple[type[ConveyorError], int, str]] = (
     (PlanViolation, 403, "plan-violation"),
     (QuotaExceeded, 429, "quota-exceeded"),
     (DatabaseUnavailable, 503, "database-unavailable"),
+    (StoreConflict, 503, "conflict"),
+    (SchemaNotReady, 503, "schema-not-ready"),
+    (RefusedValue, 422, "invalid-value"),
 )
 
 

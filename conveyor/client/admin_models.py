@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
@@ -209,7 +209,9 @@ class ReplayRequest(Strict):
     """Which dead tasks to replay: ids, a queue, a tenant (together they narrow), or
     ``all``. An empty request is refused rather than taken as everything."""
 
-    ids: list[int] | None = Field(None, min_length=1, max_length=10_000)
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None = Field(
+        None, min_length=1, max_length=10_000
+    )
     queue: Queue | None = None
     tenant_id: str | None = Field(None, pattern=TENANT_PATTERN)
     all: bool = False

@@ -7,11 +7,19 @@ send, and ``/openapi.json`` is generated from the same classes. Unknown fields a
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+)
 
 from conveyor.core.json_documents import check_document
 from conveyor.types import TaskState
@@ -24,6 +32,21 @@ TEXT_PATTERN = r"^[^\x00]*$"
 MAX_BATCH = 10_000
 
 Queue = Annotated[str, Field(pattern=QUEUE_PATTERN, description="The agent role.")]
+
+
+def _storable_instant(moment: datetime) -> datetime:
+    """An instant PostgreSQL and the driver both represent: 1970-2999 UTC."""
+    try:
+        year = moment.astimezone(UTC).year
+    except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        year = moment.year
+    if not 1970 <= year <= 2999:
+        raise ValueError("must be between 1970 and 2999 (UTC)")
+    return moment
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_storable_instant)]
+"""A time-zone-aware instant of 1970-2999 (a wider one could not be read back)."""
 
 
 class Strict(BaseModel):
@@ -46,13 +69,13 @@ class TaskSubmission(Strict):
 
     queue: Queue
     payload: dict[str, Any] = Field(default_factory=dict, description="The agent's input.")
-    priority: int = Field(5, ge=1, le=10, description="1 urgent, 5 normal, 10 batch.")
-    run_at: AwareDatetime | None = Field(None, description="Do not start before this instant.")
+    priority: StrictInt = Field(5, ge=1, le=10, description="1 urgent, 5 normal, 10 batch.")
+    run_at: Instant | None = Field(None, description="Do not start before this instant.")
     delay_seconds: float | None = Field(
         None, ge=0, le=366 * 86400, description="Do not start before this many seconds."
     )
-    max_attempts: int | None = Field(None, ge=1, le=1000)
-    timeout_seconds: float | None = Field(None, gt=0, le=7 * 86400)
+    max_attempts: StrictInt | None = Field(None, ge=1, le=1000)
+    timeout_seconds: float | None = Field(None, ge=0.001, le=7 * 86400)
     idempotency_key: str | None = Field(
         None,
         min_length=1,
@@ -159,8 +182,8 @@ class FollowUp(Strict):
     queue: Queue
     payload: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(5, ge=1, le=10)
-    max_attempts: int | None = Field(None, ge=1, le=1000)
-    timeout_seconds: float | None = Field(None, gt=0, le=7 * 86400)
+    max_attempts: StrictInt | None = Field(None, ge=1, le=1000)
+    timeout_seconds: float | None = Field(None, ge=0.001, le=7 * 86400)
 
     @field_validator("payload")
     @classmethod

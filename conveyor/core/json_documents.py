@@ -33,6 +33,8 @@ def check_document(value: Any, path: str = "payload", max_depth: int = MAX_DEPTH
             raise DocumentProblem(where, f"nested deeper than {max_depth} levels")
         if isinstance(item, float) and not math.isfinite(item):
             raise DocumentProblem(where, f"{item} is not a JSON number (NaN and Infinity are not)")
+        if isinstance(item, str) and _has_surrogate(item):
+            raise DocumentProblem(where, "contains a lone surrogate (\\ud800-\\udfff): not UTF-8")
         if isinstance(item, str) and "\x00" in item:
             raise DocumentProblem(
                 where, "contains a NUL character (\\u0000), which cannot be stored"
@@ -53,3 +55,11 @@ def fingerprint(document: Any) -> bytes:
         document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
     return hashlib.sha256(canonical.encode()).digest()
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False

@@ -12,7 +12,13 @@ from typing import Any, TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from conveyor.errors import DatabaseUnavailable, SchemaNotReady, StoreConflict, StoreError
+from conveyor.errors import (
+    DatabaseUnavailable,
+    RefusedValue,
+    SchemaNotReady,
+    StoreConflict,
+    StoreError,
+)
 from conveyor.store.dsn import redact_dsn
 
 Conn: TypeAlias = "asyncpg.Connection[Any] | PoolConnectionProxy[Any]"
@@ -181,6 +187,8 @@ async def translated_errors() -> AsyncIterator[None]:
             raise
         if isinstance(exc, CONFLICT_ERRORS):
             raise StoreConflict(f"database conflict, try again: {exc}") from exc
+        if isinstance(exc, asyncpg.DataError | asyncpg.CheckViolationError):
+            raise RefusedValue(f"the database refused a value: {exc}") from exc
         if is_connection_error(exc):
             raise DatabaseUnavailable(
                 f"lost the connection to PostgreSQL ({type(exc).__name__}: {exc})"

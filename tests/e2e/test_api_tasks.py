@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -275,3 +275,59 @@ async def test_plan_refusals_and_monthly_limits_answer_403_and_429_storing_nothi
     assert "plan 'free' allows" in outside.json()["detail"]
     assert over.status_code == 429 and "990 of its 1000" in over.json()["detail"]
     assert sum(s.queued for s in await store.queue_status()) == 990  # nothing refused stored
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"queue": "writer", "priority": "5"},  # a string is not a priority
+        {"queue": "writer", "priority": True},  # nor is a boolean (it was taken as 1)
+        {"queue": "writer", "timeout_seconds": 1e-50},
+        {"queue": "writer", "run_at": "9999-12-31T23:59:59-01:00"},
+        {"queue": "writer", "run_at": "0001-01-01T00:00:00+01:00"},
+        {"queue": "writer", "debounce": {"key": "a\u0000b", "seconds": 5}},
+    ],
+)
+async def test_values_the_database_cannot_hold_are_refused_at_the_door(
+    api: ApiProcess, store: PostgresStore, body: dict[str, object]
+) -> None:
+    await store.declare_queues(["writer"])
+    token = await key_for(store, "acme")
+    async with httpx.AsyncClient(base_url=api.url, headers=bearer(token)) as client:
+        answer = await client.post("/v1/tasks", json=body)
+        listed = await client.get("/v1/tasks")
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == PROBLEM
+    assert listed.status_code == 200 and listed.json()["tasks"] == []
+
+
+async def test_surrogates_nul_in_paths_and_chunked_bodies_are_4xx(
+    api: ApiProcess, store: PostgresStore
+) -> None:
+    await store.declare_queues(["writer"])
+    token = await key_for(store, "acme")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"queue": "writer", "payload": {"x": "'
+        for _ in range(40):
+            yield b"y" * 65536
+        yield b'"}}'
+
+    async with httpx.AsyncClient(base_url=api.url, headers=bearer(token)) as client:
+        surrogate = await client.post(
+            "/v1/tasks",
+            content=b'{"queue": "writer", "payload": {"a": "\\ud800"}}',
+            headers={"content-type": "application/json"},
+        )
+        nul_group = await client.get("/v1/groups/a%00b")
+        chunked = await client.post(
+            "/v1/tasks", content=chunks(), headers={"content-type": "application/json"}
+        )
+        typo = await client.post("/v1/tasks", json={"queue": "writr"})
+        ready = await client.get("/readyz")
+    assert surrogate.status_code == 422, surrogate.text
+    assert nul_group.status_code in (404, 422), nul_group.text
+    assert chunked.status_code == 413 and chunked.headers["content-type"] == PROBLEM
+    assert typo.status_code == 422 and "did you mean" not in typo.json()["detail"]
+    assert ready.status_code == 200
+    assert sum(s.queued for s in await store.queue_status()) == 0

@@ -38,6 +38,7 @@ def test_storable_documents_pass(document: object) -> None:
         ({"a": math.inf}, "payload.a"),
         ({"t": "x\x00y"}, "payload.t"),
         ({"k\x00": 1}, "payload"),
+        ({"s": ["ok", "\ud800"]}, "payload.s[1]"),
     ],
 )
 def test_unstorable_documents_name_the_place(document: object, path: str) -> None:

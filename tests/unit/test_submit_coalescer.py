@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from conveyor.api.coalesce import SubmitCoalescer
-from conveyor.errors import InvalidTask
+from conveyor.errors import DatabaseUnavailable, InvalidTask
 from conveyor.store.params import NewTask
 from conveyor.store.records import EnqueueResult
 
@@ -61,3 +61,18 @@ async def test_a_full_batch_goes_at_once_and_no_window_means_alone() -> None:
     assert (await alone.submit("a", task("a", 7))).task_id == 1007
     with pytest.raises(InvalidTask):
         await alone.submit("a", task("a", -7))
+
+
+async def test_a_database_failure_fails_every_caller_and_writes_nothing_again() -> None:
+    calls: list[list[int]] = []
+
+    async def lost(tenant: str, tasks: Sequence[NewTask]) -> list[EnqueueResult]:
+        calls.append([t.payload["n"] for t in tasks])
+        raise DatabaseUnavailable("lost the connection during COMMIT")  # committed? unknown
+
+    coalescer = SubmitCoalescer(lost, window=0.01)
+    outcomes = await asyncio.gather(
+        *(coalescer.submit("a", task("a", n)) for n in (1, 2, 3)), return_exceptions=True
+    )
+    assert all(isinstance(o, DatabaseUnavailable) for o in outcomes)
+    assert calls == [[1, 2, 3]]  # not written again one by one: that could store them twice

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import structlog
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from conveyor.api.dependencies import Services
 from conveyor.client.models import Health
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConveyorError, SchemaNotReady
 
 router = APIRouter(tags=["health"])
+log = structlog.get_logger("conveyor.api")
 
 
 @router.get("/healthz", response_model=Health)
@@ -25,6 +27,9 @@ async def readyz(svc: Services) -> Health | JSONResponse:
     try:
         await svc.store.check_schema()
     except ConveyorError as exc:
-        body = Health(status="unavailable", detail=str(exc))
+        # the reason goes to the log; the answer (no key needed) names no host or port
+        log.warning("not_ready", error=str(exc))
+        kind = "schema not migrated" if isinstance(exc, SchemaNotReady) else "database unreachable"
+        body = Health(status="unavailable", detail=kind)
         return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "5"})
     return Health(status="ok")

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
-from pydantic import AwareDatetime
 
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
@@ -25,6 +24,7 @@ from conveyor.api.traceparent import trace_context
 from conveyor.client.models import (
     QUEUE_PATTERN,
     TEXT_PATTERN,
+    Instant,
     TaskBatch,
     TaskBatchCreated,
     TaskCreated,
@@ -142,10 +142,10 @@ async def list_tasks(
         int | None, Query(ge=1, le=2**63 - 1, description="next_cursor of the previous page.")
     ] = None,
     created_after: Annotated[
-        AwareDatetime | None, Query(description="Only tasks created at or after this instant.")
+        Instant | None, Query(description="Only tasks created at or after this instant.")
     ] = None,
     created_before: Annotated[
-        AwareDatetime | None, Query(description="Only tasks created before this instant.")
+        Instant | None, Query(description="Only tasks created before this instant.")
     ] = None,
 ) -> TaskPage:
     """The tenant's tasks, running and finished, newest first, a page at a time."""
