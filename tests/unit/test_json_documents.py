@@ -15,11 +15,15 @@ storable = st.recursive(
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(alphabet=st.characters(blacklist_characters="\x00")),
+    | st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))),
     lambda children: (
         st.lists(children, max_size=4)
         | st.dictionaries(
-            st.text(alphabet=st.characters(blacklist_characters="\x00")), children, max_size=4
+            st.text(
+                alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
+            ),
+            children,
+            max_size=4,
         )
     ),
     max_leaves=30,
