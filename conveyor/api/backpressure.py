@@ -68,12 +68,14 @@ class DepthWatch:
     async def refresh(self) -> None:
         """Read the loads once; on failure keep the last snapshot (and note an outage)."""
         try:
-            loads = await self._read(DRAIN_WINDOW)
-        except DatabaseUnavailable as exc:
-            self._unreachable = str(exc)
-            return
-        except ConveyorError as exc:
-            log.warning("queue_depth_read_failed", error=str(exc))
+            async with asyncio.timeout(self._stale_after):  # a silent connection is a failure
+                loads = await self._read(DRAIN_WINDOW)
+        except (ConveyorError, TimeoutError) as exc:
+            # whatever the failure, the snapshot only ages: past stale_after, submits to
+            # shedding queues answer 503 rather than trust it
+            if not isinstance(exc, DatabaseUnavailable):
+                log.warning("queue_depth_read_failed", error=str(exc))
+            self._unreachable = str(exc) or type(exc).__name__
             return
         self._queues = {
             load.name: _Queue(load.depth_threshold, load.depth, (load.finished or 0) / DRAIN_WINDOW)
