@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import asyncpg
@@ -24,7 +23,6 @@ from conveyor.store import (
     admin,
     api_keys,
     backpressure,
-    budgets,
     debounce,
     declarations,
     effects,
@@ -32,8 +30,6 @@ from conveyor.store import (
     finish,
     groups,
     leases,
-    llm_accounting,
-    llm_cache,
     migrate,
     periodic,
     reports,
@@ -46,8 +42,8 @@ from conveyor.store.connection import (
     pooled,
     translated_errors,
 )
+from conveyor.store.llm_operations import LLMOperations
 from conveyor.store.params import (
-    BucketDraw,
     ClaimRequest,
     EffectOwner,
     Finish,
@@ -58,8 +54,6 @@ from conveyor.store.params import (
     QueueLimits,
     ReplayFilter,
     RetryLease,
-    SpendReserve,
-    SpendSettle,
     TaskListParams,
     TenantAgentUpdate,
     WorkerInfo,
@@ -74,8 +68,6 @@ from conveyor.store.records import (
     GroupStatus,
     HeartbeatResult,
     KeyCredentials,
-    LLMPrice,
-    LLMUsage,
     Plan,
     QueueDeclaration,
     QueueLoad,
@@ -83,11 +75,9 @@ from conveyor.store.records import (
     QueueStatus,
     QueueSummary,
     ReapResult,
-    SpendReservation,
     TaskRecord,
     Tenant,
     TenantAgent,
-    TenantLLMPolicy,
     TenantWaits,
     WorkerStatus,
 )
@@ -97,11 +87,11 @@ from conveyor.types import TaskState
 T = TypeVar("T")
 
 
-class PostgresStore:
+class PostgresStore(LLMOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
-        self._pool = pool
+        super().__init__(pool)
         self.dsn = dsn
         self.direct_dsn = dsn
         """DSN for LISTEN and session-level work; open_store sets the direct one here."""
@@ -156,21 +146,6 @@ class PostgresStore:
                         raise
             finally:
                 await _reset_or_discard(conn)
-
-    async def _run(
-        self,
-        operation: Callable[[Conn], Awaitable[T]],
-        connection: Conn | None = None,
-    ) -> T:
-        async with translated_errors():
-            if connection is not None:
-                return await operation(connection)
-            async with pooled(self._pool) as conn:
-                return await operation(conn)
-
-    async def _run_in_transaction(self, operation: Callable[[Conn], Awaitable[T]]) -> T:
-        async with translated_errors(), pooled(self._pool) as conn, conn.transaction():
-            return await operation(conn)
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -269,17 +244,6 @@ class PostgresStore:
     async def sweep_open_groups(self, limit: int = 500) -> list[int]:
         """Complete open groups that are done (maintenance); the follow-up task ids."""
         return await self._run(lambda c: groups.sweep_open_groups(c, limit))
-
-    async def _with_partitions(self, operation: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await operation()
-        except Exception as exc:
-            if not _is_missing_partition(exc):
-                raise
-        # The month's history partition is missing (maintenance did not run): create it
-        # and try again, rather than leave the tasks running.
-        await self.ensure_partitions()
-        return await operation()
 
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]:
         """Send leased tasks back to wait; returns the ids refused for a lost lease."""
@@ -441,13 +405,6 @@ class PostgresStore:
         moment = now or datetime.now(UTC)
         return await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
 
-    async def ensure_partitions(
-        self, *, now: datetime | None = None, months_ahead: int = 3
-    ) -> list[str]:
-        """Create history partitions for this month and ``months_ahead`` more."""
-        moment = now or datetime.now(UTC)
-        return await self._run(lambda c: retention.ensure_partitions(c, moment, months_ahead))
-
     async def apply_retention(self, cutoff: datetime) -> tuple[list[str], int]:
         """Drop history partitions older than ``cutoff`` and prune old ledger rows."""
         dropped = await self._run(lambda c: retention.drop_old_partitions(c, cutoff))
@@ -465,101 +422,6 @@ class PostgresStore:
     async def history_summary(self, since: datetime) -> list[QueueSummary]:
         """Per-queue outcomes and latency percentiles of tasks finished since ``since``."""
         return await self._run(lambda c: reports.history_summary(c, since))
-
-    async def reserve_llm_budget(self, draws: Sequence[BucketDraw]) -> list[float]:
-        """Take the next slot of each shared bucket; how far each clock now runs ahead."""
-        return await self._run(lambda c: budgets.reserve(c, draws))
-
-    async def refund_llm_budget(self, draws: Sequence[BucketDraw]) -> None:
-        """Give time back to shared buckets (unused tokens, a refused call)."""
-        await self._run(lambda c: budgets.refund(c, draws))
-
-    # -- LLM response cache (see llm_cache.py) ------------------------------------------
-
-    async def llm_cache_get(self, tenant_id: str, key: bytes) -> dict[str, Any] | None:
-        """The unexpired reply cached under (tenant, key), or None; counts a hit."""
-        return await self._run(lambda c: llm_cache.get(c, tenant_id, key))
-
-    async def llm_cache_put(
-        self, tenant_id: str, key: bytes, reply: dict[str, Any], ttl_seconds: float
-    ) -> None:
-        """Cache ``reply`` under (tenant, key) for ``ttl_seconds``, replacing what was there."""
-        await self._run(lambda c: llm_cache.put(c, tenant_id, key, reply, ttl_seconds))
-
-    async def prune_llm_cache(self) -> int:
-        """Delete expired cached replies in bounded batches; how many."""
-        return await self._run(llm_cache.prune)
-
-    # -- LLM accounting (see llm_accounting.py) ------------------------------------------
-
-    async def record_llm_calls(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert a batch of call records; creates a missing month partition first."""
-        await self._with_partitions(
-            lambda: self._run(lambda c: llm_accounting.record_calls(c, rows))
-        )
-
-    async def tenant_llm_policy(self, tenant_id: str, queue: str) -> TenantLLMPolicy:
-        """The LLM limits of a tenant's calls from ``queue`` (plan, overrides, model)."""
-        return await self._run(lambda c: llm_accounting.tenant_policy(c, tenant_id, queue))
-
-    async def reserve_llm_spend(self, reserve: SpendReserve) -> SpendReservation:
-        """Reserve a call's estimate against the tenant's monthly budget, if it fits."""
-        return await self._run(lambda c: llm_accounting.reserve_spend(c, reserve))
-
-    async def settle_llm_spend(self, settle: SpendSettle) -> None:
-        """Release a spend reservation and count what the call used."""
-        await self._run(lambda c: llm_accounting.settle_spend(c, settle))
-
-    async def llm_usage(
-        self,
-        tenant_id: str,
-        since: datetime,
-        *,
-        group_id: str | None = None,
-        task_id: int | None = None,
-        until: datetime | None = None,
-    ) -> list[LLMUsage]:
-        """A tenant's LLM calls in [since, until) per (provider, model): tokens and cost."""
-        return await self._run(
-            lambda c: llm_accounting.usage(c, tenant_id, since, group_id, task_id, until)
-        )
-
-    async def tenant_llm_month(self, tenant_id: str, month: date) -> dict[str, Any] | None:
-        """A limited tenant's counters for ``month`` (None: no limited call yet)."""
-        return await self._run(lambda c: llm_accounting.tenant_month(c, tenant_id, month))
-
-    async def list_llm_prices(self) -> list[LLMPrice]:
-        """The price table."""
-        return await self._run(llm_accounting.list_prices)
-
-    async def set_llm_price(
-        self, model: str, provider: str, input_per_mtok: Decimal, output_per_mtok: Decimal
-    ) -> LLMPrice:
-        """Add or change a model's price (USD per million tokens)."""
-        return await self._run(
-            lambda c: llm_accounting.set_price(c, model, provider, input_per_mtok, output_per_mtok)
-        )
-
-    async def set_tenant_llm_limits(
-        self,
-        tenant_id: str,
-        *,
-        monthly_token_budget: int | None = None,
-        monthly_spend_limit: Decimal | None = None,
-        clear_tokens: bool = False,
-        clear_spend: bool = False,
-    ) -> None:
-        """Set a tenant's own monthly token budget / spend limit, or clear it to the plan's."""
-        await self._run(
-            lambda c: llm_accounting.set_tenant_limits(
-                c,
-                tenant_id,
-                monthly_token_budget=monthly_token_budget,
-                monthly_spend_limit=monthly_spend_limit,
-                clear_tokens=clear_tokens,
-                clear_spend=clear_spend,
-            )
-        )
 
     async def begin_effect(self, owner: EffectOwner) -> EffectRecord:
         """Find a ledger key's result, or take the key to run its effect (see effects.py)."""
@@ -644,11 +506,6 @@ def _serves_every_caller(
     """Never called: under ``mypy --strict`` this proves the engine satisfies each caller's
     protocol (the gateway's is proven where the worker hands the engine to the gateway)."""
     return store, store, store, store
-
-
-def _is_missing_partition(exc: BaseException) -> bool:
-    cause = exc.__cause__
-    return isinstance(cause, asyncpg.CheckViolationError) and "no partition" in str(cause)
 
 
 async def _reset_or_discard(conn: Conn) -> None:
