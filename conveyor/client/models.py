@@ -7,6 +7,7 @@ send, and ``/openapi.json`` is generated from the same classes. Unknown fields a
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -15,6 +16,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -45,7 +47,18 @@ def _storable_instant(moment: datetime) -> datetime:
     return moment
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_storable_instant)]
+def _iso_text(value: object) -> object:
+    """Only ISO 8601 text (or a datetime): lax parsing would take ``0.5`` as a Unix time."""
+    if isinstance(value, str) and not _ISO_START.match(value):
+        raise ValueError("an ISO 8601 date-time with a time zone, e.g. 2026-12-01T00:00:00Z")
+    if isinstance(value, int | float):
+        raise ValueError("an ISO 8601 date-time with a time zone, not a number")
+    return value
+
+
+_ISO_START = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]")
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_storable_instant)]
 """A time-zone-aware instant of 1970-2999 (a wider one could not be read back)."""
 
 

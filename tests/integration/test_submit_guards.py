@@ -120,9 +120,12 @@ async def test_depth_threshold_and_queue_loads(store: PostgresStore) -> None:
     kept = await store.set_queue_limits(QueueLimits("q", max_running=2))
     assert kept.depth_threshold == 3 and kept.max_running == 2
 
-    await enqueue_many(store, 2)
+    await enqueue_many(store, 1)
     (load,) = await store.queue_loads()
-    assert (load.name, load.depth_threshold, load.depth, load.finished) == ("q", 3, 2, None)
+    assert (load.name, load.depth_threshold, load.depth, load.finished) == ("q", 3, 1, None)
+    await enqueue_many(store, 1)  # from half the threshold up, the drain is measured
+    (load,) = await store.queue_loads()
+    assert (load.depth, load.finished) == (2, 0)
 
     await enqueue_many(store, 20)
     for task in await claim(store, limit=2):  # the cap of 2
