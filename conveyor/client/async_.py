@@ -156,6 +156,8 @@ class AsyncClient:
                     raise no_answer(exc, request) from exc
                 await asyncio.sleep(wait)
                 continue
+            except httpx.TransportError as exc:  # a wrong URL or scheme: trying again won't help
+                raise no_answer(exc, request) from exc
             wait = (
                 None if response.is_success else wait_before_retry(self.retries, attempt, response)
             )

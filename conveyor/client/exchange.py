@@ -21,7 +21,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
 # The client's errors while sending that it retries: nothing reached the API, or the
 # request may have but no answer came back (safe: every call is idempotent).
-RETRIED_TRANSPORT_ERRORS = (httpx.TransportError,)
+# Failures a later try can get past (a refused or reset connection, a timeout, a server
+# gone mid-answer); not a wrong URL scheme or a request httpx itself refuses.
+RETRIED_TRANSPORT_ERRORS = (httpx.NetworkError, httpx.TimeoutException, httpx.RemoteProtocolError)
 
 
 def headers(api_key: str) -> dict[str, str]:

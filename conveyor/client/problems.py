@@ -10,6 +10,7 @@ here, from the status line.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -28,9 +29,10 @@ from conveyor.errors import (
 PREFIX = "urn:conveyor:problem:"
 
 _BY_TYPE: dict[str, type[ApiError]] = {
-    "not-found": ApiTaskNotFound,
+    "not-found": ApiTaskNotFound,  # on a task's path only: see _class_for
     "validation": ApiInvalidTask,
     "invalid-task": ApiInvalidTask,
+    "idempotency-conflict": ApiInvalidTask,
     "undeclared-queue": ApiUndeclaredQueue,
     "unknown-tenant": ApiUnknownTenant,
     "plan-violation": ApiPlanViolation,
@@ -63,7 +65,7 @@ def api_error(
     problem = problem_of(response)
     kind = str(problem.get("type", ""))
     short = kind.removeprefix(PREFIX)
-    cls = _BY_TYPE.get(short, ApiError)
+    cls = _class_for(short, response.request.url.path)
     if exhausted and cls is ApiError and response.status_code in (429, 503):
         cls = ApiUnavailable  # shed or rate-limited through every retry: come back later
     detail = str(problem.get("detail") or problem.get("title") or "the API refused the request")
@@ -86,3 +88,14 @@ def unreachable(exc: httpx.TransportError, request: httpx.Request) -> ApiUnavail
         f"no answer from {request.url.scheme}://{request.url.netloc.decode()} "
         f"({type(exc).__name__}: {exc}); is the API running?",
     )
+
+
+_TASK_PATH = re.compile(r"^/v1/(tasks|admin/dlq)/[0-9]+(/|$)")
+
+
+def _class_for(short: str, path: str) -> type[ApiError]:
+    """The error class of a problem type; a 404 is a missing *task* only on a task's path
+    (a missing group, key or tenant, or an unknown route, is a plain ApiError)."""
+    if short == "not-found" and not _TASK_PATH.match(path):
+        return ApiError
+    return _BY_TYPE.get(short, ApiError)

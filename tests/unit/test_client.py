@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from conveyor import ApiError, ApiUnavailable, AsyncClient, Client, ClientRetries, TaskNotFound
+from conveyor.client.calls import Call
 from conveyor.errors import ApiInvalidTask, ApiQuotaExceeded, ApiTaskNotFound, InvalidTask
 
 FAST = ClientRetries(attempts=4, backoff=0.0, max_wait=0.0)
@@ -178,3 +179,28 @@ async def test_the_async_client_makes_the_same_calls() -> None:
     ) as api:
         assert (await api.submit("writer")).id == 1
     assert seen[0].headers["idempotency-key"] == seen[1].headers["idempotency-key"]
+
+
+def test_only_a_task_s_404_is_a_missing_task_and_a_conflict_is_invalid() -> None:
+    gone = problem(404, "not-found", "group g not found")
+    conflict = problem(422, "idempotency-conflict", "key k was used with another request")
+    seen, transport = scripted(
+        [
+            httpx.Response(404, json=gone, headers=PROBLEM),
+            httpx.Response(422, json=conflict, headers=PROBLEM),
+        ]
+    )
+    with client(transport) as api:
+        with pytest.raises(ApiError) as missing:
+            api.send(Call("GET", "/v1/groups/g", lambda response: None))
+        assert not isinstance(missing.value, TaskNotFound)
+        with pytest.raises(InvalidTask):
+            api.submit("writer", {"n": 1}, idempotency_key="k")
+    assert len(seen) == 2
+
+
+def test_a_request_httpx_refuses_is_not_retried() -> None:
+    seen, transport = scripted([httpx.UnsupportedProtocol("ftp is not http")] * 4)
+    with client(transport) as api, pytest.raises(ApiUnavailable):
+        api.get(1)
+    assert len(seen) == 1
