@@ -1,5 +1,5 @@
 """What the API's routes are handed: the store, the key checker, the limits. Built once per
-process by the composition root (``conveyor.api.factory``) and held on ``app.state``."""
+process by the composition root (``conveyor/cli/api_root.py``) and held on ``app.state``."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -86,6 +86,22 @@ def module_api(
     finally:
         server.stop()
         asyncio.run(database_factory.drop(dsn))
+
+
+@pytest.fixture(scope="module", name="api")
+def module_api_fixture(
+    database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    """``api``: the module's one server (import this into a test module to use it)."""
+    yield from module_api(database_factory, tmp_path_factory)
+
+
+@pytest.fixture(name="store")
+async def module_store_fixture(api: ApiProcess) -> AsyncIterator[PostgresStore]:
+    """``store``: a store on the module server's database, in place of the per-test one."""
+    opened = await PostgresStore.open(api.dsn, min_size=1, max_size=4)
+    yield opened
+    await opened.close()
 
 
 def unique(name: str) -> str:

@@ -4,7 +4,7 @@ with tenants and queues of its own."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -16,24 +16,10 @@ from tests.e2e.api_process import (
     bearer,
     issue_key,
     make_dead,
-    module_api,
+    module_api_fixture,  # noqa: F401  (the module's `api` fixture)
+    module_store_fixture,  # noqa: F401  (its `store`)
     unique,
 )
-from tests.support.databases import DatabaseFactory
-
-
-@pytest.fixture(scope="module")
-def api(
-    database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ApiProcess]:
-    yield from module_api(database_factory, tmp_path_factory)
-
-
-@pytest.fixture
-async def store(api: ApiProcess) -> AsyncIterator[PostgresStore]:
-    opened = await PostgresStore.open(api.dsn, min_size=1, max_size=4)
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

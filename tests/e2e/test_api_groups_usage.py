@@ -3,34 +3,24 @@ API process: one server for the module, each test with tenants and queues of its
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import httpx
-import pytest
 
 from conveyor.core.partitions import Month
 from conveyor.store.params import ClaimRequest, Finish, LeaseRef
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
-from tests.e2e.api_process import ApiProcess, bearer, issue_key, module_api, unique
-from tests.support.databases import DatabaseFactory
-
-
-@pytest.fixture(scope="module")
-def api(
-    database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ApiProcess]:
-    yield from module_api(database_factory, tmp_path_factory)
-
-
-@pytest.fixture
-async def store(api: ApiProcess) -> AsyncIterator[PostgresStore]:
-    opened = await PostgresStore.open(api.dsn, min_size=1, max_size=4)
-    yield opened
-    await opened.close()
+from tests.e2e.api_process import (
+    ApiProcess,
+    bearer,
+    issue_key,
+    module_api_fixture,  # noqa: F401  (the module's `api` fixture)
+    module_store_fixture,  # noqa: F401  (its `store`)
+    unique,
+)
 
 
 def llm_call(tenant: str, task_id: int | None, group: str | None, **kw: Any) -> dict[str, Any]:
