@@ -42,6 +42,7 @@ from conveyor.store.connection import (
     pooled,
     translated_errors,
 )
+from conveyor.store.event_operations import EventOperations
 from conveyor.store.llm_operations import LLMOperations
 from conveyor.store.params import (
     ClaimRequest,
@@ -87,7 +88,7 @@ from conveyor.types import TaskState
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations):
+class PostgresStore(LLMOperations, EventOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
@@ -160,20 +161,24 @@ class PostgresStore(LLMOperations):
         if connection is not None:
             async with translated_errors(), connection.transaction():
                 return await enqueue.enqueue_batch(connection, tasks, fair=self.fairness)
-        return await self._run_in_transaction(
-            lambda c: enqueue.enqueue_batch(c, tasks, fair=self.fairness)
+        return await self._with_partitions(
+            lambda: self._run_in_transaction(
+                lambda c: enqueue.enqueue_batch(c, tasks, fair=self.fairness)
+            )
         )
 
     async def enqueue_debounced(self, task: NewTask) -> EnqueueResult:
         """Add a debounced task, or replace the payload of its waiting twin (same tenant,
         queue and ``debounce_key``) in one statement: see ``store/debounce.py``."""
-        return await self._run_in_transaction(lambda c: debounce.enqueue_debounced(c, task))
+        return await self._with_partitions(
+            lambda: self._run_in_transaction(lambda c: debounce.enqueue_debounced(c, task))
+        )
 
     # -- leases -------------------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> list[ClaimedTask]:
         """Lease up to ``request.limit`` ready tasks in priority and fairness order."""
-        return await self._run(lambda c: leases.claim(c, request))
+        return await self._with_partitions(lambda: self._run(lambda c: leases.claim(c, request)))
 
     async def heartbeat(
         self,
@@ -198,12 +203,14 @@ class PostgresStore(LLMOperations):
 
     async def release(self, held: Sequence[LeaseRef]) -> list[int]:
         """Give leased tasks back without counting an attempt (graceful shutdown)."""
-        return await self._run(lambda c: leases.release(c, held))
+        return await self._with_partitions(lambda: self._run(lambda c: leases.release(c, held)))
 
     async def release_orphans(self, worker_id: str, held: Sequence[int]) -> list[int]:
         """Give back tasks leased to ``worker_id`` other than ``held`` (a claim whose reply
         was lost), without counting an attempt; their ids."""
-        return await self._run(lambda c: leases.release_orphans(c, worker_id, held))
+        return await self._with_partitions(
+            lambda: self._run(lambda c: leases.release_orphans(c, worker_id, held))
+        )
 
     async def reap_expired(self, limit: int = 1000) -> ReapResult | None:
         """Requeue expired leases (one reaper at a time); None if another reaper ran."""
@@ -247,7 +254,7 @@ class PostgresStore(LLMOperations):
 
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]:
         """Send leased tasks back to wait; returns the ids refused for a lost lease."""
-        return await self._run(lambda c: finish.retry(c, retries))
+        return await self._with_partitions(lambda: self._run(lambda c: finish.retry(c, retries)))
 
     async def cancel(
         self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
@@ -465,7 +472,9 @@ class PostgresStore(LLMOperations):
         self, tenant_id: str, key: str, result: Any, *, task_id: int
     ) -> EffectRecord:
         """Record a durable step's result (asynchronous commit; see effects.record_step)."""
-        return await self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
+        return await self._with_partitions(
+            lambda: self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
+        )
 
     async def record_effect(
         self, tenant_id: str, key: str, result: Any, *, task_id: int | None = None
