@@ -158,6 +158,7 @@ class TaskContext:
                 group_id=self.task.group_id,
                 queue=self.task.queue,
                 deadline=self.deadline,
+                run=self._lease_token,
             )
             self._llm = BoundLLM(
                 self._gateway,

@@ -215,3 +215,23 @@ async def test_event_positions_parse_back(store: PostgresStore) -> None:
     await enqueue_many(store, 1)
     [event] = await settled(lambda: store.event_tail(ORIGIN))
     assert EventPosition.parse(str(event.position)) == event.position
+
+
+async def test_writes_that_log_events_wake_the_streams_once_per_burst(
+    store: PostgresStore, database_dsn: str
+) -> None:
+    """The store pokes its EventWake after each logging write; the default sends one
+    pg_notify('conveyor_events') per burst, in a transaction of its own."""
+    listener = await asyncpg.connect(database_dsn)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("conveyor_events", lambda *args: heard.put_nowait(args[2]))
+    try:
+        await enqueue_many(store, 3)
+        await asyncio.wait_for(heard.get(), timeout=10)
+        tasks = await claim(store, limit=3)
+        await store.finish([Finish(lease(t), TaskState.SUCCEEDED) for t in tasks])
+        await asyncio.wait_for(heard.get(), timeout=10)
+        await asyncio.sleep(0.2)
+        assert heard.qsize() <= 1  # claim and finish, 3 tasks each: one or two wake-ups
+    finally:
+        await listener.close()

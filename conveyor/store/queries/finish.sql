@@ -35,7 +35,6 @@ WITH input AS (
                 ELSE jsonb_build_object('error', coalesce(d.final_error, d.last_error)) END
     FROM done AS d
     WHERE d.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT a.id, a.tenant_id, a.group_id FROM archived AS a;
 
@@ -69,7 +68,6 @@ WITH input AS (
            jsonb_build_object('error', m.error, 'run_at', m.run_at)
     FROM moved AS m
     WHERE m.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT m.id, m.queue, m.state FROM moved AS m;
 
@@ -98,7 +96,6 @@ WITH gone AS (
            jsonb_build_object('error', jsonb_build_object('type', 'Cancelled', 'message', $3::text))
     FROM gone AS g
     WHERE g.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT a.id FROM archived AS a;
 
@@ -126,7 +123,6 @@ WITH gone AS (
            jsonb_build_object('error', jsonb_build_object('type', 'Cancelled', 'message', $2::text))
     FROM gone AS g
     WHERE g.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT a.id FROM archived AS a;
 

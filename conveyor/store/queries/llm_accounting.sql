@@ -43,8 +43,7 @@ JOIN LATERAL (
     LIMIT 1
 ) AS r ON true
 WHERE c.task_id IS NOT NULL AND c.tenant_id IS NOT NULL
-  AND r.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-RETURNING (SELECT pg_notify('conveyor_events', ''));
+  AND r.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events));
 
 -- name: tenant_llm_policy
 -- What the gateway enforces for a tenant's calls from one queue: the plan's rates, the
