@@ -27,6 +27,7 @@ LIFECYCLE_KINDS = frozenset(
         "succeeded",
         "dead",
         "cancelled",
+        "replayed",
     }
 )
 """Kinds the queue writes itself; an agent's own events (``ctx.emit``) may not take them."""
