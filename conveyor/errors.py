@@ -21,6 +21,9 @@
     ├── PlanViolation             the tenant's plan (or override) does not allow that role
     ├── QuotaExceeded             the tenant reached a monthly task limit
     ├── TaskNotFound              no task with that id (for that tenant)
+    ├── InvalidSignal             a signal's name is malformed or its payload not storable
+    ├── SignalRefused             a signal cannot be delivered: the task finished, the wait
+    │                             timed out, or that name already carried another payload
     ├── GroupNotFound             no campaign (group) with that id (for that tenant)
     ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
     ├── WorkerCrashed             a loop of the worker's own died; the process exits non-zero
@@ -53,8 +56,13 @@
         ├── Snooze                run again later without counting an attempt
         ├── Cancel                stop for good, recorded as cancelled
         └── PermanentError        fail for good now; the task goes to the dead-letter queue
+            ├── WaitTimedOut      ctx.wait_for's deadline passed with no signal
             ├── IsolationLimitExceeded  an isolated task crossed its memory or CPU cap
             └── LLMPermanentError       (above: an LLMError and a PermanentError)
+
+Not an error, and not under ConveyorError: ``TaskSuspended`` (a ``BaseException``, like
+``asyncio.CancelledError``) carries a run out of its handler when ``ctx.wait_for`` must wait;
+a handler's ``except Exception`` does not swallow it.
 
 Driver errors (asyncpg) are translated into these at the store boundary with
 ``raise ... from exc``; nothing above ``conveyor.store`` sees a driver exception. HTTP
@@ -198,6 +206,39 @@ class TaskNotFound(ConveyorError):
     def __init__(self, task_id: int) -> None:
         self.task_id = task_id
         super().__init__(f"task {task_id} not found")
+
+
+class InvalidSignal(ConveyorError):
+    """A signal's name is not a valid name, or its payload cannot be stored as JSON."""
+
+
+class SignalRefused(ConveyorError):
+    """A signal could not be delivered; ``reason`` says why and the message what to do.
+
+    ``reason`` is ``"finished"`` (the task is succeeded, dead or cancelled),
+    ``"timed-out"`` (the wait of that name passed its deadline first) or ``"conflict"``
+    (a signal of that name was delivered before with another payload: the first one holds).
+    """
+
+    def __init__(self, task_id: int, name: str, reason: str, message: str) -> None:
+        self.task_id = task_id
+        self.name = name
+        self.reason = reason
+        super().__init__(message)
+
+
+class TaskSuspended(BaseException):
+    """Raised by ``ctx.wait_for`` when its signal has not come: the run ends here, and the
+    worker records the task as waiting for ``name`` (for at most ``timeout`` seconds).
+
+    A ``BaseException`` so that a handler's ``except Exception`` lets it through; a handler
+    must not catch it (the task would then finish as if nothing had been awaited).
+    """
+
+    def __init__(self, name: str, timeout: float | None) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(f"waiting for signal {name!r}")
 
 
 class GroupNotFound(ConveyorError):
@@ -352,6 +393,21 @@ class Cancel(TaskOutcome):
 
 class PermanentError(TaskOutcome):
     """Fail the task now without further attempts; it goes to the dead-letter queue."""
+
+
+class WaitTimedOut(PermanentError):
+    """``ctx.wait_for(name, timeout=...)`` reached its deadline before the signal came.
+
+    A handler may catch it (send a reminder, escalate, wait under another name). Uncaught,
+    it fails the task for good (dead), without retries: the timeout is recorded with the
+    task, so every rerun would meet it again at the same ``wait_for``.
+    """
+
+    def __init__(self, name: str, timeout: float | None) -> None:
+        self.name = name
+        self.timeout = timeout
+        after = f" after {timeout:g}s" if timeout is not None else ""
+        super().__init__(f"the wait for signal {name!r} timed out{after} with no signal")
 
 
 class IsolationLimitExceeded(PermanentError):
