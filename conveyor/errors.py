@@ -37,6 +37,7 @@
     │   ├── ApiUnknownTenant      422 unknown-tenant: also an UnknownTenant
     │   ├── ApiPlanViolation      403 plan-violation: also a PlanViolation
     │   ├── ApiQuotaExceeded      429 quota-exceeded: also a QuotaExceeded
+    │   ├── ApiSignalRefused      409 signal-refused: also a SignalRefused
     │   └── ApiUnavailable        429/503 still refused after the client's retries, or no
     │                             connection: also a DatabaseUnavailable (retry later)
     ├── LLMError                  a call through the LLM gateway (ctx.llm) failed
@@ -350,6 +351,16 @@ class ApiQuotaExceeded(ApiError, QuotaExceeded):
         self.scope = str(problem.get("scope", ""))
         self.used = int(problem.get("used", 0))
         self.limit = int(problem.get("limit", 0))
+
+
+class ApiSignalRefused(ApiError, SignalRefused):
+    """The API refused a signal (409): the task finished, its wait timed out, or the name
+    carried another payload before; ``reason`` says which."""
+
+    def _domain_fields(self, problem: dict[str, Any]) -> None:
+        self.task_id = int(problem.get("task_id", 0))
+        self.name = str(problem.get("signal", ""))
+        self.reason = str(problem.get("reason", ""))
 
 
 class ApiUnavailable(ApiError, DatabaseUnavailable):

@@ -120,6 +120,8 @@ class QueueStatus:
     dead: int
     oldest_queued_seconds: float | None
     paused: bool
+    waiting: int = 0
+    """Tasks waiting for a signal (``ctx.wait_for``): they hold no worker."""
 
 
 @dataclass(frozen=True, slots=True)
