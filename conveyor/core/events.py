@@ -28,6 +28,9 @@ LIFECYCLE_KINDS = frozenset(
         "dead",
         "cancelled",
         "replayed",
+        "waiting",
+        "signal",
+        "wait_timed_out",
     }
 )
 """Kinds the queue writes itself; an agent's own events (``ctx.emit``) may not take them."""

@@ -83,12 +83,13 @@ from conveyor.store.records import (
     WorkerStatus,
 )
 from conveyor.store.tenant import TenantStore
+from conveyor.store.waits import WaitOperations
 from conveyor.types import TaskState
 
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations, EventOperations):
+class PostgresStore(LLMOperations, EventOperations, WaitOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:

@@ -18,6 +18,7 @@ from conveyor.store.params import (
     QueueLimits,
     ReplayFilter,
     RetryLease,
+    SuspendLease,
 )
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
@@ -259,3 +260,21 @@ async def test_a_replayed_dead_task_s_log_goes_on(store: PostgresStore) -> None:
         "started",
         "succeeded",
     ]
+
+
+async def test_a_durable_wait_is_logged(store: PostgresStore) -> None:
+    approved, timed_out = await enqueue_many(store, 2)
+    claimed = {t.id: t for t in await claim(store, limit=2)}
+    await store.suspend(
+        [
+            SuspendLease(lease(claimed[approved]), "approval", 3600),
+            SuspendLease(lease(claimed[timed_out]), "reply", 0.01),
+        ]
+    )
+    await store.deliver_signal(approved, "approval", {"ok": True})
+    await asyncio.sleep(0.05)
+    assert await store.expire_waits() == [timed_out]
+    assert await kinds(store, approved) == ["created", "started", "waiting", "signal"]
+    assert await kinds(store, timed_out) == ["created", "started", "waiting", "wait_timed_out"]
+    log = await task_log(store, approved)
+    assert log[2].data["signal"] == "approval" and log[3].data == {"name": "approval"}

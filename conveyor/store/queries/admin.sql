@@ -139,6 +139,7 @@ SELECT queue,
        count(*) FILTER (WHERE state = 'queued') AS queued,
        count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
        count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'waiting') AS waiting,
        extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued'))::float8
            AS oldest_queued_seconds
 FROM tasks
