@@ -16,6 +16,7 @@ from conveyor.api.routes import (
     admin_plans,
     admin_queues,
     admin_tenants,
+    agents,
     groups,
     health,
     tasks,
@@ -50,6 +51,7 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
     app.include_router(tasks.router)
     app.include_router(groups.router)
     app.include_router(usage.router)
+    app.include_router(agents.router)
     for admin in (admin_tenants, admin_plans, admin_keys, admin_queues, admin_dlq):
         app.include_router(admin.router)
     limits = limits or ApiLimits()

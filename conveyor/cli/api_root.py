@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from conveyor.api.agent_definitions import AgentDefinitionCache
 from conveyor.api.app import ApiApp, create_app
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
@@ -17,6 +18,7 @@ from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
+from conveyor.cli.agent_model_check import agent_model_check
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
@@ -53,6 +55,11 @@ def build_app() -> ApiApp:
                 window=settings.api_coalesce_seconds,
             )
             declared = DeclaredQueues(store.require_declared_queues)
+            agents = await stack.enter_async_context(
+                AgentDefinitionCache(
+                    store.latest_agent_definitions, period=settings.agent_refresh_seconds
+                ).running()
+            )
             yield ApiServices(
                 store=store,
                 keys=keys,
@@ -60,6 +67,8 @@ def build_app() -> ApiApp:
                 declared=declared,
                 depth=depth,
                 rate_limit=rate_limit,
+                agents=agents,
+                agent_model_check=agent_model_check(),
             )
 
     return create_app(open_services)

@@ -35,6 +35,7 @@ from conveyor.store import (
     reports,
     retention,
 )
+from conveyor.store.agent_definitions import AgentDefinitionOperations
 from conveyor.store.connection import (
     Conn,
     create_pool,
@@ -87,7 +88,7 @@ from conveyor.types import TaskState
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations):
+class PostgresStore(LLMOperations, AgentDefinitionOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
