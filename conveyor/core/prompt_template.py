@@ -114,8 +114,19 @@ class PromptTemplate:
     def render(self, payload: Mapping[str, Any]) -> str:
         """The prompt for ``payload``; MissingField or TemplateProblem when it cannot be."""
         token = _PAYLOAD.set(payload)
+        parts: list[str] = []
+        size = 0
         try:
-            text = self._template.render(payload)
+            # piece by piece, so a loop that writes without end stops at the cap
+            for piece in self._template.generate(payload):
+                size += len(piece)
+                if size > MAX_PROMPT_CHARS:
+                    raise TemplateProblem(
+                        f"the rendered prompt is longer than {MAX_PROMPT_CHARS:,} characters"
+                    )
+                parts.append(piece)
+        except TemplateProblem:
+            raise
         except UndefinedError as exc:
             field, _, message = str(exc).partition(_MissingMessage.SEPARATOR)
             if not message:  # raised by something other than a missing value
@@ -125,8 +136,4 @@ class PromptTemplate:
             raise TemplateProblem(f"{type(exc).__name__}: {exc}") from None
         finally:
             _PAYLOAD.reset(token)
-        if len(text) > MAX_PROMPT_CHARS:
-            raise TemplateProblem(
-                f"the rendered prompt has {len(text):,} characters, more than {MAX_PROMPT_CHARS:,}"
-            )
-        return text
+        return "".join(parts)

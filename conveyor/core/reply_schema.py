@@ -35,12 +35,16 @@ class OutputSchema:
             raise SchemaProblem("the output schema must be a JSON object (or true/false)")
         self.schema: Mapping[str, Any] | bool = schema
         document: Any = schema  # jsonschema's stubs say dict; any mapping (or bool) works
-        cls = validators.validator_for(document, default=Draft202012Validator)
+        if isinstance(schema, Mapping) and not isinstance(schema.get("$schema", ""), str):
+            raise SchemaProblem("$.$schema: must be the URI of a metaschema (a string)")
         try:
+            cls = validators.validator_for(document, default=Draft202012Validator)
             cls.check_schema(document)
         except SchemaError as exc:
             where = _pointer(exc.absolute_path)
             raise SchemaProblem(f"{where}: {exc.message}") from None
+        except Exception as exc:  # jsonschema's own surprise on a strange document
+            raise SchemaProblem(f"not a usable JSON Schema: {type(exc).__name__}: {exc}") from None
         for where, ref in _refs(schema, "$"):
             if not ref.startswith("#"):
                 raise SchemaProblem(

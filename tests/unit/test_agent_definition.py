@@ -86,6 +86,7 @@ def test_an_optional_field_can_be_tested_with_is_defined() -> None:
         ("{{ items.append(1) }}", {"items": []}, "unsafe"),
         ("{% for i in range(10**9) %}{% endfor %}", {}, "MAX_RANGE"),
         ("{{ n + 1 }}", {"n": "text"}, "TypeError"),
+        ("{% for i in range(99999) %}{{ big }}{% endfor %}", {"big": "x" * 100}, "longer than"),
     ],
 )
 def test_the_sandbox_refuses_what_a_template_must_not_do(
@@ -289,3 +290,34 @@ def test_the_mock_answers_by_the_first_rule_whose_texts_all_appear() -> None:
     assert config.reply_for(("alpha",)) == "one"
     assert config.reply_for(("gamma",)) == "default"
     assert MockConfig().reply_for(("alpha",)) is None
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+SCHEMA_KEYS = st.sampled_from(["type", "$schema", "$ref", "properties", "items", "enum", "format"])
+
+
+@given(
+    st.fixed_dictionaries(
+        {"model": st.text(max_size=5), "prompt_template": st.text(max_size=20)},
+        optional={
+            "temperature": JSON,
+            "max_tokens": JSON,
+            "timeout": JSON,
+            "output_schema": st.dictionaries(SCHEMA_KEYS, JSON, max_size=3) | JSON,
+        },
+    )
+)
+def test_any_document_reads_or_is_refused_with_its_problems(document: dict[str, Any]) -> None:
+    try:
+        definition = AgentDefinition.from_document("h", document)
+    except InvalidAgentDefinition as exc:
+        assert exc.problems
+        return
+    if definition.schema is not None:
+        definition.schema.problems('{"a": 1}')  # never raises: problems are values
