@@ -198,7 +198,7 @@ class Declarative:
 
         check = self.model_check = model_check(llm_config)
         unknown = [
-            f"[agents.{role}] model: {problem}"
+            f"agents.{role}.model: {problem}"
             for role, definition in from_file.items()
             if (problem := check(definition.model)) is not None
         ]

@@ -50,22 +50,22 @@ def read_agents(
     extra = sorted(set(document) - {"agents"})
     if extra:
         raise ConfigurationError(
-            f"{where}: unknown top-level key(s) {', '.join(extra)}; define each role as "
-            "[agents.ROLE]"
+            f"{where}: unknown top-level key(s) {', '.join(extra)}; define each role as a "
+            "table agents.ROLE"
         )
     agents = document.get("agents")
     if not isinstance(agents, dict) or not agents:
-        raise ConfigurationError(f"{where}: defines no agents; add an [agents.ROLE] table")
+        raise ConfigurationError(f"{where}: defines no agents; add a table agents.ROLE")
     found: dict[str, AgentDefinition] = {}
     problems: list[str] = []
     for role, table in agents.items():
         try:
             validate_queue_name(role)
         except InvalidTask as exc:
-            problems.append(f"[agents.{role}]: {exc}")
+            problems.append(f"agents.{role}: {exc}")
             continue
         if not isinstance(table, dict):
-            problems.append(f"[agents.{role}]: must be a table of fields")
+            problems.append(f"agents.{role}: must be a table of fields")
             continue
         fields = dict(table)
         schema = fields.get("output_schema")
@@ -73,12 +73,12 @@ def read_agents(
             try:
                 fields["output_schema"] = json.loads(schema)
             except json.JSONDecodeError as exc:
-                problems.append(f"[agents.{role}] output_schema: not valid JSON: {exc}")
+                problems.append(f"agents.{role}.output_schema: not valid JSON: {exc}")
                 continue
         try:
             found[role] = AgentDefinition.from_document(role, fields, model_check=model_check)
         except InvalidAgentDefinition as exc:
-            problems.extend(f"[agents.{role}] {problem}" for problem in exc.problems)
+            problems.extend(f"agents.{role}.{problem}" for problem in exc.problems)
     if problems:
         raise ConfigurationError(f"{where}: " + "; ".join(problems))
     return found

@@ -21,7 +21,7 @@ from conveyor.core.reply_schema import REPAIR_HEADING
 from conveyor.mock_llm import MockConfig, MockLLM, ReplyRule
 from conveyor.store.postgres import PostgresStore
 from tests.e2e.api_process import ApiProcess, bearer
-from tests.e2e.conftest import CLI, ROOT, process_env
+from tests.e2e.conftest import CLI, ROOT, RunCli, process_env
 from tests.e2e.test_api_end_to_end import llm_config
 from tests.e2e.test_worker_process import FAST_LEASES
 
@@ -190,3 +190,43 @@ async def test_a_declarative_agent_answers_repairs_fails_and_takes_a_new_version
     fields = {e["field"] for e in bad.json()["errors"]}
     assert fields == {"prompt_template", "output_schema"}, bad.json()
     assert [v["version"] for v in versions["agents"]] == [2, 1]  # the refused PUT stored nothing
+
+
+@pytest.mark.parametrize(
+    ("agents", "args", "said"),
+    [
+        (None, [], "give --app package.module:app, --agents FILE or --stored-agent"),
+        ('[agents.h]\nmodel = "writer"\n', ["--agents"], "agents.h.prompt_template: required"),
+        (
+            '[agents.h]\nmodel = "nope"\nprompt_template = "{{ a }}"\n',
+            ["--agents"],
+            "--agents: agents.h.model: unknown model 'nope'",
+        ),
+        (None, ["--stored-agent", "ghost"], "no definition is stored for ghost"),
+    ],
+)
+def test_the_worker_refuses_declarative_agents_it_cannot_serve(
+    run_cli: RunCli,
+    database_dsn: str,
+    tmp_path: Path,
+    agents: str | None,
+    args: list[str],
+    said: str,
+) -> None:
+    config = llm_config(tmp_path / "llm.json", "http://127.0.0.1:9")
+    if agents is not None:
+        (tmp_path / "agents.toml").write_text(agents)
+        args = [*args, str(tmp_path / "agents.toml")]
+    env = process_env(database_dsn, CONVEYOR_LLM_CONFIG=str(config), COLUMNS="300")
+    done = run_cli("worker", *args, env=env)
+    assert done.returncode != 0
+    assert said in " ".join((done.stdout + done.stderr).split()), done.stderr
+
+
+def test_declarative_agents_need_the_llm_configuration(
+    run_cli: RunCli, database_dsn: str, tmp_path: Path
+) -> None:
+    (tmp_path / "agents.toml").write_text(AGENTS_TOML)
+    done = run_cli("worker", "--agents", str(tmp_path / "agents.toml"))
+    assert done.returncode == 1
+    assert "declarative agents call a model: set CONVEYOR_LLM_CONFIG" in done.stderr

@@ -237,12 +237,12 @@ def test_the_agents_file_takes_a_schema_as_a_table_or_as_json_text() -> None:
     [
         ({}, "defines no agents"),
         ({"agent": {}}, "unknown top-level key(s) agent"),
-        ({"agents": {"bad role": good()}}, "[agents.bad role]: invalid queue name"),
+        ({"agents": {"bad role": good()}}, "agents.bad role: invalid queue name"),
         (
             {"agents": {"a": good(output_schema="{nope")}},
-            "[agents.a] output_schema: not valid JSON",
+            "agents.a.output_schema: not valid JSON",
         ),
-        ({"agents": {"a": good(timeout=0)}}, "[agents.a] timeout: must be > 0"),
+        ({"agents": {"a": good(timeout=0)}}, "agents.a.timeout: must be > 0"),
     ],
 )
 def test_a_wrong_agents_file_names_the_file_the_role_and_the_field(
