@@ -230,3 +230,18 @@ def test_declarative_agents_need_the_llm_configuration(
     done = run_cli("worker", "--agents", str(tmp_path / "agents.toml"))
     assert done.returncode == 1
     assert "declarative agents call a model: set CONVEYOR_LLM_CONFIG" in done.stderr
+
+
+async def test_enqueue_from_the_command_line_checks_the_template_too(
+    run_cli: RunCli, store: PostgresStore
+) -> None:
+    await store.put_agent_definition(
+        "headliner", {"model": "writer", "prompt_template": "About {{ brief.topic }}"}
+    )
+    refused = run_cli("enqueue", "headliner", "--payload", '{"brief": {}}')
+    assert refused.returncode == 1
+    said = " ".join(refused.stderr.split())
+    assert "--payload: payload.brief.topic: payload.brief has no key 'topic'" in said, said
+    assert "agent 'headliner' (version 1)" in said
+    accepted = run_cli("enqueue", "headliner", "--payload", '{"brief": {"topic": "shoes"}}')
+    assert accepted.returncode == 0, accepted.stderr
