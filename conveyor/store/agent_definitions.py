@@ -1,9 +1,11 @@
 """Declarative agents' definitions in the database: versioned, never updated in place.
 
-A write takes the role's advisory lock, reads the latest version and inserts the next one
-(or, with ``only_if_changed``, returns the latest when its digest is the same: a worker that
-loads an unchanged ``--agents`` file adds nothing). The same transaction declares the role
-as a queue, so tenants may submit to it before any worker has served it.
+A write takes the role's advisory lock, reads the latest version and inserts the next one.
+With ``only_if_changed`` it adds nothing (and returns the latest) when the definition is
+the latest's, or, for a file, the one the same source wrote last: a worker restarted with
+an unchanged ``--agents`` file neither adds a version nor undoes a PUT made since; an
+edited file does become the latest. The same transaction declares the role as a queue, so
+tenants may submit to it before any worker has served it.
 
 The documents are stored as given; what a valid definition is belongs to
 ``core/agent_definition.py``, which every writer checks before it calls here.
@@ -45,8 +47,13 @@ async def put_definition(
     digest = fingerprint(definition)
     await conn.execute(q("lock_agent_role"), role)
     latest = await conn.fetchrow(q("latest_agent_definition"), role)
-    if only_if_changed and latest is not None and bytes(latest["digest"]) == digest:
-        return _record(latest)
+    if only_if_changed and latest is not None:
+        if bytes(latest["digest"]) == digest:
+            return _record(latest)
+        if source == "file":
+            last = await conn.fetchrow(q("latest_agent_definition_from"), role, source)
+            if last is not None and bytes(last["digest"]) == digest:
+                return _record(latest)  # the file did not change: what came since stands
     version = 1 if latest is None else latest["version"] + 1
     row = await conn.fetchrow(
         q("insert_agent_definition"), role, version, definition, digest, source
@@ -88,7 +95,8 @@ class AgentDefinitionOperations(PoolEngine):
         """Store a new version of ``role``'s definition (and declare the role as a queue).
 
         With ``only_if_changed`` an unchanged definition adds no version: the latest is
-        returned with ``created`` False.
+        returned with ``created`` False. For ``source="file"`` unchanged also means "the
+        same as the last version a file wrote", so a PUT made since stays the latest.
         """
         return await self._run_in_transaction(
             lambda c: put_definition(c, role, definition, source, only_if_changed)

@@ -1,12 +1,13 @@
 """The declarative roles a worker serves: registered in its App at start, kept current after.
 
 At start (``install``) the roles of an ``--agents`` file are stored as a new version when
-they differ from their latest (unchanged, they add nothing), the roles named by
-``--stored-agent`` are read from the store, and each becomes an agent of the App whose
-handler is a ``DeclarativeAgent``. Then ``run`` polls the latest versions every
-``refresh_seconds``: a newer one replaces the runner's definition and the App's limits
-(concurrency, timeout, attempts), so a ``PUT /v1/agents/{role}`` is in force on every worker
-within that period, without a restart. Runs already going finish on their version.
+the file changed (an unchanged file adds nothing and does not undo a PUT made since), then
+the latest version of each role, from the file's or ``--stored-agent``, is read and becomes
+an agent of the App whose handler is a ``DeclarativeAgent``. Then ``run`` polls the latest
+versions every ``refresh_seconds``: a newer one replaces the runner's definition and the
+App's limits (concurrency, timeout, attempts), so a ``PUT /v1/agents/{role}`` is in force on
+every worker within that period, without a restart. Runs already going finish on their
+version.
 
 A stored version this worker cannot use (a model its gateway does not know) is logged and
 skipped: the worker keeps serving the version it has, and takes the next good one.
@@ -80,25 +81,20 @@ class DeclarativeAgents:
             raise ConfigurationError(
                 f"agent(s) {', '.join(taken)} are defined both by --app and as declarative agents"
             )
-        versions: dict[str, Version] = {}
         for role, definition in from_file.items():
             stored = await self.store.put_agent_definition(
                 role, definition.document(), source="file", only_if_changed=True
             )
-            # the stored document is what the file said: the same text, compiled once
-            versions[role] = Version(stored.version, definition)
             if stored.created:
                 log.info("agent_definition_stored", role=role, version=stored.version)
-        wanted = [r for r in stored_roles if r not in from_file]
-        found = {s.role: s for s in await self.store.latest_agent_definitions(wanted)}
-        missing = [r for r in wanted if r not in found]
+        found = {s.role: s for s in await self.store.latest_agent_definitions(roles)}
+        missing = [r for r in roles if r not in found]
         if missing:
             raise ConfigurationError(
                 f"--stored-agent: no definition is stored for {', '.join(missing)}; define it "
                 "with PUT /v1/agents/{role} (or an --agents file) first"
             )
-        for role in wanted:
-            versions[role] = Version(found[role].version, self._read(found[role]))
+        versions = {role: Version(found[role].version, self._read(found[role])) for role in roles}
         for role, version in versions.items():
             agent = DeclarativeAgent(role, version)
             definition = version.definition

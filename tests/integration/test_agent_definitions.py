@@ -122,6 +122,26 @@ async def test_the_registry_registers_file_and_stored_roles_and_takes_new_versio
     assert registry.agents["titler"].current.number == 4
 
 
+async def test_a_restart_with_the_same_file_keeps_a_put_made_since_and_an_edit_wins(
+    store: PostgresStore,
+) -> None:
+    file_v1 = {"titler": definition(temperature=0.1)}
+    first = DeclarativeAgents(App("one"), store)
+    await first.install(file_v1)
+    await store.put_agent_definition("titler", document(temperature=0.9))  # v2, over the API
+
+    restarted = DeclarativeAgents(App("two"), store)
+    await restarted.install(file_v1)
+    assert restarted.agents["titler"].current.number == 2
+    assert restarted.agents["titler"].current.definition.temperature == 0.9
+
+    edited = DeclarativeAgents(App("three"), store)
+    await edited.install({"titler": definition(temperature=0.5)})
+    assert edited.agents["titler"].current.number == 3
+    history = await store.agent_definition_history("titler")
+    assert [(h.version, h.source) for h in history] == [(3, "file"), (2, "api"), (1, "file")]
+
+
 async def test_the_registry_refuses_a_role_twice_or_a_stored_role_without_a_definition(
     store: PostgresStore,
 ) -> None:

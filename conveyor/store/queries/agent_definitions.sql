@@ -10,6 +10,14 @@ WHERE role = $1
 ORDER BY version DESC
 LIMIT 1;
 
+-- name: latest_agent_definition_from
+-- The latest version of a role that came from one source (a file, or the API).
+SELECT role, version, definition, digest, source, created_at
+FROM agent_definitions
+WHERE role = $1 AND source = $2
+ORDER BY version DESC
+LIMIT 1;
+
 -- name: insert_agent_definition
 INSERT INTO agent_definitions (role, version, definition, digest, source)
 VALUES ($1, $2, $3, $4, $5)
