@@ -4,7 +4,9 @@ output schema and its repair words, the agents file, and the submit check's 422.
 from __future__ import annotations
 
 import json
+import re
 import string
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -321,3 +323,21 @@ def test_any_document_reads_or_is_refused_with_its_problems(document: dict[str, 
         return
     if definition.schema is not None:
         definition.schema.problems('{"a": 1}')  # never raises: problems are values
+
+
+def test_the_example_of_docs_agents_md_loads_with_its_gateway_config(tmp_path: Path) -> None:
+    from conveyor.cli.agent_model_check import model_check
+    from conveyor.gateway.config import load_gateway_config
+    from conveyor.worker.agents_file import load_agents_file
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "agents.md").read_text("utf-8")
+    blocks = {b.split("\n")[0]: b for b in re.findall(r"```toml\n(.*?)```", text, re.S)}
+    (tmp_path / "agents.toml").write_text(blocks["# agents.toml"])
+    (tmp_path / "llm.toml").write_text(blocks["# llm.toml: the gateway (docs/gateway.md)"])
+    check = model_check(load_gateway_config(tmp_path / "llm.toml"))
+    agents = load_agents_file(tmp_path / "agents.toml", model_check=check)
+    writer = agents["headline-writer"]
+    assert writer.fields == ("audience", "product", "tone")
+    assert "Tone" not in writer.messages({"product": "p", "audience": "a"})[-1]["content"]
+    with pytest.raises(MissingField, match="'audience'"):
+        writer.check_payload({"product": "trail shoes"})
