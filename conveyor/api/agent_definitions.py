@@ -3,7 +3,8 @@
 A submit to a declarative role has its payload rendered into the role's prompt template
 before anything is stored: a field the template uses and the payload lacks is a 422 naming
 it (``payload.topic``), instead of a task that dies in a worker. The definitions are read
-once per ``CONVEYOR_AGENT_REFRESH_SECONDS`` in the background (one statement for all roles),
+once per ``CONVEYOR_AGENT_REFRESH_SECONDS`` in the background (one small statement for the
+version numbers of all roles; a definition is read only when its number moved),
 and a PUT through this process takes effect here at once; other API processes see it within
 that period. A submit to a queue without a definition costs one dictionary lookup.
 """
@@ -26,7 +27,8 @@ from conveyor.store.records import StoredAgentDefinition
 
 log = structlog.get_logger("conveyor.api")
 
-ReadLatest = Callable[[], Awaitable[list[StoredAgentDefinition]]]
+ReadLatest = Callable[[Sequence[str] | None], Awaitable[list[StoredAgentDefinition]]]
+ReadVersions = Callable[[], Awaitable[dict[str, int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +42,14 @@ class KnownDefinition:
 class AgentDefinitionCache:
     """Role -> latest definition, refreshed in the background (``running``)."""
 
-    def __init__(self, read_latest: ReadLatest, *, period: float = 2.0) -> None:
+    def __init__(
+        self, read_latest: ReadLatest, read_versions: ReadVersions, *, period: float = 2.0
+    ) -> None:
         self._read_latest = read_latest
+        self._read_versions = read_versions
         self._period = period
         self._known: dict[str, KnownDefinition] = {}
+        self._unreadable: dict[str, int] = {}
 
     def learn(self, stored: StoredAgentDefinition, definition: AgentDefinition) -> None:
         """Take a version written by this process (a PUT) without waiting for the refresh."""
@@ -51,20 +57,31 @@ class AgentDefinitionCache:
         if known is None or known.version < stored.version:
             self._known[stored.role] = KnownDefinition(stored.version, definition)
 
+    def _version_of(self, role: str) -> int:
+        known = self._known.get(role)
+        return 0 if known is None else known.version
+
     def get(self, role: str) -> KnownDefinition | None:
         """The latest definition of ``role`` this process knows; None: not declarative."""
         return self._known.get(role)
 
     async def refresh(self) -> None:
-        """Read every role's latest version; compile only the ones that changed."""
-        for stored in await self._read_latest():
-            known = self._known.get(stored.role)
-            if known is not None and known.version >= stored.version:
-                continue
+        """Read every role's latest version number; read and compile only the definitions
+        whose number moved."""
+        versions = await self._read_versions()
+        moved = [
+            role
+            for role, version in versions.items()
+            if version > max(self._version_of(role), self._unreadable.get(role, 0))
+        ]
+        if not moved:
+            return
+        for stored in await self._read_latest(moved):
             try:
                 definition = AgentDefinition.from_document(stored.role, stored.definition)
             except InvalidAgentDefinition as exc:  # stored by a newer release, say
                 log.error("agent_definition_unreadable", role=stored.role, error=str(exc))
+                self._unreadable[stored.role] = stored.version  # logged once, not every period
                 continue
             self._known[stored.role] = KnownDefinition(stored.version, definition)
 

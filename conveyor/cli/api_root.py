@@ -57,7 +57,9 @@ def build_app() -> ApiApp:
             declared = DeclaredQueues(store.require_declared_queues)
             agents = await stack.enter_async_context(
                 AgentDefinitionCache(
-                    store.latest_agent_definitions, period=settings.agent_refresh_seconds
+                    store.latest_agent_definitions,
+                    store.latest_agent_versions,
+                    period=settings.agent_refresh_seconds,
                 ).running()
             )
             yield ApiServices(

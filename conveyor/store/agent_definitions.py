@@ -70,6 +70,12 @@ async def latest_definitions(
     return [_record(row) for row in rows]
 
 
+async def latest_versions(conn: Conn, roles: Sequence[str] | None) -> dict[str, int]:
+    """The latest version number of every role (or of ``roles``)."""
+    rows = await conn.fetch(q("latest_agent_versions"), None if roles is None else list(roles))
+    return {row["role"]: row["version"] for row in rows}
+
+
 async def definition_version(conn: Conn, role: str, version: int) -> StoredAgentDefinition | None:
     """One version of a role's definition; None when there is no such version."""
     row = await conn.fetchrow(q("agent_definition_version"), role, version)
@@ -107,6 +113,10 @@ class AgentDefinitionOperations(PoolEngine):
     ) -> list[StoredAgentDefinition]:
         """The latest version of each role's definition (all roles, or ``roles``)."""
         return await self._run(lambda c: latest_definitions(c, roles))
+
+    async def latest_agent_versions(self, roles: Sequence[str] | None = None) -> dict[str, int]:
+        """The latest version number of each role (all roles, or ``roles``): a cheap poll."""
+        return await self._run(lambda c: latest_versions(c, roles))
 
     async def agent_definition(
         self, role: str, version: int | None = None

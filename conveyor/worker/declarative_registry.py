@@ -48,6 +48,8 @@ class DefinitionStore(Protocol):
         self, roles: Sequence[str] | None = None
     ) -> list[StoredAgentDefinition]: ...
 
+    async def latest_agent_versions(self, roles: Sequence[str] | None = None) -> dict[str, int]: ...
+
 
 class DeclarativeAgents:
     """Declarative roles of one worker process, each a ``DeclarativeAgent`` in ``app``."""
@@ -110,11 +112,17 @@ class DeclarativeAgents:
         """Take every newer stored version of the served roles; the roles that changed."""
         if not self.agents:
             return []
+        versions = await self.store.latest_agent_versions(list(self.agents))
+        moved = [
+            role
+            for role, version in versions.items()
+            if version > max(self.agents[role].current.number, self._skipped.get(role, 0))
+        ]
+        if not moved:
+            return []  # the usual case: one small statement, no definition read
         changed = []
-        for stored in await self.store.latest_agent_definitions(list(self.agents)):
+        for stored in await self.store.latest_agent_definitions(moved):
             agent = self.agents[stored.role]
-            if stored.version <= max(agent.current.number, self._skipped.get(stored.role, 0)):
-                continue
             try:
                 definition = self._read(stored)
             except InvalidAgentDefinition as exc:

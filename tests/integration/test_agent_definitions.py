@@ -64,6 +64,8 @@ async def test_each_put_is_a_new_version_and_an_unchanged_file_adds_none(
     latest = await store.agent_definition("titler")
     assert latest is not None and latest.version == 3
     assert await store.agent_definition("titler", 9) is None
+    assert await store.latest_agent_versions() == {"titler": 3}
+    assert await store.latest_agent_versions(["nobody"]) == {}
     assert await store.agent_definition("nobody") is None
     # defining a role declares it: tenants may submit before a worker served it
     assert [d.name for d in await store.queue_declarations(["titler"])] == ["titler"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import string
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,10 +260,13 @@ def test_a_wrong_agents_file_names_the_file_the_role_and_the_field(
 
 
 async def test_the_submit_check_names_each_missing_field_and_ignores_other_queues() -> None:
-    async def nothing() -> list[StoredAgentDefinition]:
+    async def nothing(roles: Sequence[str] | None) -> list[StoredAgentDefinition]:
         return []
 
-    cache = AgentDefinitionCache(nothing)
+    async def no_versions() -> dict[str, int]:
+        return {}
+
+    cache = AgentDefinitionCache(nothing, no_versions)
     definition = AgentDefinition.from_document("h", good())
     stored = StoredAgentDefinition("h", 3, definition.document(), b"", "api", None)  # type: ignore[arg-type]
     cache.learn(stored, definition)

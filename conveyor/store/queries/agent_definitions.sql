@@ -31,6 +31,15 @@ FROM agent_definitions
 WHERE $1::text[] IS NULL OR role = ANY ($1)
 ORDER BY role, version DESC;
 
+-- name: latest_agent_versions
+-- Only the number of the latest version of every role (or of those in $1): what workers
+-- and API processes poll, reading a whole definition only when its number moved.
+SELECT role, max(version) AS version
+FROM agent_definitions
+WHERE $1::text[] IS NULL OR role = ANY ($1)
+GROUP BY role
+ORDER BY role;
+
 -- name: agent_definition_version
 SELECT role, version, definition, digest, source, created_at
 FROM agent_definitions
