@@ -19,6 +19,7 @@ from conveyor.api.routes import (
     agents,
     groups,
     health,
+    task_stream,
     tasks,
     usage,
 )
@@ -49,6 +50,7 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(task_stream.router)
     app.include_router(groups.router)
     app.include_router(usage.router)
     app.include_router(agents.router)

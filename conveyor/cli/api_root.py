@@ -16,12 +16,15 @@ from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
+from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
 from conveyor.cli.agent_model_check import agent_model_check
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
+from conveyor.store.event_wake import CHUNK_CHANNEL
+from conveyor.store.notify import NotificationListener
 
 
 def build_app() -> ApiApp:
@@ -62,6 +65,14 @@ def build_app() -> ApiApp:
                     period=settings.agent_refresh_seconds,
                 ).running()
             )
+            # One listening connection per process: every stream's wake-ups arrive on it.
+            live = LiveOutputHub(store)
+            listener = NotificationListener(store.direct_dsn, on_reconnect=live.wake)
+            listener.subscribe(CHUNK_CHANNEL, live.wake)
+            await listener.start()
+            stack.push_async_callback(listener.stop)
+            live.start()
+            stack.push_async_callback(live.stop)
             yield ApiServices(
                 store=store,
                 keys=keys,
@@ -71,6 +82,7 @@ def build_app() -> ApiApp:
                 rate_limit=rate_limit,
                 agents=agents,
                 agent_model_check=agent_model_check(),
+                live=live,
             )
 
     return create_app(open_services)

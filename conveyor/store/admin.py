@@ -70,14 +70,15 @@ async def update_plan(conn: Conn, update: PlanUpdate) -> Plan:
 
 
 async def set_queue_limits(conn: Conn, limits: QueueLimits) -> QueueSettings:
-    """Set a role's global cap, starvation guard and depth threshold (None fields keep
-    their value)."""
+    """Set a role's global cap, starvation guard, depth threshold and lifecycle events
+    switch (None fields keep their value)."""
     row = await conn.fetchrow(
         q("set_queue_limits"),
         limits.queue,
         limits.max_running,
         limits.aging_seconds,
         limits.depth_threshold,
+        limits.events,
     )
     assert row is not None
     return QueueSettings(**dict(row))

@@ -293,12 +293,15 @@ class QueueLimits:
             share of the next claims (the starvation guard; None keeps the current value).
         depth_threshold: the depth past which the API refuses new work of the role, lowest
             priority first (``core/shedding.py``; None keeps the value; 0 removes it).
+        events: write the role's lifecycle events to the task event log (None keeps the
+            value; agents' own ``ctx.emit`` events are written either way).
     """
 
     queue: str
     max_running: int | None = None
     aging_seconds: float | None = None
     depth_threshold: int | None = None
+    events: bool | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)

@@ -10,12 +10,13 @@ may do is visible in its signature and a second backend has a checklist to pass:
 - ``WorkerLeases``: a worker process: claim, heartbeat, release, finish, retry, the
   effects ledger, child tasks, its liveness row.
 - ``Maintenance``: the periodic upkeep: promote, reap, partitions, retention, sweeps.
+- ``EventLog``: an API process's event hub: the whole log's tail, in order.
 - ``Admin``: operators (CLI, admin routes): tenants, plans, queues, the dead-letter queue,
   workers, reports, prices, and any tenant's task by id.
 - The gateway's own ports live with the gateway (``conveyor.gateway.stores.GatewayStore``).
 
 ``PostgresStore`` satisfies all of them (``tests/unit/test_store_ports.py``). The module is
-driver-free: it imports only ``params`` and ``records``.
+driver-free: it imports only ``params``, ``records`` and ``event_records``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from conveyor.core.events import EventPosition
+from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
 from conveyor.store.params import (
     ClaimRequest,
     EffectOwner,
@@ -104,6 +107,12 @@ class TenantTasks(Protocol):
     async def task_counts(
         self, since: datetime, until: datetime
     ) -> dict[str, dict[TaskState, int]]: ...
+    async def events(
+        self, after: EventPosition, narrow: EventFilter | None = None, limit: int = 1000
+    ) -> list[TaskEvent]: ...
+    async def task_events(
+        self, task_id: int, after: EventPosition, limit: int = 1000
+    ) -> list[TaskEvent]: ...
 
 
 class TenantScopedStore(Protocol):
@@ -139,6 +148,12 @@ class TenantScopedStore(Protocol):
     async def task_counts(
         self, tenant_id: str, since: datetime, until: datetime
     ) -> dict[str, dict[TaskState, int]]: ...
+    async def tenant_events(
+        self, tenant_id: str, after: EventPosition, narrow: EventFilter, limit: int = 1000
+    ) -> list[TaskEvent]: ...
+    async def task_events(
+        self, tenant_id: str, task_id: int, after: EventPosition, limit: int = 1000
+    ) -> list[TaskEvent]: ...
 
 
 class WorkerLeases(Protocol):
@@ -167,6 +182,7 @@ class WorkerLeases(Protocol):
     ) -> HeartbeatResult: ...
     async def release(self, held: Sequence[LeaseRef]) -> list[int]: ...
     async def release_orphans(self, worker_id: str, held: Sequence[int]) -> list[int]: ...
+    async def append_events(self, new: Sequence[NewEvent]) -> int: ...
     async def finish(self, finishes: Sequence[Finish]) -> set[int]: ...
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]: ...
     async def enqueue(self, task: NewTask) -> EnqueueResult: ...
@@ -194,10 +210,18 @@ class WorkerLeases(Protocol):
         ...
 
 
+class EventLog(Protocol):
+    """What an API process's event hub reads: every tenant's events in log order."""
+
+    async def event_tail(self, after: EventPosition, limit: int = 1000) -> list[TaskEvent]: ...
+    async def event_head(self) -> EventPosition: ...
+
+
 class Maintenance(Protocol):
     """The periodic upkeep one worker per cluster runs (see ``worker/maintenance.py``)."""
 
     async def promote_due(self, limit: int = 10_000) -> int: ...
+    async def prune_chunks(self, cutoff: datetime) -> int: ...
     async def reap_expired(self, limit: int = 1000) -> ReapResult | None: ...
     async def ensure_partitions(
         self, *, now: datetime | None = None, months_ahead: int = 3

@@ -43,6 +43,7 @@ from conveyor.store.connection import (
     pooled,
     translated_errors,
 )
+from conveyor.store.event_operations import EventOperations
 from conveyor.store.llm_operations import LLMOperations
 from conveyor.store.params import (
     ClaimRequest,
@@ -88,7 +89,7 @@ from conveyor.types import TaskState
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations, AgentDefinitionOperations):
+class PostgresStore(LLMOperations, EventOperations, AgentDefinitionOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
@@ -121,7 +122,9 @@ class PostgresStore(LLMOperations, AgentDefinitionOperations):
         return TenantStore(self, tenant_id)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Send a pending event wake-up, then close every pooled connection."""
+        await self.event_wake.close()
+        await self.chunk_wake.close()
         await self._pool.close()
 
     @property
@@ -147,6 +150,7 @@ class PostgresStore(LLMOperations, AgentDefinitionOperations):
                         raise
             finally:
                 await _reset_or_discard(conn)
+                self._events_written()  # whatever the caller enqueued has committed
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -161,20 +165,31 @@ class PostgresStore(LLMOperations, AgentDefinitionOperations):
         if connection is not None:
             async with translated_errors(), connection.transaction():
                 return await enqueue.enqueue_batch(connection, tasks, fair=self.fairness)
-        return await self._run_in_transaction(
-            lambda c: enqueue.enqueue_batch(c, tasks, fair=self.fairness)
+        results = await self._with_partitions(
+            lambda: self._run_in_transaction(
+                lambda c: enqueue.enqueue_batch(c, tasks, fair=self.fairness)
+            )
         )
+        self._events_written()
+        return results
 
     async def enqueue_debounced(self, task: NewTask) -> EnqueueResult:
         """Add a debounced task, or replace the payload of its waiting twin (same tenant,
         queue and ``debounce_key``) in one statement: see ``store/debounce.py``."""
-        return await self._run_in_transaction(lambda c: debounce.enqueue_debounced(c, task))
+        result = await self._with_partitions(
+            lambda: self._run_in_transaction(lambda c: debounce.enqueue_debounced(c, task))
+        )
+        self._events_written()
+        return result
 
     # -- leases -------------------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> list[ClaimedTask]:
         """Lease up to ``request.limit`` ready tasks in priority and fairness order."""
-        return await self._run(lambda c: leases.claim(c, request))
+        claimed = await self._with_partitions(lambda: self._run(lambda c: leases.claim(c, request)))
+        if claimed:
+            self._events_written()
+        return claimed
 
     async def heartbeat(
         self,
@@ -199,19 +214,29 @@ class PostgresStore(LLMOperations, AgentDefinitionOperations):
 
     async def release(self, held: Sequence[LeaseRef]) -> list[int]:
         """Give leased tasks back without counting an attempt (graceful shutdown)."""
-        return await self._run(lambda c: leases.release(c, held))
+        released = await self._with_partitions(lambda: self._run(lambda c: leases.release(c, held)))
+        self._events_written()
+        return released
 
     async def release_orphans(self, worker_id: str, held: Sequence[int]) -> list[int]:
         """Give back tasks leased to ``worker_id`` other than ``held`` (a claim whose reply
         was lost), without counting an attempt; their ids."""
-        return await self._run(lambda c: leases.release_orphans(c, worker_id, held))
+        released = await self._with_partitions(
+            lambda: self._run(lambda c: leases.release_orphans(c, worker_id, held))
+        )
+        if released:
+            self._events_written()
+        return released
 
     async def reap_expired(self, limit: int = 1000) -> ReapResult | None:
         """Requeue expired leases (one reaper at a time); None if another reaper ran."""
         # a lease out of attempts finishes as dead: into this month's history partition
-        return await self._with_partitions(
+        reaped = await self._with_partitions(
             lambda: self._run(lambda c: leases.reap_expired(c, limit))
         )
+        if reaped is not None and (reaped.requeued or reaped.dead or reaped.cancelled):
+            self._events_written()
+        return reaped
 
     async def promote_due(self, limit: int = 10_000) -> int:
         """Make due scheduled tasks ready; how many."""
@@ -225,6 +250,8 @@ class PostgresStore(LLMOperations, AgentDefinitionOperations):
         Groups whose tasks were among them are checked for completion right after.
         """
         done = await self._with_partitions(lambda: self._run(lambda c: finish.finish(c, finishes)))
+        if finishes:
+            self._events_written()
         await self._complete_groups(done.groups)
         return done.refused
 
@@ -248,7 +275,9 @@ class PostgresStore(LLMOperations, AgentDefinitionOperations):
 
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]:
         """Send leased tasks back to wait; returns the ids refused for a lost lease."""
-        return await self._run(lambda c: finish.retry(c, retries))
+        refused = await self._with_partitions(lambda: self._run(lambda c: finish.retry(c, retries)))
+        self._events_written()
+        return refused
 
     async def cancel(
         self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
@@ -258,9 +287,11 @@ class PostgresStore(LLMOperations, AgentDefinitionOperations):
         Without ``tenant_id`` this is an operator's cancel of any tenant's task (CLI,
         admin); tenant-facing code cancels through :meth:`for_tenant`.
         """
-        return await self._with_partitions(
+        state = await self._with_partitions(
             lambda: self._run(lambda c: finish.cancel(c, task_id, tenant_id, reason))
         )
+        self._events_written()
+        return state
 
     async def get_task(self, task_id: int, *, tenant_id: str | None = None) -> TaskRecord:
         """A task by id, active or finished; TaskNotFound if absent or another tenant's.
@@ -457,6 +488,7 @@ class PostgresStore(LLMOperations, AgentDefinitionOperations):
                 )
             finally:
                 await _reset_or_discard(conn)
+                self._events_written()  # whatever the caller enqueued has committed
 
     async def get_effect(self, tenant_id: str, key: str) -> EffectRecord | None:
         """The recorded result of ``key`` for the tenant, if any."""
@@ -466,7 +498,11 @@ class PostgresStore(LLMOperations, AgentDefinitionOperations):
         self, tenant_id: str, key: str, result: Any, *, task_id: int
     ) -> EffectRecord:
         """Record a durable step's result (asynchronous commit; see effects.record_step)."""
-        return await self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
+        record = await self._with_partitions(
+            lambda: self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
+        )
+        self._events_written()
+        return record
 
     async def record_effect(
         self, tenant_id: str, key: str, result: Any, *, task_id: int | None = None

@@ -202,6 +202,8 @@ class QueueSettings:
     max_running: int | None
     aging_seconds: float
     depth_threshold: int | None = None
+    events: bool = True
+    """Whether the role's lifecycle events are written to the task event log."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from conveyor.core.partitions import months_to_create, partitions_to_drop
 from conveyor.store.connection import Conn
 from conveyor.store.sql import q
 
-PARTITIONED_TABLES = ("task_history", "llm_calls")
+PARTITIONED_TABLES = ("task_history", "llm_calls", "task_events")
 PRUNE_BATCH = 10_000
 
 

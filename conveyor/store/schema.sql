@@ -1508,6 +1508,71 @@ CREATE UNIQUE INDEX tasks_debounce_idx ON tasks (tenant_id, queue, debounce_key)
 CREATE INDEX task_history_finished_brin ON task_history USING brin (finished_at)
     WITH (pages_per_range = 32);
 
+-- 0014: the task event log.
+--
+-- One row per thing that happened to a task: created, started, step, llm_call, an agent's
+-- own events (ctx.emit), retried, released, succeeded, dead, cancelled. Lifecycle rows are
+-- written by the statement that changes the task's state (finish_batch, retry_batch, the
+-- claim...), so the log and the task never disagree.
+--
+-- Order: an event's position is (xid, id). `id` comes from a sequence and orders the events
+-- of one transaction; `xid` is the writing transaction's id. Readers take only events of
+-- transactions below the horizon (the oldest transaction still running, see
+-- conveyor_event_horizon): every such transaction has ended, so no event can later appear
+-- before a position a reader has passed. A reader that resumes after position P misses
+-- nothing and sees nothing twice. The price: an event is delivered once every write
+-- transaction that began before it has ended (a long write transaction delays the stream;
+-- it never loses or reorders it).
+--
+-- Partitioned by month on `at` and dropped whole by retention, like task_history. Two
+-- indexes: the position (the tail every API process reads) and the task (one task's log).
+CREATE SEQUENCE task_event_id_seq AS bigint CACHE 64;
+
+CREATE TABLE task_events (
+    xid        bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+    id         bigint NOT NULL DEFAULT nextval('task_event_id_seq'),
+    at         timestamptz NOT NULL DEFAULT now(),
+    tenant_id  text NOT NULL,
+    task_id    bigint NOT NULL,
+    queue      text NOT NULL,
+    group_id   text,
+    kind       text NOT NULL,
+    attempt    integer,
+    data       jsonb
+) PARTITION BY RANGE (at);
+CREATE INDEX task_events_position_idx ON task_events (xid, id);
+CREATE INDEX task_events_task_idx ON task_events (task_id, xid, id);
+
+-- The lowest transaction id that may still commit: events of transactions below it are
+-- final. Compared as bigint, like task_events.xid.
+CREATE FUNCTION conveyor_event_horizon() RETURNS bigint
+LANGUAGE sql STABLE AS $$ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint $$;
+
+-- A queue can turn its lifecycle events off (ctx.emit events are still written).
+ALTER TABLE queues ADD COLUMN events boolean NOT NULL DEFAULT true;
+
+-- 0018: live LLM output of running tasks, for GET /v1/tasks/{id}/stream.
+--
+-- Each row is a slice of the text an agent's ctx.llm.stream produced, in the order the
+-- worker's token relay wrote it: (task_id, run, seq). `run` is the lease token of the run
+-- that produced it (a later run of the task, a retry or a task handed back and claimed
+-- again, has a greater one), `seq` counts up from 0 within the run. kind 'end' marks the
+-- end of one streamed call. UNLOGGED: no WAL is written for it; a server crash empties it,
+-- which costs live viewers the replay of partial output, never any task state.
+-- Maintenance deletes a task's rows once the task has ended and they are older than the
+-- stream retention (CONVEYOR_STREAM_RETENTION_SECONDS).
+CREATE UNLOGGED TABLE task_chunks (
+    task_id    bigint NOT NULL,
+    run        bigint NOT NULL,
+    seq        integer NOT NULL,
+    tenant_id  text NOT NULL,
+    kind       text NOT NULL DEFAULT 'chunk' CHECK (kind IN ('chunk', 'end')),
+    text       text NOT NULL DEFAULT '',
+    at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (task_id, run, seq)
+);
+CREATE INDEX task_chunks_at_idx ON task_chunks (at);
+
 -- 0017: declarative agents: a role defined as data (prompts, model, output schema, limits).
 --
 -- Every change of a role's definition is a new row with the next version, never an update:

@@ -22,7 +22,9 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
+from conveyor.core.events import EventPosition
 from conveyor.errors import InvalidTask
+from conveyor.store.event_records import EventFilter, TaskEvent
 from conveyor.store.params import DEFAULT_TENANT, NewTask, TaskListParams, validate_tenant_id
 from conveyor.store.ports import TenantScopedStore
 from conveyor.store.records import EnqueueResult, GroupStatus, LLMUsage, TaskRecord
@@ -116,6 +118,21 @@ class TenantStore:
     ) -> dict[str, dict[TaskState, int]]:
         """This tenant's tasks created in [since, until), per queue and state."""
         return await self._store.task_counts(self._tenant_id, since, until)
+
+    async def events(
+        self, after: EventPosition, narrow: EventFilter | None = None, limit: int = 1000
+    ) -> list[TaskEvent]:
+        """This tenant's events after ``after`` (narrowed by group, queue or task), oldest
+        first, up to the log's horizon (see ``store/events.py``)."""
+        return await self._store.tenant_events(
+            self._tenant_id, after, narrow or EventFilter(), limit
+        )
+
+    async def task_events(
+        self, task_id: int, after: EventPosition, limit: int = 1000
+    ) -> list[TaskEvent]:
+        """The events of this tenant's task after ``after``; none for another's task."""
+        return await self._store.task_events(self._tenant_id, task_id, after, limit)
 
     def _bind(self, task: NewTask) -> NewTask:
         if task.tenant_id == self._tenant_id:

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import structlog
 
 from conveyor.core.backoff import FailureBackoff
+from conveyor.core.events import check_agent_kind
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
@@ -44,6 +45,7 @@ from conveyor.errors import (
     PermanentError,
 )
 from conveyor.store.availability import retry_while_unavailable
+from conveyor.store.event_records import NewEvent
 from conveyor.store.params import EffectOwner, NewTask
 from conveyor.store.records import ClaimedTask, EffectStatus
 from conveyor.types import Priority
@@ -156,6 +158,7 @@ class TaskContext:
                 group_id=self.task.group_id,
                 queue=self.task.queue,
                 deadline=self.deadline,
+                run=self._lease_token,
             )
             self._llm = BoundLLM(
                 self._gateway,
@@ -277,6 +280,33 @@ class TaskContext:
         # the task the first one made
         result = await self._durably(lambda: store.enqueue(child))
         return result.task_id
+
+    async def emit(self, kind: str, data: Any = None) -> None:
+        """Add an event of your own to this task's log (``kind``: lower case, not one of the
+        lifecycle kinds; ``data``: JSON). Subscribers of the task's or the tenant's event
+        stream receive it in order with the lifecycle events (docs/events.md). Written
+        durably before this returns; a rerun of the task emits again.
+        """
+        try:
+            check_agent_kind(kind)
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from None
+        try:
+            json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PermanentError(f"event {kind!r}: data must be JSON ({exc})") from None
+        store = self._require_store("emit")
+        event = NewEvent(
+            tenant_id=self.task.tenant_id,
+            task_id=self.task.id,
+            queue=self.task.queue,
+            group_id=self.task.group_id,
+            kind=kind,
+            attempt=self.task.attempt,
+            data=data,
+        )
+        await self._durably(lambda: store.append_events([event]))
+        self.heartbeat()
 
     async def _once(self, key: str, fn: Callable[..., Any], args: Any) -> Any:
         # The ledger's owner is the lease, so two calls of one run with the same key would

@@ -1,4 +1,5 @@
-"""Background upkeep every worker runs: promote, reap, periodic ticks, partitions.
+"""Background upkeep every worker runs: promote, reap, periodic ticks, partitions, and
+pruning (workers, the LLM cache, live LLM output).
 
 Each job is safe to run in every worker at once: promotion and reaping skip rows another
 process holds (and the reaper also takes an advisory lock), a periodic tick is taken by the
@@ -11,7 +12,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -36,6 +37,8 @@ class MaintenanceOptions:
     group_sweep_seconds: float = 10.0
     prune_llm_cache_seconds: float = 300.0
     forget_workers_after: float = 86400.0
+    prune_chunks_seconds: float = 30.0
+    stream_retention_seconds: float = 300.0
 
 
 class Maintenance:
@@ -63,6 +66,7 @@ class Maintenance:
             ("prune_workers", opts.prune_workers_seconds, self._prune_workers),
             ("groups", opts.group_sweep_seconds, self.store.sweep_open_groups),
             ("prune_llm_cache", opts.prune_llm_cache_seconds, self.store.prune_llm_cache),
+            ("prune_chunks", opts.prune_chunks_seconds, self._prune_chunks),
         ]
         if self.schedules:
             jobs.append(("periodic", opts.periodic_seconds, self._periodic))
@@ -93,6 +97,10 @@ class Maintenance:
         created = await self.store.enqueue_due_periodic(now=datetime.now(UTC))
         if created:
             log.info("periodic_enqueued", task_ids=created)
+
+    async def _prune_chunks(self) -> None:
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.options.stream_retention_seconds)
+        await self.store.prune_chunks(cutoff)
 
     async def _prune_workers(self) -> None:
         await self.store.prune_workers(self.options.forget_workers_after)

@@ -73,18 +73,19 @@ SET paused = excluded.paused, paused_at = excluded.paused_at;
 SELECT name FROM queues WHERE paused ORDER BY name;
 
 -- name: list_queue_settings
-SELECT name, paused, max_running, aging_seconds, depth_threshold FROM queues ORDER BY name;
+SELECT name, paused, max_running, aging_seconds, depth_threshold, events FROM queues ORDER BY name;
 
 -- name: set_queue_limits
 -- NULL keeps the current value; max_running 0 removes the cap, depth_threshold 0 the
 -- threshold.
-INSERT INTO queues AS s (name, max_running, aging_seconds, depth_threshold)
-VALUES ($1, nullif($2, 0), coalesce($3, 30), nullif($4::int, 0))
+INSERT INTO queues AS s (name, max_running, aging_seconds, depth_threshold, events)
+VALUES ($1, nullif($2, 0), coalesce($3, 30), nullif($4::int, 0), coalesce($5::bool, true))
 ON CONFLICT (name) DO UPDATE
 SET max_running = CASE WHEN $2 IS NULL THEN s.max_running ELSE nullif($2, 0) END,
     aging_seconds = coalesce($3, s.aging_seconds),
-    depth_threshold = CASE WHEN $4::int IS NULL THEN s.depth_threshold ELSE nullif($4::int, 0) END
-RETURNING name, paused, max_running, aging_seconds, depth_threshold;
+    depth_threshold = CASE WHEN $4::int IS NULL THEN s.depth_threshold ELSE nullif($4::int, 0) END,
+    events = coalesce($5::bool, s.events)
+RETURNING name, paused, max_running, aging_seconds, depth_threshold, events;
 
 -- name: list_dead
 SELECT id, tenant_id, queue, attempts, max_attempts, last_error, payload, created_at,
