@@ -62,6 +62,21 @@ def start_worker(dsn: str, log: Path, agents: Path, config: Path) -> subprocess.
         )
 
 
+async def stream_of(http: httpx.AsyncClient, task_id: int) -> tuple[str, str]:
+    """The text a task's ``/stream`` relayed, and the state its end event carried."""
+    text, event = [], ""
+    async with http.stream("GET", f"/v1/tasks/{task_id}/stream") as response:
+        assert response.status_code == 200, await response.aread()
+        async for line in response.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "chunk":
+                text.append(json.loads(line[6:]).get("text", ""))
+            elif line.startswith("data: ") and event == "end":
+                return "".join(text), str(json.loads(line[6:]).get("state"))
+    raise AssertionError("the stream closed without an end event")
+
+
 async def wait_done(client: Client, task_id: int, log: Path) -> Any:
     deadline = time.monotonic() + 60
     while True:
@@ -131,6 +146,9 @@ async def test_a_declarative_agent_answers_repairs_fails_and_takes_a_new_version
                     fine_view = await wait_done(client, fine.id, worker_log)
                     repaired_view = await wait_done(client, repaired.id, worker_log)
                     invalid_view = await wait_done(client, invalid.id, worker_log)
+                    # the output streamed to the task's live output like any agent's:
+                    # both calls of the repaired run, then the end
+                    streamed, ended = await stream_of(tenant, repaired.id)
 
                     # a new version through the API, taken by the running worker
                     changed = await admin.put(
@@ -172,6 +190,8 @@ async def test_a_declarative_agent_answers_repairs_fails_and_takes_a_new_version
     assert repaired_view.state.value == "succeeded", repaired_view
     assert repaired_view.result["output"] == {"headline": "fixed", "words": 1}
     assert repaired_view.result["agent"]["repaired"] is True
+    assert streamed == '{"headline": 7}' + '{"headline": "fixed", "words": 1}', streamed
+    assert ended == "succeeded"
 
     assert invalid_view.state.value == "dead", invalid_view
     assert invalid_view.attempts == 1  # not retried: the repair was the second chance
