@@ -4,6 +4,8 @@
 
     ConveyorError
     ├── ConfigurationError        a setting or flag is invalid; the message names it
+    │   └── InvalidAgentDefinition  a declarative agent's definition is refused (its
+    │                             fields, template or output schema); `problems` lists them
     ├── StoreError                the database could not do what was asked
     │   ├── DatabaseUnavailable   the connection was lost or none could be made (server
     │   │                         down or restarting, network, wrong DSN); `retryable`
@@ -59,6 +61,8 @@
         └── PermanentError        fail for good now; the task goes to the dead-letter queue
             ├── WaitTimedOut      ctx.wait_for's deadline passed with no signal
             ├── IsolationLimitExceeded  an isolated task crossed its memory or CPU cap
+            ├── InvalidAgentReply       a declarative agent's reply failed its output schema
+            │                           twice (the repair too); `problems` lists why
             └── LLMPermanentError       (above: an LLMError and a PermanentError)
 
 Not an error, and not under ConveyorError: ``TaskSuspended`` (a ``BaseException``, like
@@ -84,6 +88,16 @@ class ConveyorError(Exception):
 
 class ConfigurationError(ConveyorError):
     """A setting, environment variable or CLI flag has an invalid value."""
+
+
+class InvalidAgentDefinition(ConfigurationError):
+    """A declarative agent's definition cannot be used; ``problems`` names each wrong field
+    (``temperature: must be a number from 0 to 2``), and the message joins them."""
+
+    def __init__(self, role: str, problems: Sequence[str]) -> None:
+        self.role = role
+        self.problems = tuple(problems)
+        super().__init__(f"agent {role!r}: " + "; ".join(self.problems))
 
 
 class StoreError(ConveyorError):
@@ -430,6 +444,19 @@ class IsolationLimitExceeded(PermanentError):
 
     def __init__(self, limit: str, message: str) -> None:
         self.limit = limit
+        super().__init__(message)
+
+
+class InvalidAgentReply(PermanentError):
+    """A declarative agent's reply did not match its output schema, nor did the one repair.
+
+    ``problems`` are the validation errors of the last reply. Not retried: the repair was
+    the second chance, and a new attempt would pay for the same prompt again; fix the
+    definition (``PUT /v1/agents/{role}``) and replay the task from the dead-letter queue.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
         super().__init__(message)
 
 

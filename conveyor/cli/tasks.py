@@ -14,7 +14,9 @@ from conveyor.cli.common import INT32_MAX, DatabaseUrl, TaskId, out
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
+from conveyor.core.agent_definition import AgentDefinition
 from conveyor.core.durations import parse_duration
+from conveyor.core.prompt_template import MissingField, TemplateProblem
 from conveyor.core.waits import check_signal_name
 from conveyor.errors import ConveyorError, UndeclaredQueue
 from conveyor.store.params import NewTask
@@ -45,7 +47,7 @@ def enqueue(
 
     QUEUE must be declared (conveyor queues list): by a worker that served it, a plan, a
     tenant override, a periodic task or `conveyor queues declare`. A typo would otherwise
-    wait forever.
+    wait forever. For a declarative agent, the payload must render into its prompt.
     """
     body = _json_object(payload)
     try:
@@ -73,6 +75,7 @@ def enqueue(
                 await store.require_declared_queues([task.queue])
             except UndeclaredQueue as exc:
                 raise ConveyorError(f"{exc}, or submit it anyway (--allow-undeclared)") from None
+        await check_declarative_payload(store, task.queue, task.payload)
         result = await store.enqueue(task)
         out.print(f"{result.task_id} {'created' if result.created else 'already existed'}")
 
@@ -166,3 +169,24 @@ def group(
     done = f"completed {status.completed_at:%Y-%m-%d %H:%M:%S}" if status.completed_at else "open"
     follow = f", follow-up task {status.follow_up_id}" if status.follow_up_id else ""
     out.print(f"group {group_id} ({tenant}): {counts or 'no tasks yet'}; {done}{follow}")
+
+
+async def check_declarative_payload(
+    store: PostgresStore, queue: str, payload: dict[str, Any]
+) -> None:
+    """Refuse, as the API does, a payload a declarative role's prompt template cannot render."""
+    stored = await store.agent_definition(queue)
+    if stored is None:
+        return
+    try:
+        AgentDefinition.from_document(queue, stored.definition).check_payload(payload)
+    except MissingField as exc:
+        raise ConveyorError(
+            f"--payload: {exc.field}: {exc}, which the prompt template of agent {queue!r} "
+            f"(version {stored.version}) uses"
+        ) from None
+    except TemplateProblem as exc:
+        raise ConveyorError(
+            f"--payload: does not render into the prompt of agent {queue!r} "
+            f"(version {stored.version}): {exc}"
+        ) from None

@@ -35,6 +35,7 @@ from conveyor.store import (
     reports,
     retention,
 )
+from conveyor.store.agent_definitions import AgentDefinitionOperations
 from conveyor.store.connection import (
     Conn,
     create_pool,
@@ -89,7 +90,7 @@ from conveyor.types import TaskState
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations, EventOperations, WaitOperations):
+class PostgresStore(LLMOperations, EventOperations, WaitOperations, AgentDefinitionOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:

@@ -394,3 +394,21 @@ class KeyCredentials:
     tenant_id: str | None
     secret_hash: bytes
     revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAgentDefinition:
+    """One version of a declarative agent's definition as stored (``agent_definitions``).
+
+    ``definition`` is the JSON document (``core/agent_definition.py`` reads it);
+    ``digest`` its canonical SHA-256; ``source`` ``api`` or ``file``. ``created`` is False
+    when a write found the same definition already latest and added no version.
+    """
+
+    role: str
+    version: int
+    definition: dict[str, Any]
+    digest: bytes
+    source: str
+    created_at: datetime
+    created: bool = False

@@ -5,7 +5,8 @@ Every route reaches data only through ``store.for_tenant(tenant)``, the tenant-b
 another tenant's id is a missing id by construction.
 
 A submit passes, in order: the per-key rate limit (in the ``caller`` dependency), the
-queue's backpressure (``backpressure.py``, from memory), then the store, where an
+queue's backpressure (``backpressure.py``, from memory), a declarative role's prompt
+template rendered over the payload (``agent_definitions.py``, from memory), then the store, where an
 idempotency key carries the request's fingerprint and a debounced task replaces the payload
 of its waiting twin. A refused submit stores nothing.
 """
@@ -90,6 +91,8 @@ async def submit_task(
             "decides what a repeated submit does",
         )
     _check_load(svc, [body])
+    if svc.agents is not None:  # a declarative role's template must render this payload
+        svc.agents.check([("", body.queue, body.payload)])
     task = _new_task(body, tenant, key, trace_context(traceparent, tracestate))
     await svc.declared.require([task.queue])
     result: EnqueueResult
@@ -121,6 +124,8 @@ async def submit_batch(
                 f"tasks.{index}.debounce: debounce is for single submits (POST /v1/tasks)",
             )
     _check_load(svc, body.tasks)
+    if svc.agents is not None:
+        svc.agents.check([(f"tasks.{i}.", t.queue, t.payload) for i, t in enumerate(body.tasks)])
     context = trace_context(traceparent, tracestate)
     tasks = [_new_task(t, tenant, t.idempotency_key, context) for t in body.tasks]
     await svc.declared.require(t.queue for t in tasks)
