@@ -17,6 +17,10 @@ is a no-op there. ``ctx.once_in_transaction`` is for effects on Conveyor's own d
 the effect's writes and its record commit in one transaction, so it happens exactly once,
 whatever crashes.
 
+``ctx.wait_for`` waits for a signal without holding the worker: with no signal yet it ends
+the run (``TaskSuspended``) and the task waits as a row; the signal runs it again from the
+top, where completed steps and effects replay, and ``wait_for`` returns the payload.
+
 Every store call here rides out a database restart: it is retried with backoff for up to
 ``database_retry_seconds``; after that the run fails with DatabaseUnavailable, and the
 worker hands the task back without counting an attempt.
