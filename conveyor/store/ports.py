@@ -26,6 +26,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from conveyor.core.llm_caps import CapScope, LLMCaps
 from conveyor.store.params import (
     ClaimRequest,
     EffectOwner,
@@ -42,6 +43,7 @@ from conveyor.store.params import (
     WorkerInfo,
 )
 from conveyor.store.records import (
+    CapCounter,
     ClaimedTask,
     DeadTask,
     EffectRecord,
@@ -90,8 +92,11 @@ class TenantTasks(Protocol):
     async def get_task(self, task_id: int) -> TaskRecord: ...
     async def list_tasks(self, query: TaskListParams | None = None) -> list[TaskRecord]: ...
     async def cancel(self, task_id: int, *, reason: str = "cancelled") -> TaskState: ...
-    async def create_group(self, group_id: str, *, on_complete: NewTask | None = None) -> None: ...
+    async def create_group(
+        self, group_id: str, *, on_complete: NewTask | None = None, caps: LLMCaps | None = None
+    ) -> None: ...
     async def group_status(self, group_id: str) -> GroupStatus: ...
+    async def llm_cap_counter(self, scope: CapScope, key: str) -> CapCounter | None: ...
     async def usage(self, *, now: datetime | None = None) -> dict[str, int]: ...
     async def llm_usage(
         self,
@@ -121,9 +126,17 @@ class TenantScopedStore(Protocol):
     async def list_tasks(self, tenant_id: str, query: TaskListParams) -> list[TaskRecord]: ...
     async def cancel(self, task_id: int, *, tenant_id: str, reason: str) -> TaskState: ...
     async def create_group(
-        self, tenant_id: str, group_id: str, *, on_complete: NewTask | None = None
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        on_complete: NewTask | None = None,
+        caps: LLMCaps | None = None,
     ) -> None: ...
     async def group_status(self, tenant_id: str, group_id: str) -> GroupStatus: ...
+    async def llm_cap_counter(
+        self, tenant_id: str, scope: CapScope, key: str
+    ) -> CapCounter | None: ...
     async def tenant_usage(
         self, tenant_id: str, *, now: datetime | None = None
     ) -> dict[str, int]: ...
