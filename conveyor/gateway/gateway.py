@@ -10,8 +10,9 @@
 It owns the host pools, the endpoints and the breakers. Built with a store
 (``Gateway.from_env(store=...)``, what a worker does), it also enforces the providers' and
 tenants' rate budgets, the tenants' monthly spend and the caps of task runs and groups,
-applies each tenant's model override, and writes every attempt to ``llm_calls``; built bare, its ``Budget`` admits everything and
-its ``CallRecorder`` counts in-process (``budgets/budget.py``, ``accounting/records.py``).
+applies each tenant's model override, and writes every attempt to ``llm_calls``; built
+bare, its ``Budget`` admits everything and its ``CallRecorder`` counts in-process
+(``budgets/budget.py``, ``accounting/records.py``).
 ``hooks`` (``hooks.py``) see every attempt before it is sent and after it settles, and every
 streamed chunk: metrics and tracing attach there, so the gateway imports none of them. A
 worker process builds one gateway at start-up and hands it to every task's ``ctx.llm``
