@@ -235,7 +235,7 @@ def breach(caps: CapSet, used: CapUsage, ask: CapUsage) -> CapBreach | None:
 
 
 def amount_text(dimension: CapDimension, value: Amount) -> str:
-    """``1,200`` calls or tokens, ``$0.0150`` of money."""
+    """``1,200`` calls or tokens, ``$0.015000`` of money."""
     if dimension is CapDimension.COST:
-        return f"${Decimal(value):,.4f}"
+        return f"${Decimal(value):,.6f}"
     return f"{int(value):,}"

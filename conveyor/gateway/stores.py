@@ -12,8 +12,6 @@ from conveyor.gateway.budgets.spend import SpendStore
 from conveyor.gateway.budgets.tenant_policies import PolicyStore
 
 
-class GatewayStore(
-    BucketStore, SpendStore, CapStore, PolicyStore, CallStore, CacheStore, Protocol
-):
+class GatewayStore(BucketStore, SpendStore, CapStore, PolicyStore, CallStore, CacheStore, Protocol):
     """Buckets, monthly spend, run and group caps, tenants' policies, the call log and the
     response cache."""

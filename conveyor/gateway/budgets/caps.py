@@ -115,7 +115,7 @@ class CapsBudget:
                 return self._held(ask, tenant, request, got)
             found = _explain(ask, request, got)
             if found is not None:
-                raise _error(ask, tenant, request, found)
+                raise _error(ask, tenant, found)
             if attempt == ATTEMPTS:  # refused, yet every cap has room: the counters moved
                 raise LLMCapExceeded(
                     tenant,
@@ -201,15 +201,15 @@ def _explain(ask: BudgetAsk, request: CapReserve, got: CapReservation) -> CapBre
     return breach(group, got.group_used, need)
 
 
-def _error(ask: BudgetAsk, tenant: str, request: CapReserve, found: CapBreach) -> LLMCapExceeded:
-    cap = found.cap
-    whose = f"task {request.task_id}"
+def _error(ask: BudgetAsk, tenant: str, found: CapBreach) -> LLMCapExceeded:
+    cap, scope = found.cap, ask.scope
+    whose = f"task {scope.task_id}"
     if cap.scope is CapScope.GROUP:
-        whose = f"group {request.group_id!r} (task {request.task_id})"
+        whose += f" of group {scope.group_id!r}"
     reason = (
-        f"{whose} may not call {ask.provider}/{ask.model}: {found.describe()}. The task "
-        f"fails for good, as a retry would loop into the same cap: {HOW_TO_RAISE[cap.source]} "
-        "and replay it from the dead-letter queue, or catch LLMCapExceeded in the agent"
+        f"{whose}: {found.describe()} ({ask.provider}/{ask.model}). The task fails for good, "
+        f"as a retry would loop into the same cap: {HOW_TO_RAISE[cap.source]} and replay it "
+        "from the dead-letter queue, or catch LLMCapExceeded in the agent"
     )
     return LLMCapExceeded(
         tenant,
