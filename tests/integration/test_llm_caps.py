@@ -57,9 +57,11 @@ async def test_a_looping_agent_stops_at_its_runs_call_cap_and_fails_for_good(
 ) -> None:
     await store.create_tenant("acme")
     task = await store.enqueue(NewTask("research", tenant_id="acme"))
-    async with gateway(store, mock.url) as llm:
-        async with running(looping_app(LLMCaps(calls=5)), store, llm=llm):
-            dead = await settle(store, task.task_id)
+    async with (
+        gateway(store, mock.url) as llm,
+        running(looping_app(LLMCaps(calls=5)), store, llm=llm),
+    ):
+        dead = await settle(store, task.task_id)
     assert dead.state is TaskState.DEAD and dead.attempts == 1  # permanent: not retried
     error = str(dead.last_error)
     assert "LLMCapExceeded" in error
@@ -77,9 +79,8 @@ async def test_a_looping_agent_stops_at_its_token_cap_counting_each_calls_worst_
     cap = 10 * ESTIMATE
     await store.create_tenant("acme")
     task = await store.enqueue(NewTask("research", tenant_id="acme", llm_caps=LLMCaps(tokens=cap)))
-    async with gateway(store, mock.url) as llm:
-        async with running(looping_app(), store, llm=llm):
-            dead = await settle(store, task.task_id)
+    async with gateway(store, mock.url) as llm, running(looping_app(), store, llm=llm):
+        dead = await settle(store, task.task_id)
     assert dead.state is TaskState.DEAD
     assert f"the run cap of {cap:,} tokens (set by the submit)" in str(dead.last_error)
     counter = await store.for_tenant("acme").llm_cap_counter(CapScope.RUN, str(task.task_id))
@@ -100,9 +101,11 @@ async def test_a_campaign_stops_at_its_groups_spend_cap_across_its_tasks(
         await store.enqueue(NewTask("research", tenant_id="acme", group_id="launch"))
         for _ in range(4)
     ]
-    async with gateway(store, mock.url) as llm:
-        async with running(looping_app(), store, llm=llm, concurrency=4):
-            finished = [await settle(store, t.task_id, timeout=30) for t in tasks]
+    async with (
+        gateway(store, mock.url) as llm,
+        running(looping_app(), store, llm=llm, concurrency=4),
+    ):
+        finished = [await settle(store, t.task_id, timeout=30) for t in tasks]
     assert all(t.state is TaskState.DEAD for t in finished)
     for task in finished:
         assert f"task {task.id} of group 'launch'" in str(task.last_error)
@@ -130,9 +133,11 @@ async def test_a_plans_group_token_cap_binds_every_group_of_its_tenants(
         await store.enqueue(NewTask("research", tenant_id="acme", group_id="unregistered"))
         for _ in range(3)
     ]
-    async with gateway(store, mock.url) as llm:
-        async with running(looping_app(), store, llm=llm, concurrency=3):
-            finished = [await settle(store, t.task_id) for t in tasks]
+    async with (
+        gateway(store, mock.url) as llm,
+        running(looping_app(), store, llm=llm, concurrency=3),
+    ):
+        finished = [await settle(store, t.task_id) for t in tasks]
     assert all("(set by the plan)" in str(t.last_error) for t in finished)
     counter = await store.for_tenant("acme").llm_cap_counter(CapScope.GROUP, "unregistered")
     assert counter is not None and counter.used.tokens <= cap
