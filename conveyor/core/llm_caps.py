@@ -13,10 +13,11 @@ Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from conveyor.errors import ConfigurationError
 
@@ -149,6 +150,30 @@ class CapSet:
             best.get(CapDimension.TOKENS),
             best.get(CapDimension.COST),
         )
+
+    @classmethod
+    def from_document(cls, scope: CapScope, document: Mapping[str, Any] | None) -> CapSet:
+        """The caps ``document()`` wrote (an unknown dimension or source is skipped)."""
+        sourced: list[tuple[CapSource, LLMCaps]] = []
+        for name, entry in (document or {}).items():
+            try:
+                dimension, source = CapDimension(name), CapSource(entry["source"])
+                limit = Decimal(str(entry["limit"]))
+                cap = Cap(scope, dimension, limit, source).alone()
+            except (KeyError, TypeError, ValueError, ArithmeticError, ConfigurationError):
+                continue
+            sourced.append((source, cap))
+        return cls.tightest(scope, sourced)
+
+    def document(self) -> dict[str, Any] | None:
+        """These caps as JSON (``{"calls": {"limit": "20", "source": "role"}}``); None when
+        there are none. Limits are text, so money keeps its decimals."""
+        if self.empty:
+            return None
+        return {
+            c.dimension.value: {"limit": str(c.limit), "source": c.source.value}
+            for c in self.caps()
+        }
 
     def tightened(self, source: CapSource, caps: LLMCaps | None) -> CapSet:
         """These caps and ``caps`` of ``source``, the tightest per dimension (a tie keeps

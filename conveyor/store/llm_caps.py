@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from conveyor.core.llm_caps import CapScope, CapSet, CapUsage, LLMCaps
+from conveyor.core.llm_caps import CapScope, CapUsage, LLMCaps
 from conveyor.store.connection import Conn
 from conveyor.store.params import CapReserve, CapSettle, NewTask
 from conveyor.store.records import CapCounter, CapReservation
@@ -29,16 +29,6 @@ def caps_from(row: Mapping[str, Any], prefix: str) -> LLMCaps:
         tokens=row[f"{prefix}tokens"],
         cost=None if cost is None else Decimal(cost),
     )
-
-
-def enforced_document(caps: CapSet) -> dict[str, Any] | None:
-    """The caps a worker brings to a reservation, as ``llm_caps.enforced`` keeps them."""
-    if caps.empty:
-        return None
-    return {
-        cap.dimension.value: {"limit": str(cap.limit), "source": cap.source.value}
-        for cap in caps.caps()
-    }
 
 
 async def reserve(conn: Conn, ask: CapReserve) -> CapReservation:
@@ -56,11 +46,11 @@ async def reserve(conn: Conn, ask: CapReserve) -> CapReservation:
         run.calls,
         run.tokens,
         run.cost,
-        enforced_document(ask.run),
+        ask.run.document(),
         group.calls,
         group.tokens,
         group.cost,
-        enforced_document(ask.group),
+        ask.group.document(),
     )
     assert row is not None  # the function always returns one row
     return CapReservation(
@@ -110,7 +100,12 @@ async def set_task_caps(conn: Conn, tasks: Sequence[NewTask], ids: Sequence[int]
 
 
 async def set_group_caps(conn: Conn, tenant_id: str, group_id: str, caps: LLMCaps) -> None:
-    """Set (or replace) a group's own caps; a new row starts from what it already used."""
+    """Set (or replace) a group's own caps; a new row starts from what it already used.
+    Empty caps clear those of a row that exists and make none (an uncapped group is not
+    counted)."""
+    if caps.empty:
+        await conn.execute(q("clear_group_llm_caps"), tenant_id, group_id)
+        return
     await conn.execute(
         q("set_group_llm_caps"), tenant_id, group_id, caps.calls, caps.tokens, caps.cost
     )
@@ -122,6 +117,7 @@ async def counter(conn: Conn, tenant_id: str, scope: CapScope, key: str) -> CapC
     if row is None:
         return None
     return CapCounter(
+        scope=scope,
         caps=caps_from(row, "cap_"),
         enforced=dict(row["enforced"] or {}),
         used=CapUsage(row["calls"], row["tokens"], Decimal(row["cost"])),

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from conveyor.core.llm_caps import NO_CAPS, CapUsage, LLMCaps
+from conveyor.core.llm_caps import NO_CAPS, CapScope, CapSet, CapSource, CapUsage, LLMCaps
 from conveyor.types import TaskState
 
 
@@ -319,11 +319,18 @@ class CapCounter:
     worker last enforced (role and plan, with their sources), what settled attempts used
     and what attempts in flight hold."""
 
+    scope: CapScope
     caps: LLMCaps
     enforced: dict[str, Any]
     used: CapUsage
     in_flight: CapUsage
     updated_at: datetime
+
+    @property
+    def in_force(self) -> CapSet:
+        """The tightest of the row's own caps and those last enforced by a worker."""
+        own = CapSource.SUBMIT if self.scope is CapScope.RUN else CapSource.GROUP
+        return CapSet.from_document(self.scope, self.enforced).tightened(own, self.caps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,10 @@ ON CONFLICT (tenant_id, scope, key) DO UPDATE
 SET cap_calls = excluded.cap_calls, cap_tokens = excluded.cap_tokens,
     cap_cost = excluded.cap_cost, updated_at = now();
 
+-- name: clear_group_llm_caps
+UPDATE llm_caps SET cap_calls = NULL, cap_tokens = NULL, cap_cost = NULL, updated_at = now()
+WHERE tenant_id = $1 AND scope = 'group' AND key = $2;
+
 -- name: get_llm_caps
 -- The row of a task (scope run, key its id) or of a group, for readers; no row: nothing
 -- capped it yet.
