@@ -83,10 +83,9 @@ async def settle(conn: Conn, done: CapSettle) -> None:
 
 async def set_task_caps(conn: Conn, tasks: Sequence[NewTask], ids: Sequence[int]) -> None:
     """Store the caps of new tasks that have any (in the enqueue's transaction)."""
-    capped = [
-        (t, i) for t, i in zip(tasks, ids, strict=True) if t.llm_caps and not t.llm_caps.empty
-    ]
-    if not capped:
+    capped = [(t, i) for t, i in zip(tasks, ids, strict=True) if t.llm_caps is not None]
+    capped = [(t, i) for t, i in capped if t.llm_caps is not None and not t.llm_caps.empty]
+    if not capped:  # the common case: one pass over the batch, no statement
         return
     caps = [t.llm_caps for t, _ in capped]
     await conn.execute(
