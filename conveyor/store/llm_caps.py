@@ -65,12 +65,13 @@ async def reserve(conn: Conn, ask: CapReserve) -> CapReservation:
 
 
 async def settle(conn: Conn, done: CapSettle) -> None:
-    """Give one scope's reservation back; count what the attempt used if it was sent."""
+    """Give an attempt's reservations back (one statement for its run and group); count
+    what it used if it was sent."""
     await conn.execute(
-        q("settle_llm_cap"),
+        q("settle_llm_caps"),
         done.tenant_id,
-        done.scope,
-        done.key,
+        [scope for scope, _ in done.held],
+        [key for _, key in done.held],
         done.provider,
         done.model,
         done.reserved_tokens,

@@ -75,8 +75,8 @@ class LLMOperations(PoolEngine):
         """Reserve an attempt in its run's and group's caps, if it fits both."""
         return await self._run(lambda c: llm_caps.reserve(c, ask))
 
-    async def settle_llm_cap(self, done: CapSettle) -> None:
-        """Release or settle one scope's reservation of an attempt."""
+    async def settle_llm_caps(self, done: CapSettle) -> None:
+        """Release or settle an attempt's reservations in its run and group."""
         await self._run(lambda c: llm_caps.settle(c, done))
 
     async def llm_cap_counter(self, tenant_id: str, scope: CapScope, key: str) -> CapCounter | None:

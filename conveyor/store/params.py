@@ -398,11 +398,11 @@ class CapReserve:
 
 @dataclass(frozen=True, slots=True)
 class CapSettle:
-    """One scope's reservation of an attempt is over: released unsent, or settled."""
+    """An attempt's reservations are over: released unsent, or settled. ``held`` names
+    each (scope, key) it reserved in: ``("run", "<task id>")``, ``("group", "<group id>")``."""
 
     tenant_id: str
-    scope: str
-    key: str
+    held: tuple[tuple[str, str], ...]
     provider: str
     model: str
     reserved_tokens: int

@@ -48,11 +48,10 @@ async def test_show_and_group_print_the_caps_in_force_and_their_counts(
                      CapSet(CapScope.GROUP))  # fmt: skip
     got = await store.reserve_llm_caps(ask)
     assert got.ok
-    for scope, key in ((CapScope.RUN, str(task_id)), (CapScope.GROUP, "launch")):
-        await store.settle_llm_cap(
-            CapSettle("acme", scope.value, key, "openai", "mock-gpt", 100, got.estimate, 20, 10,
-                      sent=True)
-        )  # fmt: skip
+    held = (("run", str(task_id)), ("group", "launch"))
+    await store.settle_llm_caps(
+        CapSettle("acme", held, "openai", "mock-gpt", 100, got.estimate, 20, 10, sent=True)
+    )
 
     shown = run_cli("show", str(task_id))
     assert shown.returncode == 0, shown.stderr

@@ -16,8 +16,9 @@ from conveyor.core.llm_caps import CapScope
 from conveyor.gateway import CallScope, Gateway, load_gateway_config
 from conveyor.gateway.budgets.budget import estimate_prompt_tokens
 from conveyor.mock_llm import MockConfig, MockLLM
-from conveyor.store.params import PlanUpdate
+from conveyor.store.params import CapReserve, PlanUpdate
 from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import CapReservation
 from tests.integration.worker_harness import running, settle
 
 MESSAGES = [{"role": "user", "content": "call the search tool again"}]
@@ -194,14 +195,37 @@ async def test_an_agent_that_catches_the_cap_finishes_with_what_it_has(
     assert done.result == {"notes": 2, "stopped_by": "run calls"}
 
 
+class CountingStore:
+    """The real store, counting the cap reservations the gateway sends it."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self._store = store
+        self.reservations = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def reserve_llm_caps(self, ask: CapReserve) -> CapReservation:
+        self.reservations += 1
+        return await self._store.reserve_llm_caps(ask)
+
+
 async def test_an_uncapped_task_is_neither_counted_nor_asked_twice(
     store: PostgresStore, mock: MockLLM
 ) -> None:
     await store.create_tenant("acme")
     scope = CallScope(tenant_id="acme", task_id=77, group_id="free")
-    async with gateway(store, mock.url) as gw:
+    counting = CountingStore(store)
+    config = load_gateway_config(
+        {
+            "providers": {"openai": {"kind": "openai", "base_url": mock.url, "api_key": "k"}},
+            "aliases": {"writer": ["openai/mock-gpt"]},
+        }
+    )
+    async with Gateway.with_store(config, counting, environ={}) as gw:  # type: ignore[arg-type]
         for _ in range(3):
             await gw.chat(model="writer", messages=MESSAGES, scope=scope)
+    assert counting.reservations == 1  # the first call learned there is nothing to count
     view = store.for_tenant("acme")
     assert await view.llm_cap_counter(CapScope.RUN, "77") is None
     assert await view.llm_cap_counter(CapScope.GROUP, "free") is None

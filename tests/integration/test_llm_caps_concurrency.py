@@ -32,8 +32,7 @@ def ask(task_id: int, group: CapSet, run: CapSet | None = None) -> CapReserve:
 def settled(task_id: int, got: CapReservation, used: int, scope: CapScope) -> CapSettle:
     return CapSettle(
         tenant_id="acme",
-        scope=scope.value,
-        key=str(task_id) if scope is CapScope.RUN else "launch",
+        held=((scope.value, str(task_id) if scope is CapScope.RUN else "launch"),),
         provider="openai",
         model="mock-gpt",
         reserved_tokens=PROMPT + COMPLETION,
@@ -61,7 +60,7 @@ async def test_racing_reservations_of_one_group_never_pass_its_token_cap(
     # Each admitted attempt used 30 tokens: settling them frees 700 for seven more.
     await asyncio.gather(
         *(
-            stores[i % 2].settle_llm_cap(settled(i, answers[i], 30, CapScope.GROUP))
+            stores[i % 2].settle_llm_caps(settled(i, answers[i], 30, CapScope.GROUP))
             for i in admitted
         )
     )
@@ -96,7 +95,7 @@ async def test_racing_calls_and_money_caps_hold_while_attempts_settle_at_random(
             peak["cost"] = max(peak["cost"], got.group_used.cost)
             await asyncio.sleep(rng.random() / 100)
             used = rng.randrange(0, PROMPT + COMPLETION + 1)
-            await stores[task_id % 2].settle_llm_cap(settled(task_id, got, used, CapScope.GROUP))
+            await stores[task_id % 2].settle_llm_caps(settled(task_id, got, used, CapScope.GROUP))
         return admitted
 
     counts = await asyncio.gather(*(agent(i) for i in range(12)))

@@ -55,7 +55,7 @@ class CapStore(Protocol):
 
     async def reserve_llm_caps(self, ask: CapReserve) -> CapReservation: ...
 
-    async def settle_llm_cap(self, done: CapSettle) -> None: ...
+    async def settle_llm_caps(self, done: CapSettle) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,21 +149,19 @@ class CapsBudget:
         held = reservation.holds[0]
         assert isinstance(held, _Held)
         ask = reservation.ask
-        for scope, key in held.keys:
-            await self._store.settle_llm_cap(
-                CapSettle(
-                    tenant_id=held.tenant_id,
-                    scope=scope.value,
-                    key=key,
-                    provider=ask.provider,
-                    model=ask.model,
-                    reserved_tokens=held.tokens,
-                    reserved_cost=held.cost,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    sent=sent,
-                )
+        await self._store.settle_llm_caps(
+            CapSettle(
+                tenant_id=held.tenant_id,
+                held=tuple((scope.value, key) for scope, key in held.keys),
+                provider=ask.provider,
+                model=ask.model,
+                reserved_tokens=held.tokens,
+                reserved_cost=held.cost,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                sent=sent,
             )
+        )
 
     def _held(
         self, ask: BudgetAsk, tenant: str, request: CapReserve, got: CapReservation

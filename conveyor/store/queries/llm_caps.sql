@@ -18,10 +18,12 @@ FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed,
      conveyor_reserve_llm_caps($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,
                                $15) AS s;
 
--- name: settle_llm_cap
--- Release ($10 false) or settle ($10 true) the reservation of an attempt in one scope.
-SELECT conveyor_settle_llm_cap($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed;
+-- name: settle_llm_caps
+-- Release ($10 false) or settle ($10 true) the reservations of an attempt, in each scope
+-- ($2) and key ($3) it holds: its run, its group, or both, in one round trip.
+SELECT conveyor_settle_llm_cap($1, h.scope, h.key, $4, $5, $6, $7, $8, $9, $10)
+FROM (SELECT set_config('synchronous_commit', 'off', true)) AS relaxed,
+     unnest($2::text[], $3::text[]) AS h(scope, key);
 
 -- name: set_task_llm_caps
 -- The caps of new tasks, set at submit (in the enqueue transaction); one row per task.
