@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from conveyor import App, LLMCapExceeded, LLMCaps, NewTask, TaskContext, TaskState
+from conveyor import (
+    App,
+    LLMCapExceeded,
+    LLMCaps,
+    NewTask,
+    SpendLimitExceeded,
+    TaskContext,
+    TaskState,
+)
 from conveyor.core.llm_caps import CapScope
 from conveyor.gateway import CallScope, Gateway, load_gateway_config
 from conveyor.gateway.budgets.budget import estimate_prompt_tokens
@@ -229,3 +237,18 @@ async def test_an_uncapped_task_is_neither_counted_nor_asked_twice(
     view = store.for_tenant("acme")
     assert await view.llm_cap_counter(CapScope.RUN, "77") is None
     assert await view.llm_cap_counter(CapScope.GROUP, "free") is None
+
+
+async def test_an_attempt_a_later_budget_refuses_is_released_and_not_counted(
+    store: PostgresStore, mock: MockLLM
+) -> None:
+    await store.create_tenant("broke")
+    await store.set_tenant_llm_limits("broke", monthly_token_budget=0)
+    scope = CallScope(tenant_id="broke", task_id=5, run_caps=LLMCaps(calls=3))
+    async with gateway(store, mock.url) as gw:
+        with pytest.raises(SpendLimitExceeded):  # the caps admitted it, the month did not
+            await gw.chat(model="writer", messages=MESSAGES, scope=scope)
+    counter = await store.for_tenant("broke").llm_cap_counter(CapScope.RUN, "5")
+    assert counter is not None
+    assert (counter.used.calls, counter.in_flight.calls, counter.in_flight.tokens) == (0, 0, 0)
+    assert mock.stats.requests_total == 0

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conveyor import App, TaskContext
 from conveyor.core.llm_caps import (
     CapDimension,
     CapScope,
@@ -140,3 +141,17 @@ def test_a_refusal_says_which_cap_its_limit_what_was_used_and_who_set_it() -> No
     assert over is not None and over.cap.describe() == (
         "the run cap of 1,000 LLM calls (set by the role)"
     )
+
+
+def test_an_agent_takes_caps_as_llm_caps_only() -> None:
+    app = App("guards")
+    with pytest.raises(ConfigurationError, match="caps must be an LLMCaps"):
+        app.agent("research", caps={"calls": 5})  # type: ignore[arg-type]
+    app.agent("writer", caps=LLMCaps(calls=5))(_handler)
+    app.agent("editor", caps=LLMCaps())(_handler)  # no limit at all: no caps
+    assert app.agents["writer"].caps == LLMCaps(calls=5)
+    assert app.agents["editor"].caps is None
+
+
+async def _handler(ctx: TaskContext, payload: dict[str, object]) -> None:
+    return None
