@@ -38,12 +38,14 @@ from conveyor.errors import (
     QuotaExceeded,
     Retry,
     SchemaNotReady,
+    SignalRefused,
     Snooze,
     SpendLimitExceeded,
     StoreError,
     TaskNotFound,
     TaskOutcome,
     UnknownTenant,
+    WaitTimedOut,
 )
 from conveyor.settings import Settings, load_settings
 from conveyor.store.params import (
@@ -106,6 +108,7 @@ __all__ = [
     "RetryPolicy",
     "SchemaNotReady",
     "Settings",
+    "SignalRefused",
     "Snooze",
     "SpendLimitExceeded",
     "StartRate",
@@ -119,6 +122,7 @@ __all__ = [
     "TenantAgentUpdate",
     "TenantStore",
     "UnknownTenant",
+    "WaitTimedOut",
     "WorkerOptions",
     "__version__",
     "load_settings",

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         default=True, description="Fair dequeue between tenants (off: priority, then FIFO)."
     )
     retention: str = Field(default="90d", description="How long finished tasks are kept.")
+    stream_retention_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How long a task's live LLM output stays replayable after the task ends "
+        "(GET /v1/tasks/{id}/stream).",
+    )
 
     @field_validator("database_url", "direct_database_url")
     @classmethod

@@ -11,6 +11,7 @@ from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
+from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.store.postgres import PostgresStore
 
@@ -39,6 +40,10 @@ class ApiServices:
     """The queues that shed and their depth (None: no backpressure)."""
     rate_limit: KeyRateLimit | None = None
     """The per-key request rate limit (None: no limit)."""
+    live: LiveOutputHub | None = None
+    """The readers of running tasks' LLM output (None: not served here)."""
+    keep_alive_seconds: float = 15.0
+    """An idle event stream gets a comment line this often."""
 
 
 async def services(request: Request) -> ApiServices:

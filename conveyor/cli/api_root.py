@@ -15,11 +15,14 @@ from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
+from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
+from conveyor.store.event_wake import CHUNK_CHANNEL
+from conveyor.store.notify import NotificationListener
 
 
 def build_app() -> ApiApp:
@@ -53,6 +56,14 @@ def build_app() -> ApiApp:
                 window=settings.api_coalesce_seconds,
             )
             declared = DeclaredQueues(store.require_declared_queues)
+            # One listening connection per process: every stream's wake-ups arrive on it.
+            live = LiveOutputHub(store)
+            listener = NotificationListener(store.direct_dsn, on_reconnect=live.wake)
+            listener.subscribe(CHUNK_CHANNEL, live.wake)
+            await listener.start()
+            stack.push_async_callback(listener.stop)
+            live.start()
+            stack.push_async_callback(live.stop)
             yield ApiServices(
                 store=store,
                 keys=keys,
@@ -60,6 +71,7 @@ def build_app() -> ApiApp:
                 declared=declared,
                 depth=depth,
                 rate_limit=rate_limit,
+                live=live,
             )
 
     return create_app(open_services)

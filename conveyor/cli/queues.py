@@ -92,6 +92,13 @@ def queues_set(
             "1 at 4N (0 removes it).",
         ),
     ] = None,
+    events: Annotated[
+        bool | None,
+        typer.Option(
+            "--events/--no-events",
+            help="Write the role's lifecycle events to the task event log (docs/events.md).",
+        ),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Set a role's limits across tenants (flags not given keep their value)."""
@@ -101,7 +108,7 @@ def queues_set(
         raise typer.BadParameter(str(exc), param_hint="--aging") from None
     try:
         limits = QueueLimits(
-            validate_queue_name(queue), max_running, aging_seconds, depth_threshold
+            validate_queue_name(queue), max_running, aging_seconds, depth_threshold, events
         )
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -111,6 +118,7 @@ def queues_set(
         f"{settings.name}: max running {settings.max_running or 'unlimited'}, "
         f"aging {settings.aging_seconds:g}s, "
         f"{f'sheds past depth {shed}' if shed else 'never sheds'}"
+        f"{'' if settings.events else ', lifecycle events off'}"
         f"{', paused' if settings.paused else ''}"
     )
 

@@ -1,4 +1,5 @@
-"""``conveyor enqueue``, ``show``, ``cancel`` and ``group``: one task, or one campaign."""
+"""``conveyor enqueue``, ``show``, ``cancel``, ``signal`` and ``group``: one task, or one
+campaign."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
 from conveyor.core.durations import parse_duration
 from conveyor.core.llm_caps import CapScope, LLMCaps
+from conveyor.core.waits import check_signal_name
 from conveyor.errors import ConveyorError, UndeclaredQueue
 from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
@@ -105,20 +107,25 @@ def enqueue(
 
 def _json_object(text: str) -> dict[str, Any]:
     """The --payload text as a dict; strict JSON (PostgreSQL refuses NaN and Infinity)."""
-
-    def refuse(constant: str) -> None:
-        raise ValueError(f"{constant} is not JSON (PostgreSQL refuses it); use null or a string")
-
-    try:
-        body = json.loads(text, parse_constant=refuse)
-    except ValueError as exc:
-        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint="--payload") from None
+    body = _json(text, "--payload")
     if not isinstance(body, dict):
         raise typer.BadParameter(
             f'must be a JSON object such as \'{{"brief": "spring sale"}}\', got {text!r}',
             param_hint="--payload",
         )
     return body
+
+
+def _json(text: str, flag: str) -> Any:
+    """Strict JSON (PostgreSQL refuses NaN and Infinity), or an error naming ``flag``."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON (PostgreSQL refuses it); use null or a string")
+
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}", param_hint=flag) from None
 
 
 def show(task_id: TaskId, database_url: DatabaseUrl = None) -> None:
@@ -142,6 +149,38 @@ def cancel(task_id: TaskId, database_url: DatabaseUrl = None) -> None:
         out.print(
             f"task {task_id}: {'cancel requested (running)' if state == 'running' else state}"
         )
+
+    _run(_with_store(_settings(database_url), go))
+
+
+def signal(
+    task_id: TaskId,
+    name: Annotated[str, typer.Argument(help="The signal's name, as in ctx.wait_for(NAME).")],
+    data: Annotated[
+        str, typer.Option("--data", help="The payload: any JSON document (default null).")
+    ] = "null",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Deliver signal NAME to a task (any tenant's): a task waiting for it resumes.
+
+    The first signal of a name holds: the same --data again changes nothing, other data is
+    refused, as is a signal to a finished task or after the wait timed out.
+    """
+    payload = _json(data, "--data")
+    try:
+        check_signal_name(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="NAME") from None
+
+    async def go(store: PostgresStore) -> None:
+        sent = await store.deliver_signal(task_id, name, payload)
+        if sent.duplicate:
+            what = "already delivered with this data; nothing changed"
+        elif sent.resumed:
+            what = "delivered; the task resumes"
+        else:
+            what = f"delivered; kept for when the task waits for it (now {sent.state})"
+        out.print(f"task {task_id}: signal {name!r} {what}")
 
     _run(_with_store(_settings(database_url), go))
 

@@ -9,7 +9,8 @@
 2. the metrics server starts (``--metrics-port``);
 3. the store opens (waiting for the database, migrating when asked);
 4. the gateway is built on that store with its plugins: ``GatewayMetrics`` first, then the
-   App's LLM hooks; the breaker gauge watches its breakers;
+   live token relay (``streams/token_relay.py``), then the App's LLM hooks; the breaker
+   gauge watches its breakers;
 5. the ``Worker`` gets the store, the gateway (``llm=``, which each ``TaskContext`` gets)
    and the App's task hooks; maintenance runs alongside; the worker collector watches it;
 6. on the way out the gateway is closed (its call log written) before the store.
@@ -34,6 +35,7 @@ from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
 from conveyor.store.postgres import PostgresStore
+from conveyor.streams.token_relay import TokenRelay
 from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
 from conveyor.worker.options import WorkerOptions
 from conveyor.worker.process import run_process, run_worker, tune_garbage_collector
@@ -117,7 +119,10 @@ async def _serve_worker(
     async with open_store(
         pool_settings, auto_migrate=migrate, wait_seconds=settings.database_wait_seconds
     ) as store:
-        gateway = None if llm_config is None else build_gateway(llm_config, store, app, environ)
+        relay = TokenRelay(store)
+        gateway = (
+            None if llm_config is None else build_gateway(llm_config, store, app, environ, relay)
+        )
         try:
             worker = Worker(app, store, options, llm=gateway)
             upkeep = None
@@ -125,6 +130,7 @@ async def _serve_worker(
                 periods = MaintenanceOptions(
                     promote_seconds=settings.promote_seconds,
                     reaper_seconds=settings.reaper_seconds,
+                    stream_retention_seconds=settings.stream_retention_seconds,
                 )
                 upkeep = Maintenance(store, app.schedules, periods)
             watch_worker(worker)
@@ -135,17 +141,24 @@ async def _serve_worker(
         finally:
             if gateway is not None:
                 await gateway.aclose()  # writes the call log while the store is open
+            await relay.aclose()  # the last live output, while the store is open
 
 
 def build_gateway(
-    config: GatewayConfig, store: PostgresStore, app: App, environ: Mapping[str, str]
+    config: GatewayConfig,
+    store: PostgresStore,
+    app: App,
+    environ: Mapping[str, str],
+    relay: TokenRelay | None = None,
 ) -> Gateway:
-    """The worker's gateway: budgets and accounting on ``store``, metrics, the App's hooks."""
+    """The worker's gateway: budgets and accounting on ``store``, metrics, the live token
+    relay, the App's hooks."""
     from conveyor.gateway.gateway import Gateway
     from conveyor.gateway.hooks import LLMHook
     from conveyor.observability.gateway_metrics import GatewayMetrics, watch_breakers
 
-    hooks = [GatewayMetrics(), *(h for h in app.hooks if isinstance(h, LLMHook))]
+    relays = [] if relay is None else [relay]
+    hooks = [GatewayMetrics(), *relays, *(h for h in app.hooks if isinstance(h, LLMHook))]
     gateway = Gateway.with_store(config, store, environ=environ, hooks=hooks)
     watch_breakers(gateway.breakers)
     return gateway

@@ -175,11 +175,13 @@ class QueueView(BaseModel):
     queued: int
     scheduled: int
     running: int
+    waiting: int = Field(0, description="Waiting for a signal (ctx.wait_for); no worker held.")
     dead: int
     oldest_queued_seconds: float | None
     depth_threshold: int | None = Field(
         None, description="Backpressure threshold (None: the queue never sheds)."
     )
+    events: bool = Field(True, description="Lifecycle events go to the task event log.")
 
 
 class QueueList(BaseModel):
@@ -199,6 +201,9 @@ class QueueLimitsWrite(Strict):
         le=INT32_MAX,
         description="Backpressure: past this many queued tasks, new batch-priority work is "
         "refused (normal at twice, urgent at four times); 0 removes it.",
+    )
+    events: bool | None = Field(
+        None, description="Write the role's lifecycle events to the task event log."
     )
 
 

@@ -23,6 +23,7 @@ from conveyor.client.models import (
     FollowUp,
     GroupCreate,
     GroupView,
+    SignalDelivered,
     TaskBatch,
     TaskBatchCreated,
     TaskCreated,
@@ -121,6 +122,17 @@ def cancel(task_id: int) -> Call[TaskView]:
     return Call("POST", f"/v1/tasks/{int(task_id)}/cancel", _model(TaskView))
 
 
+def signal(task_id: int, name: str, payload: Any = None) -> Call[SignalDelivered]:
+    """``POST /v1/tasks/{id}/signals/{name}`` with ``payload`` as the body (safe to repeat:
+    the same signal again is answered as a duplicate)."""
+    return Call(
+        "POST",
+        f"/v1/tasks/{int(task_id)}/signals/{quote(name, safe='')}",
+        _model(SignalDelivered),
+        json=payload,
+    )
+
+
 def list_page(
     *,
     state: TaskState | str | None = None,
@@ -161,7 +173,7 @@ def get_group(group_id: str) -> Call[GroupView]:
     return Call("GET", f"/v1/groups/{quote(group_id, safe='')}", _model(GroupView))
 
 
-M = TypeVar("M", TaskCreated, TaskBatchCreated, TaskView, TaskPage, GroupView)
+M = TypeVar("M", TaskCreated, TaskBatchCreated, TaskView, TaskPage, GroupView, SignalDelivered)
 
 
 def _model(model: type[M]) -> Callable[[httpx.Response], M]:

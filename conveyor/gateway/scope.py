@@ -24,6 +24,8 @@ class CallScope:
     group_id: str | None = None
     queue: str | None = None
     deadline: float | None = None
+    run: int | None = None
+    """The run's lease token: it orders the runs of one task (a relay keys output by it)."""
     run_caps: LLMCaps | None = None
 
     def remaining(self) -> float | None:

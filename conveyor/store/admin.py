@@ -97,14 +97,15 @@ def _cap_args(caps: LLMCaps | None) -> tuple[int | None, int | None, Decimal | N
 
 
 async def set_queue_limits(conn: Conn, limits: QueueLimits) -> QueueSettings:
-    """Set a role's global cap, starvation guard and depth threshold (None fields keep
-    their value)."""
+    """Set a role's global cap, starvation guard, depth threshold and lifecycle events
+    switch (None fields keep their value)."""
     row = await conn.fetchrow(
         q("set_queue_limits"),
         limits.queue,
         limits.max_running,
         limits.aging_seconds,
         limits.depth_threshold,
+        limits.events,
     )
     assert row is not None
     return QueueSettings(**dict(row))
@@ -208,6 +209,7 @@ async def queue_status(conn: Conn) -> list[QueueStatus]:
                 dead=dead.get(name, 0),
                 oldest_queued_seconds=row["oldest_queued_seconds"] if row else None,
                 paused=name in paused,
+                waiting=row["waiting"] if row else 0,
             )
         )
     return statuses

@@ -56,6 +56,7 @@ class LLMOperations(PoolEngine):
         await self._with_partitions(
             lambda: self._run(lambda c: llm_accounting.record_calls(c, rows))
         )
+        self._events_written()
 
     async def tenant_llm_policy(self, tenant_id: str, queue: str) -> TenantLLMPolicy:
         """The LLM limits of a tenant's calls from ``queue`` (plan, overrides, model)."""

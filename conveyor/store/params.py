@@ -144,6 +144,17 @@ class RetryLease:
 
 
 @dataclass(frozen=True, slots=True)
+class SuspendLease:
+    """End a leased task's run without an outcome: it waits, holding no lease, for the
+    signal ``wait`` or at most ``timeout`` seconds (None: no deadline). The attempt is
+    given back, as for a snooze. Written by ``WorkerLeases.suspend`` (see store/waits.py)."""
+
+    lease: LeaseRef
+    wait: str
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimRequest:
     """Claim up to ``limit`` ready tasks of ``queues`` for ``worker_id``.
 
@@ -302,12 +313,15 @@ class QueueLimits:
             share of the next claims (the starvation guard; None keeps the current value).
         depth_threshold: the depth past which the API refuses new work of the role, lowest
             priority first (``core/shedding.py``; None keeps the value; 0 removes it).
+        events: write the role's lifecycle events to the task event log (None keeps the
+            value; agents' own ``ctx.emit`` events are written either way).
     """
 
     queue: str
     max_running: int | None = None
     aging_seconds: float | None = None
     depth_threshold: int | None = None
+    events: bool | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)

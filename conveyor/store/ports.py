@@ -7,15 +7,17 @@ may do is visible in its signature and a second backend has a checklist to pass:
   one tenant; ``PostgresStore.for_tenant`` hands out one (a ``TenantStore``).
 - ``TenantScopedStore``: what that bound view needs of the engine; every operation takes
   the tenant id and its statements require it.
-- ``WorkerLeases``: a worker process: claim, heartbeat, release, finish, retry, the
-  effects ledger, child tasks, its liveness row.
-- ``Maintenance``: the periodic upkeep: promote, reap, partitions, retention, sweeps.
+- ``WorkerLeases``: a worker process: claim, heartbeat, release, finish, retry, suspend
+  (a durable wait), the effects ledger and signals, child tasks, its liveness row.
+- ``Maintenance``: the periodic upkeep: promote, reap, expire waits, partitions, retention,
+  sweeps.
+- ``EventLog``: an API process's event hub: the whole log's tail, in order.
 - ``Admin``: operators (CLI, admin routes): tenants, plans, queues, the dead-letter queue,
   workers, reports, prices, and any tenant's task by id.
 - The gateway's own ports live with the gateway (``conveyor.gateway.stores.GatewayStore``).
 
 ``PostgresStore`` satisfies all of them (``tests/unit/test_store_ports.py``). The module is
-driver-free: it imports only ``params`` and ``records``.
+driver-free: it imports only ``params``, ``records`` and ``event_records``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from conveyor.core.events import EventPosition
 from conveyor.core.llm_caps import CapScope, LLMCaps
+from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
 from conveyor.store.params import (
     ClaimRequest,
     EffectOwner,
@@ -38,6 +42,7 @@ from conveyor.store.params import (
     QueueLimits,
     ReplayFilter,
     RetryLease,
+    SuspendLease,
     TaskListParams,
     TenantAgentUpdate,
     WorkerInfo,
@@ -59,6 +64,8 @@ from conveyor.store.records import (
     QueueStatus,
     QueueSummary,
     ReapResult,
+    SignalDelivery,
+    SignalRecord,
     TaskRecord,
     Tenant,
     TenantAgent,
@@ -92,6 +99,7 @@ class TenantTasks(Protocol):
     async def get_task(self, task_id: int) -> TaskRecord: ...
     async def list_tasks(self, query: TaskListParams | None = None) -> list[TaskRecord]: ...
     async def cancel(self, task_id: int, *, reason: str = "cancelled") -> TaskState: ...
+    async def signal(self, task_id: int, name: str, payload: Any = None) -> SignalDelivery: ...
     async def create_group(
         self, group_id: str, *, on_complete: NewTask | None = None, caps: LLMCaps | None = None
     ) -> None: ...
@@ -109,6 +117,12 @@ class TenantTasks(Protocol):
     async def task_counts(
         self, since: datetime, until: datetime
     ) -> dict[str, dict[TaskState, int]]: ...
+    async def events(
+        self, after: EventPosition, narrow: EventFilter | None = None, limit: int = 1000
+    ) -> list[TaskEvent]: ...
+    async def task_events(
+        self, task_id: int, after: EventPosition, limit: int = 1000
+    ) -> list[TaskEvent]: ...
 
 
 class TenantScopedStore(Protocol):
@@ -125,6 +139,9 @@ class TenantScopedStore(Protocol):
     async def get_task(self, task_id: int, *, tenant_id: str) -> TaskRecord: ...
     async def list_tasks(self, tenant_id: str, query: TaskListParams) -> list[TaskRecord]: ...
     async def cancel(self, task_id: int, *, tenant_id: str, reason: str) -> TaskState: ...
+    async def deliver_signal(
+        self, task_id: int, name: str, payload: Any = None, *, tenant_id: str
+    ) -> SignalDelivery: ...
     async def create_group(
         self,
         tenant_id: str,
@@ -152,6 +169,12 @@ class TenantScopedStore(Protocol):
     async def task_counts(
         self, tenant_id: str, since: datetime, until: datetime
     ) -> dict[str, dict[TaskState, int]]: ...
+    async def tenant_events(
+        self, tenant_id: str, after: EventPosition, narrow: EventFilter, limit: int = 1000
+    ) -> list[TaskEvent]: ...
+    async def task_events(
+        self, tenant_id: str, task_id: int, after: EventPosition, limit: int = 1000
+    ) -> list[TaskEvent]: ...
 
 
 class WorkerLeases(Protocol):
@@ -180,8 +203,17 @@ class WorkerLeases(Protocol):
     ) -> HeartbeatResult: ...
     async def release(self, held: Sequence[LeaseRef]) -> list[int]: ...
     async def release_orphans(self, worker_id: str, held: Sequence[int]) -> list[int]: ...
+    async def append_events(self, new: Sequence[NewEvent]) -> int: ...
     async def finish(self, finishes: Sequence[Finish]) -> set[int]: ...
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]: ...
+    async def suspend(self, waits: Sequence[SuspendLease]) -> set[int]:
+        """Let leased tasks wait for a signal without a lease; the ids refused."""
+        ...
+
+    async def get_signal(self, tenant_id: str, task_id: int, name: str) -> SignalRecord | None:
+        """What a task holds under a signal name (a payload or a timeout), if anything."""
+        ...
+
     async def enqueue(self, task: NewTask) -> EnqueueResult: ...
     async def register_worker(self, info: WorkerInfo) -> None: ...
     async def set_worker_state(self, worker_id: str, state: str) -> None: ...
@@ -207,11 +239,20 @@ class WorkerLeases(Protocol):
         ...
 
 
+class EventLog(Protocol):
+    """What an API process's event hub reads: every tenant's events in log order."""
+
+    async def event_tail(self, after: EventPosition, limit: int = 1000) -> list[TaskEvent]: ...
+    async def event_head(self) -> EventPosition: ...
+
+
 class Maintenance(Protocol):
     """The periodic upkeep one worker per cluster runs (see ``worker/maintenance.py``)."""
 
     async def promote_due(self, limit: int = 10_000) -> int: ...
+    async def prune_chunks(self, cutoff: datetime) -> int: ...
     async def reap_expired(self, limit: int = 1000) -> ReapResult | None: ...
+    async def expire_waits(self, limit: int = 1000) -> list[int]: ...
     async def ensure_partitions(
         self, *, now: datetime | None = None, months_ahead: int = 3
     ) -> list[str]: ...
@@ -236,6 +277,19 @@ class Admin(Protocol):
         self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
     ) -> TaskState:
         """Any tenant's task when ``tenant_id`` is None."""
+        ...
+
+    async def deliver_signal(
+        self,
+        task_id: int,
+        name: str,
+        payload: Any = None,
+        *,
+        tenant_id: str | None = None,
+        reserved: bool = False,
+    ) -> SignalDelivery:
+        """Any tenant's task when ``tenant_id`` is None; ``reserved`` admits Conveyor's own
+        ``conveyor:`` names (the webhook adapter's)."""
         ...
 
     async def create_tenant(

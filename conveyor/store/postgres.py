@@ -43,6 +43,7 @@ from conveyor.store.connection import (
     pooled,
     translated_errors,
 )
+from conveyor.store.event_operations import EventOperations
 from conveyor.store.llm_operations import LLMOperations
 from conveyor.store.params import (
     ClaimRequest,
@@ -83,12 +84,13 @@ from conveyor.store.records import (
     WorkerStatus,
 )
 from conveyor.store.tenant import TenantStore
+from conveyor.store.waits import WaitOperations
 from conveyor.types import TaskState
 
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations):
+class PostgresStore(LLMOperations, EventOperations, WaitOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
@@ -121,7 +123,9 @@ class PostgresStore(LLMOperations):
         return TenantStore(self, tenant_id)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Send a pending event wake-up, then close every pooled connection."""
+        await self.event_wake.close()
+        await self.chunk_wake.close()
         await self._pool.close()
 
     @property
@@ -147,6 +151,7 @@ class PostgresStore(LLMOperations):
                         raise
             finally:
                 await _reset_or_discard(conn)
+                self._events_written()  # whatever the caller enqueued has committed
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -161,20 +166,31 @@ class PostgresStore(LLMOperations):
         if connection is not None:
             async with translated_errors(), connection.transaction():
                 return await enqueue.enqueue_batch(connection, tasks, fair=self.fairness)
-        return await self._run_in_transaction(
-            lambda c: enqueue.enqueue_batch(c, tasks, fair=self.fairness)
+        results = await self._with_partitions(
+            lambda: self._run_in_transaction(
+                lambda c: enqueue.enqueue_batch(c, tasks, fair=self.fairness)
+            )
         )
+        self._events_written()
+        return results
 
     async def enqueue_debounced(self, task: NewTask) -> EnqueueResult:
         """Add a debounced task, or replace the payload of its waiting twin (same tenant,
         queue and ``debounce_key``) in one statement: see ``store/debounce.py``."""
-        return await self._run_in_transaction(lambda c: debounce.enqueue_debounced(c, task))
+        result = await self._with_partitions(
+            lambda: self._run_in_transaction(lambda c: debounce.enqueue_debounced(c, task))
+        )
+        self._events_written()
+        return result
 
     # -- leases -------------------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> list[ClaimedTask]:
         """Lease up to ``request.limit`` ready tasks in priority and fairness order."""
-        return await self._run(lambda c: leases.claim(c, request))
+        claimed = await self._with_partitions(lambda: self._run(lambda c: leases.claim(c, request)))
+        if claimed:
+            self._events_written()
+        return claimed
 
     async def heartbeat(
         self,
@@ -199,19 +215,29 @@ class PostgresStore(LLMOperations):
 
     async def release(self, held: Sequence[LeaseRef]) -> list[int]:
         """Give leased tasks back without counting an attempt (graceful shutdown)."""
-        return await self._run(lambda c: leases.release(c, held))
+        released = await self._with_partitions(lambda: self._run(lambda c: leases.release(c, held)))
+        self._events_written()
+        return released
 
     async def release_orphans(self, worker_id: str, held: Sequence[int]) -> list[int]:
         """Give back tasks leased to ``worker_id`` other than ``held`` (a claim whose reply
         was lost), without counting an attempt; their ids."""
-        return await self._run(lambda c: leases.release_orphans(c, worker_id, held))
+        released = await self._with_partitions(
+            lambda: self._run(lambda c: leases.release_orphans(c, worker_id, held))
+        )
+        if released:
+            self._events_written()
+        return released
 
     async def reap_expired(self, limit: int = 1000) -> ReapResult | None:
         """Requeue expired leases (one reaper at a time); None if another reaper ran."""
         # a lease out of attempts finishes as dead: into this month's history partition
-        return await self._with_partitions(
+        reaped = await self._with_partitions(
             lambda: self._run(lambda c: leases.reap_expired(c, limit))
         )
+        if reaped is not None and (reaped.requeued or reaped.dead or reaped.cancelled):
+            self._events_written()
+        return reaped
 
     async def promote_due(self, limit: int = 10_000) -> int:
         """Make due scheduled tasks ready; how many."""
@@ -225,12 +251,17 @@ class PostgresStore(LLMOperations):
         Groups whose tasks were among them are checked for completion right after.
         """
         done = await self._with_partitions(lambda: self._run(lambda c: finish.finish(c, finishes)))
+        if finishes:
+            self._events_written()
         await self._complete_groups(done.groups)
         return done.refused
 
     async def _complete_groups(self, pairs: set[tuple[str, str]]) -> None:
-        if pairs:
-            await self._run(lambda c: groups.complete_groups(c, pairs))
+        if not pairs:
+            return
+        follow_ups = await self._run(lambda c: groups.complete_groups(c, pairs))
+        if follow_ups:
+            self._events_written()
 
     async def create_group(
         self,
@@ -252,11 +283,16 @@ class PostgresStore(LLMOperations):
 
     async def sweep_open_groups(self, limit: int = 500) -> list[int]:
         """Complete open groups that are done (maintenance); the follow-up task ids."""
-        return await self._run(lambda c: groups.sweep_open_groups(c, limit))
+        follow_ups = await self._run(lambda c: groups.sweep_open_groups(c, limit))
+        if follow_ups:
+            self._events_written()
+        return follow_ups
 
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]:
         """Send leased tasks back to wait; returns the ids refused for a lost lease."""
-        return await self._run(lambda c: finish.retry(c, retries))
+        refused = await self._with_partitions(lambda: self._run(lambda c: finish.retry(c, retries)))
+        self._events_written()
+        return refused
 
     async def cancel(
         self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
@@ -266,9 +302,11 @@ class PostgresStore(LLMOperations):
         Without ``tenant_id`` this is an operator's cancel of any tenant's task (CLI,
         admin); tenant-facing code cancels through :meth:`for_tenant`.
         """
-        return await self._with_partitions(
+        state = await self._with_partitions(
             lambda: self._run(lambda c: finish.cancel(c, task_id, tenant_id, reason))
         )
+        self._events_written()
+        return state
 
     async def get_task(self, task_id: int, *, tenant_id: str | None = None) -> TaskRecord:
         """A task by id, active or finished; TaskNotFound if absent or another tenant's.
@@ -379,6 +417,8 @@ class PostgresStore(LLMOperations):
         while True:
             ids = await self._run(lambda c: admin.replay_dead(c, which, batch_size))
             replayed.extend(ids)
+            if ids:
+                self._events_written()
             if len(ids) < batch_size:
                 return replayed
 
@@ -412,7 +452,10 @@ class PostgresStore(LLMOperations):
     async def enqueue_due_periodic(self, *, now: datetime | None = None) -> list[int]:
         """Enqueue each schedule's latest due tick exactly once; the new task ids."""
         moment = now or datetime.now(UTC)
-        return await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
+        created = await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
+        if created:
+            self._events_written()
+        return created
 
     async def apply_retention(self, cutoff: datetime) -> tuple[list[str], int]:
         """Drop history partitions older than ``cutoff`` and prune old ledger rows."""
@@ -465,6 +508,7 @@ class PostgresStore(LLMOperations):
                 )
             finally:
                 await _reset_or_discard(conn)
+                self._events_written()  # whatever the caller enqueued has committed
 
     async def get_effect(self, tenant_id: str, key: str) -> EffectRecord | None:
         """The recorded result of ``key`` for the tenant, if any."""
@@ -474,7 +518,11 @@ class PostgresStore(LLMOperations):
         self, tenant_id: str, key: str, result: Any, *, task_id: int
     ) -> EffectRecord:
         """Record a durable step's result (asynchronous commit; see effects.record_step)."""
-        return await self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
+        record = await self._with_partitions(
+            lambda: self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
+        )
+        self._events_written()
+        return record
 
     async def record_effect(
         self, tenant_id: str, key: str, result: Any, *, task_id: int | None = None

@@ -71,6 +71,10 @@ class TaskRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    waiting_for: str | None = None
+    """The signal a ``waiting`` task waits for (None in any other state)."""
+    wait_until: datetime | None = None
+    """When a ``waiting`` task's wait times out (None: no deadline, or not waiting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +121,8 @@ class QueueStatus:
     dead: int
     oldest_queued_seconds: float | None
     paused: bool
+    waiting: int = 0
+    """Tasks waiting for a signal (``ctx.wait_for``): they hold no worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +213,8 @@ class QueueSettings:
     max_running: int | None
     aging_seconds: float
     depth_threshold: int | None = None
+    events: bool = True
+    """Whether the role's lifecycle events are written to the task event log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +267,33 @@ class EffectRecord:
     def recorded(self) -> bool:
         """True when a result is recorded."""
         return self.status is EffectStatus.DONE
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """What a task holds under a signal name: the delivered payload, or a timeout."""
+
+    name: str
+    payload: Any
+    timed_out: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SignalDelivery:
+    """A signal delivered to a task.
+
+    ``state`` is the task's state after the delivery; ``resumed`` is True when the task was
+    waiting for this very signal (it runs again shortly: ``scheduled`` now, ``queued`` at
+    the promoter's next pass); ``duplicate`` is True when the same payload had been
+    delivered under this name before (nothing changed).
+    """
+
+    task_id: int
+    name: str
+    state: TaskState
+    resumed: bool
+    duplicate: bool
 
 
 @dataclass(frozen=True, slots=True)

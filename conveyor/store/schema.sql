@@ -1508,6 +1508,79 @@ CREATE UNIQUE INDEX tasks_debounce_idx ON tasks (tenant_id, queue, debounce_key)
 CREATE INDEX task_history_finished_brin ON task_history USING brin (finished_at)
     WITH (pages_per_range = 32);
 
+-- 0014: the task event log.
+--
+-- One row per thing that happened to a task: created, started, step, llm_call, an agent's
+-- own events (ctx.emit), retried, released, succeeded, dead, cancelled. Lifecycle rows are
+-- written by the statement that changes the task's state (finish_batch, retry_batch, the
+-- claim...), so the log and the task never disagree.
+--
+-- Order: an event's position is (xid, id). `id` comes from a sequence and orders the events
+-- of one transaction; `xid` is the writing transaction's id. Readers take only events of
+-- transactions below the horizon (the oldest transaction still running, see
+-- conveyor_event_horizon): every such transaction has ended, so no event can later appear
+-- before a position a reader has passed. A reader that resumes after position P misses
+-- nothing and sees nothing twice. The price: an event is delivered once every write
+-- transaction that began before it has ended (a long write transaction delays the stream;
+-- it never loses or reorders it).
+--
+-- Partitioned by month on `at` and dropped whole by retention, like task_history. Two
+-- indexes: the position (the tail every API process reads) and the task (one task's log,
+-- a handful of rows, sorted by position after the lookup; the narrow key keeps the index
+-- and its WAL small).
+CREATE SEQUENCE task_event_id_seq AS bigint CACHE 64;
+
+CREATE TABLE task_events (
+    xid        bigint NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
+    id         bigint NOT NULL DEFAULT nextval('task_event_id_seq'),
+    at         timestamptz NOT NULL DEFAULT now(),
+    tenant_id  text NOT NULL,
+    task_id    bigint NOT NULL,
+    queue      text NOT NULL,
+    group_id   text,
+    kind       text NOT NULL,
+    attempt    integer,
+    data       jsonb
+) PARTITION BY RANGE (at);
+CREATE INDEX task_events_position_idx ON task_events (xid, id);
+CREATE INDEX task_events_task_idx ON task_events (task_id);
+
+-- The lowest transaction id that may still commit: events of transactions below it are
+-- final. Compared as bigint, like task_events.xid.
+CREATE FUNCTION conveyor_event_horizon() RETURNS bigint
+LANGUAGE sql STABLE AS $$ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint $$;
+
+-- A queue can turn its lifecycle events off (ctx.emit events are still written).
+ALTER TABLE queues ADD COLUMN events boolean NOT NULL DEFAULT true;
+
+-- 0015: durable waits (ctx.wait_for) and the signals that end them.
+--
+-- A task that waits for a signal leaves 'running' for 'waiting': no lease, no worker, no
+-- slot. waiting_for names the signal, wait_until is the deadline (NULL: no timeout); both
+-- are cleared when the wait ends. The claim takes only 'queued' rows, so it is unchanged.
+ALTER TABLE tasks DROP CONSTRAINT tasks_state_check;
+ALTER TABLE tasks ADD CONSTRAINT tasks_state_check
+    CHECK (state IN ('scheduled', 'queued', 'running', 'waiting'));
+ALTER TABLE tasks ADD COLUMN waiting_for text;
+ALTER TABLE tasks ADD COLUMN wait_until timestamptz;
+-- The maintenance loop's sweep of waits past their deadline (expire_waits).
+CREATE INDEX tasks_wait_until_idx ON tasks (wait_until) WHERE state = 'waiting';
+
+-- Signals, write-once per (task, name): the first delivery is what every run of the task
+-- gets from ctx.wait_for(name); timed_out marks a wait whose deadline passed first (a
+-- later signal of that name is refused). Kept after the task finishes, like its steps in
+-- the effects ledger, so a replayed task sees the same answers; retention prunes them.
+CREATE TABLE task_signals (
+    tenant_id   text NOT NULL,
+    task_id     bigint NOT NULL,
+    name        text NOT NULL,
+    payload     jsonb,
+    timed_out   boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, task_id, name)
+);
+CREATE INDEX task_signals_created_idx ON task_signals (created_at);
+
 -- 0016: runaway guards: caps on the LLM calls, tokens and money of one task run and of one
 -- group (campaign), checked before every attempt like the monthly budgets
 -- (conveyor/core/llm_caps.py holds the rule, conveyor/gateway/budgets/caps.py applies it).
@@ -1678,3 +1751,25 @@ BEGIN
     END IF;
 END
 $fn$;
+
+-- 0018: live LLM output of running tasks, for GET /v1/tasks/{id}/stream.
+--
+-- Each row is a slice of the text an agent's ctx.llm.stream produced, in the order the
+-- worker's token relay wrote it: (task_id, run, seq). `run` is the lease token of the run
+-- that produced it (a later run of the task, a retry or a task handed back and claimed
+-- again, has a greater one), `seq` counts up from 0 within the run. kind 'end' marks the
+-- end of one streamed call. UNLOGGED: no WAL is written for it; a server crash empties it,
+-- which costs live viewers the replay of partial output, never any task state.
+-- Maintenance deletes a task's rows once the task has ended and they are older than the
+-- stream retention (CONVEYOR_STREAM_RETENTION_SECONDS).
+CREATE UNLOGGED TABLE task_chunks (
+    task_id    bigint NOT NULL,
+    run        bigint NOT NULL,
+    seq        integer NOT NULL,
+    tenant_id  text NOT NULL,
+    kind       text NOT NULL DEFAULT 'chunk' CHECK (kind IN ('chunk', 'end')),
+    text       text NOT NULL DEFAULT '',
+    at         timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (task_id, run, seq)
+);
+CREATE INDEX task_chunks_at_idx ON task_chunks (at);

@@ -22,8 +22,10 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
+from conveyor.core.events import EventPosition
 from conveyor.core.llm_caps import CapScope, LLMCaps
 from conveyor.errors import InvalidTask
+from conveyor.store.event_records import EventFilter, TaskEvent
 from conveyor.store.params import DEFAULT_TENANT, NewTask, TaskListParams, validate_tenant_id
 from conveyor.store.ports import TenantScopedStore
 from conveyor.store.records import (
@@ -31,6 +33,7 @@ from conveyor.store.records import (
     EnqueueResult,
     GroupStatus,
     LLMUsage,
+    SignalDelivery,
     TaskRecord,
 )
 from conveyor.types import TaskState
@@ -91,6 +94,13 @@ class TenantStore:
         to stop, else the terminal state it had reached; TaskNotFound if absent or another's."""
         return await self._store.cancel(task_id, tenant_id=self._tenant_id, reason=reason)
 
+    async def signal(self, task_id: int, name: str, payload: Any = None) -> SignalDelivery:
+        """Deliver signal ``name`` (any JSON ``payload``) to this tenant's task; a task
+        waiting for it resumes. The first signal of a name holds: the same payload again is
+        a duplicate, another is refused (SignalRefused), as is a signal to a finished task
+        or after the wait timed out; TaskNotFound if absent or another's."""
+        return await self._store.deliver_signal(task_id, name, payload, tenant_id=self._tenant_id)
+
     async def create_group(
         self, group_id: str, *, on_complete: NewTask | None = None, caps: LLMCaps | None = None
     ) -> None:
@@ -131,6 +141,21 @@ class TenantStore:
     ) -> dict[str, dict[TaskState, int]]:
         """This tenant's tasks created in [since, until), per queue and state."""
         return await self._store.task_counts(self._tenant_id, since, until)
+
+    async def events(
+        self, after: EventPosition, narrow: EventFilter | None = None, limit: int = 1000
+    ) -> list[TaskEvent]:
+        """This tenant's events after ``after`` (narrowed by group, queue or task), oldest
+        first, up to the log's horizon (see ``store/events.py``)."""
+        return await self._store.tenant_events(
+            self._tenant_id, after, narrow or EventFilter(), limit
+        )
+
+    async def task_events(
+        self, task_id: int, after: EventPosition, limit: int = 1000
+    ) -> list[TaskEvent]:
+        """The events of this tenant's task after ``after``; none for another's task."""
+        return await self._store.task_events(self._tenant_id, task_id, after, limit)
 
     def _bind(self, task: NewTask) -> NewTask:
         if task.tenant_id == self._tenant_id:

@@ -37,13 +37,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import structlog
 
 from conveyor.core.backoff import FailureBackoff
+from conveyor.core.events import check_agent_kind
+from conveyor.core.waits import check_signal_name, check_wait_timeout
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
     DatabaseUnavailable,
     PermanentError,
+    TaskSuspended,
+    WaitTimedOut,
 )
 from conveyor.store.availability import retry_while_unavailable
+from conveyor.store.event_records import NewEvent
 from conveyor.store.params import EffectOwner, NewTask
 from conveyor.store.records import ClaimedTask, EffectStatus
 from conveyor.types import Priority
@@ -159,6 +164,7 @@ class TaskContext:
                 group_id=self.task.group_id,
                 queue=self.task.queue,
                 deadline=self.deadline,
+                run=self._lease_token,
                 run_caps=self._llm_caps,
             )
             self._llm = BoundLLM(
@@ -246,6 +252,41 @@ class TaskContext:
         digest = hashlib.sha256(f"{self.task.tenant_id}\x00{key}".encode()).hexdigest()
         return f"conveyor-{digest[:40]}"
 
+    # ``timeout`` is a durable deadline kept by the database, not one of this coroutine's:
+    # asyncio.timeout cannot outlive the run, which ends when the task starts waiting.
+    async def wait_for(self, name: str, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Wait for signal ``name`` without holding a worker: its payload (any JSON).
+
+        If the signal was delivered (``POST /v1/tasks/{id}/signals/{name}``, the client's
+        ``signal``, ``conveyor signal``), its payload is returned at once, on this run and
+        on every later one. If not, the run ends here: the task becomes ``waiting``, frees
+        its slot and its lease, and is not charged an attempt; the signal makes it run again
+        from the top, where completed ``step``s and ``once`` effects return their recorded
+        results and this call returns the payload. ``timeout`` (seconds, None: for ever)
+        bounds the wait: past it, this call raises WaitTimedOut, which the handler may catch
+        (uncaught, the task is dead). Not for sync or isolated handlers.
+        """
+        return await self.await_signal(name, timeout, reserved=False)
+
+    async def await_signal(self, name: str, seconds: float | None, *, reserved: bool) -> Any:
+        """``wait_for`` (``seconds``: its timeout), for Conveyor's own waits too:
+        ``reserved`` admits the ``conveyor:`` names that tenants cannot signal (the webhook
+        adapter's callback waits on one)."""
+        try:
+            check_signal_name(name, reserved=reserved)
+            seconds = check_wait_timeout(seconds)
+        except ValueError as exc:
+            raise PermanentError(f"ctx.wait_for: {exc}") from None
+        store = self._require_store("wait_for")
+        tenant, task_id = self.task.tenant_id, self.task.id
+        held = await self._durably(lambda: store.get_signal(tenant, task_id, name))
+        if held is None:
+            raise TaskSuspended(name, seconds)
+        if held.timed_out:
+            raise WaitTimedOut(name, seconds)
+        self.heartbeat()
+        return held.payload
+
     async def spawn(
         self,
         queue: str,
@@ -281,6 +322,33 @@ class TaskContext:
         # the task the first one made
         result = await self._durably(lambda: store.enqueue(child))
         return result.task_id
+
+    async def emit(self, kind: str, data: Any = None) -> None:
+        """Add an event of your own to this task's log (``kind``: lower case, not one of the
+        lifecycle kinds; ``data``: JSON). Subscribers of the task's or the tenant's event
+        stream receive it in order with the lifecycle events (docs/events.md). Written
+        durably before this returns; a rerun of the task emits again.
+        """
+        try:
+            check_agent_kind(kind)
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from None
+        try:
+            json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PermanentError(f"event {kind!r}: data must be JSON ({exc})") from None
+        store = self._require_store("emit")
+        event = NewEvent(
+            tenant_id=self.task.tenant_id,
+            task_id=self.task.id,
+            queue=self.task.queue,
+            group_id=self.task.group_id,
+            kind=kind,
+            attempt=self.task.attempt,
+            data=data,
+        )
+        await self._durably(lambda: store.append_events([event]))
+        self.heartbeat()
 
     async def _once(self, key: str, fn: Callable[..., Any], args: Any) -> Any:
         # The ledger's owner is the lease, so two calls of one run with the same key would

@@ -33,3 +33,17 @@ async def chat(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """One call through the worker's gateway (``CONVEYOR_LLM_CONFIG``)."""
     reply = await ctx.llm.chat(model="writer", messages=[{"role": "user", "content": "hi"}])
     return {"tokens": reply.total_tokens, "attempts": reply.attempts}
+
+
+@app.agent("storyteller", timeout=60, retry=RetryPolicy(max_attempts=1))
+async def storyteller(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Streams one reply through the worker's gateway, reporting progress as it goes."""
+    await ctx.emit("progress", {"stage": "writing"})
+    parts = []
+    async with ctx.llm.stream(
+        model="writer", messages=[{"role": "user", "content": payload.get("prompt", "hi")}]
+    ) as stream:
+        async for chunk in stream:
+            parts.append(chunk.text)
+    await ctx.emit("progress", {"stage": "done"})
+    return {"text": "".join(parts)}

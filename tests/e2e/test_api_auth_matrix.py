@@ -89,6 +89,7 @@ def fill(path: str, world: World, *, missing: bool = False) -> str:
         "queue": "writer",
         "key_id": "000000000000",
         "plan_id": "free",
+        "name": "approval",
     }
     filled = re.sub(r"\{(\w+)\}", lambda m: values[m[1]], path)
     assert "{" not in filled, f"the matrix has no value for a parameter of {path}"

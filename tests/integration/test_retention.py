@@ -20,7 +20,8 @@ async def partitions(store: PostgresStore) -> set[str]:
         store,
         """SELECT coalesce(array_agg(c.relname::text), '{}') FROM pg_inherits i
            JOIN pg_class c ON c.oid = i.inhrelid
-           WHERE i.inhparent IN ('task_history'::regclass, 'llm_calls'::regclass)""",
+           WHERE i.inhparent IN ('task_history'::regclass, 'llm_calls'::regclass,
+                                 'task_events'::regclass)""",
     )
     return set(rows)
 
@@ -46,7 +47,9 @@ async def test_ensure_partitions_creates_months_ahead_idempotently(store: Postgr
     now = datetime(2031, 11, 20, tzinfo=UTC)
     names = await store.ensure_partitions(now=now, months_ahead=3)
     months = ["2031_11", "2031_12", "2032_01", "2032_02"]
-    assert names == [f"{table}_p{m}" for table in ("task_history", "llm_calls") for m in months]
+    assert names == [
+        f"{table}_p{m}" for table in ("task_history", "llm_calls", "task_events") for m in months
+    ]
     assert set(names) <= await partitions(store)
     assert await store.ensure_partitions(now=now, months_ahead=3) == names  # again: no error
     async with store.transaction() as conn:
@@ -83,6 +86,8 @@ async def test_retention_drops_only_partitions_whose_month_ended_before_the_cuto
         "task_history_p2020_02",
         "llm_calls_p2020_01",
         "llm_calls_p2020_02",
+        "task_events_p2020_01",
+        "task_events_p2020_02",
     ]
     assert await partitions(store) == before - set(dropped)
     # March 2020 straddles the cutoff: kept whole, including its row older than the cutoff.
@@ -92,7 +97,7 @@ async def test_retention_drops_only_partitions_whose_month_ended_before_the_cuto
 
     # A cutoff exactly at a month's end drops that month too; nothing younger goes.
     dropped, _ = await store.apply_retention(datetime(2020, 4, 1, tzinfo=UTC))
-    assert dropped == ["task_history_p2020_03", "llm_calls_p2020_03"]
+    assert dropped == ["task_history_p2020_03", "llm_calls_p2020_03", "task_events_p2020_03"]
     assert set(await fetchval(store, "SELECT array_agg(id) FROM task_history")) == {current.task_id}
     assert await store.apply_retention(datetime(2020, 4, 1, tzinfo=UTC)) == ([], 0)
 
@@ -131,7 +136,9 @@ async def test_concurrent_callers_create_each_partition_once(wide_store: Postgre
             *(wide_store.ensure_partitions(now=now, months_ahead=2) for _ in range(12))
         )
         expected = [
-            f"{table}_p{year}_{m:02d}" for table in ("task_history", "llm_calls") for m in (5, 6, 7)
+            f"{table}_p{year}_{m:02d}"
+            for table in ("task_history", "llm_calls", "task_events")
+            for m in (5, 6, 7)
         ]
         assert all(names == expected for names in results)
         assert set(expected) <= await partitions(wide_store)

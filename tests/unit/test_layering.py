@@ -34,6 +34,9 @@ RANKED: tuple[str, ...] = (
     "conveyor.app",
     "conveyor.worker",
     "conveyor.observability",
+    # Plugins that carry a task's output out of the worker (the live token relay), and
+    # what the API reads it back with; above the worker, below the API.
+    "conveyor.streams",
     "conveyor.client",
     "conveyor.api",
     # The demo is a program like the others; the command line starts every process shape

@@ -17,6 +17,7 @@ ENGINE_PROTOCOLS = [
     ports.TenantScopedStore,
     ports.WorkerLeases,
     ports.Maintenance,
+    ports.EventLog,
     ports.Admin,
     GatewayStore,
     WorkerStore,

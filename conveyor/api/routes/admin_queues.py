@@ -50,10 +50,11 @@ async def resume_queue(queue: QueueName, svc: Services) -> QueueView:
 
 @router.patch("/{queue}", response_model=QueueView)
 async def set_queue_limits(queue: QueueName, body: QueueLimitsWrite, svc: Services) -> QueueView:
-    """Set the role's global cap (all tenants together; 0 removes it), its starvation guard
-    and its backpressure threshold (0 removes it); fields left out keep their value."""
+    """Set the role's global cap (all tenants together; 0 removes it), its starvation guard,
+    its backpressure threshold (0 removes it) and whether its lifecycle events are logged;
+    fields left out keep their value."""
     await svc.store.set_queue_limits(
-        QueueLimits(queue, body.max_running, body.aging_seconds, body.depth_threshold)
+        QueueLimits(queue, body.max_running, body.aging_seconds, body.depth_threshold, body.events)
     )
     return await _one(svc.store, queue)
 
@@ -74,9 +75,11 @@ async def queue_views(store: PostgresStore) -> list[QueueView]:
                 max_running=switch.max_running if switch else None,
                 aging_seconds=switch.aging_seconds if switch else None,
                 depth_threshold=switch.depth_threshold if switch else None,
+                events=switch.events if switch else True,
                 queued=status.queued if status else 0,
                 scheduled=status.scheduled if status else 0,
                 running=status.running if status else 0,
+                waiting=status.waiting if status else 0,
                 dead=status.dead if status else 0,
                 oldest_queued_seconds=status.oldest_queued_seconds if status else None,
             )

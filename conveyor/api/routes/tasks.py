@@ -1,4 +1,5 @@
-"""``/v1/tasks``: submit one or a batch, read and list, cancel, for the caller's tenant.
+"""``/v1/tasks``: submit one or a batch, read and list, cancel, signal, for the caller's
+tenant.
 
 Every route reaches data only through ``store.for_tenant(tenant)``, the tenant-bound view:
 another tenant's id is a missing id by construction.
@@ -11,10 +12,11 @@ of its waiting twin. A refused submit stores nothing.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
@@ -25,6 +27,7 @@ from conveyor.client.models import (
     QUEUE_PATTERN,
     TEXT_PATTERN,
     Instant,
+    SignalDelivered,
     TaskBatch,
     TaskBatchCreated,
     TaskCreated,
@@ -32,8 +35,10 @@ from conveyor.client.models import (
     TaskSubmission,
     TaskView,
 )
-from conveyor.core.json_documents import fingerprint
+from conveyor.core.json_documents import DocumentProblem, check_document, fingerprint
 from conveyor.core.llm_caps import CapScope
+from conveyor.core.waits import SIGNAL_NAME_PATTERN
+from conveyor.errors import SignalRefused
 from conveyor.store.params import NewTask, TaskListParams
 from conveyor.store.records import EnqueueResult, TaskRecord
 from conveyor.types import TaskState
@@ -45,6 +50,13 @@ router = APIRouter(
 )
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.")]
+SignalName = Annotated[
+    str,
+    Path(
+        pattern=SIGNAL_NAME_PATTERN,
+        description="The signal's name, as the agent awaits it: ctx.wait_for(name).",
+    ),
+]
 
 
 @router.post(
@@ -167,6 +179,71 @@ async def list_tasks(
     )
 
 
+@router.post(
+    "/{task_id}/signals/{name}",
+    status_code=201,
+    response_model=SignalDelivered,
+    responses={
+        200: {"model": SignalDelivered, "description": "The same signal, delivered before"},
+        **problem_responses(409),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "description": "Any JSON document: what ctx.wait_for(name) returns (empty: null).",
+            "content": {"application/json": {"schema": {}}},
+        }
+    },
+)
+async def signal_task(
+    task_id: TaskId,
+    name: SignalName,
+    svc: Services,
+    tenant: Tenant,
+    request: Request,
+    response: Response,
+) -> SignalDelivered:
+    """Deliver signal ``name`` to a task: a task waiting for it resumes, and one that waits
+    for it later gets it at once. The first signal of a name holds: the same body again
+    answers 200 (a duplicate), another body 409, as does a signal to a finished task or one
+    after the wait timed out."""
+    payload = signal_payload(await request.body())
+    try:
+        delivery = await svc.store.for_tenant(tenant).signal(task_id, name, payload)
+    except SignalRefused as exc:
+        raise Problem(
+            409, "signal-refused", str(exc), task_id=task_id, signal=name, reason=exc.reason
+        ) from None
+    if delivery.duplicate:
+        response.status_code = 200
+    return SignalDelivered(
+        task_id=delivery.task_id,
+        signal=delivery.name,
+        state=delivery.state,
+        resumed=delivery.resumed,
+        duplicate=delivery.duplicate,
+    )
+
+
+def signal_payload(raw: bytes) -> Any:
+    """The body as a JSON document (empty: null), whatever its Content-Type says (``curl
+    -d`` sends form encoding); 422 naming the body when it is not storable JSON."""
+    if not raw.strip():
+        return None
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON (use null or a string)")
+
+    try:
+        payload = json.loads(raw.decode("utf-8"), parse_constant=refuse)
+        check_document(payload, path="body")
+    except DocumentProblem as exc:
+        raise Problem(422, "validation", str(exc)) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Problem(422, "validation", f"body: not JSON in UTF-8 ({exc})") from None
+    return payload
+
+
 @router.post("/{task_id}/cancel", response_model=TaskView)
 async def cancel_task(task_id: TaskId, svc: Services, tenant: Tenant) -> TaskView:
     """Cancel a task: at once if it waits, by asking its worker if it runs."""
@@ -234,4 +311,6 @@ def task_view(record: TaskRecord) -> TaskView:
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
+        waiting_for=record.waiting_for,
+        wait_until=record.wait_until,
     )

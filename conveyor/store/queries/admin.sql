@@ -84,18 +84,19 @@ SET paused = excluded.paused, paused_at = excluded.paused_at;
 SELECT name FROM queues WHERE paused ORDER BY name;
 
 -- name: list_queue_settings
-SELECT name, paused, max_running, aging_seconds, depth_threshold FROM queues ORDER BY name;
+SELECT name, paused, max_running, aging_seconds, depth_threshold, events FROM queues ORDER BY name;
 
 -- name: set_queue_limits
 -- NULL keeps the current value; max_running 0 removes the cap, depth_threshold 0 the
 -- threshold.
-INSERT INTO queues AS s (name, max_running, aging_seconds, depth_threshold)
-VALUES ($1, nullif($2, 0), coalesce($3, 30), nullif($4::int, 0))
+INSERT INTO queues AS s (name, max_running, aging_seconds, depth_threshold, events)
+VALUES ($1, nullif($2, 0), coalesce($3, 30), nullif($4::int, 0), coalesce($5::bool, true))
 ON CONFLICT (name) DO UPDATE
 SET max_running = CASE WHEN $2 IS NULL THEN s.max_running ELSE nullif($2, 0) END,
     aging_seconds = coalesce($3, s.aging_seconds),
-    depth_threshold = CASE WHEN $4::int IS NULL THEN s.depth_threshold ELSE nullif($4::int, 0) END
-RETURNING name, paused, max_running, aging_seconds, depth_threshold;
+    depth_threshold = CASE WHEN $4::int IS NULL THEN s.depth_threshold ELSE nullif($4::int, 0) END,
+    events = coalesce($5::bool, s.events)
+RETURNING name, paused, max_running, aging_seconds, depth_threshold, events;
 
 -- name: list_dead
 SELECT id, tenant_id, queue, attempts, max_attempts, last_error, payload, created_at,
@@ -124,15 +125,24 @@ WITH picked AS (
     USING picked AS p
     WHERE h.id = p.id AND h.finished_at = p.finished_at AND h.state = 'dead'
     RETURNING h.*
+), requeued AS (
+    INSERT INTO tasks (
+        id, tenant_id, queue, state, priority, run_at, attempts, max_attempts,
+        timeout_seconds, idempotency_key, parent_id, group_id, payload, trace_context,
+        last_error, created_at
+    )
+    SELECT id, tenant_id, queue, 'queued', priority, now(), 0, max_attempts, timeout_seconds,
+           idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
+    FROM moved
+    RETURNING id, tenant_id, queue, group_id
+), logged AS (
+    -- The task's log goes on: `replayed`, then a new run's `started` (0014).
+    INSERT INTO task_events (tenant_id, task_id, queue, group_id, kind, data)
+    SELECT r.tenant_id, r.id, r.queue, r.group_id, 'replayed', NULL
+    FROM requeued AS r
+    WHERE r.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
 )
-INSERT INTO tasks (
-    id, tenant_id, queue, state, priority, run_at, attempts, max_attempts, timeout_seconds,
-    idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
-)
-SELECT id, tenant_id, queue, 'queued', priority, now(), 0, max_attempts, timeout_seconds,
-       idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
-FROM moved
-RETURNING id, queue;
+SELECT r.id, r.queue FROM requeued AS r;
 
 -- name: queue_depths
 -- Depth and age per queue of the hot table.
@@ -140,6 +150,7 @@ SELECT queue,
        count(*) FILTER (WHERE state = 'queued') AS queued,
        count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
        count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'waiting') AS waiting,
        extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued'))::float8
            AS oldest_queued_seconds
 FROM tasks

@@ -59,6 +59,15 @@ WITH relaxed AS (
     SELECT $1, $2, 'done', $3, $4 FROM relaxed
     ON CONFLICT (tenant_id, key) DO NOTHING
     RETURNING result
+), logged AS (
+    -- The `step` event of the task's log (0014), written only by the first record; the
+    -- key is "step:<task id>:<name>" (TaskContext.step).
+    INSERT INTO task_events (tenant_id, task_id, queue, group_id, kind, attempt, data)
+    SELECT t.tenant_id, t.id, t.queue, t.group_id, 'step', t.attempts,
+           jsonb_build_object('step', substr($2, length('step:' || $3::text || ':') + 1))
+    FROM inserted, tasks AS t
+    WHERE t.id = $3
+      AND t.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
 )
 SELECT result FROM inserted
 UNION ALL

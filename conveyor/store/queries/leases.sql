@@ -10,7 +10,17 @@
 -- conveyor_claim_v2 in migrations/0011_claim_v2.sql (v1 of 0005 serves workers of the
 -- previous release during a rolling deploy). A task submitted without max_attempts takes
 -- the default of its agent ($5, aligned with $1) at its first claim.
-SELECT * FROM conveyor_claim_v2($1::text[], $2::int, $3::text, $4::float8, $5::int[]);
+-- Each claimed task's `started` event is written in the same statement (0014).
+WITH claimed AS (
+    SELECT * FROM conveyor_claim_v2($1::text[], $2::int, $3::text, $4::float8, $5::int[])
+), logged AS (
+    INSERT INTO task_events (tenant_id, task_id, queue, group_id, kind, attempt, data)
+    SELECT c.tenant_id, c.id, c.queue, c.group_id, 'started', c.attempts,
+           jsonb_build_object('worker', $3::text)
+    FROM claimed AS c
+    WHERE c.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
+)
+SELECT * FROM claimed;
 
 -- name: extend_leases
 -- The worker's heartbeat: one statement touches its own row (with $5 outcomes waiting
@@ -32,30 +42,48 @@ RETURNING t.id, t.cancel_requested;
 
 -- name: release_leases
 -- Graceful shutdown: hand unfinished tasks back without counting the attempt.
-UPDATE tasks AS t
-SET state = 'queued',
-    attempts = greatest(t.attempts - 1, 0),
-    lease_token = NULL,
-    lease_expires_at = NULL,
-    worker_id = NULL,
-    started_at = NULL
-FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token)
-WHERE t.id = h.id AND t.lease_token = h.token
-RETURNING t.id, t.queue;
+WITH moved AS (
+    UPDATE tasks AS t
+    SET state = 'queued',
+        attempts = greatest(t.attempts - 1, 0),
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        worker_id = NULL,
+        started_at = NULL
+    FROM unnest($1::bigint[], $2::bigint[]) AS h(id, token)
+    WHERE t.id = h.id AND t.lease_token = h.token
+    RETURNING t.id, t.tenant_id, t.queue, t.group_id, t.attempts
+), logged AS (
+    INSERT INTO task_events (tenant_id, task_id, queue, group_id, kind, attempt, data)
+    SELECT m.tenant_id, m.id, m.queue, m.group_id, 'released', m.attempts,
+           jsonb_build_object('reason', 'shutdown')
+    FROM moved AS m
+    WHERE m.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
+)
+SELECT m.id, m.queue FROM moved AS m;
 
 -- name: release_orphaned_leases
 -- A claim whose reply was lost (the connection dropped after its commit) leaves tasks
 -- leased to worker $1 that never learned of them. The worker hands back every task leased
 -- to it that it does not hold ($2), without counting the attempt: none of them ran.
-UPDATE tasks AS t
-SET state = 'queued',
-    attempts = greatest(t.attempts - 1, 0),
-    lease_token = NULL,
-    lease_expires_at = NULL,
-    worker_id = NULL,
-    started_at = NULL
-WHERE t.worker_id = $1 AND t.state = 'running' AND NOT (t.id = ANY($2::bigint[]))
-RETURNING t.id, t.queue;
+WITH moved AS (
+    UPDATE tasks AS t
+    SET state = 'queued',
+        attempts = greatest(t.attempts - 1, 0),
+        lease_token = NULL,
+        lease_expires_at = NULL,
+        worker_id = NULL,
+        started_at = NULL
+    WHERE t.worker_id = $1 AND t.state = 'running' AND NOT (t.id = ANY($2::bigint[]))
+    RETURNING t.id, t.tenant_id, t.queue, t.group_id, t.attempts
+), logged AS (
+    INSERT INTO task_events (tenant_id, task_id, queue, group_id, kind, attempt, data)
+    SELECT m.tenant_id, m.id, m.queue, m.group_id, 'released', m.attempts,
+           jsonb_build_object('reason', 'orphaned')
+    FROM moved AS m
+    WHERE m.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
+)
+SELECT m.id, m.queue FROM moved AS m;
 
 -- name: reap_expired_leases
 -- Tasks whose lease ran out (their worker died or hung). The attempt was counted at claim;
@@ -78,7 +106,8 @@ WITH expired AS (
             'message', format('lease of worker %s expired on attempt %s', t.worker_id, t.attempts))
     FROM expired AS e
     WHERE t.id = e.id AND t.attempts < t.max_attempts AND NOT t.cancel_requested
-    RETURNING t.id, t.queue, 'queued'::text AS outcome
+    RETURNING t.id, t.tenant_id, t.queue, t.group_id, t.attempts, t.last_error,
+              'queued'::text AS outcome
 ), finished AS (
     DELETE FROM tasks AS t
     USING expired AS e
@@ -100,7 +129,14 @@ WITH expired AS (
                                  worker_id, attempts, max_attempts)),
            worker_id, created_at, started_at
     FROM finished
-    RETURNING id, queue, state AS outcome
+    RETURNING id, tenant_id, queue, group_id, attempts, last_error, state AS outcome
+), logged AS (
+    INSERT INTO task_events (tenant_id, task_id, queue, group_id, kind, attempt, data)
+    SELECT e.tenant_id, e.id, e.queue, e.group_id,
+           CASE WHEN e.outcome = 'queued' THEN 'retried' ELSE e.outcome END, e.attempts,
+           jsonb_build_object('error', e.last_error)
+    FROM (SELECT * FROM requeued UNION ALL SELECT * FROM archived) AS e
+    WHERE e.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
 )
 SELECT id, queue, outcome FROM requeued
 UNION ALL

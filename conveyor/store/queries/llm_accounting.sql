@@ -1,26 +1,49 @@
 -- name: record_llm_calls
 -- A batch of call records as one JSON array; cost from the price table (NULL: no price).
 -- Asynchronous commit: a server crash may lose the last fraction of a second of records,
--- as a killed worker loses what it buffered.
+-- as a killed worker loses what it buffered. Each call made for a task also becomes an
+-- `llm_call` event of the task's log (0014); the record names the task's queue.
 WITH relaxed AS (
     SELECT set_config('synchronous_commit', 'off', true)
+), recorded AS (
+    INSERT INTO llm_calls (created_at, tenant_id, task_id, group_id, requested, provider,
+                           model, attempt, outcome, stream, prompt_tokens, completion_tokens,
+                           usage_estimated, cost, latency_ms, ttft_ms, status, error)
+    SELECT r.created_at, r.tenant_id, r.task_id, r.group_id, r.requested, r.provider, r.model,
+           r.attempt, r.outcome, r.stream, r.prompt_tokens, r.completion_tokens,
+           r.usage_estimated,
+           (r.prompt_tokens * pr.input_per_mtok + r.completion_tokens * pr.output_per_mtok)
+               / 1000000,
+           r.latency_ms, r.ttft_ms, r.status, r.error
+    FROM jsonb_to_recordset($1::jsonb) AS r(
+            created_at timestamptz, tenant_id text, task_id bigint, group_id text,
+            requested text, provider text, model text, attempt integer, outcome text,
+            stream boolean, prompt_tokens integer, completion_tokens integer,
+            usage_estimated boolean, latency_ms real, ttft_ms real, status smallint,
+            error text)
+    CROSS JOIN relaxed
+    LEFT JOIN LATERAL conveyor_llm_price(r.provider, r.model) AS pr ON true
+    RETURNING tenant_id, task_id, group_id, requested, provider, model, attempt, outcome,
+              stream, prompt_tokens, completion_tokens, cost, latency_ms, ttft_ms, status
 )
-INSERT INTO llm_calls (created_at, tenant_id, task_id, group_id, requested, provider, model,
-                       attempt, outcome, stream, prompt_tokens, completion_tokens,
-                       usage_estimated, cost, latency_ms, ttft_ms, status, error)
-SELECT r.created_at, r.tenant_id, r.task_id, r.group_id, r.requested, r.provider, r.model,
-       r.attempt, r.outcome, r.stream, r.prompt_tokens, r.completion_tokens,
-       r.usage_estimated,
-       (r.prompt_tokens * pr.input_per_mtok + r.completion_tokens * pr.output_per_mtok)
-           / 1000000,
-       r.latency_ms, r.ttft_ms, r.status, r.error
-FROM jsonb_to_recordset($1::jsonb) AS r(
-        created_at timestamptz, tenant_id text, task_id bigint, group_id text,
-        requested text, provider text, model text, attempt integer, outcome text,
-        stream boolean, prompt_tokens integer, completion_tokens integer,
-        usage_estimated boolean, latency_ms real, ttft_ms real, status smallint, error text)
-CROSS JOIN relaxed
-LEFT JOIN LATERAL conveyor_llm_price(r.provider, r.model) AS pr ON true;
+INSERT INTO task_events (tenant_id, task_id, queue, group_id, kind, attempt, data)
+SELECT c.tenant_id, c.task_id, r.queue, c.group_id, 'llm_call', r.task_attempt,
+       jsonb_build_object(
+           'requested', c.requested, 'provider', c.provider, 'model', c.model,
+           'attempt', c.attempt, 'outcome', c.outcome, 'stream', c.stream,
+           'prompt_tokens', c.prompt_tokens, 'completion_tokens', c.completion_tokens,
+           'cost', c.cost, 'latency_ms', c.latency_ms, 'ttft_ms', c.ttft_ms,
+           'status', c.status)
+FROM recorded AS c
+JOIN LATERAL (
+    SELECT t.queue, t.attempts AS task_attempt FROM tasks AS t WHERE t.id = c.task_id
+    UNION ALL
+    SELECT h.queue, h.attempts FROM task_history AS h
+    WHERE h.id = c.task_id AND NOT EXISTS (SELECT 1 FROM tasks AS a WHERE a.id = c.task_id)
+    LIMIT 1
+) AS r ON true
+WHERE c.task_id IS NOT NULL AND c.tenant_id IS NOT NULL
+  AND r.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events));
 
 -- name: tenant_llm_policy
 -- What the gateway enforces for a tenant's calls from one queue: the plan's rates, the

@@ -1,0 +1,95 @@
+"""The task event log: read it after a position, and append an agent's own events.
+
+Lifecycle events are written by the statements that change a task's state (enqueue, claim,
+finish, retry, release, reap, cancel, steps and LLM call records); this module reads the
+log and writes what agents emit. See migrations/0014_task_events.sql for the ordering rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from conveyor.core.events import EventPosition
+from conveyor.store.connection import Conn
+from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
+from conveyor.store.sql import q
+
+READ_LIMIT = 1000
+"""Events per read; a reader that got this many reads again at once."""
+
+
+async def tail(conn: Conn, after: EventPosition, limit: int = READ_LIMIT) -> list[TaskEvent]:
+    """Every tenant's events after ``after``, oldest first, up to the horizon."""
+    rows = await conn.fetch(q("event_tail"), after.xid, after.id, limit)
+    return [_event(row) for row in rows]
+
+
+async def head(conn: Conn) -> EventPosition:
+    """The position of the last event a reader can pass now."""
+    row = await conn.fetchrow(q("event_head"))
+    assert row is not None  # an aggregate always returns a row
+    return EventPosition(row["xid"], row["id"])
+
+
+async def tenant_events(
+    conn: Conn,
+    tenant_id: str,
+    after: EventPosition,
+    narrow: EventFilter,
+    limit: int = READ_LIMIT,
+) -> list[TaskEvent]:
+    """One tenant's events after ``after`` that pass ``narrow``, oldest first."""
+    rows = await conn.fetch(
+        q("tenant_events"),
+        tenant_id,
+        after.xid,
+        after.id,
+        narrow.group_id,
+        narrow.queue,
+        narrow.task_id,
+        limit,
+    )
+    return [_event(row) for row in rows]
+
+
+async def task_events(
+    conn: Conn, tenant_id: str, task_id: int, after: EventPosition, limit: int = READ_LIMIT
+) -> list[TaskEvent]:
+    """One task's events after ``after``, oldest first (none for another tenant's task)."""
+    rows = await conn.fetch(q("task_events"), tenant_id, task_id, after.xid, after.id, limit)
+    return [_event(row) for row in rows]
+
+
+async def append(conn: Conn, events: Sequence[NewEvent]) -> int:
+    """Write agents' own events in one statement; how many were written."""
+    if not events:
+        return 0
+    rows = [
+        {
+            "tenant_id": e.tenant_id,
+            "task_id": e.task_id,
+            "queue": e.queue,
+            "group_id": e.group_id,
+            "kind": e.kind,
+            "attempt": e.attempt,
+            "data": e.data,
+        }
+        for e in events
+    ]
+    count = await conn.fetchval(q("append_events"), rows)
+    return int(count or 0)
+
+
+def _event(row: Any) -> TaskEvent:
+    return TaskEvent(
+        position=EventPosition(row["xid"], row["id"]),
+        at=row["at"],
+        tenant_id=row["tenant_id"],
+        task_id=row["task_id"],
+        queue=row["queue"],
+        group_id=row["group_id"],
+        kind=row["kind"],
+        attempt=row["attempt"],
+        data=row["data"],
+    )
