@@ -12,6 +12,7 @@ import httpx
 
 from conveyor.client import calls
 from conveyor.client.calls import Call, T
+from conveyor.client.cap_models import CapLimits
 from conveyor.client.exchange import (
     DEFAULT_TIMEOUT,
     RETRIED_TRANSPORT_ERRORS,
@@ -22,6 +23,8 @@ from conveyor.client.exchange import (
     wait_before_retry,
 )
 from conveyor.client.models import (
+    FollowUp,
+    GroupView,
     SignalDelivered,
     TaskBatchCreated,
     TaskCreated,
@@ -81,10 +84,12 @@ class Client:
         timeout_seconds: float | None = None,
         idempotency_key: str | None = None,
         group_id: str | None = None,
+        caps: CapLimits | None = None,
         traceparent: str | None = None,
     ) -> TaskCreated:
         """Submit one task; ``created`` is False when ``idempotency_key`` found an older one.
-        Without a key the client makes one, so its own retries never submit twice."""
+        Without a key the client makes one, so its own retries never submit twice.
+        ``caps=CapLimits(calls=..., tokens=..., cost=...)`` bound its LLM use."""
         task = calls.submission(
             queue,
             payload,
@@ -95,6 +100,7 @@ class Client:
             timeout_seconds=timeout_seconds,
             idempotency_key=idempotency_key,
             group_id=group_id,
+            caps=caps,
         )
         return self.send(calls.submit(task, traceparent))
 
@@ -152,6 +158,23 @@ class Client:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    # -- groups -------------------------------------------------------------------------
+
+    def create_group(
+        self,
+        group_id: str,
+        *,
+        caps: CapLimits | None = None,
+        on_complete: FollowUp | None = None,
+    ) -> GroupView:
+        """Register a campaign (tasks join it with ``group_id``), or replace the follow-up
+        and caps of one; ``caps`` bound the LLM use of all its tasks together."""
+        return self.send(calls.create_group(group_id, caps=caps, on_complete=on_complete))
+
+    def get_group(self, group_id: str) -> GroupView:
+        """A campaign: its tasks by state, its LLM usage, and its caps."""
+        return self.send(calls.get_group(group_id))
 
     # -- the exchange -------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from conveyor.store.records import ClaimedTask, EffectStatus
 from conveyor.types import Priority
 
 if TYPE_CHECKING:
+    from conveyor.core.llm_caps import LLMCaps
     from conveyor.gateway.bound import BoundLLM
     from conveyor.gateway.gateway import Gateway
     from conveyor.worker.ports import WorkerStore
@@ -97,6 +98,7 @@ class TaskContext:
         llm_cache: bool = False,
         database_retry_seconds: float = 30.0,
         llm: Gateway | None = None,
+        llm_caps: LLMCaps | None = None,
     ) -> None:
         self.task = TaskInfo(
             id=claimed.id,
@@ -118,6 +120,7 @@ class TaskContext:
         self.deadline = None if timeout is None else self.last_progress + timeout
         """``time.monotonic()`` by which the task times out; None without a timeout."""
         self._llm_cache = llm_cache
+        self._llm_caps = llm_caps
         self._once_locks: dict[str, asyncio.Lock] | None = None
         self._database_retry_seconds = database_retry_seconds
         self._recording: set[asyncio.Future[Any]] = set()
@@ -166,6 +169,7 @@ class TaskContext:
                 queue=self.task.queue,
                 deadline=self.deadline,
                 run=self._lease_token,
+                run_caps=self._llm_caps,
             )
             self._llm = BoundLLM(
                 self._gateway,

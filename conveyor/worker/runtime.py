@@ -379,6 +379,7 @@ class Worker:
             llm_cache=agent.llm_cache,
             database_retry_seconds=self.options.database_retry_seconds,
             llm=self.llm,
+            llm_caps=agent.caps,
         )
         entry = _Running(task, agent, context)
         self._running[task.id] = entry
