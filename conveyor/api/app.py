@@ -16,6 +16,7 @@ from conveyor.api.routes import (
     admin_plans,
     admin_queues,
     admin_tenants,
+    events,
     groups,
     health,
     tasks,
@@ -48,6 +49,7 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(events.router)
     app.include_router(groups.router)
     app.include_router(usage.router)
     for admin in (admin_tenants, admin_plans, admin_keys, admin_queues, admin_dlq):

@@ -11,6 +11,7 @@ from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
+from conveyor.api.events.hub import EventHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.store.postgres import PostgresStore
 
@@ -39,6 +40,11 @@ class ApiServices:
     """The queues that shed and their depth (None: no backpressure)."""
     rate_limit: KeyRateLimit | None = None
     """The per-key request rate limit (None: no limit)."""
+    events: EventHub | None = None
+    """The process's one reader of the event log, feeding every SSE stream (None: the
+    event routes answer 503)."""
+    sse_keepalive_seconds: float = 15.0
+    """A silent event stream sends a keep-alive comment this often."""
 
 
 async def services(request: Request) -> ApiServices:

@@ -15,6 +15,7 @@ from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
+from conveyor.api.events.running import HubConfig, running_hub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
@@ -53,6 +54,18 @@ def build_app() -> ApiApp:
                 window=settings.api_coalesce_seconds,
             )
             declared = DeclaredQueues(store.require_declared_queues)
+            hub = await stack.enter_async_context(
+                running_hub(
+                    store,
+                    HubConfig(
+                        direct_dsn=store.direct_dsn,
+                        redis_url=settings.redis_url,
+                        redis_channel=settings.redis_events_channel,
+                        poll_seconds=settings.event_poll_seconds,
+                        buffer_bytes=settings.sse_buffer_bytes,
+                    ),
+                )
+            )
             yield ApiServices(
                 store=store,
                 keys=keys,
@@ -60,6 +73,8 @@ def build_app() -> ApiApp:
                 declared=declared,
                 depth=depth,
                 rate_limit=rate_limit,
+                events=hub,
+                sse_keepalive_seconds=settings.sse_keepalive_seconds,
             )
 
     return create_app(open_services)

@@ -28,7 +28,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from conveyor.core.events import EventPosition
-from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
+from conveyor.store.event_records import EventFilter, LogHorizon, NewEvent, TaskEvent
 from conveyor.store.params import (
     ClaimRequest,
     EffectOwner,
@@ -215,6 +215,8 @@ class EventLog(Protocol):
 
     async def event_tail(self, after: EventPosition, limit: int = 1000) -> list[TaskEvent]: ...
     async def event_head(self) -> EventPosition: ...
+    async def event_horizon(self) -> LogHorizon: ...
+    async def event_pending(self, after: EventPosition) -> bool: ...
 
 
 class Maintenance(Protocol):
