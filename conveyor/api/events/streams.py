@@ -17,14 +17,17 @@ once, in order. It does so in three steps:
 If the subscription overflows during step 2 (a long catch-up while the tenant is busy), it
 is dropped and the three steps start again from the last position sent. If it overflows in
 step 3, the client is too slow: the stream ends (a resumable close; the client reconnects
-with ``Last-Event-ID``). A task's stream ends after the task's final event.
+with ``Last-Event-ID``). A task's stream ends after the task's final event, with an
+``end`` frame that tells a client not to reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from conveyor.api import sse
 from conveyor.api.events.hub import EventHub, StreamCut, delivery
 from conveyor.core.events import EventPosition, is_final
 from conveyor.store.event_records import EventFilter, TaskEvent
@@ -36,7 +39,16 @@ PAGE = 1000
 SETTLE_SECONDS = 0.02
 """How often a finished task's replay looks whether its log is complete yet."""
 
+END_EVENT = "end"
+"""The last frame of a task's stream (no ``id:``, so a resume point stays the final event):
+the task is finished; a client stops here instead of reconnecting (``EventSource`` would)."""
+
 ReadAfter = Callable[[EventPosition], Awaitable[list[TaskEvent]]]
+
+
+def end_frame(task_id: int) -> bytes:
+    """The ``end`` frame of task ``task_id``'s stream."""
+    return sse.frame(json.dumps({"task_id": task_id}), event=END_EVENT)
 
 
 async def follow(
@@ -62,6 +74,7 @@ async def follow(
                         yield delivery(event).frame
                         last = event.position
                         if until_final and is_final(event.kind):
+                            yield end_frame(event.task_id)
                             return
                     if len(batch) < PAGE:
                         break
@@ -74,6 +87,7 @@ async def follow(
                     yield item.frame
                     last = item.event.position
                     if until_final and is_final(item.event.kind):
+                        yield end_frame(item.event.task_id)
                         return
         except StreamCut:
             return
@@ -121,9 +135,11 @@ async def finished_task_replay(
             yield delivery(event).frame
             last = event.position
             if is_final(event.kind):
+                yield end_frame(task_id)
                 return
         if len(batch) == PAGE:
             continue
         if settled:
+            yield end_frame(task_id)
             return
         await asyncio.sleep(SETTLE_SECONDS)
