@@ -33,3 +33,12 @@ async def chat(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """One call through the worker's gateway (``CONVEYOR_LLM_CONFIG``)."""
     reply = await ctx.llm.chat(model="writer", messages=[{"role": "user", "content": "hi"}])
     return {"tokens": reply.total_tokens, "attempts": reply.attempts}
+
+
+@app.agent("reporter", retry=RetryPolicy(max_attempts=1))
+async def reporter(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reports its progress twice (``ctx.emit``), sleeping ``sleep`` seconds in between."""
+    for step in range(2):
+        await ctx.emit("progress", {"step": step})
+        await asyncio.sleep(float(payload.get("sleep", 0)))
+    return {"steps": 2}
