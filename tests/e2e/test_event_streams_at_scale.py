@@ -1,7 +1,8 @@
 """The proof of the event streams, over real processes: 1,000 tasks run by a real worker,
 a client per task and tenant-wide clients, spread over two API instances on one database.
 Every event arrives, in order per task; a client cut off mid-run resumes with
-``Last-Event-ID`` on the other instance and ends with exactly the full log."""
+``Last-Event-ID`` on the other instance and ends with exactly the full log. And with
+``REDIS_URL`` set, events written through one instance reach the other over Redis."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from conveyor.store.event_records import TaskEvent
 from conveyor.store.postgres import PostgresStore
 from tests.e2e.api_process import ApiProcess, issue_key
 from tests.e2e.test_worker_process import WorkerProcess
+from tests.integration.test_redis_budget import redis_url
+
+__all__ = ["redis_url"]  # the fixture, shared
 
 TASKS = 1000
 DEADLINE = 120.0
@@ -130,3 +134,48 @@ async def test_a_thousand_tasks_watched_per_task_and_tenant_wide_on_two_instance
         assert [e.id for e in per_task[task_id]] == by_task[task_id], task_id
         kinds = [e.kind for e in per_task[task_id]]
         assert kinds == ["created", "started", "progress", "progress", "succeeded"], kinds
+
+
+@pytest.mark.timeout(120)
+async def test_with_redis_events_written_through_one_instance_reach_the_other(
+    store: PostgresStore, database_dsn: str, tmp_path: Path, redis_url: str
+) -> None:
+    """REDIS_URL set, the polls too slow to matter: the wake-up travels PostgreSQL NOTIFY
+    -> the elected relay -> Redis -> the other instance's hub."""
+    tenant = "acme"
+    token = await issue_key(store, tenant)
+    await store.declare_queues(["reporter"])
+    env = {
+        "REDIS_URL": redis_url,
+        "CONVEYOR_REDIS_EVENTS_CHANNEL": f"conveyor-test:{tmp_path.name}",
+        "CONVEYOR_EVENT_POLL_SECONDS": "60",
+    }
+    one = ApiProcess(database_dsn, tmp_path / "one.log", **env)
+    other = ApiProcess(database_dsn, tmp_path / "other.log", **env)
+    try:
+        one.wait_ready()
+        other.wait_ready()
+        async with (
+            AsyncClient(one.url, token) as via_one,
+            AsyncClient(other.url, token) as via_other,
+        ):
+            watched: list[TaskEventView] = []
+            watcher = asyncio.create_task(
+                gather_until(via_other.events(from_start=True), watched, 6)
+            )
+            made = [await via_one.submit("reporter", {"n": 0})]
+            while not watched:  # connected (the first event may come from the backlog)
+                assert not watcher.done()
+                await asyncio.sleep(0.05)
+            made += [await via_one.submit("reporter", {"n": n}) for n in (1, 2)]
+            for task in made:
+                await via_one.cancel(task.id)
+            # well within the 60 s poll: only a wake-up over Redis can have delivered them
+            await asyncio.wait_for(watcher, 30)
+    finally:
+        one.stop()
+        other.stop()
+    assert [(e.task_id, e.kind) for e in watched] == [
+        *((t.id, "created") for t in made),
+        *((t.id, "cancelled") for t in made),
+    ]

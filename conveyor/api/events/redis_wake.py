@@ -28,11 +28,15 @@ HEALTH_CHECK_SECONDS = 10.0
 _ERRORS = (redis_errors.RedisError, OSError)
 
 
-def redis_client(url: str) -> Redis:
-    """A client of the Redis at ``url``; ConfigurationError naming REDIS_URL if malformed."""
+def redis_client(url: str, name: str) -> Redis:
+    """A client of the Redis at ``url``, named ``name`` in ``CLIENT LIST``;
+    ConfigurationError naming REDIS_URL if the URL is malformed."""
     try:
         return Redis.from_url(
-            url, health_check_interval=HEALTH_CHECK_SECONDS, socket_connect_timeout=5.0
+            url,
+            health_check_interval=HEALTH_CHECK_SECONDS,
+            socket_connect_timeout=5.0,
+            client_name=name,
         )
     except ValueError as exc:
         raise ConfigurationError(
@@ -45,8 +49,10 @@ class RedisWake:
     """Wake-ups from a Redis channel: ``on_wake`` per message and after each
     (re)subscription, since messages published while unsubscribed are gone."""
 
-    def __init__(self, url: str, channel: str = DEFAULT_CHANNEL) -> None:
-        self._client = redis_client(url)
+    def __init__(
+        self, url: str, channel: str = DEFAULT_CHANNEL, *, name: str = "conveyor-events"
+    ) -> None:
+        self._client = redis_client(url, name)
         self._where = redact_dsn(url)
         self._channel = channel
         self._task: asyncio.Task[None] | None = None
@@ -109,8 +115,10 @@ class RedisPublisher:
     """Publishes wake-ups on a Redis channel, coalesced: ``notify()`` never waits; at most
     one publish is in flight and one more is owed, however often it is called."""
 
-    def __init__(self, url: str, channel: str = DEFAULT_CHANNEL) -> None:
-        self._client = redis_client(url)
+    def __init__(
+        self, url: str, channel: str = DEFAULT_CHANNEL, *, name: str = "conveyor-relay"
+    ) -> None:
+        self._client = redis_client(url, name)
         self._where = redact_dsn(url)
         self._channel = channel
         self._owed = asyncio.Event()
