@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -192,3 +193,32 @@ async def test_curl_sees_frames_while_the_task_still_runs(
         assert kinds == ["created", "started", "progress", "cancelled", "end"]
     finally:
         assert worker.stop() == 0, worker.output
+
+
+async def test_a_stopping_api_ends_its_streams_instead_of_waiting_for_them(
+    api: ApiProcess, store: PostgresStore, tmp_path: Path
+) -> None:
+    """SIGTERM ends open event streams cleanly (clients resume elsewhere), so the process
+    stops without waiting out the server's 30 s graceful timeout for them."""
+    token = await issue_key(store, unique("acme"))
+    stopping = ApiProcess(api.dsn, tmp_path / "stopping.log", REDIS_URL="")
+    stopping.wait_ready()
+    curl = subprocess.Popen(  # noqa: ASYNC220 (read to its first line)
+        ["curl", "-sN", "-H", f"Authorization: Bearer {token}", f"{stopping.url}/v1/events"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert curl.stdout is not None
+        assert curl.stdout.readline() == "retry: 1000\n"  # the stream is open
+        stopping.process.terminate()
+        assert stopping.process.wait(timeout=20) == -signal.SIGTERM, stopping.log_path.read_text()
+        assert curl.wait(timeout=20) == 0  # a clean end of the response, not a reset
+    finally:
+        if stopping.process.poll() is None:
+            stopping.process.kill()
+            stopping.process.wait()
+        curl.kill()
+        curl.wait()
+        if curl.stdout is not None:
+            curl.stdout.close()

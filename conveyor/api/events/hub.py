@@ -127,6 +127,7 @@ class EventHub:
         self._by_tenant: dict[str, set[Subscription]] = {}
         self._by_task: dict[tuple[str, int], set[Subscription]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._closing = False
         self.cutoffs = 0
         """Subscribers cut off for falling behind, since start."""
         self.reads = 0
@@ -156,6 +157,17 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
+        self.close_streams()
+
+    @property
+    def closing(self) -> bool:
+        """True once the process is stopping: streams end, new subscriptions come cut."""
+        return self._closing
+
+    def close_streams(self) -> None:
+        """End every stream now and every later one at once (the process is stopping:
+        their clients resume on another instance). The reader keeps reading."""
+        self._closing = True
         for sub in list(self._all()):
             sub.close()
 
@@ -166,6 +178,8 @@ class EventHub:
     def subscribe(self, tenant_id: str, narrow: EventFilter | None = None) -> Subscription:
         """A subscription to the events fanned out from now on; ``unsubscribe`` it after."""
         sub = Subscription(tenant_id, narrow or EventFilter(), self._buffer_bytes)
+        if self._closing:
+            sub.close()
         if sub.narrow.task_id is not None:
             self._by_task.setdefault((tenant_id, sub.narrow.task_id), set()).add(sub)
         else:

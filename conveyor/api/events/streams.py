@@ -79,6 +79,8 @@ async def follow(
                     if len(batch) < PAGE:
                         break
                 if sub.cut:  # overflowed while catching up: subscribe afresh, read on
+                    if hub.closing:  # ... unless the process is stopping
+                        return
                     continue
             while True:
                 for item in await sub.take():
