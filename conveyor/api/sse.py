@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.responses import StreamingResponse
 
 EVENT_STREAM = "text/event-stream"
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+"""SSE's line ends (and only them: a U+2028 in a token is text, not a new line)."""
 
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
@@ -35,7 +39,8 @@ RECONNECT_MS = 1000
 
 
 def frame(data: str, *, event: str | None = None, event_id: str | None = None) -> bytes:
-    """One event: ``id:``, ``event:``, one ``data:`` line per line of ``data``, a blank line."""
+    """One event: ``id:``, ``event:``, one ``data:`` line per line of ``data`` (a client
+    joins them with ``\\n``), and the blank line that ends it."""
     lines = []
     if event_id is not None:
         _check_field("id", event_id)
@@ -43,7 +48,7 @@ def frame(data: str, *, event: str | None = None, event_id: str | None = None) -
     if event is not None:
         _check_field("event", event)
         lines.append(f"event: {event}")
-    lines.extend(f"data: {line}" for line in data.splitlines() or [""])
+    lines.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
     return ("\n".join(lines) + "\n\n").encode()
 
 
