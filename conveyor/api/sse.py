@@ -14,7 +14,6 @@ sees ``CancelledError`` at its ``await`` and its ``finally`` blocks run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,7 +28,6 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",  # nginx (and others that honour it): pass each frame on now
-    "Connection": "keep-alive",
 }
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -85,13 +83,14 @@ async def with_keepalive(
                 return
             yield chunk
     finally:
-        if pending is not None:
+        if pending is not None and not pending.done():
+            # the source runs in that task: cancelling it ends the source there (its
+            # finally blocks run); closing it from here too would race that task
             pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        closer = getattr(source, "aclose", None)
-        if closer is not None:
-            await closer()
+        else:
+            closer = getattr(source, "aclose", None)
+            if closer is not None:
+                await closer()
 
 
 def sse_response(

@@ -230,6 +230,13 @@ class EventHub:
             for sub in list(self._all()):  # their catch-up may have stopped short of it
                 sub.close()
             return False
+        if not (self._by_tenant or self._by_task):
+            # Nobody listens: move to the head without reading rows (one small query). A
+            # stream that subscribed meanwhile still gets everything after the old cursor.
+            head = await self.log.event_head()
+            if not (self._by_tenant or self._by_task):
+                self._cursor = max(self._cursor, head)
+                return False
         while True:
             self.reads += 1
             batch = await self.log.event_tail(self._cursor, self._page)
