@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from conveyor.core.events import EventPosition
 from conveyor.core.llm_caps import CapScope, LLMCaps
-from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
+from conveyor.store.event_records import EventFilter, LogHorizon, NewEvent, TaskEvent
 from conveyor.store.params import (
     ClaimRequest,
     EffectOwner,
@@ -244,6 +244,8 @@ class EventLog(Protocol):
 
     async def event_tail(self, after: EventPosition, limit: int = 1000) -> list[TaskEvent]: ...
     async def event_head(self) -> EventPosition: ...
+    async def event_horizon(self) -> LogHorizon: ...
+    async def event_pending(self, after: EventPosition) -> bool: ...
 
 
 class Maintenance(Protocol):

@@ -59,3 +59,25 @@ SELECT count(*) FROM added;
 -- name: wake_event_streams
 -- After events committed: one notification, in a transaction of its own (event_wake.py).
 SELECT pg_notify($1, '');
+
+-- name: event_horizon
+-- Where the log stands: the horizon (events of lower xids are final) and the next xid the
+-- server will assign (every transaction that has committed so far has a lower one). A
+-- reader that saw a task finish waits until the horizon reaches that next xid: from then
+-- on the task's log is complete.
+SELECT conveyor_event_horizon() AS horizon,
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid;
+
+-- name: event_pending
+-- Whether committed events after position ($1, $2) wait behind the horizon (an older
+-- transaction still runs): the hub then reads again soon instead of at its next poll, since
+-- the transaction holding the horizon may end without a notification.
+SELECT EXISTS (
+    SELECT 1 FROM task_events
+    WHERE (xid, id) > ($1::bigint, $2::bigint) AND xid >= conveyor_event_horizon()
+) AS pending;
+
+-- name: try_session_lock
+-- A session advisory lock, if free: held by a LISTEN connection that must be alone in its
+-- database (the event relay to Redis), released by the server when the session ends.
+SELECT pg_try_advisory_lock($1::bigint) AS locked;
