@@ -277,3 +277,23 @@ async def test_a_durable_wait_is_logged(store: PostgresStore) -> None:
     assert await kinds(store, timed_out) == ["created", "started", "waiting", "wait_timed_out"]
     log = await task_log(store, approved)
     assert log[2].data["signal"] == "approval" and log[3].data == {"name": "approval"}
+
+
+async def test_a_write_transaction_in_another_database_does_not_hold_the_log_back(
+    store: PostgresStore, database_dsn: str
+) -> None:
+    """Only this database's transactions can write its events: a long transaction next door
+    (another database on the same server) leaves the horizon alone."""
+    elsewhere = await asyncpg.connect(database_dsn, database="postgres")
+    try:
+        transaction = elsewhere.transaction()
+        await transaction.start()
+        await elsewhere.execute("SELECT pg_current_xact_id()")  # takes an xid, holds it
+        await enqueue_many(store, 1)
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await store.event_tail(ORIGIN):
+            assert asyncio.get_running_loop().time() < deadline, "held back by another database"
+            await asyncio.sleep(0.02)
+        await transaction.rollback()
+    finally:
+        await elsewhere.close()
