@@ -31,7 +31,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from conveyor.store.params import NewTask
+from conveyor.store.params import NewTask, QueueLimits
 from conveyor.store.postgres import PostgresStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -118,10 +118,12 @@ async def in_flight(dsn: str, tasks: int, seconds: float) -> dict[str, Any]:
     return {"wall_s": ended - began, "ideal_s": seconds, "peak_rss_mb": rss, **final}
 
 
-async def no_op(dsn: str, tasks: int, processes: int) -> dict[str, Any]:
+async def no_op(dsn: str, tasks: int, processes: int, events: bool = True) -> dict[str, Any]:
     async with scratch_database(dsn) as scratch:
         control = await asyncpg.connect(scratch)
         store = await PostgresStore.open(scratch)
+        # The task event log's lifecycle events (docs/events.md): on by default.
+        await store.set_queue_limits(QueueLimits("noop", events=events))
         # Paused while the workers boot, so the clock measures draining, not start-up.
         await store.pause_queue("noop")
         for start in range(0, tasks, 10_000):
@@ -149,6 +151,9 @@ async def main(args: argparse.Namespace) -> None:
         flight = await in_flight(dsn, args.in_flight, args.seconds)
         one = await no_op(dsn, args.noop, 1)
         two = await no_op(dsn, args.noop, 2)
+        quiet = {}
+        if args.events_off:
+            quiet = {n: await no_op(dsn, args.noop, n, events=False) for n in (1, 2)}
     console.print("[bold]Conveyor worker concurrency[/bold]")
     console.print(f"machine: {os.cpu_count()} cores; PostgreSQL {facts['server_version']}, "
                   f"synchronous_commit={facts['synchronous_commit']}")  # fmt: skip
@@ -167,6 +172,17 @@ async def main(args: argparse.Namespace) -> None:
     table.add_row("1", f"{one['tasks_per_s']:,.0f}", f"{one['seconds']:.2f}", ">= 20,000")
     table.add_row("2", f"{two['tasks_per_s']:,.0f}", f"{two['seconds']:.2f}", ">= 30,000")
     console.print(table)
+    if quiet:
+        table = Table(title="No-op tasks/s with the task event log's lifecycle events on and off")
+        for column in ("worker processes", "events on", "events off", "on / off", "target"):
+            table.add_column(column, justify="right")
+        for n, on in ((1, one), (2, two)):
+            ratio = on["tasks_per_s"] / quiet[n]["tasks_per_s"]
+            table.add_row(
+                str(n), f"{on['tasks_per_s']:,.0f}", f"{quiet[n]['tasks_per_s']:,.0f}",
+                f"{ratio:.0%}", ">= 75%",
+            )  # fmt: skip
+        console.print(table)
     checks = {
         "in-flight wall <= 2.5 s": flight["wall_s"] <= 2.5,
         "peak RSS <= 250 MB": flight["peak_rss_mb"] <= 250,
@@ -184,6 +200,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--in-flight", type=int, default=10_000, help="tasks held at once")
     parser.add_argument("--seconds", type=float, default=1.0, help="simulated call length")
     parser.add_argument("--noop", type=int, default=100_000, help="no-op tasks to drain")
+    parser.add_argument(
+        "--events-off",
+        action="store_true",
+        help="also drain with the queue's lifecycle events off, and compare",
+    )
     return parser.parse_args()
 
 

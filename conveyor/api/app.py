@@ -17,9 +17,11 @@ from conveyor.api.routes import (
     admin_plans,
     admin_queues,
     admin_tenants,
+    agents,
     events,
     groups,
     health,
+    task_stream,
     tasks,
     usage,
 )
@@ -53,9 +55,11 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(task_stream.router)
     app.include_router(events.router)
     app.include_router(groups.router)
     app.include_router(usage.router)
+    app.include_router(agents.router)
     for admin in (admin_tenants, admin_plans, admin_keys, admin_queues, admin_dlq):
         app.include_router(admin.router)
     limits = limits or ApiLimits()

@@ -10,14 +10,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from conveyor.api.agent_definitions import AgentDefinitionCache
 from conveyor.api.app import ApiApp, create_app
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
 from conveyor.api.events.running import HubConfig, running_hub
+from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
+from conveyor.cli.agent_model_check import agent_model_check
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
@@ -54,6 +57,18 @@ def build_app() -> ApiApp:
                 window=settings.api_coalesce_seconds,
             )
             declared = DeclaredQueues(store.require_declared_queues)
+            agents = await stack.enter_async_context(
+                AgentDefinitionCache(
+                    store.latest_agent_definitions,
+                    store.latest_agent_versions,
+                    period=settings.agent_refresh_seconds,
+                ).running()
+            )
+            # One listening connection per process (or, with REDIS_URL, one Redis
+            # subscription): it wakes the event hub and the live-output hub alike.
+            live = LiveOutputHub(store)
+            live.start()
+            stack.push_async_callback(live.stop)
             hub = await stack.enter_async_context(
                 running_hub(
                     store,
@@ -64,6 +79,7 @@ def build_app() -> ApiApp:
                         poll_seconds=settings.event_poll_seconds,
                         buffer_bytes=settings.sse_buffer_bytes,
                     ),
+                    also_wake=live.wake,
                 )
             )
             yield ApiServices(
@@ -73,6 +89,9 @@ def build_app() -> ApiApp:
                 declared=declared,
                 depth=depth,
                 rate_limit=rate_limit,
+                agents=agents,
+                agent_model_check=agent_model_check(),
+                live=live,
                 events=hub,
                 sse_keepalive_seconds=settings.sse_keepalive_seconds,
             )

@@ -9,7 +9,10 @@
 2. the metrics server starts (``--metrics-port``);
 3. the store opens (waiting for the database, migrating when asked);
 4. the gateway is built on that store with its plugins: ``GatewayMetrics`` first, then the
-   App's LLM hooks; the breaker gauge watches its breakers;
+   live token relay (``streams/token_relay.py``), then the App's LLM hooks; the breaker
+   gauge watches its breakers; declarative agents (``--agents``, ``--stored-agent``) are
+   stored, read and registered in the App, and their definitions are polled for new
+   versions alongside the worker;
 5. the ``Worker`` gets the store, the gateway (``llm=``, which each ``TaskContext`` gets)
    and the App's task hooks; maintenance runs alongside; the worker collector watches it;
 6. on the way out the gateway is closed (its call log written) before the store.
@@ -24,16 +27,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.app import App
+from conveyor.core.agent_definition import AgentDefinition, ModelCheck
 from conveyor.errors import ConfigurationError
 from conveyor.observability.metrics import serve_metrics
 from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
 from conveyor.store.postgres import PostgresStore
+from conveyor.streams.token_relay import TokenRelay
+from conveyor.worker.declarative_registry import DeclarativeAgents
 from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
 from conveyor.worker.options import WorkerOptions
 from conveyor.worker.process import run_process, run_worker, tune_garbage_collector
@@ -58,14 +64,21 @@ async def serve(
     maintenance: bool = True,
     signals: ShutdownSignals | None = None,
     environ: Mapping[str, str] | None = None,
+    agents: Mapping[str, AgentDefinition] | None = None,
+    stored_agents: Sequence[str] = (),
 ) -> str | None:
     """Run one worker process until a signal stops it; the recycle reason if it asked.
 
+    ``agents`` are declarative agents read from an ``--agents`` file, ``stored_agents``
+    roles whose definitions are read from the database; both are served beside the App's.
+
     Raises ConfigurationError naming CONVEYOR_LLM_CONFIG (or the provider's api_key_env)
-    when the LLM configuration is broken, before anything starts.
+    when the LLM configuration is broken, or a declarative agent's model is unknown to it,
+    before anything starts.
     """
     env = os.environ if environ is None else environ
     llm_config = _llm_config(env)
+    declared = Declarative(dict(agents or {}), tuple(stored_agents), llm_config)
     tune_garbage_collector()
     metrics = (
         None
@@ -74,7 +87,7 @@ async def serve(
     )
     try:
         start = functools.partial(
-            _serve_worker, app, settings, options, llm_config, env, migrate, maintenance
+            _serve_worker, app, settings, options, llm_config, env, migrate, maintenance, declared
         )
         return await run_process(start, signals)
     finally:
@@ -109,6 +122,7 @@ async def _serve_worker(
     environ: Mapping[str, str],
     migrate: bool,
     maintenance: bool,
+    declared: Declarative,
     stop: asyncio.Event,
     started: asyncio.Event,
 ) -> str | None:
@@ -117,14 +131,28 @@ async def _serve_worker(
     async with open_store(
         pool_settings, auto_migrate=migrate, wait_seconds=settings.database_wait_seconds
     ) as store:
-        gateway = None if llm_config is None else build_gateway(llm_config, store, app, environ)
+        relay = TokenRelay(store)
+        gateway = (
+            None if llm_config is None else build_gateway(llm_config, store, app, environ, relay)
+        )
+        refresher: asyncio.Task[None] | None = None
         try:
+            if declared.wanted:
+                registry = DeclarativeAgents(
+                    app,
+                    store,
+                    model_check=declared.model_check,
+                    refresh_seconds=settings.agent_refresh_seconds,
+                )
+                await registry.install(declared.from_file, declared.stored_roles)
+                refresher = asyncio.create_task(registry.run(), name="conveyor-agent-definitions")
             worker = Worker(app, store, options, llm=gateway)
             upkeep = None
             if maintenance:
                 periods = MaintenanceOptions(
                     promote_seconds=settings.promote_seconds,
                     reaper_seconds=settings.reaper_seconds,
+                    stream_retention_seconds=settings.stream_retention_seconds,
                 )
                 upkeep = Maintenance(store, app.schedules, periods)
             watch_worker(worker)
@@ -133,19 +161,64 @@ async def _serve_worker(
             finally:
                 unwatch_worker(worker)
         finally:
+            if refresher is not None:
+                refresher.cancel()
             if gateway is not None:
                 await gateway.aclose()  # writes the call log while the store is open
+            await relay.aclose()  # the last live output, while the store is open
 
 
 def build_gateway(
-    config: GatewayConfig, store: PostgresStore, app: App, environ: Mapping[str, str]
+    config: GatewayConfig,
+    store: PostgresStore,
+    app: App,
+    environ: Mapping[str, str],
+    relay: TokenRelay | None = None,
 ) -> Gateway:
-    """The worker's gateway: budgets and accounting on ``store``, metrics, the App's hooks."""
+    """The worker's gateway: budgets and accounting on ``store``, metrics, the live token
+    relay, the App's hooks."""
     from conveyor.gateway.gateway import Gateway
     from conveyor.gateway.hooks import LLMHook
     from conveyor.observability.gateway_metrics import GatewayMetrics, watch_breakers
 
-    hooks = [GatewayMetrics(), *(h for h in app.hooks if isinstance(h, LLMHook))]
+    relays = [] if relay is None else [relay]
+    hooks = [GatewayMetrics(), *relays, *(h for h in app.hooks if isinstance(h, LLMHook))]
     gateway = Gateway.with_store(config, store, environ=environ, hooks=hooks)
     watch_breakers(gateway.breakers)
     return gateway
+
+
+class Declarative:
+    """The declarative agents a worker process was asked to serve, checked before start."""
+
+    def __init__(
+        self,
+        from_file: dict[str, AgentDefinition],
+        stored_roles: tuple[str, ...],
+        llm_config: GatewayConfig | None,
+    ) -> None:
+        self.from_file = from_file
+        self.stored_roles = stored_roles
+        self.model_check: ModelCheck | None = None
+        if not self.wanted:
+            return
+        if llm_config is None:
+            raise ConfigurationError(
+                f"declarative agents call a model: set {LLM_CONFIG_ENV} to the gateway's "
+                "configuration (see docs/gateway.md)"
+            )
+        from conveyor.cli.agent_model_check import model_check
+
+        check = self.model_check = model_check(llm_config)
+        unknown = [
+            f"agents.{role}.model: {problem}"
+            for role, definition in from_file.items()
+            if (problem := check(definition.model)) is not None
+        ]
+        if unknown:
+            raise ConfigurationError("--agents: " + "; ".join(unknown))
+
+    @property
+    def wanted(self) -> bool:
+        """Whether there is any declarative agent to serve."""
+        return bool(self.from_file or self.stored_roles)

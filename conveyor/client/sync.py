@@ -12,6 +12,7 @@ import httpx
 
 from conveyor.client import calls
 from conveyor.client.calls import Call, T
+from conveyor.client.cap_models import CapLimits
 from conveyor.client.exchange import (
     DEFAULT_TIMEOUT,
     RETRIED_TRANSPORT_ERRORS,
@@ -23,7 +24,16 @@ from conveyor.client.exchange import (
     stream_pause,
     wait_before_retry,
 )
-from conveyor.client.models import TaskBatchCreated, TaskCreated, TaskPage, TaskSubmission, TaskView
+from conveyor.client.models import (
+    FollowUp,
+    GroupView,
+    SignalDelivered,
+    TaskBatchCreated,
+    TaskCreated,
+    TaskPage,
+    TaskSubmission,
+    TaskView,
+)
 from conveyor.client.problems import api_error
 from conveyor.client.retries import ClientRetries
 from conveyor.client.sse import EventReader, TaskEventView, events_params
@@ -78,10 +88,12 @@ class Client:
         timeout_seconds: float | None = None,
         idempotency_key: str | None = None,
         group_id: str | None = None,
+        caps: CapLimits | None = None,
         traceparent: str | None = None,
     ) -> TaskCreated:
         """Submit one task; ``created`` is False when ``idempotency_key`` found an older one.
-        Without a key the client makes one, so its own retries never submit twice."""
+        Without a key the client makes one, so its own retries never submit twice.
+        ``caps=CapLimits(calls=..., tokens=..., cost=...)`` bound its LLM use."""
         task = calls.submission(
             queue,
             payload,
@@ -92,6 +104,7 @@ class Client:
             timeout_seconds=timeout_seconds,
             idempotency_key=idempotency_key,
             group_id=group_id,
+            caps=caps,
         )
         return self.send(calls.submit(task, traceparent))
 
@@ -108,6 +121,13 @@ class Client:
     def cancel(self, task_id: int) -> TaskView:
         """Cancel a task (at once if it waits; a running one's worker is asked to stop)."""
         return self.send(calls.cancel(task_id))
+
+    def signal(self, task_id: int, name: str, payload: Any = None) -> SignalDelivered:
+        """Deliver signal ``name`` (``payload``: any JSON) to a task of the key's tenant; a
+        task waiting for it in ``ctx.wait_for(name)`` resumes. The same signal again is a
+        ``duplicate``; another payload for the name, a finished task or a wait that timed
+        out raise ``ApiSignalRefused`` (a ``SignalRefused``)."""
+        return self.send(calls.signal(task_id, name, payload))
 
     def list_page(
         self,
@@ -142,6 +162,23 @@ class Client:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    # -- groups -------------------------------------------------------------------------
+
+    def create_group(
+        self,
+        group_id: str,
+        *,
+        caps: CapLimits | None = None,
+        on_complete: FollowUp | None = None,
+    ) -> GroupView:
+        """Register a campaign (tasks join it with ``group_id``), or replace the follow-up
+        and caps of one; ``caps`` bound the LLM use of all its tasks together."""
+        return self.send(calls.create_group(group_id, caps=caps, on_complete=on_complete))
+
+    def get_group(self, group_id: str) -> GroupView:
+        """A campaign: its tasks by state, its LLM usage, and its caps."""
+        return self.send(calls.get_group(group_id))
 
     # -- events -------------------------------------------------------------------------
 

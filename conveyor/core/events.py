@@ -27,6 +27,10 @@ LIFECYCLE_KINDS = frozenset(
         "succeeded",
         "dead",
         "cancelled",
+        "replayed",
+        "waiting",
+        "signal",
+        "wait_timed_out",
     }
 )
 """Kinds the queue writes itself; an agent's own events (``ctx.emit``) may not take them."""
@@ -82,3 +86,18 @@ def check_agent_kind(kind: str) -> str:
 def is_final(kind: str) -> bool:
     """Whether an event of ``kind`` is the last of its task's log."""
     return kind in FINAL_KINDS
+
+
+def parse_chunk_cursor(text: str) -> tuple[int, int]:
+    """The ``(run, seq)`` of a live-output event id ``"<run>-<seq>"``; ValueError otherwise.
+
+    Same text form as an event position; kept apart because the two never mix.
+    """
+    try:
+        position = EventPosition.parse(text)
+    except ValueError:
+        raise ValueError(
+            f"a live-output event id looks like '<number>-<number>' (the id: field of a "
+            f"chunk), not {text[:80]!r}"
+        ) from None
+    return (position.xid, position.id)

@@ -16,6 +16,7 @@ import asyncpg
 
 from conveyor.store import retention
 from conveyor.store.connection import Conn, pooled, translated_errors
+from conveyor.store.event_wake import CHUNK_CHANNEL, EventWake, PostgresEventWake
 
 T = TypeVar("T")
 
@@ -26,6 +27,14 @@ class PoolEngine:
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self.event_wake: EventWake = PostgresEventWake(pool)
+        """Told after every write that logged task events (``event_wake.py``); the
+        composition root may replace it (Redis pub/sub)."""
+        self.chunk_wake: EventWake = PostgresEventWake(pool, channel=CHUNK_CHANNEL)
+        """Told after live LLM output was written (``task_chunks``)."""
+
+    def _events_written(self) -> None:
+        self.event_wake.poke()
 
     async def _run(
         self,

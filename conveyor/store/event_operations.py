@@ -1,14 +1,22 @@
 """The engine's event-log operations: the tail the API fans out, a tenant's or a task's
-events after a position, agents' own events, (``events.py``)."""
+events after a position, agents' own events (``events.py``), and live LLM output
+(``chunks.py``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from conveyor.core.events import EventPosition
-from conveyor.store import events
+from conveyor.store import chunks, events
 from conveyor.store.engine import PoolEngine
-from conveyor.store.event_records import EventFilter, LogHorizon, NewEvent, TaskEvent
+from conveyor.store.event_records import (
+    EventFilter,
+    LiveChunk,
+    LogHorizon,
+    NewEvent,
+    TaskEvent,
+)
 
 
 class EventOperations(PoolEngine):
@@ -54,4 +62,27 @@ class EventOperations(PoolEngine):
 
     async def append_events(self, new: Sequence[NewEvent]) -> int:
         """Write agents' own events (``ctx.emit``) in one statement; how many."""
-        return await self._with_partitions(lambda: self._run(lambda c: events.append(c, new)))
+        count = await self._with_partitions(lambda: self._run(lambda c: events.append(c, new)))
+        self._events_written()
+        return count
+
+    # -- live LLM output (chunks.py) ------------------------------------------------------
+
+    async def append_chunks(self, new: Sequence[LiveChunk]) -> None:
+        """Write a token relay's batch of live output in one statement."""
+        await self._run(lambda c: chunks.append(c, new))
+        self.chunk_wake.poke()
+
+    async def chunks_after(
+        self, watched: Sequence[tuple[str, int, tuple[int, int]]], limit: int = 5000
+    ) -> list[LiveChunk]:
+        """For each watched ``(tenant_id, task_id, cursor)``, the live output after it."""
+        return await self._run(lambda c: chunks.after(c, watched, limit))
+
+    async def tasks_ended(self, task_ids: Sequence[int]) -> set[int]:
+        """Which of ``task_ids`` have ended (a live stream of them ends with its output)."""
+        return await self._run(lambda c: chunks.ended(c, task_ids))
+
+    async def prune_chunks(self, cutoff: datetime) -> int:
+        """Delete the live output of ended tasks written before ``cutoff``."""
+        return await self._run(lambda c: chunks.prune(c, cutoff))

@@ -79,3 +79,22 @@ class NewEvent:
     kind: str
     attempt: int
     data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class LiveChunk:
+    """A slice of a running task's LLM output (``kind`` "chunk"), or the end of one
+    streamed call ("end"). Ordered by (run, seq) within the task: ``run`` is the lease token
+    of the run that produced it (a later run has a greater one), ``seq`` counts within it."""
+
+    task_id: int
+    run: int
+    seq: int
+    kind: str
+    text: str
+    tenant_id: str = ""
+
+    @property
+    def cursor(self) -> tuple[int, int]:
+        """Where a viewer that has this chunk resumes: after (run, seq)."""
+        return (self.run, self.seq)

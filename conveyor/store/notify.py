@@ -33,6 +33,7 @@ from conveyor.store.sql import q
 TASKS_CHANNEL = "conveyor_tasks"
 CANCEL_CHANNEL = "conveyor_cancel"
 EVENTS_CHANNEL = "conveyor_events"
+CHUNKS_CHANNEL = "conveyor_chunks"
 """Notified (empty payload) by every statement that writes to the task event log."""
 
 log = structlog.get_logger("conveyor.listener")

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.store import (
     admin,
     api_keys,
@@ -35,6 +36,7 @@ from conveyor.store import (
     reports,
     retention,
 )
+from conveyor.store.agent_definitions import AgentDefinitionOperations
 from conveyor.store.connection import (
     Conn,
     create_pool,
@@ -83,12 +85,13 @@ from conveyor.store.records import (
     WorkerStatus,
 )
 from conveyor.store.tenant import TenantStore
+from conveyor.store.waits import WaitOperations
 from conveyor.types import TaskState
 
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations, EventOperations):
+class PostgresStore(LLMOperations, EventOperations, WaitOperations, AgentDefinitionOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
@@ -121,7 +124,9 @@ class PostgresStore(LLMOperations, EventOperations):
         return TenantStore(self, tenant_id)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Send a pending event wake-up, then close every pooled connection."""
+        await self.event_wake.close()
+        await self.chunk_wake.close()
         await self._pool.close()
 
     @property
@@ -147,6 +152,7 @@ class PostgresStore(LLMOperations, EventOperations):
                         raise
             finally:
                 await _reset_or_discard(conn)
+                self._events_written()  # whatever the caller enqueued has committed
 
     # -- submitting ---------------------------------------------------------------------
 
@@ -161,24 +167,31 @@ class PostgresStore(LLMOperations, EventOperations):
         if connection is not None:
             async with translated_errors(), connection.transaction():
                 return await enqueue.enqueue_batch(connection, tasks, fair=self.fairness)
-        return await self._with_partitions(
+        results = await self._with_partitions(
             lambda: self._run_in_transaction(
                 lambda c: enqueue.enqueue_batch(c, tasks, fair=self.fairness)
             )
         )
+        self._events_written()
+        return results
 
     async def enqueue_debounced(self, task: NewTask) -> EnqueueResult:
         """Add a debounced task, or replace the payload of its waiting twin (same tenant,
         queue and ``debounce_key``) in one statement: see ``store/debounce.py``."""
-        return await self._with_partitions(
+        result = await self._with_partitions(
             lambda: self._run_in_transaction(lambda c: debounce.enqueue_debounced(c, task))
         )
+        self._events_written()
+        return result
 
     # -- leases -------------------------------------------------------------------------
 
     async def claim(self, request: ClaimRequest) -> list[ClaimedTask]:
         """Lease up to ``request.limit`` ready tasks in priority and fairness order."""
-        return await self._with_partitions(lambda: self._run(lambda c: leases.claim(c, request)))
+        claimed = await self._with_partitions(lambda: self._run(lambda c: leases.claim(c, request)))
+        if claimed:
+            self._events_written()
+        return claimed
 
     async def heartbeat(
         self,
@@ -203,21 +216,29 @@ class PostgresStore(LLMOperations, EventOperations):
 
     async def release(self, held: Sequence[LeaseRef]) -> list[int]:
         """Give leased tasks back without counting an attempt (graceful shutdown)."""
-        return await self._with_partitions(lambda: self._run(lambda c: leases.release(c, held)))
+        released = await self._with_partitions(lambda: self._run(lambda c: leases.release(c, held)))
+        self._events_written()
+        return released
 
     async def release_orphans(self, worker_id: str, held: Sequence[int]) -> list[int]:
         """Give back tasks leased to ``worker_id`` other than ``held`` (a claim whose reply
         was lost), without counting an attempt; their ids."""
-        return await self._with_partitions(
+        released = await self._with_partitions(
             lambda: self._run(lambda c: leases.release_orphans(c, worker_id, held))
         )
+        if released:
+            self._events_written()
+        return released
 
     async def reap_expired(self, limit: int = 1000) -> ReapResult | None:
         """Requeue expired leases (one reaper at a time); None if another reaper ran."""
         # a lease out of attempts finishes as dead: into this month's history partition
-        return await self._with_partitions(
+        reaped = await self._with_partitions(
             lambda: self._run(lambda c: leases.reap_expired(c, limit))
         )
+        if reaped is not None and (reaped.requeued or reaped.dead or reaped.cancelled):
+            self._events_written()
+        return reaped
 
     async def promote_due(self, limit: int = 10_000) -> int:
         """Make due scheduled tasks ready; how many."""
@@ -231,18 +252,31 @@ class PostgresStore(LLMOperations, EventOperations):
         Groups whose tasks were among them are checked for completion right after.
         """
         done = await self._with_partitions(lambda: self._run(lambda c: finish.finish(c, finishes)))
+        if finishes:
+            self._events_written()
         await self._complete_groups(done.groups)
         return done.refused
 
     async def _complete_groups(self, pairs: set[tuple[str, str]]) -> None:
-        if pairs:
-            await self._run(lambda c: groups.complete_groups(c, pairs))
+        if not pairs:
+            return
+        follow_ups = await self._run(lambda c: groups.complete_groups(c, pairs))
+        if follow_ups:
+            self._events_written()
 
     async def create_group(
-        self, tenant_id: str, group_id: str, *, on_complete: NewTask | None = None
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        on_complete: NewTask | None = None,
+        caps: LLMCaps | None = None,
     ) -> None:
-        """Register a campaign; ``on_complete`` is enqueued once when all its tasks finish."""
-        await self._run(lambda c: groups.create_group(c, tenant_id, group_id, on_complete))
+        """Register a campaign; ``on_complete`` is enqueued once when all its tasks finish.
+        ``caps`` (given: set or replaced, ``LLMCaps()`` clears them) bound its LLM use."""
+        await self._run_in_transaction(
+            lambda c: groups.create_group(c, tenant_id, group_id, on_complete, caps)
+        )
 
     async def group_status(self, tenant_id: str, group_id: str) -> GroupStatus:
         """Counts by state of a campaign's tasks, and its completion."""
@@ -250,11 +284,16 @@ class PostgresStore(LLMOperations, EventOperations):
 
     async def sweep_open_groups(self, limit: int = 500) -> list[int]:
         """Complete open groups that are done (maintenance); the follow-up task ids."""
-        return await self._run(lambda c: groups.sweep_open_groups(c, limit))
+        follow_ups = await self._run(lambda c: groups.sweep_open_groups(c, limit))
+        if follow_ups:
+            self._events_written()
+        return follow_ups
 
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]:
         """Send leased tasks back to wait; returns the ids refused for a lost lease."""
-        return await self._with_partitions(lambda: self._run(lambda c: finish.retry(c, retries)))
+        refused = await self._with_partitions(lambda: self._run(lambda c: finish.retry(c, retries)))
+        self._events_written()
+        return refused
 
     async def cancel(
         self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
@@ -264,9 +303,11 @@ class PostgresStore(LLMOperations, EventOperations):
         Without ``tenant_id`` this is an operator's cancel of any tenant's task (CLI,
         admin); tenant-facing code cancels through :meth:`for_tenant`.
         """
-        return await self._with_partitions(
+        state = await self._with_partitions(
             lambda: self._run(lambda c: finish.cancel(c, task_id, tenant_id, reason))
         )
+        self._events_written()
+        return state
 
     async def get_task(self, task_id: int, *, tenant_id: str | None = None) -> TaskRecord:
         """A task by id, active or finished; TaskNotFound if absent or another tenant's.
@@ -377,6 +418,8 @@ class PostgresStore(LLMOperations, EventOperations):
         while True:
             ids = await self._run(lambda c: admin.replay_dead(c, which, batch_size))
             replayed.extend(ids)
+            if ids:
+                self._events_written()
             if len(ids) < batch_size:
                 return replayed
 
@@ -410,7 +453,10 @@ class PostgresStore(LLMOperations, EventOperations):
     async def enqueue_due_periodic(self, *, now: datetime | None = None) -> list[int]:
         """Enqueue each schedule's latest due tick exactly once; the new task ids."""
         moment = now or datetime.now(UTC)
-        return await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
+        created = await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
+        if created:
+            self._events_written()
+        return created
 
     async def apply_retention(self, cutoff: datetime) -> tuple[list[str], int]:
         """Drop history partitions older than ``cutoff`` and prune old ledger rows."""
@@ -463,6 +509,7 @@ class PostgresStore(LLMOperations, EventOperations):
                 )
             finally:
                 await _reset_or_discard(conn)
+                self._events_written()  # whatever the caller enqueued has committed
 
     async def get_effect(self, tenant_id: str, key: str) -> EffectRecord | None:
         """The recorded result of ``key`` for the tenant, if any."""
@@ -472,9 +519,11 @@ class PostgresStore(LLMOperations, EventOperations):
         self, tenant_id: str, key: str, result: Any, *, task_id: int
     ) -> EffectRecord:
         """Record a durable step's result (asynchronous commit; see effects.record_step)."""
-        return await self._with_partitions(
+        record = await self._with_partitions(
             lambda: self._run(lambda c: effects.record_step(c, tenant_id, key, task_id, result))
         )
+        self._events_written()
+        return record
 
     async def record_effect(
         self, tenant_id: str, key: str, result: Any, *, task_id: int | None = None

@@ -1,4 +1,5 @@
-"""Background upkeep every worker runs: promote, reap, periodic ticks, partitions.
+"""Background upkeep every worker runs: promote, reap, expire waits, periodic ticks,
+partitions, and pruning (workers, the LLM cache, live LLM output).
 
 Each job is safe to run in every worker at once: promotion and reaping skip rows another
 process holds (and the reaper also takes an advisory lock), a periodic tick is taken by the
@@ -11,7 +12,7 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -30,12 +31,15 @@ class MaintenanceOptions:
 
     promote_seconds: float = 0.5
     reaper_seconds: float = 2.0
+    expire_waits_seconds: float = 1.0
     periodic_seconds: float = 1.0
     partition_seconds: float = 3600.0
     prune_workers_seconds: float = 60.0
     group_sweep_seconds: float = 10.0
     prune_llm_cache_seconds: float = 300.0
     forget_workers_after: float = 86400.0
+    prune_chunks_seconds: float = 30.0
+    stream_retention_seconds: float = 300.0
 
 
 class Maintenance:
@@ -59,10 +63,12 @@ class Maintenance:
         jobs: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
             ("promote", opts.promote_seconds, self.store.promote_due),
             ("reap", opts.reaper_seconds, self._reap),
+            ("expire_waits", opts.expire_waits_seconds, self._expire_waits),
             ("partitions", opts.partition_seconds, self.store.ensure_partitions),
             ("prune_workers", opts.prune_workers_seconds, self._prune_workers),
             ("groups", opts.group_sweep_seconds, self.store.sweep_open_groups),
             ("prune_llm_cache", opts.prune_llm_cache_seconds, self.store.prune_llm_cache),
+            ("prune_chunks", opts.prune_chunks_seconds, self._prune_chunks),
         ]
         if self.schedules:
             jobs.append(("periodic", opts.periodic_seconds, self._periodic))
@@ -89,10 +95,20 @@ class Maintenance:
                 cancelled=len(result.cancelled),
             )
 
+    async def _expire_waits(self) -> None:
+        # ended waits become due at once; the promoter queues them on its next pass
+        expired = await self.store.expire_waits()
+        if expired:
+            log.info("waits_timed_out", task_ids=expired)
+
     async def _periodic(self) -> None:
         created = await self.store.enqueue_due_periodic(now=datetime.now(UTC))
         if created:
             log.info("periodic_enqueued", task_ids=created)
+
+    async def _prune_chunks(self) -> None:
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.options.stream_retention_seconds)
+        await self.store.prune_chunks(cutoff)
 
     async def _prune_workers(self) -> None:
         await self.store.prune_workers(self.options.forget_workers_after)

@@ -35,6 +35,20 @@ async def chat(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     return {"tokens": reply.total_tokens, "attempts": reply.attempts}
 
 
+@app.agent("storyteller", timeout=60, retry=RetryPolicy(max_attempts=1))
+async def storyteller(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Streams one reply through the worker's gateway, reporting progress as it goes."""
+    await ctx.emit("progress", {"stage": "writing"})
+    parts = []
+    async with ctx.llm.stream(
+        model="writer", messages=[{"role": "user", "content": payload.get("prompt", "hi")}]
+    ) as stream:
+        async for chunk in stream:
+            parts.append(chunk.text)
+    await ctx.emit("progress", {"stage": "done"})
+    return {"text": "".join(parts)}
+
+
 @app.agent("reporter", retry=RetryPolicy(max_attempts=1))
 async def reporter(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     """Reports its progress twice (``ctx.emit``), sleeping ``sleep`` seconds in between."""

@@ -34,6 +34,9 @@ RANKED: tuple[str, ...] = (
     "conveyor.app",
     "conveyor.worker",
     "conveyor.observability",
+    # Plugins that carry a task's output out of the worker (the live token relay), and
+    # what the API reads it back with; above the worker, below the API.
+    "conveyor.streams",
     "conveyor.client",
     "conveyor.api",
     # The demo is a program like the others; the command line starts every process shape
@@ -112,6 +115,10 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "uvloop": ("conveyor.cli",),
     "pydantic_settings": ("conveyor.settings",),
     "croniter": ("conveyor.core",),
+    # Declarative agents: pure, so in the core, each behind one module (a sandboxed prompt
+    # template; a reply's JSON Schema) that the API and the worker both use.
+    "jinja2": ("conveyor.core.prompt_template",),
+    "jsonschema": ("conveyor.core.reply_schema",),
 }
 
 # Libraries every part may use except the pure core.

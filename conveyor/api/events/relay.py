@@ -12,7 +12,7 @@ message while a publish is in flight.
 from __future__ import annotations
 
 from conveyor.api.events.redis_wake import DEFAULT_CHANNEL, RedisPublisher
-from conveyor.store.notify import EVENTS_CHANNEL, NotificationListener
+from conveyor.store.notify import CHUNKS_CHANNEL, EVENTS_CHANNEL, NotificationListener
 
 RELAY_LOCK = 0x636F6E7665790002  # "convey" + 2: the advisory lock of the event relay
 STANDBY_SECONDS = 5.0
@@ -20,7 +20,8 @@ STANDBY_SECONDS = 5.0
 
 
 class EventRelay:
-    """LISTEN ``conveyor_events`` (if elected) and publish each burst to Redis."""
+    """LISTEN ``conveyor_events`` and ``conveyor_chunks`` (if elected) and publish each
+    burst to Redis."""
 
     def __init__(
         self,
@@ -40,6 +41,7 @@ class EventRelay:
             standby_seconds=standby_seconds,
         )
         self.listener.subscribe(EVENTS_CHANNEL, lambda _payload: self.publisher.notify())
+        self.listener.subscribe(CHUNKS_CHANNEL, lambda _payload: self.publisher.notify())
 
     @property
     def relaying(self) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -28,9 +28,12 @@ class HubConfig:
 
 
 @asynccontextmanager
-async def running_hub(log: EventLog, config: HubConfig) -> AsyncIterator[EventHub]:
+async def running_hub(
+    log: EventLog, config: HubConfig, *, also_wake: Callable[[], None] | None = None
+) -> AsyncIterator[EventHub]:
     """A started hub, woken by PostgreSQL or (with ``redis_url``) Redis; stopped on exit,
-    which ends every stream it feeds."""
+    which ends every stream it feeds. ``also_wake`` is called on every wake-up too (the
+    live-output hub: one wake-up source per process serves both)."""
     hub = EventHub(log, poll_seconds=config.poll_seconds, buffer_bytes=config.buffer_bytes)
     wake: EventWake
     relay = None
@@ -45,7 +48,7 @@ async def running_hub(log: EventLog, config: HubConfig) -> AsyncIterator[EventHu
         wake = PostgresWake(config.direct_dsn)
     await hub.start()
     try:
-        await wake.start(hub.wake)
+        await wake.start(hub.wake if also_wake is None else _both(hub.wake, also_wake))
         try:
             if relay is not None:
                 await relay.start()
@@ -58,3 +61,11 @@ async def running_hub(log: EventLog, config: HubConfig) -> AsyncIterator[EventHu
             await wake.stop()
     finally:
         await hub.stop()
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def wake() -> None:
+        first()
+        second()
+
+    return wake

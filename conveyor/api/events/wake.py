@@ -1,7 +1,10 @@
 """What wakes the hub: a hint that events were written, from PostgreSQL or from Redis.
 
-Every statement that writes to the event log also runs ``pg_notify('conveyor_events')`` in
-its transaction, so the notification arrives once the events have committed. By default
+After every write that logged events the store sends ``pg_notify('conveyor_events')`` (in a
+transaction of its own, once per burst: ``store/event_wake.py``), so the notification
+arrives after the events have committed; live LLM output does the same on
+``conveyor_chunks``. One wake-up source serves both: it wakes the event hub and the
+live-output hub (``api/live_output.py``). By default
 each API process LISTENs for it on one connection of its own (``PostgresWake``). With
 ``REDIS_URL`` set, the API processes subscribe to a Redis channel instead (``RedisWake`` in
 ``redis_wake.py``), and one of them, elected by an advisory lock, relays the notifications
@@ -16,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from conveyor.store.notify import EVENTS_CHANNEL, NotificationListener
+from conveyor.store.notify import CHUNKS_CHANNEL, EVENTS_CHANNEL, NotificationListener
 
 OnWake = Callable[[], None]
 
@@ -30,8 +33,8 @@ class EventWake(Protocol):
 
 
 class PostgresWake:
-    """Wake-ups from LISTEN ``conveyor_events`` on one dedicated connection (``dsn``: the
-    direct DSN; a transaction-pooling PgBouncer cannot LISTEN)."""
+    """Wake-ups from LISTEN ``conveyor_events`` and ``conveyor_chunks`` on one dedicated
+    connection (``dsn``: the direct DSN; a transaction-pooling PgBouncer cannot LISTEN)."""
 
     def __init__(self, dsn: str, *, probe_seconds: float = 10.0) -> None:
         self._dsn = dsn
@@ -49,6 +52,7 @@ class PostgresWake:
             self._dsn, on_reconnect=on_wake, probe_seconds=self._probe_seconds
         )
         listener.subscribe(EVENTS_CHANNEL, lambda _payload: on_wake())
+        listener.subscribe(CHUNKS_CHANNEL, lambda _payload: on_wake())
         self._listener = listener
         await listener.start()
 

@@ -24,6 +24,5 @@ WITH upserted AS (
            jsonb_build_object('state', 'scheduled')
     FROM upserted AS u
     WHERE u.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT u.id, u.created FROM upserted AS u;

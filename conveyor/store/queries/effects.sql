@@ -68,7 +68,6 @@ WITH relaxed AS (
     FROM inserted, tasks AS t
     WHERE t.id = $3
       AND t.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT result FROM inserted
 UNION ALL

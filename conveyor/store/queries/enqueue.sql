@@ -47,7 +47,6 @@ WITH inserted AS (
            jsonb_build_object('state', n.state, 'priority', n.priority)
     FROM inserted AS n
     WHERE n.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT count(*) FROM inserted;
 
@@ -78,7 +77,6 @@ WITH inserted AS (
            jsonb_build_object('state', n.state, 'priority', n.priority)
     FROM inserted AS n
     WHERE n.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT count(*) FROM inserted;
 

@@ -54,7 +54,11 @@ WITH added AS (
         attempt integer, data jsonb)
     RETURNING 1
 )
-SELECT count(*), (SELECT pg_notify('conveyor_events', '')) FROM added;
+SELECT count(*) FROM added;
+
+-- name: wake_event_streams
+-- After events committed: one notification, in a transaction of its own (event_wake.py).
+SELECT pg_notify($1, '');
 
 -- name: event_horizon
 -- Where the log stands: the horizon (events of lower xids are final) and the next xid the

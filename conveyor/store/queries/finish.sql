@@ -35,7 +35,6 @@ WITH input AS (
                 ELSE jsonb_build_object('error', coalesce(d.final_error, d.last_error)) END
     FROM done AS d
     WHERE d.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT a.id, a.tenant_id, a.group_id FROM archived AS a;
 
@@ -69,16 +68,16 @@ WITH input AS (
            jsonb_build_object('error', m.error, 'run_at', m.run_at)
     FROM moved AS m
     WHERE m.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT m.id, m.queue, m.state FROM moved AS m;
 
 -- name: cancel_waiting
--- A tenant's task that has not started is cancelled at once. The tenant is required:
+-- A tenant's task that is not running (scheduled, queued, or waiting for a signal) is
+-- cancelled at once. The tenant is required:
 -- another tenant's id matches nothing, like an id that does not exist.
 WITH gone AS (
     DELETE FROM tasks
-    WHERE tenant_id = $1 AND id = $2 AND state IN ('scheduled', 'queued')
+    WHERE tenant_id = $1 AND id = $2 AND state IN ('scheduled', 'queued', 'waiting')
     RETURNING *
 ), archived AS (
     INSERT INTO task_history (
@@ -98,7 +97,6 @@ WITH gone AS (
            jsonb_build_object('error', jsonb_build_object('type', 'Cancelled', 'message', $3::text))
     FROM gone AS g
     WHERE g.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT a.id FROM archived AS a;
 
@@ -106,7 +104,7 @@ SELECT a.id FROM archived AS a;
 -- The same for an operator (CLI, admin), whichever tenant owns the task.
 WITH gone AS (
     DELETE FROM tasks
-    WHERE id = $1 AND state IN ('scheduled', 'queued')
+    WHERE id = $1 AND state IN ('scheduled', 'queued', 'waiting')
     RETURNING *
 ), archived AS (
     INSERT INTO task_history (
@@ -126,7 +124,6 @@ WITH gone AS (
            jsonb_build_object('error', jsonb_build_object('type', 'Cancelled', 'message', $2::text))
     FROM gone AS g
     WHERE g.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT a.id FROM archived AS a;
 
@@ -150,7 +147,7 @@ SELECT pg_notify('conveyor_cancel', $1::text);
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
        idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
        last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
-       NULL::timestamptz AS finished_at
+       NULL::timestamptz AS finished_at, waiting_for, wait_until
 FROM tasks
 WHERE tenant_id = $1 AND id = $2;
 
@@ -158,7 +155,7 @@ WHERE tenant_id = $1 AND id = $2;
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
        idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
        last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
-       NULL::timestamptz AS finished_at
+       NULL::timestamptz AS finished_at, waiting_for, wait_until
 FROM tasks
 WHERE id = $1;
 
@@ -166,7 +163,8 @@ WHERE id = $1;
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
        idempotency_key, parent_id, group_id, payload, trace_context, result,
        last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
-       created_at, started_at, finished_at
+       created_at, started_at, finished_at, NULL::text AS waiting_for,
+       NULL::timestamptz AS wait_until
 FROM task_history
 WHERE tenant_id = $1 AND id = $2;
 
@@ -174,7 +172,8 @@ WHERE tenant_id = $1 AND id = $2;
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
        idempotency_key, parent_id, group_id, payload, trace_context, result,
        last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
-       created_at, started_at, finished_at
+       created_at, started_at, finished_at, NULL::text AS waiting_for,
+       NULL::timestamptz AS wait_until
 FROM task_history
 WHERE id = $1;
 
@@ -187,7 +186,7 @@ SELECT * FROM (
     SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
            idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
            last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
-           NULL::timestamptz AS finished_at
+           NULL::timestamptz AS finished_at, waiting_for, wait_until
     FROM tasks
     WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2)
       AND ($3::text IS NULL OR queue = $3) AND ($4::text IS NULL OR group_id = $4)
@@ -198,7 +197,8 @@ SELECT * FROM (
     SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
            idempotency_key, parent_id, group_id, payload, trace_context, result,
            last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
-           created_at, started_at, finished_at
+           created_at, started_at, finished_at, NULL::text AS waiting_for,
+           NULL::timestamptz AS wait_until
     FROM task_history
     WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2)
       AND ($3::text IS NULL OR queue = $3) AND ($4::text IS NULL OR group_id = $4)

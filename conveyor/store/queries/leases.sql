@@ -19,7 +19,6 @@ WITH claimed AS (
            jsonb_build_object('worker', $3::text)
     FROM claimed AS c
     WHERE c.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT * FROM claimed;
 
@@ -60,7 +59,6 @@ WITH moved AS (
            jsonb_build_object('reason', 'shutdown')
     FROM moved AS m
     WHERE m.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT m.id, m.queue FROM moved AS m;
 
@@ -84,7 +82,6 @@ WITH moved AS (
            jsonb_build_object('reason', 'orphaned')
     FROM moved AS m
     WHERE m.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT m.id, m.queue FROM moved AS m;
 
@@ -140,7 +137,6 @@ WITH expired AS (
            jsonb_build_object('error', e.last_error)
     FROM (SELECT * FROM requeued UNION ALL SELECT * FROM archived) AS e
     WHERE e.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
-    RETURNING (SELECT pg_notify('conveyor_events', ''))
 )
 SELECT id, queue, outcome FROM requeued
 UNION ALL
