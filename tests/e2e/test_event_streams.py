@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
 from tests.e2e.api_process import ApiProcess, bearer, issue_key, unique
+from tests.e2e.test_event_streams_at_scale import full_log
 from tests.e2e.test_worker_process import WorkerProcess
 from tests.support.databases import DatabaseFactory
 
@@ -222,3 +224,74 @@ async def test_a_stopping_api_ends_its_streams_instead_of_waiting_for_them(
         curl.wait()
         if curl.stdout is not None:
             curl.stdout.close()
+
+
+def dechunk(raw: bytes) -> bytes:
+    """The body of an HTTP/1.1 response with ``Transfer-Encoding: chunked``."""
+    _head, _, rest = raw.partition(b"\r\n\r\n")
+    body = b""
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        body, rest = body + rest[:size], rest[size + 2 :]
+    return body
+
+
+@pytest.mark.timeout(180)
+async def test_a_client_that_stops_reading_is_cut_off_and_resumes_from_the_log(
+    api: ApiProcess, store: PostgresStore, tmp_path: Path
+) -> None:
+    """A client stops reading while 40,000 events (13 MB) are written: its stream is cut
+    (the server's memory stays bounded), the response ends cleanly, and the client resumes
+    after the last event it got with exactly the rest of the log."""
+    tenant = unique("acme")
+    token = await issue_key(store, tenant)
+    small = ApiProcess(
+        api.dsn, tmp_path / "small.log", REDIS_URL="", CONVEYOR_SSE_BUFFER_BYTES="65536"
+    )
+    try:
+        await _cut_and_resume(small, store, tenant, token)
+    finally:
+        small.stop()
+
+
+async def _cut_and_resume(small: ApiProcess, store: PostgresStore, tenant: str, token: str) -> None:
+    small.wait_ready()
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and no autotuning
+    try:
+        slow.connect(("127.0.0.1", small.port))
+        slow.sendall(
+            f"GET /v1/events HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        raw = b""
+        while b"retry: 1000" not in raw:  # subscribed; from now on it reads nothing
+            raw += slow.recv(4096)
+        view = store.for_tenant(tenant)
+        for _ in range(8):  # 13 MB of frames: more than the sockets hold
+            await view.enqueue_batch([NewTask(queue="idle", payload={}) for _ in range(5000)])
+        deadline = asyncio.get_running_loop().time() + 120
+        while "event_stream_cut" not in small.log_path.read_text():
+            assert asyncio.get_running_loop().time() < deadline, small.log_path.read_text()
+            await asyncio.sleep(0.2)
+        slow.settimeout(60)
+        while chunk := slow.recv(1 << 16):  # the rest it was sent, then the end
+            raw += chunk
+    finally:
+        slow.close()
+    received = events_of(dechunk(raw).decode())
+    log = [str(e.position) for e in await full_log(store, tenant)]
+    assert 0 < len(received) < len(log) == 40_000
+    assert [e.id for e in received] == log[: len(received)]  # a prefix: in order, no gap
+    async with AsyncClient(small.url, token) as client:
+        rest: list[str] = []
+        stream = client.events(last_event_id=received[-1].id)
+        async for event in stream:
+            rest.append(event.id)
+            if len(received) + len(rest) == len(log):
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+    assert [e.id for e in received] + rest == log

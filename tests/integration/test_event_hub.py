@@ -177,11 +177,11 @@ async def test_a_slow_stream_is_cut_and_resumes_from_the_log(store: PostgresStor
         await asyncio.sleep(0.05)
         await enqueue_many(store, 1)
         first = await asyncio.wait_for(pending, DEADLINE)  # following live; now it stalls
-        await enqueue_many(store, 60)  # far more than 2,000 bytes of frames
         deadline = asyncio.get_running_loop().time() + DEADLINE
-        while small.cutoffs == 0:
+        while small.cutoffs == 0:  # batch after batch, each far more than 2,000 bytes
             assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.02)
+            await enqueue_many(store, 20)
+            await asyncio.sleep(0.1)
         rest = [frame async for frame in stream]  # the stream ends: a resumable close
         assert small.subscribers == 0
         received = parse([first, *rest])
@@ -201,7 +201,10 @@ async def test_a_subscription_that_overflows_is_cut_and_says_so(store: PostgresS
     event = TaskEvent(EventPosition(1, 1), _now(), "t", 1, "q", None, "created", None, None)
     hub.fan_out([event])
     assert (await sub.take())[0].event == event
+    hub.fan_out([event, event])  # a burst is taken whole, past the limit
+    assert not sub.cut and len(await sub.take()) == 2
     hub.fan_out([event, event])
+    hub.fan_out([event])  # ... but not while more than the limit is still unsent
     assert sub.cut and hub.cutoffs == 1
     with pytest.raises(StreamCut):
         await sub.take()

@@ -10,9 +10,10 @@ Wake-ups are hints. The hub also reads every ``poll_seconds`` (a transaction tha
 log's horizon back may end without notifying anyone, and a lost listener misses
 notifications), and again soon after a read that saw events waiting behind the horizon.
 
-Each subscriber has a bounded buffer (bytes of frames). One that does not keep up overflows
-it and is cut: its buffer is dropped and its stream ends cleanly, so the client reconnects
-with ``Last-Event-ID`` and catches up from the log. Memory never grows with a slow client.
+Each subscriber has a bounded buffer (bytes of frames). One that does not keep up (more
+than the limit still unsent when the next batch arrives) is cut: its buffer is dropped and
+its stream ends cleanly, so the client reconnects with ``Last-Event-ID`` and catches up
+from the log. Memory never grows with a slow client.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class StreamCut(Exception):
 class Subscription:
     """What one stream receives from the hub: a tenant's events passing ``narrow``."""
 
-    __slots__ = ("_bytes", "_items", "_limit", "_ready", "cut", "narrow", "tenant_id")
+    __slots__ = ("_batch", "_bytes", "_items", "_limit", "_ready", "cut", "narrow", "tenant_id")
 
     def __init__(self, tenant_id: str, narrow: EventFilter, limit_bytes: int) -> None:
         self.tenant_id = tenant_id
@@ -71,17 +72,26 @@ class Subscription:
         self._limit = limit_bytes
         self._items: deque[Delivery] = deque()
         self._bytes = 0
+        self._batch = -1
         self._ready = asyncio.Event()
 
-    def offer(self, item: Delivery) -> bool:
-        """Buffer ``item``; False when that overflowed the buffer (the subscription is cut)."""
+    def offer(self, item: Delivery, batch: int) -> bool:
+        """Buffer ``item`` of fan-out ``batch``; False when the subscription was cut for it.
+
+        The limit is checked at the first item of each batch: a burst (a page of up to
+        1,000 events) is always taken whole, and a stream is cut when more than the limit
+        is still unsent from earlier batches as the next one arrives. A stream's memory is
+        at most the limit plus one page.
+        """
         if self.cut:
             return True
+        if batch != self._batch:
+            self._batch = batch
+            if self._bytes > self._limit:
+                self.close()
+                return False
         self._items.append(item)
         self._bytes += len(item.frame)
-        if self._bytes > self._limit:
-            self.close()
-            return False
         self._ready.set()
         return True
 
@@ -128,6 +138,7 @@ class EventHub:
         self._by_task: dict[tuple[str, int], set[Subscription]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._closing = False
+        self._batches = 0
         self.cutoffs = 0
         """Subscribers cut off for falling behind, since start."""
         self.reads = 0
@@ -204,13 +215,15 @@ class EventHub:
 
     def fan_out(self, events: Iterable[TaskEvent]) -> None:
         """Hand each event to the subscribers it passes, in order, and advance the cursor."""
+        self._batches += 1
+        batch = self._batches
         for event in events:
             item: Delivery | None = None
             for sub in _targets(self._by_task, self._by_tenant, event):
                 if not sub.narrow.matches(event):
                     continue
                 item = item or delivery(event)
-                if not sub.offer(item):
+                if not sub.offer(item, batch):
                     self.cutoffs += 1
                     log.warning(
                         "event_stream_cut",
@@ -218,7 +231,7 @@ class EventHub:
                         task_id=sub.narrow.task_id,
                         buffer_bytes=self._buffer_bytes,
                         cutoffs=self.cutoffs,
-                        reason="slow client: its buffer overflowed; it resumes from the log",
+                        reason="slow client: more than its buffer unsent; it resumes from the log",
                     )
             self._cursor = event.position
 
