@@ -4,6 +4,7 @@ process by the composition root (``conveyor/cli/api_root.py``) and held on ``app
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -14,6 +15,9 @@ from conveyor.api.declared import DeclaredQueues
 from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.store.postgres import PostgresStore
+
+if TYPE_CHECKING:
+    from conveyor.observability.request_tracing import ApiTracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,8 @@ class ApiServices:
     """The readers of running tasks' LLM output (None: not served here)."""
     keep_alive_seconds: float = 15.0
     """An idle event stream gets a comment line this often."""
+    tracing: ApiTracing | None = None
+    """Spans of submits (None: not tracing; the caller's ``traceparent`` is kept as sent)."""
 
 
 async def services(request: Request) -> ApiServices:
