@@ -38,7 +38,9 @@ def build_app() -> ApiApp:
     """
     settings = load_settings()
     remember_secrets([settings.admin_key])
-    tracing = tracing_from_env(os.environ, "conveyor-api")
+    # Not installed as the global provider: FastAPI's own instrumentation (recent versions
+    # span every dependency and endpoint) would then add a second server span per request.
+    tracing = tracing_from_env(os.environ, "conveyor-api", install=False)
     api_tracing = None if tracing is None else ApiTracing(tracing.tracer)
 
     @asynccontextmanager
