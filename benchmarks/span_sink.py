@@ -57,12 +57,22 @@ class SpanSink:
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def worker_env(self) -> dict[str, str]:
-        """What a worker process needs to export its spans here."""
+    def worker_env(self, ratio: float | None = None) -> dict[str, str]:
+        """What a worker process needs to export its spans here (``ratio``: sample that
+        share of the traces that start in it)."""
+        sampling = (
+            {}
+            if ratio is None
+            else {
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+            }
+        )
         return {
             "OTEL_TRACES_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
             **BATCH_ENV,
+            **sampling,
         }
 
     def __enter__(self) -> SpanSink:

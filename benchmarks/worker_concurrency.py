@@ -166,12 +166,16 @@ async def main(args: argparse.Namespace) -> None:
         if args.events_off:
             quiet = {n: await no_op(dsn, args.noop, n, events=False) for n in (1, 2)}
         traced: dict[int, dict[str, Any]] = {}
+        sampled: dict[int, dict[str, Any]] = {}
         if args.tracing:
             with SpanSink() as sink:
                 for n in (1, 2):
                     before = sink.spans
                     traced[n] = await no_op(dsn, args.noop, n, env=sink.worker_env())
                     traced[n]["spans"] = sink.spans - before
+                    before = sink.spans
+                    sampled[n] = await no_op(dsn, args.noop, n, env=sink.worker_env(0.1))
+                    sampled[n]["spans"] = sink.spans - before
     console.print("[bold]Conveyor worker concurrency[/bold]")
     console.print(f"machine: {os.cpu_count()} cores; PostgreSQL {facts['server_version']}, "
                   f"synchronous_commit={facts['synchronous_commit']}")  # fmt: skip
@@ -203,13 +207,19 @@ async def main(args: argparse.Namespace) -> None:
         console.print(table)
     if traced:
         table = Table(title="No-op tasks/s with tracing off and on (OTLP/HTTP to a local sink)")
-        for column in ("worker processes", "off", "on", "on / off", "spans exported"):
+        for column in (
+            "worker processes", "off", "on: every task", "/ off", "spans",
+            "on: 10% sampled", "/ off", "spans",
+        ):  # fmt: skip
             table.add_column(column, justify="right")
         for n, off in ((1, one), (2, two)):
-            on = traced[n]
+            on, tenth = traced[n], sampled[n]
             table.add_row(
-                str(n), f"{off['tasks_per_s']:,.0f}", f"{on['tasks_per_s']:,.0f}",
-                f"{on['tasks_per_s'] / off['tasks_per_s']:.0%}", f"{on['spans']:,}",
+                str(n), f"{off['tasks_per_s']:,.0f}",
+                f"{on['tasks_per_s']:,.0f}", f"{on['tasks_per_s'] / off['tasks_per_s']:.0%}",
+                f"{on['spans']:,}",
+                f"{tenth['tasks_per_s']:,.0f}", f"{tenth['tasks_per_s'] / off['tasks_per_s']:.0%}",
+                f"{tenth['spans']:,}",
             )  # fmt: skip
         console.print(table)
     checks = {

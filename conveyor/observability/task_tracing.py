@@ -78,11 +78,17 @@ class TaskTracing(TaskHook):
         # The first attempt's claim span covers its wait in the queue; a retry's would
         # overlap the attempts before it, so it marks the claim alone.
         start = int(ctx.enqueued_at.timestamp() * 1e9) if info.attempt <= 1 else None
+        # The run span carries the task's attributes; the claim only what places it (each
+        # attribute costs building, and again encoding on the exporter's thread).
         claim = self.tracer.start_span(
             f"claim {info.queue}",
             context=parent,
             kind=SpanKind.CONSUMER,
-            attributes={**attributes, "messaging.operation.type": "receive"},
+            attributes={
+                "messaging.operation.type": "receive",
+                "messaging.destination.name": info.queue,
+                "conveyor.task.attempt": info.attempt,
+            },
             start_time=start,
         )
         claim.end()
