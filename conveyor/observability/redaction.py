@@ -5,7 +5,8 @@ included):
 
 - Conveyor API keys: ``cvk_<id>_<secret>`` keeps its public id, ``cvk_<id>_[redacted]``;
 - bearer tokens: ``Bearer <token>``;
-- passwords in connection strings: ``postgresql://user:***@host/db`` (any scheme);
+- passwords in connection strings: ``postgresql://user:***@host/db`` (any scheme), and
+  ``password=...`` in a keyword DSN;
 - provider key shapes: ``sk-...`` (OpenAI, Anthropic), ``AIza...`` (Google), ``gsk_...``;
 - every secret the process registered with ``remember_secrets``: the LLM configuration's
   API keys and the admin key, looked up by the composition roots;
@@ -33,6 +34,7 @@ _SHAPES = re.compile(
     r"|(?P<loose_cvk>\bcvk_)[A-Za-z0-9_-]{8,}"
     r"|(?P<scheme>\b(?:[Bb]earer|BEARER)\s+)[A-Za-z0-9._~+/=-]{6,}"
     r"|(?P<dsn>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s/]+(?=@)"
+    r"|(?P<keyword>\bpassword\s*=\s*)[^\s'\"]+"
     r"|\bsk-[A-Za-z0-9_-]{16,}"
     r"|\bAIza[0-9A-Za-z_-]{30,}"
     r"|\bgsk_[A-Za-z0-9]{20,}"
@@ -76,7 +78,7 @@ def remember_secrets(secrets: Iterable[str | None]) -> None:
 def _replace(match: re.Match[str]) -> str:
     if match.group("cvk") is not None:
         return f"{match.group('cvk')}{REDACTED}"
-    for prefix in ("loose_cvk", "scheme", "dsn"):
+    for prefix in ("loose_cvk", "scheme", "dsn", "keyword"):
         kept = match.group(prefix)
         if kept is not None:
             return f"{kept}{REDACTED}" if prefix != "dsn" else f"{kept}***"

@@ -45,6 +45,7 @@ def test_any_api_key_inside_any_text_is_masked(raw: bytes, before: str, after: s
     [
         ("postgresql://app:s3cretpw@db.internal:5432/conveyor", "s3cretpw"),
         ("could not connect to redis://:hunter22@cache:6379/0", "hunter22"),
+        ("host=db user=app password=kw-secret-1 dbname=conveyor", "kw-secret-1"),
         ("Authorization: Bearer abcdef0123456789", "abcdef0123456789"),
         ("sent sk-proj-AbCdEfGhIjKlMnOpQrStUv to openai", "sk-proj-AbCdEfGhIjKlMnOpQrStUv"),
         ("key sk-ant-api03-abcdefghijklmnopqrst", "sk-ant-api03-abcdefghijklmnopqrst"),
