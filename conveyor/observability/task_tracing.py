@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -64,22 +65,11 @@ class TaskTracing(TaskHook):
         """Run the attempt inside its claim and run spans."""
         info = ctx.task
         parent = context_from_carrier(ctx.trace_context)
-        attributes: dict[str, str | int] = {
-            "messaging.system": "conveyor",
-            "messaging.destination.name": info.queue,
-            "messaging.message.id": str(info.id),
-            "conveyor.task.id": info.id,
-            "conveyor.tenant_id": info.tenant_id,
-            "conveyor.task.attempt": info.attempt,
-            "conveyor.task.max_attempts": info.max_attempts,
-        }
-        if info.group_id is not None:
-            attributes["conveyor.group_id"] = info.group_id
         # The first attempt's claim span covers its wait in the queue; a retry's would
-        # overlap the attempts before it, so it marks the claim alone.
+        # overlap the attempts before it, so it marks the claim alone. It carries only what
+        # places it: each attribute costs building, and again encoding on the exporter's
+        # thread; the run span has the task's.
         start = int(ctx.enqueued_at.timestamp() * 1e9) if info.attempt <= 1 else None
-        # The run span carries the task's attributes; the claim only what places it (each
-        # attribute costs building, and again encoding on the exporter's thread).
         claim = self.tracer.start_span(
             f"claim {info.queue}",
             context=parent,
@@ -92,11 +82,32 @@ class TaskTracing(TaskHook):
             start_time=start,
         )
         claim.end()
+        under_claim = trace.set_span_in_context(claim, parent)
+        if not claim.get_span_context().trace_flags.sampled:
+            # Not sampled: nothing under it is exported, so the claim's context is carried
+            # alone (its children decide as they would under a run span), at half the cost.
+            token = otel_context.attach(under_claim)
+            try:
+                return await call_next()
+            finally:
+                otel_context.detach(token)
+        attributes: dict[str, str | int] = {
+            "messaging.system": "conveyor",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": info.queue,
+            "messaging.message.id": str(info.id),
+            "conveyor.task.id": info.id,
+            "conveyor.tenant_id": info.tenant_id,
+            "conveyor.task.attempt": info.attempt,
+            "conveyor.task.max_attempts": info.max_attempts,
+        }
+        if info.group_id is not None:
+            attributes["conveyor.group_id"] = info.group_id
         with self.tracer.start_as_current_span(
             f"run {info.queue}",
-            context=trace.set_span_in_context(claim, parent),
+            context=under_claim,
             kind=SpanKind.CONSUMER,
-            attributes={**attributes, "messaging.operation.type": "process"},
+            attributes=attributes,
             record_exception=False,
             set_status_on_exception=False,
         ) as span:

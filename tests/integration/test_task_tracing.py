@@ -17,7 +17,8 @@ import structlog
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, get_current_span
 
 from conveyor import App, NewTask, RetryPolicy, TaskContext, TaskState
 from conveyor.cli.worker_root import build_gateway, task_hooks
@@ -176,3 +177,27 @@ async def test_a_task_without_a_traceparent_starts_a_trace_of_its_own(
         assert (await settle(store, made.task_id)).state is TaskState.SUCCEEDED
     claim, run = by_name(list(exporter.get_finished_spans()), "")
     assert claim.parent is None and parent_id(run) == span_id(claim)
+
+
+async def test_an_unsampled_task_exports_nothing_but_carries_its_context(
+    store: PostgresStore,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.0)))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    app = App("unsampled")
+    seen: list[SpanContext] = []
+
+    @app.agent("echo")
+    async def echo(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+        await ctx.step("look", lambda: seen.append(get_current_span().get_span_context()))
+        return payload
+
+    made = await store.enqueue(NewTask("echo", {"n": 1}))
+    async with running(app, store, hooks=task_hooks(tracing)):
+        assert (await settle(store, made.task_id)).state is TaskState.SUCCEEDED
+    tracing.shutdown()
+    assert exporter.get_finished_spans() == ()
+    [context] = seen  # the step's own, under the claim's: valid, and not sampled
+    assert context.is_valid and not context.trace_flags.sampled
