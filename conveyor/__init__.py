@@ -36,12 +36,14 @@ from conveyor.errors import (
     QuotaExceeded,
     Retry,
     SchemaNotReady,
+    SignalRefused,
     Snooze,
     SpendLimitExceeded,
     StoreError,
     TaskNotFound,
     TaskOutcome,
     UnknownTenant,
+    WaitTimedOut,
 )
 from conveyor.settings import Settings, load_settings
 from conveyor.store.params import (
@@ -102,6 +104,7 @@ __all__ = [
     "RetryPolicy",
     "SchemaNotReady",
     "Settings",
+    "SignalRefused",
     "Snooze",
     "SpendLimitExceeded",
     "StartRate",
@@ -115,6 +118,7 @@ __all__ = [
     "TenantAgentUpdate",
     "TenantStore",
     "UnknownTenant",
+    "WaitTimedOut",
     "WorkerOptions",
     "__version__",
     "load_settings",

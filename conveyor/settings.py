@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     fairness: bool = Field(
         default=True, description="Fair dequeue between tenants (off: priority, then FIFO)."
     )
+    agent_refresh_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="How often workers and API processes read the latest versions of "
+        "declarative agents' definitions: a PUT /v1/agents/{role} is in force within this.",
+    )
     retention: str = Field(default="90d", description="How long finished tasks are kept.")
     stream_retention_seconds: float = Field(
         default=300.0,

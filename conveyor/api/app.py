@@ -18,6 +18,7 @@ from conveyor.api.routes import (
     admin_plans,
     admin_queues,
     admin_tenants,
+    agents,
     groups,
     health,
     task_stream,
@@ -63,6 +64,7 @@ def create_app(
     app.include_router(task_stream.router)
     app.include_router(groups.router)
     app.include_router(usage.router)
+    app.include_router(agents.router)
     for admin in (admin_tenants, admin_plans, admin_keys, admin_queues, admin_dlq):
         app.include_router(admin.router)
     limits = limits or ApiLimits()

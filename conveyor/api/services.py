@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from conveyor.api.agent_definitions import AgentDefinitionCache
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
 from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
+from conveyor.core.agent_definition import ModelCheck
 from conveyor.store.postgres import PostgresStore
 
 if TYPE_CHECKING:
@@ -44,6 +46,10 @@ class ApiServices:
     """The queues that shed and their depth (None: no backpressure)."""
     rate_limit: KeyRateLimit | None = None
     """The per-key request rate limit (None: no limit)."""
+    agents: AgentDefinitionCache | None = None
+    """Declarative agents' latest definitions, to check submits against (None: unchecked)."""
+    agent_model_check: ModelCheck | None = None
+    """Checks a definition's model against the gateway's config (None: no config here)."""
     live: LiveOutputHub | None = None
     """The readers of running tasks' LLM output (None: not served here)."""
     keep_alive_seconds: float = 15.0

@@ -51,6 +51,7 @@ cli.command()(database.retention)
 cli.command()(tasks.enqueue)
 cli.command(context_settings=ID_ARGUMENT)(tasks.show)
 cli.command(context_settings=ID_ARGUMENT)(tasks.cancel)
+cli.command(context_settings=ID_ARGUMENT)(tasks.signal)
 cli.command()(tasks.group)
 cli.command(
     "mock-llm",

@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from conveyor.api.agent_definitions import AgentDefinitionCache
 from conveyor.api.app import ApiApp, create_app
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
@@ -20,6 +21,7 @@ from conveyor.api.declared import DeclaredQueues
 from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
+from conveyor.cli.agent_model_check import agent_model_check
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
 from conveyor.observability.redaction import remember_secrets
 from conveyor.observability.request_tracing import ApiTracing
@@ -72,6 +74,13 @@ def build_app() -> ApiApp:
                 window=settings.api_coalesce_seconds,
             )
             declared = DeclaredQueues(store.require_declared_queues)
+            agents = await stack.enter_async_context(
+                AgentDefinitionCache(
+                    store.latest_agent_definitions,
+                    store.latest_agent_versions,
+                    period=settings.agent_refresh_seconds,
+                ).running()
+            )
             # One listening connection per process: every stream's wake-ups arrive on it.
             live = LiveOutputHub(store)
             listener = NotificationListener(store.direct_dsn, on_reconnect=live.wake)
@@ -87,6 +96,8 @@ def build_app() -> ApiApp:
                 declared=declared,
                 depth=depth,
                 rate_limit=rate_limit,
+                agents=agents,
+                agent_model_check=agent_model_check(),
                 live=live,
                 tracing=api_tracing,
             )

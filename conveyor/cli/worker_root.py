@@ -12,7 +12,9 @@
 4. the gateway is built on that store with its plugins: ``LLMTracing`` when tracing (first:
    its span opens before the others see the attempt and closes after them), then
    ``GatewayMetrics``, the live token relay (``streams/token_relay.py``), the App's LLM
-   hooks; the breaker gauge watches its breakers;
+   hooks; the breaker gauge watches its breakers; declarative agents (``--agents``,
+   ``--stored-agent``) are stored, read and registered in the App, and their definitions
+   are polled for new versions alongside the worker;
 5. the ``Worker`` gets the store, the gateway (``llm=``, which each ``TaskContext`` gets),
    the task hooks of the process (``TaskTracing`` when tracing, ``TaskLogContext``) and the
    App's; maintenance runs alongside; the worker collector watches it;
@@ -29,10 +31,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.app import App, TaskHook
+from conveyor.core.agent_definition import AgentDefinition, ModelCheck
 from conveyor.errors import ConfigurationError
 from conveyor.observability.metrics import serve_metrics
 from conveyor.observability.redaction import remember_secrets
@@ -43,6 +46,7 @@ from conveyor.settings import Settings
 from conveyor.store.database import open_store
 from conveyor.store.postgres import PostgresStore
 from conveyor.streams.token_relay import TokenRelay
+from conveyor.worker.declarative_registry import DeclarativeAgents
 from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
 from conveyor.worker.options import WorkerOptions
 from conveyor.worker.process import run_process, run_worker, tune_garbage_collector
@@ -67,16 +71,23 @@ async def serve(
     maintenance: bool = True,
     signals: ShutdownSignals | None = None,
     environ: Mapping[str, str] | None = None,
+    agents: Mapping[str, AgentDefinition] | None = None,
+    stored_agents: Sequence[str] = (),
 ) -> str | None:
     """Run one worker process until a signal stops it; the recycle reason if it asked.
 
+    ``agents`` are declarative agents read from an ``--agents`` file, ``stored_agents``
+    roles whose definitions are read from the database; both are served beside the App's.
+
     Raises ConfigurationError naming CONVEYOR_LLM_CONFIG (or the provider's api_key_env)
-    when the LLM configuration is broken, before anything starts.
+    when the LLM configuration is broken, or a declarative agent's model is unknown to it,
+    before anything starts.
     """
     env = os.environ if environ is None else environ
     llm_config = _llm_config(env)
     remember_secrets([settings.admin_key])
     tracing = tracing_from_env(env, "conveyor-worker")
+    declared = Declarative(dict(agents or {}), tuple(stored_agents), llm_config)
     tune_garbage_collector()
     metrics = (
         None
@@ -85,7 +96,16 @@ async def serve(
     )
     try:
         start = functools.partial(
-            _serve_worker, app, settings, options, llm_config, env, migrate, maintenance, tracing
+            _serve_worker,
+            app,
+            settings,
+            options,
+            llm_config,
+            env,
+            migrate,
+            maintenance,
+            declared,
+            tracing,
         )
         return await run_process(start, signals)
     finally:
@@ -122,6 +142,7 @@ async def _serve_worker(
     environ: Mapping[str, str],
     migrate: bool,
     maintenance: bool,
+    declared: Declarative,
     tracing: Tracing | None,
     stop: asyncio.Event,
     started: asyncio.Event,
@@ -137,7 +158,17 @@ async def _serve_worker(
             if llm_config is None
             else build_gateway(llm_config, store, app, environ, relay, tracing=tracing)
         )
+        refresher: asyncio.Task[None] | None = None
         try:
+            if declared.wanted:
+                registry = DeclarativeAgents(
+                    app,
+                    store,
+                    model_check=declared.model_check,
+                    refresh_seconds=settings.agent_refresh_seconds,
+                )
+                await registry.install(declared.from_file, declared.stored_roles)
+                refresher = asyncio.create_task(registry.run(), name="conveyor-agent-definitions")
             worker = Worker(app, store, options, llm=gateway, hooks=task_hooks(tracing))
             upkeep = None
             if maintenance:
@@ -153,6 +184,8 @@ async def _serve_worker(
             finally:
                 unwatch_worker(worker)
         finally:
+            if refresher is not None:
+                refresher.cancel()
             if gateway is not None:
                 await gateway.aclose()  # writes the call log while the store is open
             await relay.aclose()  # the last live output, while the store is open
@@ -194,3 +227,39 @@ def build_gateway(
     gateway = Gateway.with_store(config, store, environ=environ, hooks=hooks)
     watch_breakers(gateway.breakers)
     return gateway
+
+
+class Declarative:
+    """The declarative agents a worker process was asked to serve, checked before start."""
+
+    def __init__(
+        self,
+        from_file: dict[str, AgentDefinition],
+        stored_roles: tuple[str, ...],
+        llm_config: GatewayConfig | None,
+    ) -> None:
+        self.from_file = from_file
+        self.stored_roles = stored_roles
+        self.model_check: ModelCheck | None = None
+        if not self.wanted:
+            return
+        if llm_config is None:
+            raise ConfigurationError(
+                f"declarative agents call a model: set {LLM_CONFIG_ENV} to the gateway's "
+                "configuration (see docs/gateway.md)"
+            )
+        from conveyor.cli.agent_model_check import model_check
+
+        check = self.model_check = model_check(llm_config)
+        unknown = [
+            f"agents.{role}.model: {problem}"
+            for role, definition in from_file.items()
+            if (problem := check(definition.model)) is not None
+        ]
+        if unknown:
+            raise ConfigurationError("--agents: " + "; ".join(unknown))
+
+    @property
+    def wanted(self) -> bool:
+        """Whether there is any declarative agent to serve."""
+        return bool(self.from_file or self.stored_roles)

@@ -158,6 +158,7 @@ class QueueView(BaseModel):
     queued: int
     scheduled: int
     running: int
+    waiting: int = Field(0, description="Waiting for a signal (ctx.wait_for); no worker held.")
     dead: int
     oldest_queued_seconds: float | None
     depth_threshold: int | None = Field(

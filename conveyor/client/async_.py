@@ -21,7 +21,14 @@ from conveyor.client.exchange import (
     request_of,
     wait_before_retry,
 )
-from conveyor.client.models import TaskBatchCreated, TaskCreated, TaskPage, TaskSubmission, TaskView
+from conveyor.client.models import (
+    SignalDelivered,
+    TaskBatchCreated,
+    TaskCreated,
+    TaskPage,
+    TaskSubmission,
+    TaskView,
+)
 from conveyor.client.retries import ClientRetries
 from conveyor.types import TaskState
 
@@ -104,6 +111,13 @@ class AsyncClient:
     async def cancel(self, task_id: int) -> TaskView:
         """Cancel a task (at once if it waits; a running one's worker is asked to stop)."""
         return await self.send(calls.cancel(task_id))
+
+    async def signal(self, task_id: int, name: str, payload: Any = None) -> SignalDelivered:
+        """Deliver signal ``name`` (``payload``: any JSON) to a task of the key's tenant; a
+        task waiting for it in ``ctx.wait_for(name)`` resumes. The same signal again is a
+        ``duplicate``; another payload for the name, a finished task or a wait that timed
+        out raise ``ApiSignalRefused`` (a ``SignalRefused``)."""
+        return await self.send(calls.signal(task_id, name, payload))
 
     async def list_page(
         self,

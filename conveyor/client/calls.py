@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 
 from conveyor.client.models import (
     Debounce,
+    SignalDelivered,
     TaskBatch,
     TaskBatchCreated,
     TaskCreated,
@@ -114,6 +116,17 @@ def cancel(task_id: int) -> Call[TaskView]:
     return Call("POST", f"/v1/tasks/{int(task_id)}/cancel", _model(TaskView))
 
 
+def signal(task_id: int, name: str, payload: Any = None) -> Call[SignalDelivered]:
+    """``POST /v1/tasks/{id}/signals/{name}`` with ``payload`` as the body (safe to repeat:
+    the same signal again is answered as a duplicate)."""
+    return Call(
+        "POST",
+        f"/v1/tasks/{int(task_id)}/signals/{quote(name, safe='')}",
+        _model(SignalDelivered),
+        json=payload,
+    )
+
+
 def list_page(
     *,
     state: TaskState | str | None = None,
@@ -135,7 +148,7 @@ def list_page(
     return Call("GET", "/v1/tasks", _model(TaskPage), params=params)
 
 
-M = TypeVar("M", TaskCreated, TaskBatchCreated, TaskView, TaskPage)
+M = TypeVar("M", TaskCreated, TaskBatchCreated, TaskView, TaskPage, SignalDelivered)
 
 
 def _model(model: type[M]) -> Callable[[httpx.Response], M]:

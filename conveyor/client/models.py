@@ -178,7 +178,25 @@ class TaskView(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    waiting_for: str | None = Field(
+        None, description="The signal a waiting task waits for (state waiting only)."
+    )
+    wait_until: datetime | None = Field(
+        None, description="When a waiting task's wait times out (null: no deadline)."
+    )
     usage: LLMUsageSummary | None = None
+
+
+class SignalDelivered(BaseModel):
+    """A signal delivered to a task: ``resumed`` when the task was waiting for it (it runs
+    again within a promoter period), ``duplicate`` when this very payload had been
+    delivered under the name before (nothing changed)."""
+
+    task_id: int
+    signal: str
+    state: TaskState = Field(description="The task's state after the delivery.")
+    resumed: bool
+    duplicate: bool
 
 
 class TaskPage(BaseModel):

@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from conveyor.app import CallNext, StepInfo, TaskHook
-from conveyor.errors import Cancel, Snooze
+from conveyor.errors import Cancel, Snooze, TaskSuspended
 from conveyor.observability.redaction import redact_text
 
 if TYPE_CHECKING:
@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 __all__ = ["TaskTracing", "carrier_of_current", "context_from_carrier"]
 
 _W3C = TraceContextTextMapPropagator()
-# Outcomes a handler raises on purpose that are not failures of the run.
-_NOT_FAILURES = (Snooze, Cancel)
+# Outcomes a handler raises on purpose that are not failures of the run (a wait for a
+# signal ends the run too: the task runs again when the signal comes).
+_NOT_FAILURES = (Snooze, Cancel, TaskSuspended)
 
 
 def context_from_carrier(carrier: Mapping[str, str] | None) -> Context:

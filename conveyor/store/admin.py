@@ -182,6 +182,7 @@ async def queue_status(conn: Conn) -> list[QueueStatus]:
                 dead=dead.get(name, 0),
                 oldest_queued_seconds=row["oldest_queued_seconds"] if row else None,
                 paused=name in paused,
+                waiting=row["waiting"] if row else 0,
             )
         )
     return statuses

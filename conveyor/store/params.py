@@ -139,6 +139,17 @@ class RetryLease:
 
 
 @dataclass(frozen=True, slots=True)
+class SuspendLease:
+    """End a leased task's run without an outcome: it waits, holding no lease, for the
+    signal ``wait`` or at most ``timeout`` seconds (None: no deadline). The attempt is
+    given back, as for a snooze. Written by ``WorkerLeases.suspend`` (see store/waits.py)."""
+
+    lease: LeaseRef
+    wait: str
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimRequest:
     """Claim up to ``limit`` ready tasks of ``queues`` for ``worker_id``.
 

@@ -35,6 +35,7 @@ from conveyor.store import (
     reports,
     retention,
 )
+from conveyor.store.agent_definitions import AgentDefinitionOperations
 from conveyor.store.connection import (
     Conn,
     create_pool,
@@ -83,12 +84,13 @@ from conveyor.store.records import (
     WorkerStatus,
 )
 from conveyor.store.tenant import TenantStore
+from conveyor.store.waits import WaitOperations
 from conveyor.types import TaskState
 
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations, EventOperations):
+class PostgresStore(LLMOperations, EventOperations, WaitOperations, AgentDefinitionOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
@@ -255,8 +257,11 @@ class PostgresStore(LLMOperations, EventOperations):
         return done.refused
 
     async def _complete_groups(self, pairs: set[tuple[str, str]]) -> None:
-        if pairs:
-            await self._run(lambda c: groups.complete_groups(c, pairs))
+        if not pairs:
+            return
+        follow_ups = await self._run(lambda c: groups.complete_groups(c, pairs))
+        if follow_ups:
+            self._events_written()
 
     async def create_group(
         self, tenant_id: str, group_id: str, *, on_complete: NewTask | None = None
@@ -270,7 +275,10 @@ class PostgresStore(LLMOperations, EventOperations):
 
     async def sweep_open_groups(self, limit: int = 500) -> list[int]:
         """Complete open groups that are done (maintenance); the follow-up task ids."""
-        return await self._run(lambda c: groups.sweep_open_groups(c, limit))
+        follow_ups = await self._run(lambda c: groups.sweep_open_groups(c, limit))
+        if follow_ups:
+            self._events_written()
+        return follow_ups
 
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]:
         """Send leased tasks back to wait; returns the ids refused for a lost lease."""
@@ -401,6 +409,8 @@ class PostgresStore(LLMOperations, EventOperations):
         while True:
             ids = await self._run(lambda c: admin.replay_dead(c, which, batch_size))
             replayed.extend(ids)
+            if ids:
+                self._events_written()
             if len(ids) < batch_size:
                 return replayed
 
@@ -434,7 +444,10 @@ class PostgresStore(LLMOperations, EventOperations):
     async def enqueue_due_periodic(self, *, now: datetime | None = None) -> list[int]:
         """Enqueue each schedule's latest due tick exactly once; the new task ids."""
         moment = now or datetime.now(UTC)
-        return await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
+        created = await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
+        if created:
+            self._events_written()
+        return created
 
     async def apply_retention(self, cutoff: datetime) -> tuple[list[str], int]:
         """Drop history partitions older than ``cutoff`` and prune old ledger rows."""

@@ -70,6 +70,10 @@ class TaskRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    waiting_for: str | None = None
+    """The signal a ``waiting`` task waits for (None in any other state)."""
+    wait_until: datetime | None = None
+    """When a ``waiting`` task's wait times out (None: no deadline, or not waiting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,8 @@ class QueueStatus:
     dead: int
     oldest_queued_seconds: float | None
     paused: bool
+    waiting: int = 0
+    """Tasks waiting for a signal (``ctx.wait_for``): they hold no worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +265,33 @@ class EffectRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """What a task holds under a signal name: the delivered payload, or a timeout."""
+
+    name: str
+    payload: Any
+    timed_out: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SignalDelivery:
+    """A signal delivered to a task.
+
+    ``state`` is the task's state after the delivery; ``resumed`` is True when the task was
+    waiting for this very signal (it runs again shortly: ``scheduled`` now, ``queued`` at
+    the promoter's next pass); ``duplicate`` is True when the same payload had been
+    delivered under this name before (nothing changed).
+    """
+
+    task_id: int
+    name: str
+    state: TaskState
+    resumed: bool
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TenantLLMPolicy:
     """What the gateway enforces for a tenant's calls from one queue (None: no limit)."""
 
@@ -361,3 +394,21 @@ class KeyCredentials:
     tenant_id: str | None
     secret_hash: bytes
     revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAgentDefinition:
+    """One version of a declarative agent's definition as stored (``agent_definitions``).
+
+    ``definition`` is the JSON document (``core/agent_definition.py`` reads it);
+    ``digest`` its canonical SHA-256; ``source`` ``api`` or ``file``. ``created`` is False
+    when a write found the same definition already latest and added no version.
+    """
+
+    role: str
+    version: int
+    definition: dict[str, Any]
+    digest: bytes
+    source: str
+    created_at: datetime
+    created: bool = False

@@ -1525,7 +1525,9 @@ CREATE INDEX task_history_finished_brin ON task_history USING brin (finished_at)
 -- it never loses or reorders it).
 --
 -- Partitioned by month on `at` and dropped whole by retention, like task_history. Two
--- indexes: the position (the tail every API process reads) and the task (one task's log).
+-- indexes: the position (the tail every API process reads) and the task (one task's log,
+-- a handful of rows, sorted by position after the lookup; the narrow key keeps the index
+-- and its WAL small).
 CREATE SEQUENCE task_event_id_seq AS bigint CACHE 64;
 
 CREATE TABLE task_events (
@@ -1541,7 +1543,7 @@ CREATE TABLE task_events (
     data       jsonb
 ) PARTITION BY RANGE (at);
 CREATE INDEX task_events_position_idx ON task_events (xid, id);
-CREATE INDEX task_events_task_idx ON task_events (task_id, xid, id);
+CREATE INDEX task_events_task_idx ON task_events (task_id);
 
 -- The lowest transaction id that may still commit: events of transactions below it are
 -- final. Compared as bigint, like task_events.xid.
@@ -1550,6 +1552,34 @@ LANGUAGE sql STABLE AS $$ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::
 
 -- A queue can turn its lifecycle events off (ctx.emit events are still written).
 ALTER TABLE queues ADD COLUMN events boolean NOT NULL DEFAULT true;
+
+-- 0015: durable waits (ctx.wait_for) and the signals that end them.
+--
+-- A task that waits for a signal leaves 'running' for 'waiting': no lease, no worker, no
+-- slot. waiting_for names the signal, wait_until is the deadline (NULL: no timeout); both
+-- are cleared when the wait ends. The claim takes only 'queued' rows, so it is unchanged.
+ALTER TABLE tasks DROP CONSTRAINT tasks_state_check;
+ALTER TABLE tasks ADD CONSTRAINT tasks_state_check
+    CHECK (state IN ('scheduled', 'queued', 'running', 'waiting'));
+ALTER TABLE tasks ADD COLUMN waiting_for text;
+ALTER TABLE tasks ADD COLUMN wait_until timestamptz;
+-- The maintenance loop's sweep of waits past their deadline (expire_waits).
+CREATE INDEX tasks_wait_until_idx ON tasks (wait_until) WHERE state = 'waiting';
+
+-- Signals, write-once per (task, name): the first delivery is what every run of the task
+-- gets from ctx.wait_for(name); timed_out marks a wait whose deadline passed first (a
+-- later signal of that name is refused). Kept after the task finishes, like its steps in
+-- the effects ledger, so a replayed task sees the same answers; retention prunes them.
+CREATE TABLE task_signals (
+    tenant_id   text NOT NULL,
+    task_id     bigint NOT NULL,
+    name        text NOT NULL,
+    payload     jsonb,
+    timed_out   boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, task_id, name)
+);
+CREATE INDEX task_signals_created_idx ON task_signals (created_at);
 
 -- 0018: live LLM output of running tasks, for GET /v1/tasks/{id}/stream.
 --
@@ -1572,3 +1602,21 @@ CREATE UNLOGGED TABLE task_chunks (
     PRIMARY KEY (task_id, run, seq)
 );
 CREATE INDEX task_chunks_at_idx ON task_chunks (at);
+
+-- 0017: declarative agents: a role defined as data (prompts, model, output schema, limits).
+--
+-- Every change of a role's definition is a new row with the next version, never an update:
+-- a task records the version it ran with, so the text it ran with must stay readable. The
+-- API's PUT /v1/agents/{role} and a worker's --agents file write here; workers poll the
+-- latest version of the roles they serve. `digest` is the SHA-256 of the definition's
+-- canonical JSON, so a file loaded again unchanged adds no version. Not tenant-owned: a
+-- definition is an operator's, like a plan.
+CREATE TABLE agent_definitions (
+    role        text NOT NULL,
+    version     integer NOT NULL CHECK (version >= 1),
+    definition  jsonb NOT NULL,
+    digest      bytea NOT NULL,
+    source      text NOT NULL CHECK (source IN ('api', 'file')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (role, version)
+);

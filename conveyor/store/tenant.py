@@ -27,7 +27,13 @@ from conveyor.errors import InvalidTask
 from conveyor.store.event_records import EventFilter, TaskEvent
 from conveyor.store.params import DEFAULT_TENANT, NewTask, TaskListParams, validate_tenant_id
 from conveyor.store.ports import TenantScopedStore
-from conveyor.store.records import EnqueueResult, GroupStatus, LLMUsage, TaskRecord
+from conveyor.store.records import (
+    EnqueueResult,
+    GroupStatus,
+    LLMUsage,
+    SignalDelivery,
+    TaskRecord,
+)
 from conveyor.types import TaskState
 
 
@@ -85,6 +91,13 @@ class TenantStore:
         """Cancel this tenant's task: CANCELLED if done now, RUNNING if its worker was asked
         to stop, else the terminal state it had reached; TaskNotFound if absent or another's."""
         return await self._store.cancel(task_id, tenant_id=self._tenant_id, reason=reason)
+
+    async def signal(self, task_id: int, name: str, payload: Any = None) -> SignalDelivery:
+        """Deliver signal ``name`` (any JSON ``payload``) to this tenant's task; a task
+        waiting for it resumes. The first signal of a name holds: the same payload again is
+        a duplicate, another is refused (SignalRefused), as is a signal to a finished task
+        or after the wait timed out; TaskNotFound if absent or another's."""
+        return await self._store.deliver_signal(task_id, name, payload, tenant_id=self._tenant_id)
 
     async def create_group(self, group_id: str, *, on_complete: NewTask | None = None) -> None:
         """Register a campaign of this tenant; ``on_complete`` is enqueued (for this tenant)

@@ -41,11 +41,14 @@ import structlog
 from conveyor.app import StepInfo
 from conveyor.core.backoff import FailureBackoff
 from conveyor.core.events import check_agent_kind
+from conveyor.core.waits import check_signal_name, check_wait_timeout
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
     DatabaseUnavailable,
     PermanentError,
+    TaskSuspended,
+    WaitTimedOut,
 )
 from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.event_records import NewEvent
@@ -295,6 +298,41 @@ class TaskContext:
         """
         digest = hashlib.sha256(f"{self.task.tenant_id}\x00{key}".encode()).hexdigest()
         return f"conveyor-{digest[:40]}"
+
+    # ``timeout`` is a durable deadline kept by the database, not one of this coroutine's:
+    # asyncio.timeout cannot outlive the run, which ends when the task starts waiting.
+    async def wait_for(self, name: str, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Wait for signal ``name`` without holding a worker: its payload (any JSON).
+
+        If the signal was delivered (``POST /v1/tasks/{id}/signals/{name}``, the client's
+        ``signal``, ``conveyor signal``), its payload is returned at once, on this run and
+        on every later one. If not, the run ends here: the task becomes ``waiting``, frees
+        its slot and its lease, and is not charged an attempt; the signal makes it run again
+        from the top, where completed ``step``s and ``once`` effects return their recorded
+        results and this call returns the payload. ``timeout`` (seconds, None: for ever)
+        bounds the wait: past it, this call raises WaitTimedOut, which the handler may catch
+        (uncaught, the task is dead). Not for sync or isolated handlers.
+        """
+        return await self.await_signal(name, timeout, reserved=False)
+
+    async def await_signal(self, name: str, seconds: float | None, *, reserved: bool) -> Any:
+        """``wait_for`` (``seconds``: its timeout), for Conveyor's own waits too:
+        ``reserved`` admits the ``conveyor:`` names that tenants cannot signal (the webhook
+        adapter's callback waits on one)."""
+        try:
+            check_signal_name(name, reserved=reserved)
+            seconds = check_wait_timeout(seconds)
+        except ValueError as exc:
+            raise PermanentError(f"ctx.wait_for: {exc}") from None
+        store = self._require_store("wait_for")
+        tenant, task_id = self.task.tenant_id, self.task.id
+        held = await self._durably(lambda: store.get_signal(tenant, task_id, name))
+        if held is None:
+            raise TaskSuspended(name, seconds)
+        if held.timed_out:
+            raise WaitTimedOut(name, seconds)
+        self.heartbeat()
+        return held.payload
 
     async def spawn(
         self,

@@ -21,7 +21,7 @@ import structlog
 
 from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError, DatabaseUnavailable, StoreConflict
-from conveyor.store.params import Finish, LeaseRef, RetryLease
+from conveyor.store.params import Finish, LeaseRef, RetryLease, SuspendLease
 from conveyor.store.ports import WorkerLeases
 from conveyor.types import TaskState
 from conveyor.worker.outcomes import Outcome
@@ -112,7 +112,8 @@ class OutcomeRecorder:
         return True
 
     async def flush(self) -> None:
-        """Write every pending outcome: one finish, one retry and one release statement."""
+        """Write every pending outcome: one finish, one retry, one suspend and one release
+        statement."""
         # At most _FLUSH_SLICE outcomes a statement: encoding 10,000 at once would hold the
         # event loop for tens of milliseconds; the rest go in the next flush, at once.
         # Taken under the lock, so that while anything is being written the lock is held:
@@ -153,8 +154,10 @@ class OutcomeRecorder:
     async def _write(self, outcomes: Sequence[Outcome], releases: Sequence[LeaseRef]) -> set[int]:
         finishes = [o for o in outcomes if isinstance(o, Finish)]
         retries = [o for o in outcomes if isinstance(o, RetryLease)]
+        waits = [o for o in outcomes if isinstance(o, SuspendLease)]
         refused = await self._store.finish(finishes) if finishes else set()
         refused |= await self._store.retry(retries) if retries else set()
+        refused |= await self._store.suspend(waits) if waits else set()
         if releases:
             await self._store.release(releases)
         return refused
@@ -195,6 +198,8 @@ class OutcomeRecorder:
                 continue
             if isinstance(outcome, Finish):
                 self._stats[outcome.state.value] += 1
+            elif isinstance(outcome, SuspendLease):
+                self._stats["waiting"] += 1
             else:
                 self._stats["retried"] += 1
         self._stats["released"] += len(releases)

@@ -11,7 +11,15 @@ import pytest
 
 from conveyor.core.events import ORIGIN, EventPosition
 from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
-from conveyor.store.params import Finish, LeaseRef, NewTask, QueueLimits, RetryLease
+from conveyor.store.params import (
+    Finish,
+    LeaseRef,
+    NewTask,
+    QueueLimits,
+    ReplayFilter,
+    RetryLease,
+    SuspendLease,
+)
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
 from tests.integration.helpers import claim, enqueue_many, fetchval, lease
@@ -235,3 +243,38 @@ async def test_writes_that_log_events_wake_the_streams_once_per_burst(
         assert heard.qsize() <= 1  # claim and finish, 3 tasks each: one or two wake-ups
     finally:
         await listener.close()
+
+
+async def test_a_replayed_dead_task_s_log_goes_on(store: PostgresStore) -> None:
+    [task_id] = await enqueue_many(store, 1, max_attempts=1)
+    [task] = await claim(store)
+    await store.finish([Finish(lease(task), TaskState.DEAD, error={"type": "X", "message": ""})])
+    assert await store.replay_dead(ReplayFilter(task_ids=(task_id,))) == [task_id]
+    [again] = await claim(store)
+    await store.finish([Finish(lease(again), TaskState.SUCCEEDED)])
+    assert await kinds(store, task_id) == [
+        "created",
+        "started",
+        "dead",
+        "replayed",
+        "started",
+        "succeeded",
+    ]
+
+
+async def test_a_durable_wait_is_logged(store: PostgresStore) -> None:
+    approved, timed_out = await enqueue_many(store, 2)
+    claimed = {t.id: t for t in await claim(store, limit=2)}
+    await store.suspend(
+        [
+            SuspendLease(lease(claimed[approved]), "approval", 3600),
+            SuspendLease(lease(claimed[timed_out]), "reply", 0.01),
+        ]
+    )
+    await store.deliver_signal(approved, "approval", {"ok": True})
+    await asyncio.sleep(0.05)
+    assert await store.expire_waits() == [timed_out]
+    assert await kinds(store, approved) == ["created", "started", "waiting", "signal"]
+    assert await kinds(store, timed_out) == ["created", "started", "waiting", "wait_timed_out"]
+    log = await task_log(store, approved)
+    assert log[2].data["signal"] == "approval" and log[3].data == {"name": "approval"}

@@ -113,6 +113,10 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "uvloop": ("conveyor.cli",),
     "pydantic_settings": ("conveyor.settings",),
     "croniter": ("conveyor.core",),
+    # Declarative agents: pure, so in the core, each behind one module (a sandboxed prompt
+    # template; a reply's JSON Schema) that the API and the worker both use.
+    "jinja2": ("conveyor.core.prompt_template",),
+    "jsonschema": ("conveyor.core.reply_schema",),
 }
 
 # Libraries every part may use except the pure core.

@@ -15,7 +15,9 @@
 -- it never loses or reorders it).
 --
 -- Partitioned by month on `at` and dropped whole by retention, like task_history. Two
--- indexes: the position (the tail every API process reads) and the task (one task's log).
+-- indexes: the position (the tail every API process reads) and the task (one task's log,
+-- a handful of rows, sorted by position after the lookup; the narrow key keeps the index
+-- and its WAL small).
 CREATE SEQUENCE task_event_id_seq AS bigint CACHE 64;
 
 CREATE TABLE task_events (
@@ -31,7 +33,7 @@ CREATE TABLE task_events (
     data       jsonb
 ) PARTITION BY RANGE (at);
 CREATE INDEX task_events_position_idx ON task_events (xid, id);
-CREATE INDEX task_events_task_idx ON task_events (task_id, xid, id);
+CREATE INDEX task_events_task_idx ON task_events (task_id);
 
 -- The lowest transaction id that may still commit: events of transactions below it are
 -- final. Compared as bigint, like task_events.xid.

@@ -114,15 +114,24 @@ WITH picked AS (
     USING picked AS p
     WHERE h.id = p.id AND h.finished_at = p.finished_at AND h.state = 'dead'
     RETURNING h.*
+), requeued AS (
+    INSERT INTO tasks (
+        id, tenant_id, queue, state, priority, run_at, attempts, max_attempts,
+        timeout_seconds, idempotency_key, parent_id, group_id, payload, trace_context,
+        last_error, created_at
+    )
+    SELECT id, tenant_id, queue, 'queued', priority, now(), 0, max_attempts, timeout_seconds,
+           idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
+    FROM moved
+    RETURNING id, tenant_id, queue, group_id
+), logged AS (
+    -- The task's log goes on: `replayed`, then a new run's `started` (0014).
+    INSERT INTO task_events (tenant_id, task_id, queue, group_id, kind, data)
+    SELECT r.tenant_id, r.id, r.queue, r.group_id, 'replayed', NULL
+    FROM requeued AS r
+    WHERE r.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
 )
-INSERT INTO tasks (
-    id, tenant_id, queue, state, priority, run_at, attempts, max_attempts, timeout_seconds,
-    idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
-)
-SELECT id, tenant_id, queue, 'queued', priority, now(), 0, max_attempts, timeout_seconds,
-       idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
-FROM moved
-RETURNING id, queue;
+SELECT r.id, r.queue FROM requeued AS r;
 
 -- name: queue_depths
 -- Depth and age per queue of the hot table.
@@ -130,6 +139,7 @@ SELECT queue,
        count(*) FILTER (WHERE state = 'queued') AS queued,
        count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
        count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'waiting') AS waiting,
        extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued'))::float8
            AS oldest_queued_seconds
 FROM tasks
