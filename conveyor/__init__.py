@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.app import AgentSpec, App
 from conveyor.core.backoff import RetryPolicy
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.errors import (
     ApiError,
     ApiUnavailable,
@@ -26,6 +27,7 @@ from conveyor.errors import (
     DatabaseUnavailable,
     GroupNotFound,
     InvalidTask,
+    LLMCapExceeded,
     LLMError,
     LLMPermanentError,
     LLMTimeout,
@@ -86,6 +88,8 @@ __all__ = [
     "GroupNotFound",
     "GroupStatus",
     "InvalidTask",
+    "LLMCapExceeded",
+    "LLMCaps",
     "LLMError",
     "LLMPermanentError",
     "LLMTimeout",

@@ -50,6 +50,9 @@
     │   │   └── LLMTimeout        a timeout layer fired: connect, ttft, gap or total
     │   ├── CircuitOpen           that target's breaker is open: failed fast, nothing sent
     │   ├── BudgetRefused         the tenant's budget did not admit the call
+    │   │   ├── SpendLimitExceeded  the monthly token budget or spend limit is used up
+    │   │   └── LLMCapExceeded    a run's or group's cap on calls, tokens or USD would be
+    │   │                         crossed (the runaway guard). Both also PermanentErrors.
     │   ├── LLMUnavailable        every target of the chain failed; lists what each did
     │   └── LLMPermanentError     the request itself is wrong (400/401/403/404/422); not
     │       │                     retried, not failed over. Also a PermanentError.
@@ -553,6 +556,40 @@ class SpendLimitExceeded(BudgetRefused, PermanentError):
     Also a ``PermanentError``: the task fails for good instead of retrying into the same
     wall (raise the limit, then replay it from the dead-letter queue).
     """
+
+
+class LLMCapExceeded(BudgetRefused, PermanentError):
+    """The call would take its task run or its group past a cap on LLM calls, tokens or
+    money (the runaway guard; ``conveyor/core/llm_caps.py``).
+
+    ``scope`` is ``"run"`` or ``"group"``, ``dimension`` ``"calls"``, ``"tokens"`` or
+    ``"cost"`` (USD), ``source`` who set the cap (``"role"``, ``"plan"``, ``"submit"``,
+    ``"group"``); ``limit``, ``used`` (settled plus in flight) and ``needed`` (this call's
+    worst case) are in the dimension's unit. Also a ``PermanentError``: the task fails for
+    good, since a retry would loop into the same cap; an agent may catch it and finish with
+    what it has.
+    """
+
+    def __init__(
+        self,
+        tenant_id: str | None,
+        provider: str,
+        reason: str,
+        *,
+        scope: str,
+        dimension: str,
+        limit: Any,
+        used: Any,
+        needed: Any,
+        source: str,
+    ) -> None:
+        self.scope = scope
+        self.dimension = dimension
+        self.limit = limit
+        self.used = used
+        self.needed = needed
+        self.source = source
+        super().__init__(tenant_id, provider, reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,36 @@ class Settings(BaseSettings):
         description="Single submits of one tenant arriving within this window are written "
         "in one statement (one transaction, one commit); 0 writes each on its own.",
     )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL"),
+        repr=False,
+        description="Redis for shared rate buckets and event wake-ups (unset: PostgreSQL).",
+    )
+    redis_events_channel: str = Field(
+        default="conveyor:events",
+        min_length=1,
+        max_length=200,
+        description="The Redis channel API processes hear event wake-ups on.",
+    )
+    sse_keepalive_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="A silent event stream sends a ': keep-alive' comment this often.",
+    )
+    sse_buffer_bytes: int = Field(
+        default=1_048_576,
+        ge=65_536,
+        description="Event frames buffered per stream; a client further behind is cut off "
+        "(it resumes with Last-Event-ID).",
+    )
+    event_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="An API process reads the event log this often even without a wake-up.",
+    )
     fairness: bool = Field(
         default=True, description="Fair dequeue between tenants (off: priority, then FIFO)."
     )
@@ -119,6 +149,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         return None if value is None else check_database_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _blank_redis_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("retention")
     @classmethod
@@ -149,7 +184,11 @@ class Settings(BaseSettings):
 
 _DSN_EXAMPLE = "postgresql://user:password@host:5432/dbname"
 _PORT = re.compile(r"[0-9]{1,5}")
-_VARIABLES = {"database_url": "DATABASE_URL", "DATABASE_URL": "DATABASE_URL"}
+_VARIABLES = {
+    "database_url": "DATABASE_URL",
+    "DATABASE_URL": "DATABASE_URL",
+    "REDIS_URL": "REDIS_URL",
+}
 """Fields read from a variable without the CONVEYOR_ prefix, by error location."""
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 
 from conveyor.api.body_limit import BodyLimit
+from conveyor.api.exit_signal import on_exit_signal
 from conveyor.api.problems import install_problem_handlers
 from conveyor.api.request_log import RequestLog
 from conveyor.api.routes import (
@@ -19,6 +20,7 @@ from conveyor.api.routes import (
     admin_queues,
     admin_tenants,
     agents,
+    events,
     groups,
     health,
     task_stream,
@@ -50,7 +52,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services() as services:
             app.state.services = services
-            yield
+            hub = services.events
+            # end the event streams as soon as the server is told to stop (exit_signal.py)
+            with on_exit_signal(hub.close_streams if hub is not None else _nothing):
+                yield
 
     app = FastAPI(
         title="Conveyor",
@@ -62,6 +67,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(task_stream.router)
+    app.include_router(events.router)
     app.include_router(groups.router)
     app.include_router(usage.router)
     app.include_router(agents.router)
@@ -76,6 +82,10 @@ def create_app(
     )
     app.add_middleware(RequestLog, tracing=tracing)  # added last: the outermost
     return app
+
+
+def _nothing() -> None:
+    return None
 
 
 def _version() -> str:

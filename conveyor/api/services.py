@@ -13,6 +13,7 @@ from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
+from conveyor.api.events.hub import EventHub
 from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.core.agent_definition import ModelCheck
@@ -52,8 +53,11 @@ class ApiServices:
     """Checks a definition's model against the gateway's config (None: no config here)."""
     live: LiveOutputHub | None = None
     """The readers of running tasks' LLM output (None: not served here)."""
-    keep_alive_seconds: float = 15.0
-    """An idle event stream gets a comment line this often."""
+    events: EventHub | None = None
+    """The process's one reader of the event log, feeding every SSE stream (None: the
+    event routes answer 503)."""
+    sse_keepalive_seconds: float = 15.0
+    """A silent event stream sends a keep-alive comment this often."""
     tracing: ApiTracing | None = None
     """Spans of submits (None: not tracing; the caller's ``traceparent`` is kept as sent)."""
 

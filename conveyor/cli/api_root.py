@@ -18,6 +18,7 @@ from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
+from conveyor.api.events.running import HubConfig, running_hub
 from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
@@ -28,8 +29,6 @@ from conveyor.observability.request_tracing import ApiTracing
 from conveyor.observability.tracing import tracing_from_env
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
-from conveyor.store.event_wake import CHUNK_CHANNEL
-from conveyor.store.notify import NotificationListener
 
 
 def build_app() -> ApiApp:
@@ -81,14 +80,24 @@ def build_app() -> ApiApp:
                     period=settings.agent_refresh_seconds,
                 ).running()
             )
-            # One listening connection per process: every stream's wake-ups arrive on it.
+            # One listening connection per process (or, with REDIS_URL, one Redis
+            # subscription): it wakes the event hub and the live-output hub alike.
             live = LiveOutputHub(store)
-            listener = NotificationListener(store.direct_dsn, on_reconnect=live.wake)
-            listener.subscribe(CHUNK_CHANNEL, live.wake)
-            await listener.start()
-            stack.push_async_callback(listener.stop)
             live.start()
             stack.push_async_callback(live.stop)
+            hub = await stack.enter_async_context(
+                running_hub(
+                    store,
+                    HubConfig(
+                        direct_dsn=store.direct_dsn,
+                        redis_url=settings.redis_url,
+                        redis_channel=settings.redis_events_channel,
+                        poll_seconds=settings.event_poll_seconds,
+                        buffer_bytes=settings.sse_buffer_bytes,
+                    ),
+                    also_wake=live.wake,
+                )
+            )
             yield ApiServices(
                 store=store,
                 keys=keys,
@@ -99,6 +108,8 @@ def build_app() -> ApiApp:
                 agents=agents,
                 agent_model_check=agent_model_check(),
                 live=live,
+                events=hub,
+                sse_keepalive_seconds=settings.sse_keepalive_seconds,
                 tracing=api_tracing,
             )
 

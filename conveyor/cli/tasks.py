@@ -6,21 +6,32 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
 
-from conveyor.cli.common import INT32_MAX, DatabaseUrl, TaskId, out
+from conveyor.cli.common import (
+    INT32_MAX,
+    INT64_MAX,
+    SPEND_MAX,
+    DatabaseUrl,
+    TaskId,
+    counter_document,
+    out,
+)
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
 from conveyor.core.agent_definition import AgentDefinition
 from conveyor.core.durations import parse_duration
+from conveyor.core.llm_caps import CapScope, LLMCaps
 from conveyor.core.prompt_template import MissingField, TemplateProblem
 from conveyor.core.waits import check_signal_name
 from conveyor.errors import ConveyorError, UndeclaredQueue
 from conveyor.store.params import NewTask
 from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import CapCounter, GroupStatus
 
 
 def enqueue(
@@ -33,6 +44,18 @@ def enqueue(
     max_attempts: Annotated[
         int | None,
         typer.Option("--max-attempts", max=INT32_MAX, help="Default: the agent's policy."),
+    ] = None,
+    cap_calls: Annotated[
+        int | None,
+        typer.Option("--cap-calls", min=0, max=INT64_MAX, help="Cap on its LLM calls."),
+    ] = None,
+    cap_tokens: Annotated[
+        int | None,
+        typer.Option("--cap-tokens", min=0, max=INT64_MAX, help="Cap on its LLM tokens."),
+    ] = None,
+    cap_cost: Annotated[
+        float | None,
+        typer.Option("--cap-cost", min=0, max=SPEND_MAX, help="Cap on its LLM spend in USD."),
     ] = None,
     allow_undeclared: Annotated[
         bool,
@@ -65,6 +88,9 @@ def enqueue(
             run_at=run_at,
             max_attempts=max_attempts,
             idempotency_key=key,
+            llm_caps=LLMCaps(
+                cap_calls, cap_tokens, None if cap_cost is None else Decimal(str(cap_cost))
+            ),
         )
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -106,10 +132,14 @@ def _json(text: str, flag: str) -> Any:
 
 
 def show(task_id: TaskId, database_url: DatabaseUrl = None) -> None:
-    """Print one task (active or finished) as JSON."""
+    """Print one task (active or finished) as JSON, with ``llm_caps``: its caps in force
+    (who set each) and the LLM calls, tokens and USD they counted (null: uncapped)."""
 
     async def go(store: PostgresStore) -> None:
-        out.print_json(json.dumps(asdict(await store.get_task(task_id)), default=str))
+        record = await store.get_task(task_id)
+        counter = await store.llm_cap_counter(record.tenant_id, CapScope.RUN, str(task_id))
+        document = {**asdict(record), "llm_caps": counter_document(counter)}
+        out.print_json(json.dumps(document, default=str))
 
     _run(_with_store(_settings(database_url), go))
 
@@ -163,12 +193,19 @@ def group(
     tenant: Annotated[str, typer.Option("--tenant")] = "default",
     database_url: DatabaseUrl = None,
 ) -> None:
-    """A campaign's tasks by state, and its completion."""
-    status = _run(_with_store(_settings(database_url), lambda s: s.group_status(tenant, group_id)))
+    """A campaign's tasks by state, its completion, and its LLM caps with what they counted."""
+
+    async def go(store: PostgresStore) -> tuple[GroupStatus, CapCounter | None]:
+        status = await store.group_status(tenant, group_id)
+        return status, await store.llm_cap_counter(tenant, CapScope.GROUP, group_id)
+
+    status, counter = _run(_with_store(_settings(database_url), go))
     counts = ", ".join(f"{state.value} {n}" for state, n in sorted(status.counts.items()))
     done = f"completed {status.completed_at:%Y-%m-%d %H:%M:%S}" if status.completed_at else "open"
     follow = f", follow-up task {status.follow_up_id}" if status.follow_up_id else ""
     out.print(f"group {group_id} ({tenant}): {counts or 'no tasks yet'}; {done}{follow}")
+    if counter is not None:
+        out.print(f"LLM caps: {json.dumps(counter_document(counter))}")
 
 
 async def check_declarative_payload(

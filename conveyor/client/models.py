@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from conveyor.client.cap_models import CapLimits, CapsView
 from conveyor.core.json_documents import check_document
 from conveyor.types import TaskState
 
@@ -102,6 +103,11 @@ class TaskSubmission(Strict):
         description="While a task of this tenant and queue with the same key waits (not yet "
         "running), replace its payload instead of adding a task; else add one that runs "
         "after `seconds`. Single submits only; not with an idempotency key.",
+    )
+    caps: CapLimits | None = Field(
+        default=None,
+        description="Caps on this task's LLM calls, tokens and USD, all its attempts "
+        "together. The tightest of these, its role's and its plan's applies.",
     )
 
     @field_validator("payload")
@@ -185,6 +191,10 @@ class TaskView(BaseModel):
         None, description="When a waiting task's wait times out (null: no deadline)."
     )
     usage: LLMUsageSummary | None = None
+    caps: CapsView | None = Field(
+        default=None,
+        description="Its runaway guard, when one task is read and something caps it.",
+    )
 
 
 class SignalDelivered(BaseModel):
@@ -230,6 +240,12 @@ class GroupCreate(Strict):
     on_complete: FollowUp | None = Field(
         None, description="Enqueued once when all the group's tasks have finished."
     )
+    caps: CapLimits | None = Field(
+        default=None,
+        description="Caps on the LLM calls, tokens and USD of all the group's tasks together "
+        "(the tightest of these and the plan's applies). Registering the group again "
+        "replaces them; left out, they are removed.",
+    )
 
 
 class GroupView(BaseModel):
@@ -241,6 +257,9 @@ class GroupView(BaseModel):
     completed_at: datetime | None = None
     follow_up_id: int | None = None
     usage: LLMUsageSummary
+    caps: CapsView | None = Field(
+        default=None, description="Its runaway guard, if something caps it."
+    )
 
 
 class QueueUsage(BaseModel):

@@ -29,7 +29,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from conveyor.core.events import EventPosition
-from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
+from conveyor.core.llm_caps import CapScope, LLMCaps
+from conveyor.store.event_records import EventFilter, LogHorizon, NewEvent, TaskEvent
 from conveyor.store.params import (
     ClaimRequest,
     EffectOwner,
@@ -47,6 +48,7 @@ from conveyor.store.params import (
     WorkerInfo,
 )
 from conveyor.store.records import (
+    CapCounter,
     ClaimedTask,
     DeadTask,
     EffectRecord,
@@ -98,8 +100,11 @@ class TenantTasks(Protocol):
     async def list_tasks(self, query: TaskListParams | None = None) -> list[TaskRecord]: ...
     async def cancel(self, task_id: int, *, reason: str = "cancelled") -> TaskState: ...
     async def signal(self, task_id: int, name: str, payload: Any = None) -> SignalDelivery: ...
-    async def create_group(self, group_id: str, *, on_complete: NewTask | None = None) -> None: ...
+    async def create_group(
+        self, group_id: str, *, on_complete: NewTask | None = None, caps: LLMCaps | None = None
+    ) -> None: ...
     async def group_status(self, group_id: str) -> GroupStatus: ...
+    async def llm_cap_counter(self, scope: CapScope, key: str) -> CapCounter | None: ...
     async def usage(self, *, now: datetime | None = None) -> dict[str, int]: ...
     async def llm_usage(
         self,
@@ -138,9 +143,17 @@ class TenantScopedStore(Protocol):
         self, task_id: int, name: str, payload: Any = None, *, tenant_id: str
     ) -> SignalDelivery: ...
     async def create_group(
-        self, tenant_id: str, group_id: str, *, on_complete: NewTask | None = None
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        on_complete: NewTask | None = None,
+        caps: LLMCaps | None = None,
     ) -> None: ...
     async def group_status(self, tenant_id: str, group_id: str) -> GroupStatus: ...
+    async def llm_cap_counter(
+        self, tenant_id: str, scope: CapScope, key: str
+    ) -> CapCounter | None: ...
     async def tenant_usage(
         self, tenant_id: str, *, now: datetime | None = None
     ) -> dict[str, int]: ...
@@ -231,6 +244,8 @@ class EventLog(Protocol):
 
     async def event_tail(self, after: EventPosition, limit: int = 1000) -> list[TaskEvent]: ...
     async def event_head(self) -> EventPosition: ...
+    async def event_horizon(self) -> LogHorizon: ...
+    async def event_pending(self, after: EventPosition) -> bool: ...
 
 
 class Maintenance(Protocol):

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.store import (
     admin,
     api_keys,
@@ -264,10 +265,18 @@ class PostgresStore(LLMOperations, EventOperations, WaitOperations, AgentDefinit
             self._events_written()
 
     async def create_group(
-        self, tenant_id: str, group_id: str, *, on_complete: NewTask | None = None
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        on_complete: NewTask | None = None,
+        caps: LLMCaps | None = None,
     ) -> None:
-        """Register a campaign; ``on_complete`` is enqueued once when all its tasks finish."""
-        await self._run(lambda c: groups.create_group(c, tenant_id, group_id, on_complete))
+        """Register a campaign; ``on_complete`` is enqueued once when all its tasks finish.
+        ``caps`` (given: set or replaced, ``LLMCaps()`` clears them) bound its LLM use."""
+        await self._run_in_transaction(
+            lambda c: groups.create_group(c, tenant_id, group_id, on_complete, caps)
+        )
 
     async def group_status(self, tenant_id: str, group_id: str) -> GroupStatus:
         """Counts by state of a campaign's tasks, and its completion."""

@@ -17,6 +17,10 @@ is a no-op there. ``ctx.once_in_transaction`` is for effects on Conveyor's own d
 the effect's writes and its record commit in one transaction, so it happens exactly once,
 whatever crashes.
 
+``ctx.wait_for`` waits for a signal without holding the worker: with no signal yet it ends
+the run (``TaskSuspended``) and the task waits as a row; the signal runs it again from the
+top, where completed steps and effects replay, and ``wait_for`` returns the payload.
+
 Every store call here rides out a database restart: it is retried with backoff for up to
 ``database_retry_seconds``; after that the run fails with DatabaseUnavailable, and the
 worker hands the task back without counting an attempt.
@@ -59,6 +63,7 @@ from conveyor.worker.task_hooks import run_step_around
 
 if TYPE_CHECKING:
     from conveyor.app import TaskHook
+    from conveyor.core.llm_caps import LLMCaps
     from conveyor.gateway.bound import BoundLLM
     from conveyor.gateway.gateway import Gateway
     from conveyor.worker.ports import WorkerStore
@@ -99,6 +104,7 @@ class TaskContext:
         database_retry_seconds: float = 30.0,
         llm: Gateway | None = None,
         step_hooks: Sequence[TaskHook] = (),
+        llm_caps: LLMCaps | None = None,
     ) -> None:
         self.task = TaskInfo(
             id=claimed.id,
@@ -122,6 +128,7 @@ class TaskContext:
         self.deadline = None if timeout is None else self.last_progress + timeout
         """``time.monotonic()`` by which the task times out; None without a timeout."""
         self._llm_cache = llm_cache
+        self._llm_caps = llm_caps
         self._once_locks: dict[str, asyncio.Lock] | None = None
         self._database_retry_seconds = database_retry_seconds
         self._recording: set[asyncio.Future[Any]] = set()
@@ -183,6 +190,7 @@ class TaskContext:
                 queue=self.task.queue,
                 deadline=self.deadline,
                 run=self._lease_token,
+                run_caps=self._llm_caps,
             )
             self._llm = BoundLLM(
                 self._gateway,

@@ -381,6 +381,7 @@ class Worker:
             llm_cache=agent.llm_cache,
             database_retry_seconds=self.options.database_retry_seconds,
             llm=self.llm,
+            llm_caps=agent.caps,
             step_hooks=self.step_hooks,
         )
         entry = _Running(task, agent, context)

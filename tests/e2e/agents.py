@@ -71,3 +71,12 @@ async def careless(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
     dsn = os.environ["DATABASE_URL"]
     ctx.log.warning("careless", dsn=dsn, header=f"Bearer {key}", api_key=key, note=f"key {key}")
     raise RuntimeError(f"gave up on {dsn}")
+
+
+@app.agent("reporter", retry=RetryPolicy(max_attempts=1))
+async def reporter(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reports its progress twice (``ctx.emit``), sleeping ``sleep`` seconds in between."""
+    for step in range(2):
+        await ctx.emit("progress", {"step": step})
+        await asyncio.sleep(float(payload.get("sleep", 0)))
+    return {"steps": 2}

@@ -106,10 +106,10 @@ async def test_a_declarative_agent_answers_repairs_fails_and_takes_a_new_version
             worker = start_worker(database_dsn, worker_log, agents, config)
             try:
                 api.wait_ready()
+                # The worker stores v1. Reading it through the API also brings the API's
+                # submit check up to date (else within CONVEYOR_AGENT_REFRESH_SECONDS).
                 deadline = time.monotonic() + 30
-                while (
-                    await admin.get("/v1/agents/headliner")
-                ).status_code != 200:  # the worker stored it
+                while (await admin.get("/v1/agents/headliner")).status_code != 200:
                     assert worker.poll() is None and time.monotonic() < deadline, (
                         worker_log.read_text()
                     )

@@ -249,3 +249,19 @@ async def test_retention_prunes_the_signals_of_finished_tasks_only(store: Postgr
         await retention.prune_ledgers(conn, future)
     assert await store.get_signal("default", finished, "approval") is None
     assert await store.get_signal("default", active, "note") is not None
+
+
+async def test_a_debounced_task_that_waits_leaves_its_key_to_the_next_burst(
+    store: PostgresStore,
+) -> None:
+    soon, later = datetime.now(UTC), datetime.now(UTC) + timedelta(hours=1)
+    first = await store.enqueue_debounced(NewTask("q", {"v": 1}, run_at=soon, debounce_key="k"))
+    assert await store.promote_due() == 1
+    [task] = await claim(store)
+    await store.suspend([SuspendLease(lease(task), "approval", None)])
+    second = await store.enqueue_debounced(NewTask("q", {"v": 2}, run_at=later, debounce_key="k"))
+    assert second.created and second.task_id != first.task_id
+    # resuming the first does not collide with the second, still waiting for its run_at
+    assert (await store.deliver_signal(first.task_id, "approval", True)).resumed
+    assert (await store.get_task(first.task_id)).state is TaskState.SCHEDULED
+    assert (await store.get_task(second.task_id)).payload == {"v": 2}

@@ -98,7 +98,9 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     # The demo reads the mock provider's counters over HTTP for its closing report.
     "httpx": ("conveyor.gateway", "conveyor.client", "conveyor.demo"),
     "httpx_aiohttp": ("conveyor.gateway",),
-    "redis": ("conveyor.gateway.budgets.redis_buckets",),
+    # Redis serves two optional jobs: the gateway's shared rate buckets, and the API's
+    # event wake-ups (pub/sub), each from one module.
+    "redis": ("conveyor.gateway.budgets.redis_buckets", "conveyor.api.events.redis_wake"),
     "fastapi": ("conveyor.api",),
     "starlette": ("conveyor.api",),
     "uvicorn": ("conveyor.api",),

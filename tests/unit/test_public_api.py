@@ -7,7 +7,8 @@ import conveyor
 EXPECTED = {
     "AgentSpec", "ApiError", "ApiUnavailable", "App", "AsyncClient", "Client", "ClientRetries",
     "BudgetRefused", "Cancel", "ConfigurationError", "ConveyorError",
-    "DatabaseUnavailable", "GroupNotFound", "GroupStatus", "InvalidTask", "LLMError",
+    "DatabaseUnavailable", "GroupNotFound", "GroupStatus", "InvalidTask", "LLMCapExceeded",
+    "LLMCaps", "LLMError",
     "LLMPermanentError", "LLMTimeout", "LLMUnavailable", "MigrationError", "NewTask",
     "PeriodicTask", "PermanentError", "PlanUpdate", "PlanViolation", "Priority", "QueueLimits",
     "QuotaExceeded", "ReplayFilter", "Retry", "RetryPolicy", "SchemaNotReady", "Settings",

@@ -6,6 +6,9 @@ has ``CONVEYOR_LLM_CONFIG``) and stores it as the role's next version; nothing i
 when it is refused (422 ``invalid-agent-definition``, every problem listed). The role is
 declared as a queue in the same transaction. Workers serving the role take the new version
 within ``CONVEYOR_AGENT_REFRESH_SECONDS``; tasks record the version they ran with.
+
+A read of a latest version (``GET /v1/agents``, ``GET /v1/agents/{role}``) also brings this
+process's copy up to date, so a version an operator has seen here is checked here at once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+from conveyor.api.agent_definitions import AgentDefinitionCache
 from conveyor.api.dependencies import Services, admin
 from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
 from conveyor.client.agent_models import (
@@ -57,18 +61,16 @@ async def put_agent(
     stored = await svc.store.put_agent_definition(
         role, definition.document(), source="api", only_if_changed=True
     )
-    if svc.agents is not None:
-        svc.agents.learn(stored, definition)
     if not stored.created:
         response.status_code = 200
-    return agent_view(stored, definition)
+    return agent_view(stored, definition, learn=svc.agents)
 
 
 @router.get("", response_model=AgentDefinitionList)
 async def list_agents(svc: Services) -> AgentDefinitionList:
     """The latest version of every declarative agent, by role."""
     found = await svc.store.latest_agent_definitions()
-    return AgentDefinitionList(agents=[agent_view(s) for s in found])
+    return AgentDefinitionList(agents=[agent_view(s, learn=svc.agents) for s in found])
 
 
 @router.get("/{role}", response_model=AgentDefinitionView)
@@ -84,7 +86,7 @@ async def get_agent(
     if stored is None:
         which = "a definition" if version is None else f"a version {version}"
         raise Problem(404, "not-found", f"agent {role!r} has no {which}")
-    return agent_view(stored)
+    return agent_view(stored, learn=svc.agents if version is None else None)
 
 
 @router.get("/{role}/versions", response_model=AgentDefinitionList)
@@ -97,13 +99,20 @@ async def agent_versions(role: Role, svc: Services) -> AgentDefinitionList:
 
 
 def agent_view(
-    stored: StoredAgentDefinition, definition: AgentDefinition | None = None
+    stored: StoredAgentDefinition,
+    definition: AgentDefinition | None = None,
+    *,
+    learn: AgentDefinitionCache | None = None,
 ) -> AgentDefinitionView:
-    """What the API shows of a stored version."""
+    """What the API shows of a stored version. ``learn``: the process's cache of latest
+    definitions, told of this one (it is a latest version): once an operator has seen a
+    version through this process, this process checks submits against it."""
     fields: list[str] = []
     try:
         read = definition or AgentDefinition.from_document(stored.role, stored.definition)
         fields = list(read.fields)
+        if learn is not None:
+            learn.learn(stored, read)
     except InvalidAgentDefinition:
         pass  # stored by another release; shown as stored
     return AgentDefinitionView(

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
-from conveyor.api.reports import task_usage
+from conveyor.api.reports import caps_view, task_usage
 from conveyor.api.services import ApiServices
 from conveyor.api.traceparent import trace_context
 from conveyor.client.models import (
@@ -38,6 +38,7 @@ from conveyor.client.models import (
     TaskView,
 )
 from conveyor.core.json_documents import DocumentProblem, check_document, fingerprint
+from conveyor.core.llm_caps import CapScope
 from conveyor.core.waits import SIGNAL_NAME_PATTERN
 from conveyor.errors import SignalRefused
 from conveyor.store.params import NewTask, TaskListParams
@@ -149,11 +150,12 @@ async def submit_batch(
 @router.get("/{task_id}", response_model=TaskView)
 async def get_task(task_id: TaskId, svc: Services, tenant: Tenant) -> TaskView:
     """A task of the caller's tenant, running or finished, with its LLM usage and cost so
-    far; 404 for any other id."""
+    far and its caps (what they counted, what is in flight); 404 for any other id."""
     view = svc.store.for_tenant(tenant)
     record = await view.get_task(task_id)
     usage = await task_usage(view, task_id, record.created_at)
-    return task_view(record).model_copy(update={"usage": usage})
+    caps = caps_view(await view.llm_cap_counter(CapScope.RUN, str(task_id)))
+    return task_view(record).model_copy(update={"usage": usage, "caps": caps})
 
 
 @router.get("", response_model=TaskPage)
@@ -312,6 +314,7 @@ def _new_task(
         trace_context=trace,
         idempotency_fingerprint=fingerprint(document) if key is not None else None,
         debounce_key=debounce_key,
+        llm_caps=body.caps.caps() if body.caps is not None else None,
     )
 
 

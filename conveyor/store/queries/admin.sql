@@ -17,11 +17,14 @@ SELECT id, name, weight, plan_id, created_at FROM tenants WHERE id = $1;
 -- name: list_plans
 SELECT id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
        monthly_token_budget, weight, start_rate_limit, start_rate_interval,
-       llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit
+       llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit,
+       run_llm_calls, run_llm_tokens, run_llm_cost,
+       group_llm_calls, group_llm_tokens, group_llm_cost
 FROM plans ORDER BY weight, id;
 
 -- name: update_plan
--- NULL arguments keep what is there.
+-- NULL arguments keep what is there; $12 / $16 true replace the run / group caps with
+-- $13-$15 / $17-$19 (NULL: no cap).
 UPDATE plans
 SET max_concurrent_per_role = coalesce($2, max_concurrent_per_role),
     monthly_task_limit = coalesce($3, monthly_task_limit),
@@ -32,11 +35,19 @@ SET max_concurrent_per_role = coalesce($2, max_concurrent_per_role),
     monthly_token_budget = coalesce($8, monthly_token_budget),
     llm_requests_per_minute = coalesce($9, llm_requests_per_minute),
     llm_tokens_per_minute = coalesce($10, llm_tokens_per_minute),
-    monthly_spend_limit = coalesce($11, monthly_spend_limit)
+    monthly_spend_limit = coalesce($11, monthly_spend_limit),
+    run_llm_calls = CASE WHEN $12 THEN $13 ELSE run_llm_calls END,
+    run_llm_tokens = CASE WHEN $12 THEN $14 ELSE run_llm_tokens END,
+    run_llm_cost = CASE WHEN $12 THEN $15 ELSE run_llm_cost END,
+    group_llm_calls = CASE WHEN $16 THEN $17 ELSE group_llm_calls END,
+    group_llm_tokens = CASE WHEN $16 THEN $18 ELSE group_llm_tokens END,
+    group_llm_cost = CASE WHEN $16 THEN $19 ELSE group_llm_cost END
 WHERE id = $1
 RETURNING id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
           monthly_token_budget, weight, start_rate_limit, start_rate_interval,
-          llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit;
+          llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit,
+          run_llm_calls, run_llm_tokens, run_llm_cost,
+          group_llm_calls, group_llm_tokens, group_llm_cost;
 
 -- name: set_tenant_agent
 -- Creates or updates a tenant's override of one role; NULL arguments keep what is there.

@@ -7,11 +7,15 @@
 -- Leased tasks leave 'running' for 'waiting' on signal $3 (deadline $4 seconds from now, NULL:
 -- none). Like a snooze, the attempt counted at claim is given back. A task whose cancel was
 -- requested is not suspended: its lease runs out and the reaper finishes it as cancelled.
--- Each writes a `waiting` event (signal name, deadline) in the same statement (0014).
+-- A debounced task's key is dropped: its burst was coalesced into the run that started, and
+-- a later submit of the key makes a task of its own (which this one, resumed, must not meet
+-- in tasks_debounce_idx). Each writes a `waiting` event (signal name, deadline) in the same
+-- statement (0014).
 WITH moved AS (
     UPDATE tasks AS t
     SET state = 'waiting',
         waiting_for = i.name,
+        debounce_key = NULL,
         wait_until = now() + make_interval(secs => i.timeout),
         attempts = greatest(t.attempts - 1, 0),
         lease_token = NULL,
