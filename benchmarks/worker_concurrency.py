@@ -11,6 +11,10 @@ until every task is drained end to end (handler called, result recorded in histo
 
 Targets (issue 3): in flight <= 2.5 s wall, peak RSS <= 250 MB, loop lag p99 <= 50 ms;
 no-op >= 20,000 tasks/s with one process and >= 30,000 tasks/s with two.
+
+``--tracing`` drains the no-op tasks again with OpenTelemetry tracing on: the workers
+export every span over OTLP/HTTP (``OTEL_TRACES_EXPORTER=otlp``) to a collector stand-in
+this script serves, which decodes and counts them; the table compares both runs.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from conveyor.store.postgres import PostgresStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scratch import scratch_database, server_dsn, server_facts
+from span_sink import SpanSink
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,7 +123,13 @@ async def in_flight(dsn: str, tasks: int, seconds: float) -> dict[str, Any]:
     return {"wall_s": ended - began, "ideal_s": seconds, "peak_rss_mb": rss, **final}
 
 
-async def no_op(dsn: str, tasks: int, processes: int, events: bool = True) -> dict[str, Any]:
+async def no_op(
+    dsn: str,
+    tasks: int,
+    processes: int,
+    events: bool = True,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     async with scratch_database(dsn) as scratch:
         control = await asyncpg.connect(scratch)
         store = await PostgresStore.open(scratch)
@@ -129,7 +140,7 @@ async def no_op(dsn: str, tasks: int, processes: int, events: bool = True) -> di
         for start in range(0, tasks, 10_000):
             await store.enqueue_batch([NewTask("noop") for _ in range(min(10_000, tasks - start))])
         await control.execute("ANALYZE tasks")
-        workers = [WorkerProcess(scratch, "noop", 1000, 500) for _ in range(processes)]
+        workers = [WorkerProcess(scratch, "noop", 1000, 500, env) for _ in range(processes)]
         try:
             await wait_registered(control, processes)
             began = time.perf_counter()
@@ -154,6 +165,17 @@ async def main(args: argparse.Namespace) -> None:
         quiet = {}
         if args.events_off:
             quiet = {n: await no_op(dsn, args.noop, n, events=False) for n in (1, 2)}
+        traced: dict[int, dict[str, Any]] = {}
+        sampled: dict[int, dict[str, Any]] = {}
+        if args.tracing:
+            with SpanSink() as sink:
+                for n in (1, 2):
+                    before = sink.spans
+                    traced[n] = await no_op(dsn, args.noop, n, env=sink.worker_env())
+                    traced[n]["spans"] = sink.spans - before
+                    before = sink.spans
+                    sampled[n] = await no_op(dsn, args.noop, n, env=sink.worker_env(0.1))
+                    sampled[n]["spans"] = sink.spans - before
     console.print("[bold]Conveyor worker concurrency[/bold]")
     console.print(f"machine: {os.cpu_count()} cores; PostgreSQL {facts['server_version']}, "
                   f"synchronous_commit={facts['synchronous_commit']}")  # fmt: skip
@@ -183,6 +205,23 @@ async def main(args: argparse.Namespace) -> None:
                 f"{ratio:.0%}", ">= 75%",
             )  # fmt: skip
         console.print(table)
+    if traced:
+        table = Table(title="No-op tasks/s with tracing off and on (OTLP/HTTP to a local sink)")
+        for column in (
+            "worker processes", "off", "on: every task", "/ off", "spans",
+            "on: 10% sampled", "/ off", "spans",
+        ):  # fmt: skip
+            table.add_column(column, justify="right")
+        for n, off in ((1, one), (2, two)):
+            on, tenth = traced[n], sampled[n]
+            table.add_row(
+                str(n), f"{off['tasks_per_s']:,.0f}",
+                f"{on['tasks_per_s']:,.0f}", f"{on['tasks_per_s'] / off['tasks_per_s']:.0%}",
+                f"{on['spans']:,}",
+                f"{tenth['tasks_per_s']:,.0f}", f"{tenth['tasks_per_s'] / off['tasks_per_s']:.0%}",
+                f"{tenth['spans']:,}",
+            )  # fmt: skip
+        console.print(table)
     checks = {
         "in-flight wall <= 2.5 s": flight["wall_s"] <= 2.5,
         "peak RSS <= 250 MB": flight["peak_rss_mb"] <= 250,
@@ -204,6 +243,11 @@ def parse_args() -> argparse.Namespace:
         "--events-off",
         action="store_true",
         help="also drain with the queue's lifecycle events off, and compare",
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="also drain with tracing on (OTLP to a local collector stand-in), and compare",
     )
     return parser.parse_args()
 

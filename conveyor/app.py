@@ -13,8 +13,9 @@
 Run it with ``conveyor worker --app mypkg.agents:app``.
 
 Plugins go in ``App(hooks=[...])`` or ``app.hook(plugin)``: a ``TaskHook`` wraps every task
-run (``around_task``), an ``LLMHook`` (``conveyor.gateway``) sees every LLM attempt and
-streamed chunk of the worker's gateway; one object may be both.
+run (``around_task``) and every durable step (``around_step``), an ``LLMHook``
+(``conveyor.gateway``) sees every LLM attempt and streamed chunk of the worker's gateway;
+one object may be both.
 """
 
 from __future__ import annotations
@@ -92,6 +93,19 @@ class AgentSpec:
         return f"{self.handler.__module__}:{self.handler.__qualname__}"
 
 
+@dataclass(slots=True)
+class StepInfo:
+    """One durable step or effect of a run, as ``TaskHook.around_step`` sees it."""
+
+    kind: Literal["step", "once", "once_in_transaction"]
+    """Which call made it: ``ctx.step``, ``ctx.once`` or ``ctx.once_in_transaction``."""
+    name: str
+    """The step's name, or the effect's key, as the handler passed it."""
+    replayed: bool = False
+    """Set by the time ``call_next`` returns: True when the recorded result of an earlier
+    run was returned and the function did not run."""
+
+
 class TaskHook:
     """A worker plugin around every task run, in the spirit of River's worker middleware.
 
@@ -108,10 +122,19 @@ class TaskHook:
                     return await call_next()
                 finally:
                     ctx.log.info("ran", seconds=time.perf_counter() - started)
+
+    Override ``around_step`` to wrap each ``ctx.step``, ``ctx.once`` and
+    ``ctx.once_in_transaction`` of a run the same way (a tracer opens a span per step); it
+    runs in the handler's own context, so what it sets there the step's code sees. Only
+    overridden methods are called: a hook without ``around_step`` costs a step nothing.
     """
 
     async def around_task(self, ctx: TaskContext, call_next: CallNext) -> Any:
         """Run the task: ``return await call_next()`` plus whatever the plugin adds."""
+        return await call_next()
+
+    async def around_step(self, ctx: TaskContext, step: StepInfo, call_next: CallNext) -> Any:
+        """Run one step or effect: ``return await call_next()`` plus what the plugin adds."""
         return await call_next()
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from conveyor.api.body_limit import BodyLimit
 from conveyor.api.exit_signal import on_exit_signal
 from conveyor.api.problems import install_problem_handlers
+from conveyor.api.request_log import RequestLog
 from conveyor.api.routes import (
     admin_dlq,
     admin_keys,
@@ -27,15 +29,24 @@ from conveyor.api.routes import (
 )
 from conveyor.api.services import ApiLimits, ApiServices
 
+if TYPE_CHECKING:
+    from conveyor.observability.request_tracing import ApiTracing
+
 ApiApp = FastAPI
 """The app type, for the composition root's annotations (only this layer imports FastAPI)."""
 
 OpenServices = Callable[[], AbstractAsyncContextManager[ApiServices]]
 
 
-def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> ApiApp:
+def create_app(
+    open_services: OpenServices,
+    limits: ApiLimits | None = None,
+    *,
+    tracing: ApiTracing | None = None,
+) -> ApiApp:
     """An app whose services ``open_services()`` opens at start-up and closes at shutdown
-    (the process's composition root builds them: the store, the key checker)."""
+    (the process's composition root builds them: the store, the key checker). Every
+    request gets an access line and its log context; ``tracing`` adds a server span."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +80,7 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
             limits.max_batch_bytes if path.endswith("/batch") else limits.max_task_bytes
         ),
     )
+    app.add_middleware(RequestLog, tracing=tracing)  # added last: the outermost
     return app
 
 

@@ -8,6 +8,7 @@ from fastapi import Depends, Header
 
 from conveyor.api.auth import Principal
 from conveyor.api.problems import Problem
+from conveyor.api.request_log import note_caller
 from conveyor.api.services import ApiServices, services
 
 
@@ -17,6 +18,7 @@ async def caller(
 ) -> Principal:
     """Whoever the request's key says; 401 without a valid key, 429 over its rate limit."""
     principal = await svc.keys.principal(authorization)
+    note_caller(principal.tenant_id, principal.key_id)
     if svc.rate_limit is not None:
         await svc.rate_limit.admit(principal.key_id)
     return principal

@@ -37,6 +37,7 @@ from conveyor.errors import (
     UndeclaredQueue,
     UnknownTenant,
 )
+from conveyor.observability.redaction import redact_text
 
 PROBLEM_JSON = "application/problem+json"
 log = structlog.get_logger("conveyor.api")
@@ -111,7 +112,7 @@ def problem_response(
         "type": f"urn:conveyor:problem:{kind}",
         "title": HTTPStatus(status).phrase,
         "status": status,
-        "detail": detail,
+        "detail": redact_text(detail),  # a driver's message may hold a DSN
         "instance": request.url.path,
         **extra,
     }

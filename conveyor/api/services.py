@@ -4,6 +4,7 @@ process by the composition root (``conveyor/cli/api_root.py``) and held on ``app
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -17,6 +18,9 @@ from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.core.agent_definition import ModelCheck
 from conveyor.store.postgres import PostgresStore
+
+if TYPE_CHECKING:
+    from conveyor.observability.request_tracing import ApiTracing
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +58,8 @@ class ApiServices:
     event routes answer 503)."""
     sse_keepalive_seconds: float = 15.0
     """A silent event stream sends a keep-alive comment this often."""
+    tracing: ApiTracing | None = None
+    """Spans of submits (None: not tracing; the caller's ``traceparent`` is kept as sent)."""
 
 
 async def services(request: Request) -> ApiServices:

@@ -7,6 +7,8 @@ process, and handed to the app explicitly. Nothing is found through a global.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -22,17 +24,31 @@ from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
 from conveyor.cli.agent_model_check import agent_model_check
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
+from conveyor.observability.redaction import remember_secrets
+from conveyor.observability.request_tracing import ApiTracing
+from conveyor.observability.tracing import tracing_from_env
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
 
 
 def build_app() -> ApiApp:
-    """The API app of one process, wired from the environment (uvicorn's factory)."""
+    """The API app of one process, wired from the environment (uvicorn's factory).
+
+    Tracing is set up here, per server process, from the ``OTEL_*`` variables (off when
+    they ask for nothing): the batch exporter's thread belongs to the process that uses it.
+    """
     settings = load_settings()
+    remember_secrets([settings.admin_key])
+    # Not installed as the global provider: FastAPI's own instrumentation (recent versions
+    # span every dependency and endpoint) would then add a second server span per request.
+    tracing = tracing_from_env(os.environ, "conveyor-api", install=False)
+    api_tracing = None if tracing is None else ApiTracing(tracing.tracer)
 
     @asynccontextmanager
     async def open_services() -> AsyncIterator[ApiServices]:
         async with AsyncExitStack() as stack:
+            if tracing is not None:  # closed last: exports the spans still buffered
+                stack.push_async_callback(asyncio.to_thread, tracing.shutdown)
             store = await stack.enter_async_context(
                 open_store(settings, wait_seconds=settings.database_wait_seconds)
             )
@@ -94,6 +110,7 @@ def build_app() -> ApiApp:
                 live=live,
                 events=hub,
                 sse_keepalive_seconds=settings.sse_keepalive_seconds,
+                tracing=api_tracing,
             )
 
-    return create_app(open_services)
+    return create_app(open_services, tracing=api_tracing)

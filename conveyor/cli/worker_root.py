@@ -5,17 +5,21 @@
 1. the LLM configuration is read (``CONVEYOR_LLM_CONFIG``) and its API keys looked up: a
    broken one stops the process here, before it waits for anything, with a message that
    names the setting; unset, the worker runs without a gateway and ``ctx.llm`` raises
-   ConfigurationError naming it;
-2. the metrics server starts (``--metrics-port``);
+   ConfigurationError naming it. The keys (and the admin key) join the log redaction;
+2. tracing is set up from the ``OTEL_*`` variables (off when they ask for nothing), and
+   the metrics server starts (``--metrics-port``);
 3. the store opens (waiting for the database, migrating when asked);
-4. the gateway is built on that store with its plugins: ``GatewayMetrics`` first, then the
-   live token relay (``streams/token_relay.py``), then the App's LLM hooks; the breaker
-   gauge watches its breakers; declarative agents (``--agents``, ``--stored-agent``) are
-   stored, read and registered in the App, and their definitions are polled for new
-   versions alongside the worker;
-5. the ``Worker`` gets the store, the gateway (``llm=``, which each ``TaskContext`` gets)
-   and the App's task hooks; maintenance runs alongside; the worker collector watches it;
-6. on the way out the gateway is closed (its call log written) before the store.
+4. the gateway is built on that store with its plugins: ``LLMTracing`` when tracing (first:
+   its span opens before the others see the attempt and closes after them), then
+   ``GatewayMetrics``, the live token relay (``streams/token_relay.py``), the App's LLM
+   hooks; the breaker gauge watches its breakers; declarative agents (``--agents``,
+   ``--stored-agent``) are stored, read and registered in the App, and their definitions
+   are polled for new versions alongside the worker;
+5. the ``Worker`` gets the store, the gateway (``llm=``, which each ``TaskContext`` gets),
+   the task hooks of the process (``TaskTracing`` when tracing, ``TaskLogContext``) and the
+   App's; maintenance runs alongside; the worker collector watches it;
+6. on the way out the gateway is closed (its call log written) before the store, and the
+   spans still buffered are exported.
 
 Nothing here is a process-global: a second root in the same process builds its own. It
 sits in the cli layer because it wires every layer below it (store, gateway, worker,
@@ -30,10 +34,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from conveyor.app import App
+from conveyor.app import App, TaskHook
 from conveyor.core.agent_definition import AgentDefinition, ModelCheck
 from conveyor.errors import ConfigurationError
 from conveyor.observability.metrics import serve_metrics
+from conveyor.observability.redaction import remember_secrets
+from conveyor.observability.task_logging import TaskLogContext
+from conveyor.observability.tracing import Tracing, tracing_from_env
 from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
@@ -78,6 +85,8 @@ async def serve(
     """
     env = os.environ if environ is None else environ
     llm_config = _llm_config(env)
+    remember_secrets([settings.admin_key])
+    tracing = tracing_from_env(env, "conveyor-worker")
     declared = Declarative(dict(agents or {}), tuple(stored_agents), llm_config)
     tune_garbage_collector()
     metrics = (
@@ -87,13 +96,24 @@ async def serve(
     )
     try:
         start = functools.partial(
-            _serve_worker, app, settings, options, llm_config, env, migrate, maintenance, declared
+            _serve_worker,
+            app,
+            settings,
+            options,
+            llm_config,
+            env,
+            migrate,
+            maintenance,
+            declared,
+            tracing,
         )
         return await run_process(start, signals)
     finally:
         if metrics is not None:
             await asyncio.to_thread(metrics.shutdown)  # waits out its poll, up to 0.5 s
             metrics.server_close()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)  # exports what is still buffered
 
 
 def _llm_config(environ: Mapping[str, str]) -> GatewayConfig | None:
@@ -105,7 +125,7 @@ def _llm_config(environ: Mapping[str, str]) -> GatewayConfig | None:
     try:
         config = gateway_config_from_env(environ)
         if config is not None:
-            config.api_keys(environ)
+            remember_secrets(config.api_keys(environ).values())
     except ConfigurationError as exc:
         raise ConfigurationError(
             f"the worker does not start with a broken LLM configuration: {exc}. Fix it, or "
@@ -123,6 +143,7 @@ async def _serve_worker(
     migrate: bool,
     maintenance: bool,
     declared: Declarative,
+    tracing: Tracing | None,
     stop: asyncio.Event,
     started: asyncio.Event,
 ) -> str | None:
@@ -133,7 +154,9 @@ async def _serve_worker(
     ) as store:
         relay = TokenRelay(store)
         gateway = (
-            None if llm_config is None else build_gateway(llm_config, store, app, environ, relay)
+            None
+            if llm_config is None
+            else build_gateway(llm_config, store, app, environ, relay, tracing=tracing)
         )
         refresher: asyncio.Task[None] | None = None
         try:
@@ -146,7 +169,7 @@ async def _serve_worker(
                 )
                 await registry.install(declared.from_file, declared.stored_roles)
                 refresher = asyncio.create_task(registry.run(), name="conveyor-agent-definitions")
-            worker = Worker(app, store, options, llm=gateway)
+            worker = Worker(app, store, options, llm=gateway, hooks=task_hooks(tracing))
             upkeep = None
             if maintenance:
                 periods = MaintenanceOptions(
@@ -168,21 +191,39 @@ async def _serve_worker(
             await relay.aclose()  # the last live output, while the store is open
 
 
+def task_hooks(tracing: Tracing | None) -> list[TaskHook]:
+    """The process's own task hooks, outermost first: the run's span, then its log fields."""
+    if tracing is None:
+        return [TaskLogContext()]
+    from conveyor.observability.task_tracing import TaskTracing
+
+    return [TaskTracing(tracing.tracer), TaskLogContext()]
+
+
 def build_gateway(
     config: GatewayConfig,
     store: PostgresStore,
     app: App,
     environ: Mapping[str, str],
     relay: TokenRelay | None = None,
+    *,
+    tracing: Tracing | None = None,
 ) -> Gateway:
-    """The worker's gateway: budgets and accounting on ``store``, metrics, the live token
-    relay, the App's hooks."""
+    """The worker's gateway: budgets and accounting on ``store``, a span per attempt when
+    ``tracing``, metrics, the live token relay, the App's hooks."""
     from conveyor.gateway.gateway import Gateway
     from conveyor.gateway.hooks import LLMHook
     from conveyor.observability.gateway_metrics import GatewayMetrics, watch_breakers
 
-    relays = [] if relay is None else [relay]
-    hooks = [GatewayMetrics(), *relays, *(h for h in app.hooks if isinstance(h, LLMHook))]
+    hooks: list[LLMHook] = []
+    if tracing is not None:
+        from conveyor.observability.llm_tracing import LLMTracing
+
+        hooks.append(LLMTracing(tracing.tracer))
+    hooks.append(GatewayMetrics())
+    if relay is not None:
+        hooks.append(relay)
+    hooks.extend(h for h in app.hooks if isinstance(h, LLMHook))
     gateway = Gateway.with_store(config, store, environ=environ, hooks=hooks)
     watch_breakers(gateway.breakers)
     return gateway

@@ -44,6 +44,8 @@ class AttemptReport:
     ttft: float | None = None
     status: int | None = None
     error: str | None = None
+    finish_reason: str | None = None
+    response_model: str | None = None
 
 
 NO_REPLY = AttemptReport()
@@ -106,6 +108,8 @@ class Call:
             ttft=report.ttft,
             status=report.status,
             error=report.error,
+            finish_reason=report.finish_reason,
+            response_model=report.response_model,
         )
 
 

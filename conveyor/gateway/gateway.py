@@ -338,6 +338,8 @@ class Gateway:
                 latency=result.latency,
                 ttft=result.ttft,
                 status=200,
+                finish_reason=result.finish_reason,
+                response_model=done.reply.model,
             ),
         )
         return result

@@ -100,6 +100,7 @@ class StreamAssembly:
         self._completion: int | None = None
         self.ttft: float | None = None
         self.latency = 0.0
+        self.model: str | None = None
 
     def add(self, timed: Timed) -> None:
         """Take in one piece."""
@@ -116,6 +117,8 @@ class StreamAssembly:
             self._prompt = piece.prompt_tokens
         if piece.completion_tokens is not None:
             self._completion = piece.completion_tokens
+        if piece.model is not None:
+            self.model = piece.model
 
     @property
     def usage_estimated(self) -> bool:
@@ -144,6 +147,8 @@ class StreamAssembly:
             ttft=self.ttft,
             status=200,
             error=error,
+            finish_reason=self.finish_reason,
+            response_model=self.model,
         )
         await self.attempt.settle(outcome, report, kind=kind)
 

@@ -250,7 +250,7 @@ def chat_handler(dialect: Dialect, state: MockState) -> Handler:
     """The aiohttp handler of ``dialect``'s chat endpoint."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        state.stats.request_started(dialect.api)
+        state.stats.request_started(dialect.api, request.headers.get("traceparent"))
         request[CHAT_REQUEST] = True
         task = asyncio.current_task()
         assert task is not None, "aiohttp runs each handler in a task"

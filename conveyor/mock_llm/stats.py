@@ -8,6 +8,9 @@ from typing import Any
 
 from conveyor.mock_llm.config import Fault
 
+TRACEPARENTS_KEPT = 1000
+"""How many ``traceparent`` headers the stats keep (the newest)."""
+
 
 @dataclass
 class MockStats:
@@ -27,9 +30,15 @@ class MockStats:
     max_in_flight: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    traceparents: list[str] = field(default_factory=list)
+    """The W3C ``traceparent`` headers of the chat requests that sent one, oldest first
+    (the last ``TRACEPARENTS_KEPT``): what a traced client passed on."""
 
-    def request_started(self, api: str) -> None:
+    def request_started(self, api: str, traceparent: str | None = None) -> None:
         """Count one chat request of ``api`` (openai, anthropic, ollama) as arrived."""
+        if traceparent:
+            self.traceparents.append(traceparent)
+            del self.traceparents[:-TRACEPARENTS_KEPT]
         self.requests_total += 1
         self.by_api[api] += 1
         self.in_flight += 1
@@ -64,6 +73,7 @@ class MockStats:
             max_in_flight=self.max_in_flight,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
+            traceparents=list(self.traceparents),
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -78,4 +88,5 @@ class MockStats:
             "max_in_flight": self.max_in_flight,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "traceparents": list(self.traceparents),
         }

@@ -30,16 +30,19 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import hashlib
 import inspect
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import structlog
 
+from conveyor.app import StepInfo
 from conveyor.core.backoff import FailureBackoff
 from conveyor.core.events import check_agent_kind
 from conveyor.core.waits import check_signal_name, check_wait_timeout
@@ -56,8 +59,10 @@ from conveyor.store.event_records import NewEvent
 from conveyor.store.params import EffectOwner, NewTask
 from conveyor.store.records import ClaimedTask, EffectStatus
 from conveyor.types import Priority
+from conveyor.worker.task_hooks import run_step_around
 
 if TYPE_CHECKING:
+    from conveyor.app import TaskHook
     from conveyor.core.llm_caps import LLMCaps
     from conveyor.gateway.bound import BoundLLM
     from conveyor.gateway.gateway import Gateway
@@ -98,6 +103,7 @@ class TaskContext:
         llm_cache: bool = False,
         database_retry_seconds: float = 30.0,
         llm: Gateway | None = None,
+        step_hooks: Sequence[TaskHook] = (),
         llm_caps: LLMCaps | None = None,
     ) -> None:
         self.task = TaskInfo(
@@ -113,6 +119,8 @@ class TaskContext:
         self.last_progress = time.monotonic()
         self._store = store
         self._trace_context = claimed.trace_context
+        self._enqueued_at = claimed.created_at
+        self._step_hooks = step_hooks
         self._lease_token = claimed.lease_token
         self._spawned = 0
         self._gateway = llm
@@ -129,18 +137,31 @@ class TaskContext:
         (the worker then releases the task without charging an attempt)."""
 
     @property
+    def trace_context(self) -> dict[str, str] | None:
+        """The W3C ``traceparent`` (and ``tracestate``) stored with the task at submit, the
+        context its runs join; None when it was submitted without one."""
+        return self._trace_context
+
+    @property
+    def enqueued_at(self) -> datetime:
+        """When the task was submitted."""
+        return self._enqueued_at
+
+    @property
     def log(self) -> Any:
-        """A structlog logger bound to tenant_id, task_id, queue, group_id and trace_id.
+        """A structlog logger bound to tenant_id, group_id, task_id, queue, attempt and the
+        trace_id of the task's stored ``traceparent``.
 
         Built on first use: binding costs more than a no-op task's whole run.
         """
         if self._log is None:
             self._log = structlog.get_logger("conveyor.task").bind(
                 tenant_id=self.task.tenant_id,
+                group_id=self.task.group_id,
                 task_id=self.task.id,
                 queue=self.task.queue,
-                group_id=self.task.group_id,
-                trace_id=(self._trace_context or {}).get("traceparent"),
+                attempt=self.task.attempt,
+                trace_id=trace_id_of(self._trace_context),
             )
         return self._log
 
@@ -192,11 +213,22 @@ class TaskContext:
 
         ``name`` must be unique within the task; the result must be JSON.
         """
+        if self._step_hooks:
+            step = StepInfo("step", name)
+            run = functools.partial(self._step, name, fn, args, step)
+            return await run_step_around(self._step_hooks, self, step, run)
+        return await self._step(name, fn, args)
+
+    async def _step(
+        self, name: str, fn: Callable[..., Any], args: Any, step: StepInfo | None = None
+    ) -> Any:
         store = self._require_store("step")
         tenant, key = self.task.tenant_id, f"step:{self.task.id}:{name}"
         # a read: no commit to wait on
         found = await self._durably(lambda: store.get_effect(tenant, key))
         if found is not None:
+            if step is not None:
+                step.replayed = True
             self.log.debug("step_replayed", step=name)
             return found.result
         result = await _call_json(key, fn, args)
@@ -215,6 +247,10 @@ class TaskContext:
 
         Use a key that names the effect itself, e.g. ``f"email:welcome:{user_id}"``.
         """
+        if self._step_hooks:
+            step = StepInfo("once", key)
+            run = functools.partial(self._once, f"once:{key}", fn, args, step)
+            return await run_step_around(self._step_hooks, self, step, run)
         return await self._once(f"once:{key}", fn, args)
 
     async def once_in_transaction(self, key: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -228,10 +264,23 @@ class TaskContext:
         it does (an HTTP call) may repeat when the transaction does not commit. The result
         must be JSON.
         """
+        if self._step_hooks:
+            step = StepInfo("once_in_transaction", key)
+            run = functools.partial(self._once_in_transaction, key, fn, args, step)
+            result: T = await run_step_around(self._step_hooks, self, step, run)
+            return result
+        return await self._once_in_transaction(key, fn, args)
+
+    async def _once_in_transaction(
+        self, key: str, fn: Callable[..., Awaitable[T]], args: Any, step: StepInfo | None = None
+    ) -> T:
         store = self._require_store("once_in_transaction")
         tenant, ledger_key = self.task.tenant_id, f"tx:{key}"
+        ran = False
 
         async def effect(conn: Any) -> Any:
+            nonlocal ran
+            ran = True
             token = _IN_TRANSACTIONAL_EFFECT.set(True)
             try:
                 return await _call_json(ledger_key, fn, (conn, *args))
@@ -243,6 +292,8 @@ class TaskContext:
                 tenant, ledger_key, effect, task_id=self.task.id
             )
         )
+        if step is not None:
+            step.replayed = not ran
         self.heartbeat()
         return stored.result  # type: ignore[no-any-return]
 
@@ -354,22 +405,28 @@ class TaskContext:
         await self._durably(lambda: store.append_events([event]))
         self.heartbeat()
 
-    async def _once(self, key: str, fn: Callable[..., Any], args: Any) -> Any:
+    async def _once(
+        self, key: str, fn: Callable[..., Any], args: Any, step: StepInfo | None = None
+    ) -> Any:
         # The ledger's owner is the lease, so two calls of one run with the same key would
         # both own it: within a run, the second waits for the first and gets its result.
         if self._once_locks is None:
             self._once_locks = {}
         lock = self._once_locks.setdefault(key, asyncio.Lock())
         async with lock:
-            return await self._once_owned(key, fn, args)
+            return await self._once_owned(key, fn, args, step)
 
-    async def _once_owned(self, key: str, fn: Callable[..., Any], args: Any) -> Any:
+    async def _once_owned(
+        self, key: str, fn: Callable[..., Any], args: Any, step: StepInfo | None
+    ) -> Any:
         store = self._require_store("once")
         owner = EffectOwner(self.task.tenant_id, key, self.task.id, self._lease_token)
         wait = 0.05
         while True:
             found = await self._durably(lambda: store.begin_effect(owner))
             if found.status is EffectStatus.DONE:
+                if step is not None:
+                    step.replayed = True
                 self.log.debug("effect_replayed", key=key)
                 return found.result
             if found.status is EffectStatus.OWNED:
@@ -445,3 +502,12 @@ async def _call_json(key: str, fn: Callable[..., Any], args: Any) -> Any:
         # permanent: running it again returns the same kind of value
         raise PermanentError(f"result of {key!r} must be JSON to be recorded: {exc}") from exc
     return result
+
+
+def trace_id_of(trace_context: dict[str, str] | None) -> str | None:
+    """The 32-hex trace id of a stored ``traceparent`` (``00-<trace id>-<span id>-<flags>``)."""
+    traceparent = (trace_context or {}).get("traceparent")
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 else None

@@ -68,7 +68,7 @@ from conveyor.worker.outcomes import (
 from conveyor.worker.ports import WorkerStore
 from conveyor.worker.recorder import OutcomeRecorder
 from conveyor.worker.supervision import supervised
-from conveyor.worker.task_hooks import around_hooks, run_around
+from conveyor.worker.task_hooks import around_hooks, run_around, step_hooks
 
 if TYPE_CHECKING:
     from conveyor.gateway.gateway import Gateway
@@ -95,7 +95,8 @@ class Worker:
 
     ``llm`` is the gateway every task's ``ctx.llm`` calls through (None: ``ctx.llm``
     raises ConfigurationError naming CONVEYOR_LLM_CONFIG); the worker never closes it.
-    ``hooks`` wrap every run, outside the App's own task hooks (the first is outermost).
+    ``hooks`` wrap every run (and every step), outside the App's own task hooks (the first
+    is outermost).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class Worker:
         self.options = options or WorkerOptions()
         self.llm = llm
         self.task_hooks = around_hooks([*hooks, *app.task_hooks])
+        self.step_hooks = step_hooks([*hooks, *app.task_hooks])
         # Chosen once: without hooks a run costs no more than before hooks existed.
         self._run: Callable[[_Running], Awaitable[Any]] = (
             self._call_hooked if self.task_hooks else self._call
@@ -380,6 +382,7 @@ class Worker:
             database_retry_seconds=self.options.database_retry_seconds,
             llm=self.llm,
             llm_caps=agent.caps,
+            step_hooks=self.step_hooks,
         )
         entry = _Running(task, agent, context)
         self._running[task.id] = entry

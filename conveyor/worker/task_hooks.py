@@ -1,8 +1,8 @@
-"""The chain of ``around_task`` hooks a worker runs each task through.
+"""The chains of ``around_task`` and ``around_step`` hooks a worker runs each task through.
 
 ``TaskHook`` (the plugin's side) lives in ``conveyor/app.py``, where users register it; this
-module only nests the hooks around a run. A worker with no hooks never calls it: the
-handler is awaited directly, as before hooks existed.
+module only nests the hooks around a run or a step. A worker with no hooks never calls it:
+the handler (or the step) is awaited directly, as before hooks existed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import functools
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.app import CallNext, TaskHook
+from conveyor.app import CallNext, StepInfo, TaskHook
 
 if TYPE_CHECKING:
     from conveyor.worker.context import TaskContext
@@ -29,9 +29,24 @@ def around_hooks(hooks: Sequence[TaskHook]) -> tuple[TaskHook, ...]:
     return tuple(kept)
 
 
+def step_hooks(hooks: Sequence[TaskHook]) -> tuple[TaskHook, ...]:
+    """The hooks that override ``around_step``, in order (``around_hooks`` checked types)."""
+    return tuple(h for h in hooks if type(h).around_step is not TaskHook.around_step)
+
+
 def run_around(hooks: Sequence[TaskHook], ctx: TaskContext, run: CallNext) -> Awaitable[Any]:
     """``run()`` inside every hook's ``around_task``, the first hook outermost."""
     call = run
     for hook in reversed(hooks):
         call = functools.partial(hook.around_task, ctx, call)
+    return call()
+
+
+def run_step_around(
+    hooks: Sequence[TaskHook], ctx: TaskContext, step: StepInfo, run: CallNext
+) -> Awaitable[Any]:
+    """``run()`` (one step or effect) inside every hook's ``around_step``, first outermost."""
+    call = run
+    for hook in reversed(hooks):
+        call = functools.partial(hook.around_step, ctx, step, call)
     return call()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from conveyor import App, PermanentError, RetryPolicy, TaskContext
@@ -47,6 +48,29 @@ async def storyteller(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, An
             parts.append(chunk.text)
     await ctx.emit("progress", {"stage": "done"})
     return {"text": "".join(parts)}
+
+
+@app.agent("traced", timeout=60, retry=RetryPolicy(max_attempts=2, base=0.05, cap=0.1))
+async def traced(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A step that calls the model; fails after it in the first attempt if asked."""
+
+    async def draft() -> str:
+        reply = await ctx.llm.chat(model="writer", messages=[{"role": "user", "content": "hi"}])
+        return reply.text
+
+    text = await ctx.step("draft", draft)
+    if payload.get("fail_once") and ctx.task.attempt == 1:
+        raise RuntimeError("the first attempt fails after its step")
+    return {"text": text}
+
+
+@app.agent("careless", retry=RetryPolicy(max_attempts=1))
+async def careless(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Logs the secrets it can find, then fails naming one: the logs must mask them all."""
+    key = os.environ.get("MOCK_API_KEY", "")
+    dsn = os.environ["DATABASE_URL"]
+    ctx.log.warning("careless", dsn=dsn, header=f"Bearer {key}", api_key=key, note=f"key {key}")
+    raise RuntimeError(f"gave up on {dsn}")
 
 
 @app.agent("reporter", retry=RetryPolicy(max_attempts=1))

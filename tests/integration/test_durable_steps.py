@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from conveyor import App, RetryPolicy, TaskContext
+from conveyor.app import CallNext, StepInfo, TaskHook
 from conveyor.store.params import ClaimRequest, EffectOwner, Finish, LeaseRef, NewTask
 from conveyor.store.postgres import PostgresStore
 from conveyor.store.records import EffectStatus
@@ -167,3 +168,38 @@ async def test_a_step_whose_result_is_not_json_fails_for_good(store: PostgresSto
         record = await settle(store, result.task_id)
     assert record.state is TaskState.DEAD and record.attempts == 1
     assert "must be JSON" in record.last_error["message"]
+
+
+async def test_step_hooks_wrap_each_step_and_effect_and_see_what_was_replayed(
+    store: PostgresStore,
+) -> None:
+    seen: list[tuple[int, str, str, bool, Any]] = []
+
+    class Steps(TaskHook):
+        async def around_step(self, ctx: TaskContext, step: StepInfo, call_next: CallNext) -> Any:
+            result = await call_next()
+            seen.append((ctx.task.attempt, step.kind, step.name, step.replayed, result))
+            return result
+
+    async def agent(ctx: TaskContext, payload: dict[str, Any]) -> str:
+        await ctx.step("draft", lambda: "text")
+        await ctx.once("notify", lambda: {"sent": True})
+        await ctx.once_in_transaction("count", lambda conn: conn.fetchval("SELECT 1"))
+        if ctx.task.attempt == 1:
+            raise ConnectionError("fails after its steps")
+        return "done"
+
+    app = App("hooked-steps", hooks=[Steps()])
+    app.agent("work", retry=FAST)(agent)
+    made = await store.enqueue(NewTask("work"))
+    async with running(app, store):
+        record = await settle(store, made.task_id)
+    assert record.state is TaskState.SUCCEEDED and record.attempts == 2
+    assert seen == [
+        (1, "step", "draft", False, "text"),
+        (1, "once", "notify", False, {"sent": True}),
+        (1, "once_in_transaction", "count", False, 1),
+        (2, "step", "draft", True, "text"),
+        (2, "once", "notify", True, {"sent": True}),
+        (2, "once_in_transaction", "count", True, 1),
+    ]

@@ -138,3 +138,25 @@ def test_ollama_options_and_final_line() -> None:
 def test_malformed_messages_are_the_callers_fault(messages: Any) -> None:
     with pytest.raises(LLMPermanentError):
         checked_messages(messages)
+
+
+def test_each_wire_format_reads_the_model_that_answered() -> None:
+    """What tracing reports as ``gen_ai.response.model``: the provider's own name for it."""
+    openai = OpenAIChat().parse_reply(
+        {"model": "gpt-4o-2024-08-06", "choices": [{"message": {"content": "a"}}]}
+    )
+    anthropic = AnthropicMessages().parse_reply(
+        {"model": "claude-x-20250101", "content": [{"type": "text", "text": "a"}]}
+    )
+    ollama = OllamaChat().parse_reply({"model": "llama3:8b", "message": {"content": "a"}})
+    assert [openai.model, anthropic.model, ollama.model] == [
+        "gpt-4o-2024-08-06",
+        "claude-x-20250101",
+        "llama3:8b",
+    ]
+    assert OpenAIChat().parse_reply({"choices": [{"message": {"content": "a"}}]}).model is None
+    done = {"model": "gpt-4o-mini-1", "choices": [{"delta": {}, "finish_reason": "stop"}]}
+    streamed = pieces(OpenAIChat(), [f"data: {json.dumps(done)}", "", "data: [DONE]", ""])
+    assert streamed == [Piece(finish_reason="stop", model="gpt-4o-mini-1")]
+    start = {"type": "message_start", "message": {"model": "claude-y", "usage": {}}}
+    assert pieces(AnthropicMessages(), [f"data: {json.dumps(start)}", ""])[0].model == "claude-y"

@@ -14,8 +14,9 @@ of its waiting twin. A refused submit stores nothing.
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
@@ -43,6 +44,9 @@ from conveyor.errors import SignalRefused
 from conveyor.store.params import NewTask, TaskListParams
 from conveyor.store.records import EnqueueResult, TaskRecord
 from conveyor.types import TaskState
+
+if TYPE_CHECKING:
+    from conveyor.observability.request_tracing import EnqueueSpan
 
 router = APIRouter(
     prefix="/v1/tasks",
@@ -94,13 +98,17 @@ async def submit_task(
     _check_load(svc, [body])
     if svc.agents is not None:  # a declarative role's template must render this payload
         svc.agents.check([("", body.queue, body.payload)])
-    task = _new_task(body, tenant, key, trace_context(traceparent, tracestate))
-    await svc.declared.require([task.queue])
-    result: EnqueueResult
-    if task.debounce_key is not None:
-        result = await svc.store.for_tenant(tenant).enqueue_debounced(task)
-    else:  # concurrent single submits of a tenant share one statement (api/coalesce.py)
-        result = await svc.submits.submit(tenant, task)
+    with _enqueue_span(svc, body.queue, tenant) as span:
+        stored = span.carrier if span is not None else trace_context(traceparent, tracestate)
+        task = _new_task(body, tenant, key, stored)
+        await svc.declared.require([task.queue])
+        result: EnqueueResult
+        if task.debounce_key is not None:
+            result = await svc.store.for_tenant(tenant).enqueue_debounced(task)
+        else:  # concurrent single submits of a tenant share one statement (api/coalesce.py)
+            result = await svc.submits.submit(tenant, task)
+        if span is not None:
+            span.created(result.task_id)
     if result.created and svc.depth is not None:
         svc.depth.accepted([task.queue])
     if not result.created:
@@ -127,10 +135,13 @@ async def submit_batch(
     _check_load(svc, body.tasks)
     if svc.agents is not None:
         svc.agents.check([(f"tasks.{i}.", t.queue, t.payload) for i, t in enumerate(body.tasks)])
-    context = trace_context(traceparent, tracestate)
-    tasks = [_new_task(t, tenant, t.idempotency_key, context) for t in body.tasks]
-    await svc.declared.require(t.queue for t in tasks)
-    results = await svc.store.for_tenant(tenant).enqueue_batch(tasks)
+    queues = {t.queue for t in body.tasks}
+    name = queues.pop() if len(queues) == 1 else "batch"
+    with _enqueue_span(svc, name, tenant, len(body.tasks)) as span:
+        context = span.carrier if span is not None else trace_context(traceparent, tracestate)
+        tasks = [_new_task(t, tenant, t.idempotency_key, context) for t in body.tasks]
+        await svc.declared.require(t.queue for t in tasks)
+        results = await svc.store.for_tenant(tenant).enqueue_batch(tasks)
     if svc.depth is not None:
         svc.depth.accepted(t.queue for t, r in zip(tasks, results, strict=True) if r.created)
     return TaskBatchCreated(tasks=[TaskCreated(id=r.task_id, created=r.created) for r in results])
@@ -261,6 +272,16 @@ def _check_load(svc: ApiServices, bodies: list[TaskSubmission]) -> None:
     """Refuse (429/503) before any round trip if a queue sheds the tasks' priorities."""
     if svc.depth is not None:
         svc.depth.check((b.queue, b.priority) for b in bodies)
+
+
+def _enqueue_span(
+    svc: ApiServices, queue: str, tenant: str, count: int = 1
+) -> AbstractContextManager[EnqueueSpan | None]:
+    """The enqueue span when the API traces: the submitted tasks keep its ``traceparent``
+    (else the caller's, unchanged), so their runs are its children."""
+    if svc.tracing is None:
+        return nullcontext()
+    return svc.tracing.enqueue(queue, tenant, count)
 
 
 def _new_task(

@@ -67,6 +67,10 @@ class CallRecord:
     ttft: float | None = None
     status: int | None = None
     error: str | None = None
+    finish_reason: str | None = None
+    """Why the reply ended (``stop``, ``length``, ...); None without a whole reply."""
+    response_model: str | None = None
+    """The model the provider says answered, when it said (tracing reports it)."""
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_json(self) -> dict[str, Any]:

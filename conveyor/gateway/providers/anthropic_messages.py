@@ -13,7 +13,15 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from conveyor.gateway.chat import ChatRequest
-from conveyor.gateway.providers.base import BadReply, Piece, Reply, count, field, finish_reason
+from conveyor.gateway.providers.base import (
+    BadReply,
+    Piece,
+    Reply,
+    count,
+    field,
+    finish_reason,
+    model_name,
+)
 from conveyor.gateway.providers.sse import sse_events
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -76,6 +84,7 @@ class AnthropicMessages:
             finish_reason=finish_reason(field(payload, "stop_reason")),
             prompt_tokens=_input_tokens(field(payload, "usage")),
             completion_tokens=count(field(payload, "usage", "output_tokens")),
+            model=model_name(field(payload, "model")),
         )
 
     async def parse_stream(self, lines: AsyncIterator[str]) -> AsyncGenerator[Piece, None]:
@@ -87,7 +96,10 @@ class AnthropicMessages:
                 raise BadReply(f"a stream event is not JSON: {exc}") from None
             kind = field(data, "type") or event.event
             if kind == "message_start":
-                yield Piece(prompt_tokens=_input_tokens(field(data, "message", "usage")))
+                yield Piece(
+                    prompt_tokens=_input_tokens(field(data, "message", "usage")),
+                    model=model_name(field(data, "message", "model")),
+                )
             elif kind == "content_block_delta":
                 text = field(data, "delta", "text")
                 if isinstance(text, str) and text:

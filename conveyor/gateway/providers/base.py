@@ -33,6 +33,8 @@ class Piece:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    model: str | None = None
+    """The model the provider says answered (it may name a dated version of the one asked)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class Reply:
     finish_reason: str
     prompt_tokens: int | None
     completion_tokens: int | None
+    model: str | None = None
+    """The model the provider says answered, when it says."""
 
 
 class WireFormat(Protocol):
@@ -70,6 +74,11 @@ class WireFormat(Protocol):
     def error_message(self, payload: Any) -> str | None:
         """The message in an error body, if it has one in the API's shape."""
         ...
+
+
+def model_name(raw: object) -> str | None:
+    """The model a reply names, when it names one."""
+    return raw if isinstance(raw, str) and raw else None
 
 
 def finish_reason(raw: object) -> str:

@@ -12,7 +12,15 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from conveyor.gateway.chat import ChatRequest
-from conveyor.gateway.providers.base import BadReply, Piece, Reply, count, field, finish_reason
+from conveyor.gateway.providers.base import (
+    BadReply,
+    Piece,
+    Reply,
+    count,
+    field,
+    finish_reason,
+    model_name,
+)
 
 
 class OllamaChat:
@@ -64,6 +72,7 @@ class OllamaChat:
                     finish_reason=final.finish_reason,
                     prompt_tokens=final.prompt_tokens,
                     completion_tokens=final.completion_tokens,
+                    model=final.model,
                 )
                 return
             if isinstance(text, str) and text:
@@ -81,4 +90,5 @@ class OllamaChat:
             finish_reason=finish_reason(field(payload, "done_reason")),
             prompt_tokens=count(field(payload, "prompt_eval_count")),
             completion_tokens=count(field(payload, "eval_count")),
+            model=model_name(field(payload, "model")),
         )

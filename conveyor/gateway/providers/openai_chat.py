@@ -13,7 +13,15 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 from conveyor.gateway.chat import ChatRequest
-from conveyor.gateway.providers.base import BadReply, Piece, Reply, count, field, finish_reason
+from conveyor.gateway.providers.base import (
+    BadReply,
+    Piece,
+    Reply,
+    count,
+    field,
+    finish_reason,
+    model_name,
+)
 from conveyor.gateway.providers.sse import sse_events
 
 MaxTokensField = Literal["max_tokens", "max_completion_tokens"]
@@ -62,6 +70,7 @@ class OpenAIChat:
             finish_reason=finish_reason(field(payload, "choices", 0, "finish_reason")),
             prompt_tokens=count(field(payload, "usage", "prompt_tokens")),
             completion_tokens=count(field(payload, "usage", "completion_tokens")),
+            model=model_name(field(payload, "model")),
         )
 
     async def parse_stream(self, lines: AsyncIterator[str]) -> AsyncGenerator[Piece, None]:
@@ -80,6 +89,7 @@ class OpenAIChat:
                 yield Piece(
                     prompt_tokens=count(usage.get("prompt_tokens")),
                     completion_tokens=count(usage.get("completion_tokens")),
+                    model=model_name(field(chunk, "model")),
                 )
             for choice in field(chunk, "choices") or ():
                 text = field(choice, "delta", "content")
@@ -88,6 +98,7 @@ class OpenAIChat:
                     yield Piece(
                         text=text if isinstance(text, str) else "",
                         finish_reason=finish_reason(reason) if reason else None,
+                        model=model_name(field(chunk, "model")) if reason else None,
                     )
 
     def error_message(self, payload: Any) -> str | None:
