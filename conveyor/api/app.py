@@ -16,6 +16,7 @@ from conveyor.api.routes import (
     admin_plans,
     admin_queues,
     admin_tenants,
+    callbacks,
     groups,
     health,
     task_stream,
@@ -49,6 +50,7 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(callbacks.router)
     app.include_router(task_stream.router)
     app.include_router(groups.router)
     app.include_router(usage.router)
