@@ -105,7 +105,8 @@ class WebhookSender:
         )
 
     async def deliver(self, url: str, body: dict[str, Any]) -> int:
-        """POST ``body`` to ``url``, signed; the status of the accepting answer (2xx).
+        """POST ``body`` (plus ``"try"``: 1, 2, ...) to ``url``, signed; the status of the
+        accepting answer (2xx).
 
         Raises WebhookRefused (not allowed, secret unset), WebhookRejected (a 4xx: the task
         fails for good) or WebhookDeliveryFailed (still 5xx/429/unreachable after
@@ -113,10 +114,13 @@ class WebhookSender:
         """
         self.config.check(url)
         secret = self.config.secret or ""
-        raw = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
         attempt = 0
         while True:
             attempt += 1
+            # Each try is a new signed message ("try": n): a runtime's replay guard refuses a
+            # message it has seen, and a retry within the same second would otherwise be one.
+            raw = json.dumps({**body, "try": attempt}, separators=(",", ":"), allow_nan=False)
+            raw = raw.encode()
             headers = {
                 "Content-Type": "application/json",
                 SIGNATURE_HEADER: sign(secret, int(self._clock()), raw),
