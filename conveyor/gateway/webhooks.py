@@ -119,8 +119,9 @@ class WebhookSender:
             attempt += 1
             # Each try is a new signed message ("try": n): a runtime's replay guard refuses a
             # message it has seen, and a retry within the same second would otherwise be one.
-            raw = json.dumps({**body, "try": attempt}, separators=(",", ":"), allow_nan=False)
-            raw = raw.encode()
+            raw = json.dumps(
+                {**body, "try": attempt}, separators=(",", ":"), allow_nan=False
+            ).encode()
             headers = {
                 "Content-Type": "application/json",
                 SIGNATURE_HEADER: sign(secret, int(self._clock()), raw),
