@@ -84,17 +84,21 @@ class ExternalRuns:
         self._overrides: dict[tuple[str, str], str] = {}
         self._overrides_read_at = -OVERRIDES_SECONDS
 
-    async def runtime_for(self, task: ClaimedTask, agent: AgentSpec) -> ExternalRuntime | None:
+    @property
+    def stale(self) -> bool:
+        """True when the tenants' overrides are due to be read again (``refresh``)."""
+        return time.monotonic() - self._overrides_read_at >= OVERRIDES_SECONDS
+
+    def runtime_for(self, task: ClaimedTask, agent: AgentSpec) -> ExternalRuntime | None:
         """The external runtime serving this task (its role's, or its tenant's override)."""
-        if time.monotonic() - self._overrides_read_at >= OVERRIDES_SECONDS:
-            await self._read_overrides()
         url = self._overrides.get((task.tenant_id, task.queue))
         if url is not None:
             base = agent.external or ExternalRuntime(url)
             return ExternalRuntime(url, base.timeout, base.max_wait)
         return agent.external
 
-    async def _read_overrides(self) -> None:
+    async def refresh(self) -> None:
+        """Read which tenants' roles go to a webhook (kept as they were if it fails)."""
         self._overrides_read_at = time.monotonic()
         try:
             self._overrides = await self._store.webhook_overrides(self._queues)

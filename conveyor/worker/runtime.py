@@ -477,7 +477,9 @@ class Worker:
     async def _call(self, entry: _Running) -> Any:
         """Run the handler where it belongs: a child process, the loop, or a thread."""
         task, agent = entry.claimed, entry.agent
-        runtime = await self.external.runtime_for(task, agent)
+        if self.external.stale:  # a read of the tenants' overrides every few seconds
+            await self.external.refresh()
+        runtime = self.external.runtime_for(task, agent)
         if runtime is not None:  # delivered to an external runtime (worker/external.py)
             return await self.external.run(entry.context, runtime, task)
         if agent.isolation == "process":
