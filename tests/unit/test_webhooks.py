@@ -28,7 +28,8 @@ from conveyor.core.webhooks import (
     url_allowed,
     verify_signature,
 )
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, InvalidTask
+from conveyor.store.params import TenantAgentUpdate
 
 secrets_ = st.text(min_size=1, max_size=40)
 bodies = st.binary(max_size=300)
@@ -250,3 +251,10 @@ def test_an_external_runtime_checks_its_settings() -> None:
     ):
         with pytest.raises(ConfigurationError):
             ExternalRuntime(**bad)  # type: ignore[arg-type]
+
+
+def test_a_tenants_adapter_override_is_checked_where_it_is_written() -> None:
+    assert TenantAgentUpdate("acme", "seo", adapter_override="webhook:https://a.io/run")
+    assert TenantAgentUpdate("acme", "seo", adapter_override="python")
+    with pytest.raises(InvalidTask, match="adapter_override must be 'python' or 'webhook:'"):
+        TenantAgentUpdate("acme", "seo", adapter_override="webhook:ftp://a.io")
