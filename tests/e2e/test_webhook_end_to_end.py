@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,12 @@ async def test_an_external_runtime_serves_tasks_through_signed_deliveries_and_ca
     )
     try:
         api.wait_ready()
+        queues = ["remote", "remote-slow", "remote-offlist", "local"]
+
+        async def registered() -> bool:
+            return len(await store.queue_declarations(queues)) == len(queues)
+
+        await until(registered, "the worker to register its queues")
         with Client(api.url, issued.token) as client:
             # -- two in flight on a worker of concurrency 1: the waits hold no slot ------
             first = client.submit("remote", {"topic": "spring"})
@@ -157,7 +164,8 @@ async def test_an_external_runtime_serves_tasks_through_signed_deliveries_and_ca
             assert progress.status_code == 202, progress.text
             beat = await call(callback["heartbeat_url"], delivery.token, {"extend_seconds": 300})
             assert beat.status_code == 200, beat.text
-            assert beat.json()["deadline"] > body["deadline"]
+            moved = datetime.fromisoformat(beat.json()["deadline"].replace("Z", "+00:00"))
+            assert moved > datetime.fromisoformat(body["deadline"])
 
             forged = await call(callback["result_url"], new_token(), {"status": "succeeded"})
             assert forged.status_code == 401
