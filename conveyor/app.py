@@ -25,7 +25,7 @@ import math
 import sys
 import typing
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel
@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from conveyor.core.backoff import RetryPolicy
 from conveyor.core.cron import validate_cron
 from conveyor.core.llm_caps import LLMCaps
+from conveyor.core.webhooks import DEFAULT_CALLBACK_SECONDS, ExternalRuntime
 from conveyor.errors import ConfigurationError
 from conveyor.store.params import PeriodicTask, validate_queue_name
 
@@ -81,6 +82,9 @@ class AgentSpec:
     answered from the shared response cache."""
     caps: LLMCaps | None = None
     """Caps on each run's LLM calls, tokens and USD (all attempts of a task together)."""
+    external: ExternalRuntime | None = None
+    """Set when an external runtime serves the role (``App.external_agent``): the worker
+    delivers each task there over the webhook adapter instead of calling ``handler``."""
 
     @property
     def is_async(self) -> bool:
@@ -104,6 +108,15 @@ class StepInfo:
     replayed: bool = False
     """Set by the time ``call_next`` returns: True when the recorded result of an earlier
     run was returned and the function did not run."""
+
+
+async def served_externally(ctx: TaskContext, payload: dict[str, Any]) -> Any:
+    """The handler of an ``external_agent``: the worker runs the webhook adapter in its
+    place, so calling it directly is a mistake, said plainly."""
+    raise ConfigurationError(
+        f"task {ctx.task.id} of queue {ctx.task.queue!r} is served by an external runtime: "
+        "a Conveyor worker delivers it (conveyor worker --app ...); it has no Python handler"
+    )
 
 
 class TaskHook:
@@ -243,6 +256,40 @@ class App:
             return handler
 
         return register
+
+    def external_agent(
+        self,
+        name: str,
+        *,
+        url: str,
+        timeout: float = DEFAULT_CALLBACK_SECONDS,
+        max_wait: float | None = None,
+        concurrency: int | None = None,
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        request_timeout: float | None = None,
+    ) -> AgentSpec:
+        """Register role ``name`` as served by an external runtime at ``url``.
+
+        A worker POSTs each task there, signed (docs/agents.md), and frees its slot: the task
+        waits for the runtime's ``POST /v1/tasks/{id}/result`` for ``timeout`` seconds
+        (heartbeats extend it, up to ``max_wait``). No result by then counts an attempt and
+        the task is delivered again by ``retry`` (or ``max_attempts``), or is dead.
+        ``concurrency`` caps deliveries in flight per worker, not tasks at the runtime;
+        ``request_timeout`` bounds the delivery run itself (default: none beyond the HTTP
+        timeout of each try, ``CONVEYOR_WEBHOOK_REQUEST_SECONDS``).
+        """
+        runtime = ExternalRuntime(url, timeout, max_wait)
+        self.agent(
+            name,
+            concurrency=concurrency,
+            timeout=request_timeout,
+            max_attempts=max_attempts,
+            retry=retry,
+        )(served_externally)
+        spec = replace(self.agents[name], external=runtime)
+        self.agents[name] = spec
+        return spec
 
     def periodic(
         self,

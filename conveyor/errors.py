@@ -57,6 +57,12 @@
     │   └── LLMPermanentError     the request itself is wrong (400/401/403/404/422); not
     │       │                     retried, not failed over. Also a PermanentError.
     │       └── UnknownModel      the model is neither an alias nor provider/model
+    ├── CallbackRefused           an external runtime's callback token is wrong (401),
+    │                             expired (403) or already used for the result (409)
+    ├── WebhookDeliveryFailed     the webhook adapter's delivery failed after its retries
+    │                             (5xx, 429, timeout, connection); the task is retried
+    ├── ExternalTaskFailed        the external runtime reported a retryable failure
+    ├── CallbackTimedOut          no result callback by the deadline; retried by policy
     └── TaskOutcome               raised by a handler to steer what happens next
         ├── Retry                 try again after a delay (counts an attempt)
         ├── Snooze                run again later without counting an attempt
@@ -66,6 +72,9 @@
             ├── IsolationLimitExceeded  an isolated task crossed its memory or CPU cap
             ├── InvalidAgentReply       a declarative agent's reply failed its output schema
             │                           twice (the repair too); `problems` lists why
+            ├── WebhookRefused    the webhook URL is off the allow-list, or a setting unset
+            ├── WebhookRejected   the external runtime answered the delivery with a 4xx
+            ├── ExternalTaskRejected  the external runtime reported a permanent failure
             └── LLMPermanentError       (above: an LLMError and a PermanentError)
 
 Not an error, and not under ConveyorError: ``TaskSuspended`` (a ``BaseException``, like
@@ -653,3 +662,46 @@ class UnknownModel(LLMPermanentError):
             f"unknown model {requested!r}: name an alias ({known}) or write provider/model; "
             "aliases are defined in the file named by CONVEYOR_LLM_CONFIG"
         )
+
+
+# -- the webhook adapter (external runtimes; docs/agents.md) -----------------------------
+
+
+class CallbackRefused(ConveyorError):
+    """A runtime's callback (result, progress, heartbeat) was refused: its token is not one
+    Conveyor issued for that task (``reason`` "invalid", 401), its deadline passed
+    ("expired", 403), or the result was already reported with it ("used", 409)."""
+
+    def __init__(self, task_id: int, reason: str, message: str) -> None:
+        self.task_id = task_id
+        self.reason = reason
+        super().__init__(message)
+
+
+class WebhookRefused(PermanentError):
+    """The webhook adapter will not send this task: the URL is off the operator's allow-list
+    (``CONVEYOR_WEBHOOK_ALLOWED_HOSTS``), or a setting it needs is unset. The message names
+    the setting. Not retried: the same task would be refused again."""
+
+
+class WebhookRejected(PermanentError):
+    """The external runtime answered the delivery with a 4xx (not 408/409/429): the request
+    is at fault, so the task fails for good with the status and the start of the response."""
+
+
+class WebhookDeliveryFailed(ConveyorError):
+    """The delivery failed after its in-run retries (5xx, 429, timeouts, connection errors);
+    the task is retried by its agent's RetryPolicy."""
+
+
+class ExternalTaskFailed(ConveyorError):
+    """The external runtime reported a retryable failure; the task is retried by policy."""
+
+
+class ExternalTaskRejected(PermanentError):
+    """The external runtime reported a failure that is not retryable: the task is dead."""
+
+
+class CallbackTimedOut(ConveyorError):
+    """No result callback came by the deadline (heartbeats included). Counts an attempt:
+    the task is delivered again by its agent's RetryPolicy, or dead when none are left."""

@@ -144,6 +144,32 @@ class Settings(BaseSettings):
         description="How long a task's live LLM output stays replayable after the task ends "
         "(GET /v1/tasks/{id}/stream).",
     )
+    webhook_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="HMAC-SHA256 key that signs webhook deliveries to external runtimes "
+        "(a secret, shared with the runtimes; never logged).",
+    )
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="Hosts (a.io, *.a.io) or URL prefixes (https://a.io/hooks) the webhook "
+        "adapter may deliver to, comma- or space-separated; empty: none.",
+    )
+    webhook_callback_url: str | None = Field(
+        default=None,
+        description="The API's base URL as external runtimes reach it, for their callbacks "
+        "(e.g. https://conveyor.example.com).",
+    )
+    webhook_request_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Timeout of one webhook delivery request."
+    )
+    webhook_delivery_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Tries of one delivery within a run (5xx, 429, timeouts) before the task "
+        "is retried by its agent's policy.",
+    )
 
     @field_validator("database_url", "direct_database_url")
     @classmethod

@@ -20,6 +20,7 @@ from conveyor.api.routes import (
     admin_queues,
     admin_tenants,
     agents,
+    callbacks,
     events,
     groups,
     health,
@@ -66,6 +67,7 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(health.router)
     app.include_router(tasks.router)
+    app.include_router(callbacks.router)
     app.include_router(task_stream.router)
     app.include_router(events.router)
     app.include_router(groups.router)

@@ -15,6 +15,7 @@ from typing import Any
 
 from conveyor.core.cron import validate_cron
 from conveyor.core.llm_caps import CapSet, LLMCaps
+from conveyor.core.webhooks import check_adapter_override
 from conveyor.errors import InvalidTask
 from conveyor.store.records import TenantLLMPolicy
 from conveyor.types import MAX_PRIORITY, MIN_PRIORITY, Priority, TaskState
@@ -247,6 +248,11 @@ class TenantAgentUpdate:
             raise InvalidTask("max_concurrent must be >= 1")
         if self.monthly_task_limit is not None and self.monthly_task_limit < 0:
             raise InvalidTask("monthly_task_limit must be >= 0")
+        if self.adapter_override is not None:
+            try:
+                check_adapter_override(self.adapter_override)
+            except ValueError as exc:
+                raise InvalidTask(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

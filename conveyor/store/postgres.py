@@ -86,12 +86,19 @@ from conveyor.store.records import (
 )
 from conveyor.store.tenant import TenantStore
 from conveyor.store.waits import WaitOperations
+from conveyor.store.webhooks import WebhookOperations
 from conveyor.types import TaskState
 
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations, EventOperations, WaitOperations, AgentDefinitionOperations):
+class PostgresStore(
+    LLMOperations,
+    EventOperations,
+    WaitOperations,
+    AgentDefinitionOperations,
+    WebhookOperations,
+):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:

@@ -41,11 +41,21 @@ async def drop_old_partitions(conn: Conn, cutoff: datetime) -> list[str]:
     return dropped
 
 
+_LEDGER_PRUNES = (
+    "prune_idempotency_keys",
+    "prune_effects",
+    "prune_signals",
+    "prune_llm_caps",
+    "prune_callback_tokens",
+)
+
+
 async def prune_ledgers(conn: Conn, cutoff: datetime) -> int:
-    """Delete idempotency keys, effects, the signals of finished tasks and LLM cap counters
-    (of tasks and groups no call touched since) older than ``cutoff``, in bounded batches."""
+    """Delete idempotency keys, effects, the signals of finished tasks, LLM cap counters
+    (of tasks and groups no call touched since) and callback tokens older than ``cutoff``,
+    in bounded batches."""
     removed = 0
-    for statement in ("prune_idempotency_keys", "prune_effects", "prune_signals", "prune_llm_caps"):
+    for statement in _LEDGER_PRUNES:
         while True:
             status = await conn.execute(q(statement), cutoff, PRUNE_BATCH)
             count = int(status.split()[-1])

@@ -10,7 +10,9 @@ from typing import Protocol
 
 from conveyor.gateway.stores import GatewayStore
 from conveyor.store.ports import WorkerLeases
+from conveyor.store.webhook_records import WebhookTokens
 
 
-class WorkerStore(WorkerLeases, GatewayStore, Protocol):
-    """Claim, heartbeat, finish, effects and liveness, plus what ``ctx.llm`` needs."""
+class WorkerStore(WorkerLeases, GatewayStore, WebhookTokens, Protocol):
+    """Claim, heartbeat, finish, effects and liveness, plus what ``ctx.llm`` and the
+    webhook adapter need."""

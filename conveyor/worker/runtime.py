@@ -51,6 +51,7 @@ from conveyor.store.params import (
 from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
 from conveyor.worker.context import TaskContext
+from conveyor.worker.external import ExternalRuns
 from conveyor.worker.isolation import run_isolated
 from conveyor.worker.looplag import LoopLagMonitor
 from conveyor.worker.options import WorkerOptions
@@ -72,6 +73,7 @@ from conveyor.worker.task_hooks import around_hooks, run_around, step_hooks
 
 if TYPE_CHECKING:
     from conveyor.gateway.gateway import Gateway
+    from conveyor.gateway.webhooks import WebhookSender
 
 log = structlog.get_logger("conveyor.worker")
 
@@ -97,6 +99,8 @@ class Worker:
     raises ConfigurationError naming CONVEYOR_LLM_CONFIG); the worker never closes it.
     ``hooks`` wrap every run (and every step), outside the App's own task hooks (the first
     is outermost).
+    ``webhooks`` sends the deliveries of externally served roles (None: built from the
+    environment's CONVEYOR_WEBHOOK_* settings on first use; see worker/external.py).
     """
 
     def __init__(
@@ -107,6 +111,7 @@ class Worker:
         *,
         llm: Gateway | None = None,
         hooks: Sequence[TaskHook] = (),
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self.app = app
         self.store = store
@@ -125,6 +130,13 @@ class Worker:
         if not queues:
             raise ConfigurationError("the app registers no agents; nothing to run")
         self.queues = queues
+        self.external = ExternalRuns(
+            store,
+            queues,
+            sender=webhooks,
+            database_retry_seconds=self.options.database_retry_seconds,
+        )
+        """The webhook adapter: runs of roles (or tenants' uses of roles) served elsewhere."""
         self._is_async = {name: spec.is_async for name, spec in app.agents.items()}
         self.stats: Counter[str] = Counter()
         self._running: dict[int, _Running] = {}
@@ -225,6 +237,7 @@ class Worker:
             written = await self.recorder.drain(max(opts.grace_seconds, 5.0))
             await listener.stop()
             self._threads.shutdown(wait=False, cancel_futures=True)
+            await self.external.close()
             with contextlib.suppress(ConveyorError):  # the row goes silent and is pruned
                 await retry_while_unavailable(
                     lambda: self.store.set_worker_state(opts.worker_id, "stopped"),
@@ -468,6 +481,11 @@ class Worker:
     async def _call(self, entry: _Running) -> Any:
         """Run the handler where it belongs: a child process, the loop, or a thread."""
         task, agent = entry.claimed, entry.agent
+        if self.external.stale:  # a read of the tenants' overrides every few seconds
+            await self.external.refresh()
+        runtime = self.external.runtime_for(task, agent)
+        if runtime is not None:  # delivered to an external runtime (worker/external.py)
+            return await self.external.run(entry.context, runtime, task)
         if agent.isolation == "process":
             parse_payload(agent, task)  # a payload that does not fit fails before a child starts
             return await run_isolated(agent, entry.context.task, task.payload, llm=self.llm)

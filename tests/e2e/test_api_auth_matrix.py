@@ -27,9 +27,14 @@ from tests.support.databases import DatabaseFactory
 WRITES = {"post", "put", "patch"}
 
 
-def routes() -> list[tuple[str, str]]:
+def routes(tag: str | None = None) -> list[tuple[str, str]]:
     spec: dict[str, Any] = create_app(lambda: None).openapi()  # type: ignore[arg-type, return-value]
-    return [(m.upper(), path) for path, ops in spec["paths"].items() for m in sorted(ops)]
+    return [
+        (m.upper(), path)
+        for path, ops in spec["paths"].items()
+        for m in sorted(ops)
+        if tag is None or tag in ops[m].get("tags", ())
+    ]
 
 
 ROUTES = routes()
@@ -37,7 +42,9 @@ V1 = [(m, p) for m, p in ROUTES if p.startswith("/v1/")]
 # Declarative agents' definitions (/v1/agents) are an operator's, like the admin routes.
 ADMIN_PREFIXES = ("/v1/admin/", "/v1/agents")
 ADMIN = [(m, p) for m, p in V1 if p.startswith(ADMIN_PREFIXES)]
-TENANT = [(m, p) for m, p in V1 if not p.startswith(ADMIN_PREFIXES)]
+# external runtimes' callbacks take a task's callback token, never an API key
+CALLBACK = routes("callbacks")
+TENANT = [(m, p) for m, p in V1 if not p.startswith(ADMIN_PREFIXES) and (m, p) not in CALLBACK]
 # tenant routes that name a resource of the tenant in their path
 OWNED = [(m, p) for m, p in TENANT if "{" in p]
 
@@ -106,7 +113,8 @@ def call(world: World, method: str, path: str, token: str | None) -> httpx.Respo
 
 
 def test_every_route_is_in_the_matrix() -> None:
-    assert ADMIN and TENANT and OWNED
+    assert ADMIN and TENANT and OWNED and CALLBACK
+    assert {p.rsplit("/", 1)[1] for _, p in CALLBACK} == {"result", "progress", "heartbeat"}
     public = [p for _, p in ROUTES if not p.startswith("/v1/")]
     assert sorted(set(public)) == ["/healthz", "/readyz"]
 
@@ -132,6 +140,15 @@ def test_an_admin_key_on_a_tenant_route_is_403(world: World, method: str, path: 
     answer = call(world, method, fill(path, world), ADMIN_KEY)
     assert answer.status_code == 403, answer.text
     assert answer.json()["type"] == "urn:conveyor:problem:forbidden"
+
+
+@pytest.mark.parametrize(("method", "path"), CALLBACK, ids=[f"{m} {p}" for m, p in CALLBACK])
+def test_an_api_key_on_a_callback_route_is_401(world: World, method: str, path: str) -> None:
+    for token in (world.acme, ADMIN_KEY):
+        answer = call(world, method, fill(path, world), token)
+        assert answer.status_code == 401, answer.text
+        assert "callback token" in answer.json()["detail"]
+        assert answer.headers["www-authenticate"].startswith("Bearer")
 
 
 @pytest.mark.parametrize(("method", "path"), OWNED, ids=[f"{m} {p}" for m, p in OWNED])
