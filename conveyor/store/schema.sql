@@ -1647,7 +1647,7 @@ CREATE FUNCTION conveyor_take_llm_cap(
     OUT status text, OUT cap llm_caps)
 LANGUAGE plpgsql AS $fn$
 BEGIN
-    FOR pass IN 1..2 LOOP
+    FOR pass IN 1..3 LOOP
         UPDATE llm_caps AS u
         SET reserved_calls = u.reserved_calls + 1,
             reserved_tokens = u.reserved_tokens + p_tokens,
@@ -1669,6 +1669,19 @@ BEGIN
         SELECT * INTO cap FROM llm_caps AS u
         WHERE u.tenant_id = p_tenant AND u.scope = p_scope AND u.key = p_key;
         IF FOUND THEN
+            -- A row committed after the UPDATE took its snapshot (a concurrent first
+            -- attempt made it) is not refusal: if the attempt fits it, try again.
+            IF pass < 3
+               AND (least(p_calls_cap, cap.cap_calls) IS NULL
+                    OR cap.calls + cap.reserved_calls + 1 <= least(p_calls_cap, cap.cap_calls))
+               AND (least(p_tokens_cap, cap.cap_tokens) IS NULL
+                    OR cap.tokens + cap.reserved_tokens + p_tokens
+                       <= least(p_tokens_cap, cap.cap_tokens))
+               AND (least(p_cost_cap, cap.cap_cost) IS NULL
+                    OR cap.cost + cap.reserved_cost + p_cost <= least(p_cost_cap, cap.cap_cost))
+            THEN
+                CONTINUE;
+            END IF;
             status := 'refused';
             RETURN;
         END IF;
@@ -1689,7 +1702,7 @@ BEGIN
                    ELSE c.group_id = p_key END
         ON CONFLICT DO NOTHING;
     END LOOP;
-    status := 'refused';  -- unreachable: the second pass finds the row the first inserted
+    status := 'refused';  -- three passes found room and lost it each time: a busy row
 END
 $fn$;
 

@@ -15,11 +15,13 @@ from conveyor.store.records import CapReservation
 PROMPT, COMPLETION = 40, 60  # each reservation's worst case: 100 tokens
 
 
-def ask(task_id: int, group: CapSet, run: CapSet | None = None) -> CapReserve:
+def ask(
+    task_id: int, group: CapSet, run: CapSet | None = None, group_id: str = "launch"
+) -> CapReserve:
     return CapReserve(
         tenant_id="acme",
         task_id=task_id,
-        group_id="launch",
+        group_id=group_id,
         provider="openai",
         model="mock-gpt",
         prompt_tokens=PROMPT,
@@ -41,6 +43,22 @@ def settled(task_id: int, got: CapReservation, used: int, scope: CapScope) -> Ca
         completion_tokens=used - used // 2,
         sent=True,
     )
+
+
+async def test_racing_first_reservations_of_new_groups_fill_their_caps_exactly(
+    store: PostgresStore, wide_store: PostgresStore
+) -> None:
+    """The row of a group is made by its first attempts, racing: none is refused while
+    there is room (a row committed after an UPDATE's snapshot is tried again)."""
+    group = CapSet.tightest(CapScope.GROUP, [(CapSource.PLAN, LLMCaps(tokens=1_000))])
+    stores = [store, wide_store]
+    for n in range(8):
+        answers = await asyncio.gather(
+            *(stores[i % 2].reserve_llm_caps(ask(i, group, group_id=f"new-{n}")) for i in range(60))
+        )
+        assert sum(got.ok for got in answers) == 10  # 10 x 100 tokens: the cap, exactly
+        refused = [got for got in answers if not got.ok]
+        assert all(got.group_used.tokens == 1_000 for got in refused)
 
 
 async def test_racing_reservations_of_one_group_never_pass_its_token_cap(
