@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from conveyor.client.cap_models import CapLimits
 from conveyor.client.models import Strict
 
 TEXT_LIMIT = 200_000
@@ -34,6 +35,9 @@ class AgentDefinitionWrite(Strict):
     concurrency: int | None = Field(None, ge=1, le=100_000, description="Per worker process.")
     timeout: float | None = Field(None, gt=0, le=7 * 86_400, description="Seconds per run.")
     max_attempts: int | None = Field(None, ge=1, le=1000)
+    caps: CapLimits | None = Field(
+        None, description="The runaway guard of one run: LLM calls, tokens, cost (USD)."
+    )
     description: str | None = Field(None, max_length=2000)
 
 

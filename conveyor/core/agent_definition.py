@@ -7,7 +7,8 @@ The same JSON document comes from an ``--agents`` TOML file and from
      "prompt_template": "Write a headline for {{ product }} aimed at {{ audience }}.",
      "temperature": 0.7, "max_tokens": 300,
      "output_schema": {"type": "object", "required": ["headline"], ...},
-     "concurrency": 8, "timeout": 60, "max_attempts": 3}
+     "concurrency": 8, "timeout": 60, "max_attempts": 3,
+     "caps": {"calls": 6, "tokens": 20000, "cost": "0.05"}}
 
 ``AgentDefinition.from_document`` refuses a wrong one with every problem named at once
 (an unknown field, a template that does not compile, a schema that is not a JSON Schema, a
@@ -21,8 +22,10 @@ import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.core.prompt_template import PromptTemplate, TemplateProblem
 from conveyor.core.reply_schema import OutputSchema, SchemaProblem, schema_instruction
 from conveyor.errors import InvalidAgentDefinition
@@ -40,6 +43,7 @@ FIELDS: dict[str, str] = {
     "concurrency": "most runs at once per worker process (default no cap)",
     "timeout": "seconds one run may take, repair included (default none)",
     "max_attempts": "runs allowed, the first included (default 5)",
+    "caps": "the runaway guard of one run: {calls, tokens, cost (USD)} (default none)",
     "description": "what the agent is for, for people",
 }
 """Every field a definition may have, and what it means (unknown fields are refused)."""
@@ -58,6 +62,7 @@ class AgentDefinition:
     concurrency: int | None = None
     timeout: float | None = None
     max_attempts: int | None = None
+    caps: Mapping[str, Any] | None = None
     description: str = ""
     template: PromptTemplate = field(init=False, repr=False, compare=False)
     schema: OutputSchema | None = field(init=False, repr=False, compare=False)
@@ -113,6 +118,18 @@ class AgentDefinition:
             if value is not None and value != "":
                 found[name] = value
         return found
+
+    @property
+    def llm_caps(self) -> LLMCaps | None:
+        """The role's run caps (``@app.agent(caps=...)``); None when it sets none."""
+        if not self.caps:
+            return None
+        cost = self.caps.get("cost")
+        return LLMCaps(
+            calls=self.caps.get("calls"),
+            tokens=self.caps.get("tokens"),
+            cost=None if cost is None else Decimal(str(cost)),
+        )
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -183,6 +200,27 @@ def _whole(low: int, high: int) -> Callable[[Any], str | None]:
     return check
 
 
+def _caps(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return "must be an object of calls, tokens and cost"
+    unknown = sorted(set(value) - {"calls", "tokens", "cost"})
+    if unknown:
+        return f"unknown cap(s) {', '.join(map(str, unknown))}; caps are calls, tokens and cost"
+    for name in ("calls", "tokens"):
+        problem = None if value.get(name) is None else _whole(0, 2**63 - 1)(value[name])
+        if problem is not None:
+            return f"{name} {problem}"
+    cost = value.get("cost")
+    if cost is not None:
+        try:
+            amount = Decimal(str(cost)) if not isinstance(cost, bool) else Decimal("NaN")
+        except InvalidOperation:
+            amount = Decimal("NaN")
+        if not amount.is_finite() or amount < 0 or amount > Decimal("9999999999.9999"):
+            return "cost must be a number of USD >= 0 (a decimal string keeps it exact)"
+    return None
+
+
 def _schema(value: Any) -> str | None:
     if not isinstance(value, Mapping | bool):
         return "must be a JSON Schema (an object)"
@@ -199,5 +237,6 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "concurrency": _whole(1, 100_000),
     "timeout": _number(0.0, 7 * 86_400.0, low_open=True),
     "max_attempts": _whole(1, 1000),
+    "caps": _caps,
     "description": _text(required=False),
 }

@@ -5,7 +5,7 @@ the file changed (an unchanged file adds nothing and does not undo a PUT made si
 the latest version of each role, from the file's or ``--stored-agent``, is read and becomes
 an agent of the App whose handler is a ``DeclarativeAgent``. Then ``run`` polls the latest
 versions every ``refresh_seconds``: a newer one replaces the runner's definition and the
-App's limits (concurrency, timeout, attempts), so a ``PUT /v1/agents/{role}`` is in force on
+App's limits (concurrency, timeout, attempts, caps), so a ``PUT /v1/agents/{role}`` is in force on
 every worker within that period, without a restart. Runs already going finish on their
 version.
 
@@ -105,6 +105,7 @@ class DeclarativeAgents:
                 concurrency=definition.concurrency,
                 timeout=definition.timeout,
                 max_attempts=definition.max_attempts,
+                caps=definition.llm_caps,
             )(agent.run)
             self.agents[role] = agent
 
@@ -141,6 +142,7 @@ class DeclarativeAgents:
                 spec,
                 concurrency=definition.concurrency,
                 timeout=definition.timeout,
+                caps=definition.llm_caps,
                 retry=RetryPolicy(
                     max_attempts=definition.max_attempts or RetryPolicy().max_attempts,
                     base=spec.retry.base,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from conveyor import App
 from conveyor.cli.agent_model_check import model_check
 from conveyor.cli.worker_root import build_gateway
 from conveyor.core.agent_definition import AgentDefinition
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.core.reply_schema import REPAIR_HEADING
 from conveyor.errors import ConfigurationError
 from conveyor.gateway.chat import ChatChunk
@@ -95,8 +97,11 @@ async def test_the_registry_registers_file_and_stored_roles_and_takes_new_versio
         return None if model == "writer" else f"unknown model {model!r}"
 
     registry = DeclarativeAgents(app, store, model_check=only_writer)
-    await registry.install({"titler": definition(timeout=30, max_attempts=2)}, ["summarizer"])
+    await registry.install(
+        {"titler": definition(timeout=30, max_attempts=2, caps={"calls": 3})}, ["summarizer"]
+    )
     assert sorted(app.agents) == ["summarizer", "titler"]
+    assert app.agents["titler"].caps == LLMCaps(calls=3)
     assert app.agents["titler"].timeout == 30 and app.agents["titler"].retry.max_attempts == 2
     assert app.agents["summarizer"].concurrency == 2
     assert registry.agents["titler"].current.number == 1
@@ -104,15 +109,18 @@ async def test_the_registry_registers_file_and_stored_roles_and_takes_new_versio
 
     # the same file at the next start adds no version
     again = DeclarativeAgents(App("again"), store, model_check=only_writer)
-    await again.install({"titler": definition(timeout=30, max_attempts=2)})
+    await again.install({"titler": definition(timeout=30, max_attempts=2, caps={"calls": 3})})
     assert again.agents["titler"].current.number == 1
 
-    await store.put_agent_definition("titler", document(timeout=5, concurrency=3))
+    await store.put_agent_definition(
+        "titler", document(timeout=5, concurrency=3, caps={"cost": "0.25"})
+    )
     assert await registry.refresh() == ["titler"]
     assert registry.agents["titler"].current.number == 2
     assert registry.agents["titler"].current.definition.timeout == 5
     spec = app.agents["titler"]
     assert (spec.timeout, spec.concurrency, spec.retry.max_attempts) == (5, 3, 5)
+    assert spec.caps == LLMCaps(cost=Decimal("0.25"))
     assert await registry.refresh() == []
 
     # a version this worker cannot use is skipped; the one it has keeps serving
@@ -220,3 +228,21 @@ async def test_a_run_streams_through_the_hooks_is_repaired_once_and_is_accounted
     assert mock.stats.requests_total == 3  # one for shoes, two for fixable, none for unfit
     usage = await tenant.llm_usage(this_month(), task_id=fixable.task_id)
     assert [(u.attempts, u.succeeded) for u in usage] == [(2, 2)]
+
+
+async def test_a_role_s_run_cap_stops_the_repair_call(store: PostgresStore, mock: MockLLM) -> None:
+    app = App("capped")
+    llm = load_gateway_config(config(mock.url))
+    registry = DeclarativeAgents(app, store, model_check=model_check(llm))
+    capped = definition(output_schema=SCHEMA, max_tokens=50, caps={"calls": 1})
+    await registry.install({"titler": capped})
+    await store.create_tenant("acme")
+    made = await store.for_tenant("acme").enqueue(NewTask("titler", {"topic": "fixable"}))
+    gateway = build_gateway(llm, store, app, environ={})
+    async with gateway, running(app, store, llm=gateway):
+        done = await settle(store, made.task_id)
+    # the first reply was invalid; the repair would be a second call, past the role's cap
+    assert done.state is TaskState.DEAD and done.last_error is not None
+    assert done.last_error["type"] == "LLMCapExceeded", done.last_error
+    assert "run cap of 1 LLM calls (set by the role)" in done.last_error["message"]
+    assert mock.stats.requests_total == 1

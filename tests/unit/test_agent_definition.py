@@ -7,6 +7,7 @@ import json
 import re
 import string
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from conveyor.api.agent_definitions import AgentDefinitionCache
 from conveyor.api.problems import Problem
 from conveyor.core.agent_definition import AgentDefinition
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.core.prompt_template import MissingField, PromptTemplate, TemplateProblem
 from conveyor.core.reply_schema import (
     MAX_PROBLEMS,
@@ -122,10 +124,13 @@ def test_a_definition_round_trips_through_its_document() -> None:
         concurrency=4,
         timeout=30,
         max_attempts=2,
+        caps={"calls": 4, "cost": "0.05"},
         description="headlines",
     )
     definition = AgentDefinition.from_document("h", document)
     assert definition.document() == document
+    assert definition.llm_caps == LLMCaps(calls=4, cost=Decimal("0.05"))
+    assert AgentDefinition.from_document("h", good(caps={})).llm_caps is None
     assert AgentDefinition.from_document("h", definition.document()) == definition
     assert definition.fields == ("topic",)
 
@@ -137,6 +142,7 @@ def test_every_problem_of_a_definition_is_named_at_once() -> None:
         "temperature": 3,
         "max_tokens": True,
         "output_schema": {"type": "nosuch"},
+        "caps": {"calls": -1},
     }
     with pytest.raises(InvalidAgentDefinition) as caught:
         AgentDefinition.from_document("h", document)
@@ -147,6 +153,7 @@ def test_every_problem_of_a_definition_is_named_at_once() -> None:
     assert "max_tokens: must be a whole number" in problems
     assert "prompt_template: line 1" in problems
     assert "output_schema: $.type" in problems
+    assert "caps: calls must be from 0" in problems
     assert isinstance(caught.value, ConfigurationError)  # a file's mistake stops a worker
     assert str(caught.value).startswith("agent 'h': ")
 
@@ -315,6 +322,7 @@ SCHEMA_KEYS = st.sampled_from(["type", "$schema", "$ref", "properties", "items",
             "temperature": JSON,
             "max_tokens": JSON,
             "timeout": JSON,
+            "caps": st.dictionaries(st.sampled_from(["calls", "tokens", "cost"]), JSON) | JSON,
             "output_schema": st.dictionaries(SCHEMA_KEYS, JSON, max_size=3) | JSON,
         },
     )
@@ -327,6 +335,7 @@ def test_any_document_reads_or_is_refused_with_its_problems(document: dict[str, 
         return
     if definition.schema is not None:
         definition.schema.problems('{"a": 1}')  # never raises: problems are values
+    definition.llm_caps  # noqa: B018 - what the worker registers; never raises
 
 
 def test_the_example_of_docs_agents_md_loads_with_its_gateway_config(tmp_path: Path) -> None:

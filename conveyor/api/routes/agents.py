@@ -53,7 +53,9 @@ async def put_agent(
     latest adds no version (200, ``created`` false)."""
     try:
         definition = AgentDefinition.from_document(
-            role, body.model_dump(exclude_none=True), model_check=svc.agent_model_check
+            role,
+            body.model_dump(mode="json", exclude_none=True),
+            model_check=svc.agent_model_check,
         )
     except InvalidAgentDefinition as exc:
         errors = [_problem_entry(p) for p in exc.problems]
