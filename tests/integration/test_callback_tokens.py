@@ -5,7 +5,9 @@ before the task suspends is kept."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -109,9 +111,17 @@ async def test_progress_becomes_an_event_of_the_task(store: PostgresStore) -> No
     task, token = await delivered(store)
     found = await store.callback_progress(token, task.id, {"percent": 40})
     assert found.attempt == 1
-    events = await store.task_events(task.tenant_id, task.id, EventPosition(0, 0))
-    progress = [e for e in events if e.kind == "progress"]
-    assert [(e.data, e.attempt) for e in progress] == [({"percent": 40}, 1)]
+
+    async def progress() -> list[tuple[Any, int | None]]:
+        events = await store.task_events(task.tenant_id, task.id, EventPosition(0, 0))
+        return [(e.data, e.attempt) for e in events if e.kind == "progress"]
+
+    # the log shows an event once no older transaction (any test's) is still open: poll
+    for _ in range(600):
+        if await progress():
+            break
+        await asyncio.sleep(0.05)
+    assert await progress() == [({"percent": 40}, 1)]
 
 
 async def test_a_result_before_the_task_suspends_is_kept_and_wakes_it_at_once(
