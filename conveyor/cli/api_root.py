@@ -3,6 +3,10 @@
 Settings come from the environment (the ``api`` command has put the resolved
 ``DATABASE_URL`` there); the store, the key checker and the limits are built here, once per
 process, and handed to the app explicitly. Nothing is found through a global.
+
+Metrics are attached here too: ``HttpMetrics`` wraps the app (RED metrics per route and
+``GET /metrics``) and the load sampler reads the queues and the pool each period
+(``conveyor/observability``); the API's own code never imports prometheus_client.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
+from conveyor.observability.http_metrics import HttpMetrics, process_ended
+from conveyor.observability.queue_metrics import LoadSampler
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
 from conveyor.store.event_wake import CHUNK_CHANNEL
@@ -64,6 +70,14 @@ def build_app() -> ApiApp:
             stack.push_async_callback(listener.stop)
             live.start()
             stack.push_async_callback(live.stop)
+            stack.callback(process_ended)  # last: its live gauges leave the sums
+            sampler = LoadSampler(
+                store,
+                period=settings.metrics_seconds,
+                top_tenants=settings.metrics_top_tenants,
+                queues=settings.metrics_queues,
+            )
+            await stack.enter_async_context(sampler.running())
             yield ApiServices(
                 store=store,
                 keys=keys,
@@ -74,4 +88,6 @@ def build_app() -> ApiApp:
                 live=live,
             )
 
-    return create_app(open_services)
+    app = create_app(open_services)
+    app.add_middleware(HttpMetrics)  # outermost: a 413 of the body limit is counted too
+    return app

@@ -12,7 +12,9 @@
    live token relay (``streams/token_relay.py``), then the App's LLM hooks; the breaker
    gauge watches its breakers;
 5. the ``Worker`` gets the store, the gateway (``llm=``, which each ``TaskContext`` gets)
-   and the App's task hooks; maintenance runs alongside; the worker collector watches it;
+   and the task hooks (``TaskMetrics`` when metrics are served, then the App's);
+   maintenance runs alongside; the worker collector watches it, and the load sampler reads
+   the queues and the pool each period (``CONVEYOR_METRICS_SECONDS``);
 6. on the way out the gateway is closed (its call log written) before the store.
 
 Nothing here is a process-global: a second root in the same process builds its own. It
@@ -23,6 +25,7 @@ observability); ``conveyor/worker/process.py`` keeps the process's signals and d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 from collections.abc import Mapping
@@ -31,6 +34,8 @@ from typing import TYPE_CHECKING
 from conveyor.app import App
 from conveyor.errors import ConfigurationError
 from conveyor.observability.metrics import serve_metrics
+from conveyor.observability.queue_metrics import LoadSampler
+from conveyor.observability.task_metrics import TaskMetrics
 from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
 from conveyor.settings import Settings
 from conveyor.store.database import open_store
@@ -124,7 +129,10 @@ async def _serve_worker(
             None if llm_config is None else build_gateway(llm_config, store, app, environ, relay)
         )
         try:
-            worker = Worker(app, store, options, llm=gateway)
+            metered = options.metrics_port is not None
+            worker = Worker(
+                app, store, options, llm=gateway, hooks=[TaskMetrics()] if metered else []
+            )
             upkeep = None
             if maintenance:
                 periods = MaintenanceOptions(
@@ -133,9 +141,16 @@ async def _serve_worker(
                     stream_retention_seconds=settings.stream_retention_seconds,
                 )
                 upkeep = Maintenance(store, app.schedules, periods)
+            sampler = LoadSampler(
+                store,
+                period=settings.metrics_seconds,
+                top_tenants=settings.metrics_top_tenants,
+                queues=settings.metrics_queues,
+            )
             watch_worker(worker)
             try:
-                return await run_worker(worker, stop, started, upkeep)
+                async with sampler.running() if metered else contextlib.nullcontext():
+                    return await run_worker(worker, stop, started, upkeep)
             finally:
                 unwatch_worker(worker)
         finally:
