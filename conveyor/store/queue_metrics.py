@@ -56,13 +56,18 @@ async def read_queue_metrics(conn: Conn, top: int) -> list[QueueMetrics]:
                 row["queued"],
                 row["scheduled"],
                 row["running"],
-                row["oldest_queued_seconds"],
+                _age(row["oldest_queued_seconds"]),
             )
         )
     return [
         _fold(name, loads.get(name, []), dead.get(name, 0))
         for name in sorted(set(loads) | set(dead))
     ]
+
+
+def _age(seconds: float | None) -> float | None:
+    # run_at set by a clock a little ahead of the database's: not a negative age
+    return None if seconds is None else max(seconds, 0.0)
 
 
 def _fold(queue: str, tenants: list[TenantLoad], dead: int) -> QueueMetrics:

@@ -24,7 +24,7 @@ SELECT 'load' AS kind,
        sum(p.queued)::bigint AS queued,
        sum(p.scheduled)::bigint AS scheduled,
        sum(p.running)::bigint AS running,
-       greatest(extract(epoch FROM now() - min(p.oldest)), 0)::float8 AS oldest_queued_seconds,
+       extract(epoch FROM now() - min(p.oldest))::float8 AS oldest_queued_seconds,
        0::bigint AS dead
 FROM per_tenant AS p
 LEFT JOIN busiest AS b ON b.tenant_id = p.tenant_id
