@@ -3,6 +3,7 @@ cleanly (status 0, no traceback)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pty
 import select
@@ -35,6 +36,15 @@ def read_until(fd: int, marker: bytes, times: int, timeout: float = 60) -> bytes
 @pytest.mark.timeout(90)
 async def test_watch_redraws_until_ctrl_c(store: PostgresStore, database_dsn: str) -> None:
     await store.enqueue_batch([NewTask(queue="watched", payload={})] * 3)
+    status, text = await asyncio.to_thread(watch_until_ctrl_c, database_dsn)
+    assert status == 0, text
+    assert "watched" in text and "queues" in text and "workers" in text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+
+
+def watch_until_ctrl_c(database_dsn: str) -> tuple[int, str]:
+    """Run ``status --watch`` in a pseudo-terminal for three redraws, then press Ctrl-C:
+    the exit status and what the terminal showed."""
     main, child = pty.openpty()
     process = subprocess.Popen(
         [*CLI, "status", "--watch", "--every", "0.2"],
@@ -55,7 +65,4 @@ async def test_watch_redraws_until_ctrl_c(store: PostgresStore, database_dsn: st
             process.kill()
             process.wait()
         os.close(main)
-    text = shown.decode(errors="replace")
-    assert status == 0, text
-    assert "watched" in text and "queues" in text and "workers" in text
-    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    return status, shown.decode(errors="replace")

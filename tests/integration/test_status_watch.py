@@ -67,7 +67,7 @@ async def test_the_watch_view_shows_queues_throughput_workers_and_breakers(
     await watch(store, healthy, console, every=0.05, metrics_urls=[url, dead_url], refreshes=2)
 
     text = console.export_text()
-    queue, queued, running, _oldest, done, dead, retries = cells(text, "mail")
+    _queue, queued, running, _oldest, done, dead, retries = cells(text, "mail")
     assert (queued, running, done, dead, retries) == ("2", "0", "1", "2", "0"), text
     assert cells(text, "w-watch")[1:5] == ["host-a", "ok", "0/8", "8"], text
     assert cells(text, provider)[1:] == ["gpt-x", "open", url], text
