@@ -189,7 +189,7 @@ def _families() -> _Families:
             "Runs finished in this worker whose outcome is not written yet.",
         ),
         GaugeMetricFamily(
-            "conveyor_worker_seconds_since_last_outcome",
+            "conveyor_worker_last_outcome_age_seconds",
             "Seconds since this worker last wrote an outcome (or started).",
         ),
         GaugeMetricFamily(

@@ -59,6 +59,7 @@ async def test_the_plugin_counts_outcomes_and_tokens() -> None:
     assert sample("conveyor_llm_tokens_total", **target, direction="prompt") == 200
     assert sample("conveyor_llm_tokens_total", **target, direction="completion") == 30
     assert sample("conveyor_llm_rate_limited_total", provider="rec") == 1
+    assert sample("conveyor_llm_http_errors_total", provider="rec", status="429") == 1
     assert sample("conveyor_llm_call_seconds_count", **target) == 3
     assert sample("conveyor_llm_call_seconds_sum", **target) == pytest.approx(2.1)
     assert sample("conveyor_llm_call_seconds_bucket", **target, le="1.0") == 2
@@ -176,7 +177,7 @@ def test_the_worker_collector_reads_the_watched_worker_at_scrape_time() -> None:
         assert sample("conveyor_worker_listening") == 1
         worker.unwritten, worker.seconds_since_outcome, worker.writes_failing = 40, 75.0, True
         assert sample("conveyor_worker_unwritten_outcomes") == 40
-        assert sample("conveyor_worker_seconds_since_last_outcome") == 75.0
+        assert sample("conveyor_worker_last_outcome_age_seconds") == 75.0
         assert sample("conveyor_worker_writes_failing") == 1
         assert sample("conveyor_loop_lag_seconds", quantile="0.5") == 0.001
         assert sample("conveyor_loop_lag_seconds", quantile="0.99") == 0.001
