@@ -178,3 +178,33 @@ async def test_a_real_prometheus_scrapes_the_api_and_a_worker_and_answers_the_qu
             prometheus.stop()
         assert worker.stop() == 0, worker.output
         api.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_an_api_of_several_processes_reports_the_sum_of_all(
+    store: PostgresStore, database_dsn: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "multiproc"
+    api = ApiProcess(
+        database_dsn,
+        tmp_path / "api.log",
+        "--workers",
+        "2",
+        PROMETHEUS_MULTIPROC_DIR=str(folder),
+        **FAST_METRICS,
+    )
+    try:
+        api.wait_ready()
+        with httpx.Client(base_url=api.url, timeout=5) as client:
+            for _ in range(20):  # whichever process takes each one
+                assert client.get("/healthz").status_code == 200
+        # every scrape, whichever process answers it, counts all 20
+        for _ in range(6):
+            served = scrape(api.url)
+            assert total(served, "conveyor_http_requests_total", route="/healthz") == 20
+        # each process keeps its samples in files of its own (the pool's histogram is made
+        # at import, so both have one whoever took the requests)
+        pids = {path.stem.rsplit("_", 1)[-1] for path in folder.glob("histogram_*.db")}
+        assert len(pids) == 2, sorted(folder.iterdir())
+    finally:
+        assert api.stop() == 0, api.log_path.read_text()
