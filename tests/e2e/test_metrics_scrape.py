@@ -195,16 +195,18 @@ async def test_an_api_of_several_processes_reports_the_sum_of_all(
     )
     try:
         api.wait_ready()
-        with httpx.Client(base_url=api.url, timeout=5) as client:
+        # each process keeps its samples in files of its own, made when it imports the
+        # metrics (so both have them whoever takes the requests): wait for both
+        deadline = time.monotonic() + 60
+        while len({p.stem.rsplit("_", 1)[-1] for p in folder.glob("histogram_*.db")}) < 2:
+            assert time.monotonic() < deadline, sorted(folder.iterdir())
+            await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(base_url=api.url, timeout=5) as client:
             for _ in range(20):  # whichever process takes each one
-                assert client.get("/healthz").status_code == 200
+                assert (await client.get("/healthz")).status_code == 200
         # every scrape, whichever process answers it, counts all 20
         for _ in range(6):
             served = scrape(api.url)
             assert total(served, "conveyor_http_requests_total", route="/healthz") == 20
-        # each process keeps its samples in files of its own (the pool's histogram is made
-        # at import, so both have one whoever took the requests)
-        pids = {path.stem.rsplit("_", 1)[-1] for path in folder.glob("histogram_*.db")}
-        assert len(pids) == 2, sorted(folder.iterdir())
     finally:
         assert api.stop() == 0, api.log_path.read_text()
