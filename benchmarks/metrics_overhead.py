@@ -58,6 +58,12 @@ def start_worker(dsn: str, metrics_port: int | None) -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def scrape_forever(port: int, stop: asyncio.Event) -> int:
     """Scrape /metrics every second until ``stop``; how many scrapes answered."""
     scrapes = 0
@@ -72,8 +78,9 @@ def scrape_forever(port: int, stop: asyncio.Event) -> int:
     return scrapes
 
 
-async def drain(dsn: str, tasks: int, metrics: bool) -> float:
-    """Tasks per second of one worker draining ``tasks`` no-op tasks."""
+async def drain(dsn: str, tasks: int, metrics: bool) -> tuple[float, float]:
+    """Tasks per second of one worker draining ``tasks`` no-op tasks, and the worker's CPU
+    time per task in microseconds (less swayed by a busy machine than the rate)."""
     async with scratch_database(dsn) as scratch:
         control = await asyncpg.connect(scratch)
         store = await PostgresStore.open(scratch)
@@ -91,11 +98,11 @@ async def drain(dsn: str, tasks: int, metrics: bool) -> float:
             await asyncio.sleep(0.3)
             if port is not None:
                 scraper = asyncio.create_task(asyncio.to_thread(scrape_forever, port, stop))
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), cpu_seconds(worker.pid)
             await store.resume_queue("noop")
             while await control.fetchval("SELECT count(*) FROM task_history") < tasks:
                 await asyncio.sleep(0.01)
-            ended = time.perf_counter()
+            ended, cpu_ended = time.perf_counter(), cpu_seconds(worker.pid)
         finally:
             stop.set()
             if scraper is not None:
@@ -104,32 +111,38 @@ async def drain(dsn: str, tasks: int, metrics: bool) -> float:
             worker.wait(timeout=60)
             await store.close()
             await control.close()
-    return tasks / (ended - began)
+    return tasks / (ended - began), (cpu_ended - cpu_began) / tasks * 1e6
 
 
 async def main(args: argparse.Namespace) -> None:
     console = Console(width=100)
     runs: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     async with server_dsn(args.dsn) as dsn:
         probe = await asyncpg.connect(dsn)
         facts = await server_facts(probe)
         await probe.close()
         for _ in range(args.rounds):
             for metrics in (False, True):
-                runs[metrics].append(await drain(dsn, args.tasks, metrics))
+                rate, micros = await drain(dsn, args.tasks, metrics)
+                runs[metrics].append(rate)
+                cpu[metrics].append(micros)
     console.print(f"machine: {os.cpu_count()} cores; PostgreSQL {facts['server_version']}")
     table = Table(title=f"{args.tasks:,} no-op tasks, one worker: tasks/s")
     table.add_column("metrics")
     for n in range(args.rounds):
         table.add_column(f"run {n + 1}", justify="right")
     table.add_column("median", justify="right")
+    table.add_column("worker CPU/task (median)", justify="right")
     for metrics in (False, True):
         values = runs[metrics]
         table.add_row("on" if metrics else "off", *(f"{v:,.0f}" for v in values),
-                      f"{statistics.median(values):,.0f}")  # fmt: skip
+                      f"{statistics.median(values):,.0f}",
+                      f"{statistics.median(cpu[metrics]):.1f} us")  # fmt: skip
     console.print(table)
     ratio = statistics.median(runs[True]) / statistics.median(runs[False])
-    console.print(f"on / off: {ratio:.1%}")
+    extra = statistics.median(cpu[True]) - statistics.median(cpu[False])
+    console.print(f"on / off: {ratio:.1%} of the rate; {extra:+.1f} us of worker CPU a task")
 
 
 def parse_args() -> argparse.Namespace:
