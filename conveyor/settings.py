@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         description="Export the queues' depth and age from this process (off: a process "
         "exports only its own metrics; another one exports the queues').",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        repr=False,
+        min_length=16,
+        description="When set, the API's GET /metrics needs `Authorization: Bearer <token>` "
+        "(a secret; Prometheus sends it with `authorization: {credentials: ...}`).",
+    )
     metrics_top_tenants: int = Field(
         default=10,
         ge=0,

@@ -89,5 +89,6 @@ def build_app() -> ApiApp:
             )
 
     app = create_app(open_services)
-    app.add_middleware(HttpMetrics)  # outermost: a 413 of the body limit is counted too
+    # outermost: a 413 of the body limit is counted too
+    app.add_middleware(HttpMetrics, token=settings.metrics_token)
     return app

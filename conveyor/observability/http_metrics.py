@@ -16,6 +16,7 @@ process reads the same tables).
 
 from __future__ import annotations
 
+import hmac
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -94,9 +95,11 @@ def process_ended() -> None:
 class HttpMetrics:
     """Wraps an ASGI app: RED metrics per route template, and ``GET /metrics``."""
 
-    def __init__(self, app: ASGIApp, path: str = "/metrics") -> None:
+    def __init__(self, app: ASGIApp, path: str = "/metrics", token: str | None = None) -> None:
         self.app = app
         self.path = path
+        # None: served to anyone who reaches the port (as the worker's metrics are)
+        self._authorization = None if token is None else f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,19 +142,32 @@ class HttpMetrics:
 
     async def _serve_metrics(self, scope: Scope, send: Send) -> int:
         headers = dict(scope.get("headers") or ())
+        if self._authorization is not None and not hmac.compare_digest(
+            headers.get(b"authorization", b""), self._authorization
+        ):
+            body = b"GET /metrics needs Authorization: Bearer <CONVEYOR_METRICS_TOKEN>\n"
+            await _answer(
+                send, 401, body, "text/plain; charset=utf-8", [(b"www-authenticate", b"Bearer")]
+            )
+            return 401
         accept = headers.get(b"accept", b"").decode("latin-1")
         body, content_type = render_metrics(accept)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", content_type.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
+        await _answer(send, 200, b"" if scope["method"] == "HEAD" else body, content_type, [])
         return 200
+
+
+async def _answer(
+    send: Send, status: int, body: bytes, content_type: str, extra: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -93,3 +93,17 @@ async def test_metrics_are_served_as_text_or_openmetrics_with_trace_exemplars() 
     assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
     assert f'# {{trace_id="{trace_id}"}}' in openmetrics.text
     assert openmetrics.text.rstrip().endswith("# EOF")
+
+
+async def test_a_metrics_token_is_required_when_set() -> None:
+    app = FastAPI()
+    app.add_middleware(HttpMetrics, token="s" * 32)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        refused = await client.get("/metrics")
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer " + "x" * 32})
+        served = await client.get("/metrics", headers={"Authorization": "Bearer " + "s" * 32})
+    assert refused.status_code == wrong.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"
+    assert "CONVEYOR_METRICS_TOKEN" in refused.text and "s" * 32 not in refused.text
+    assert served.status_code == 200 and "conveyor_http_requests_total" in served.text
