@@ -42,7 +42,7 @@ import asyncpg
 from rich.console import Console
 from rich.table import Table
 
-from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask
+from conveyor.store.params import ClaimRequest, Finish, LeaseRef, NewTask, QueueLimits
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
 
@@ -299,9 +299,12 @@ async def measure(dsn: str, args: argparse.Namespace) -> Report:
                     "enqueue_batch": args.batch,
                     "claim_batch": args.claim_batch,
                     "concurrency": args.concurrency,
+                    "lifecycle_events": not args.events_off,
                 },
             )
             results: dict[str, tuple[PhaseResult, PhaseResult]] = {}
+            if args.events_off:  # the task event log's lifecycle events (docs/events.md)
+                await store.set_queue_limits(QueueLimits(QUEUE, events=False))
 
             await settle(control)
             conveyor = await conveyor_enqueue(store, args.tasks, args.batch)
@@ -383,7 +386,8 @@ def render(report: Report, console: Console) -> None:
     console.print(
         f"workload: N={settings['tasks']:,} no-op tasks, enqueue batch "
         f"{settings['enqueue_batch']:,}, claim batch {settings['claim_batch']}, "
-        f"concurrency {settings['concurrency']} claim loops (each side)"
+        f"concurrency {settings['concurrency']} claim loops (each side), lifecycle events "
+        f"{'on' if settings.get('lifecycle_events', True) else 'off'}"
     )
     console.print(
         "method: ANALYZE + CHECKPOINT before each phase; one enqueue submitter; "
@@ -432,6 +436,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--concurrency", type=int, default=4, help="concurrent claim loops (both sides)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument(
+        "--events-off",
+        action="store_true",
+        help="turn the queue's lifecycle events (the task event log) off",
+    )
     args = parser.parse_args(argv)
     for name in ("tasks", "batch", "claim_batch", "concurrency"):
         if getattr(args, name) < 1:

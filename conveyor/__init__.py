@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.app import AgentSpec, App
 from conveyor.core.backoff import RetryPolicy
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.errors import (
     ApiError,
     ApiUnavailable,
@@ -26,6 +27,7 @@ from conveyor.errors import (
     DatabaseUnavailable,
     GroupNotFound,
     InvalidTask,
+    LLMCapExceeded,
     LLMError,
     LLMPermanentError,
     LLMTimeout,
@@ -36,12 +38,14 @@ from conveyor.errors import (
     QuotaExceeded,
     Retry,
     SchemaNotReady,
+    SignalRefused,
     Snooze,
     SpendLimitExceeded,
     StoreError,
     TaskNotFound,
     TaskOutcome,
     UnknownTenant,
+    WaitTimedOut,
 )
 from conveyor.settings import Settings, load_settings
 from conveyor.store.params import (
@@ -84,6 +88,8 @@ __all__ = [
     "GroupNotFound",
     "GroupStatus",
     "InvalidTask",
+    "LLMCapExceeded",
+    "LLMCaps",
     "LLMError",
     "LLMPermanentError",
     "LLMTimeout",
@@ -102,6 +108,7 @@ __all__ = [
     "RetryPolicy",
     "SchemaNotReady",
     "Settings",
+    "SignalRefused",
     "Snooze",
     "SpendLimitExceeded",
     "StartRate",
@@ -115,6 +122,7 @@ __all__ = [
     "TenantAgentUpdate",
     "TenantStore",
     "UnknownTenant",
+    "WaitTimedOut",
     "WorkerOptions",
     "__version__",
     "load_settings",

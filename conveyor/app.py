@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from conveyor.core.backoff import RetryPolicy
 from conveyor.core.cron import validate_cron
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.errors import ConfigurationError
 from conveyor.store.params import PeriodicTask, validate_queue_name
 
@@ -77,6 +78,8 @@ class AgentSpec:
     llm_cache: bool = False
     """Whether this agent's deterministic ``ctx.llm.chat`` calls (temperature 0) may be
     answered from the shared response cache."""
+    caps: LLMCaps | None = None
+    """Caps on each run's LLM calls, tokens and USD (all attempts of a task together)."""
 
     @property
     def is_async(self) -> bool:
@@ -156,6 +159,7 @@ class App:
         cpu_limit_seconds: float | None = None,
         stall_timeout: float | None = None,
         llm_cache: bool = False,
+        caps: LLMCaps | None = None,
     ) -> Callable[[F], F]:
         """Register ``async def handler(ctx, payload)`` as the agent of queue ``name``.
 
@@ -175,8 +179,17 @@ class App:
         ``llm_cache=True`` lets the agent's ``ctx.llm.chat`` calls with ``temperature=0``
         be answered from the response cache all workers share (per tenant; see
         docs/gateway.md): the same prompt to the same model is paid for once.
+
+        ``caps=LLMCaps(calls=..., tokens=..., cost=Decimal(...))`` is the runaway guard of
+        each run: the ``ctx.llm`` attempt that would take the task (all its attempts
+        together) past one fails it for good with :class:`~conveyor.errors.LLMCapExceeded`
+        (the tightest of these, the plan's and the submit's applies; docs/agents.md).
         """
         validate_queue_name(name)
+        if caps is not None and not isinstance(caps, LLMCaps):
+            raise ConfigurationError(
+                f"agent {name!r}: caps must be an LLMCaps, not {type(caps).__name__}"
+            )
         if concurrency is not None and concurrency < 1:
             raise ConfigurationError(f"agent {name!r}: concurrency must be >= 1")
         if timeout is not None and timeout <= 0:
@@ -199,7 +212,7 @@ class App:
             spec = AgentSpec(
                 name, handler, concurrency, timeout, policy, isolation, memory, cpu,
                 payload_model=payload_model(handler), stall_timeout=stall_timeout,
-                llm_cache=llm_cache,
+                llm_cache=llm_cache, caps=None if caps is None or caps.empty else caps,
             )  # fmt: skip
             if isolation is not None:
                 _check_importable(spec)

@@ -4,6 +4,8 @@
 
     ConveyorError
     ├── ConfigurationError        a setting or flag is invalid; the message names it
+    │   └── InvalidAgentDefinition  a declarative agent's definition is refused (its
+    │                             fields, template or output schema); `problems` lists them
     ├── StoreError                the database could not do what was asked
     │   ├── DatabaseUnavailable   the connection was lost or none could be made (server
     │   │                         down or restarting, network, wrong DSN); `retryable`
@@ -21,6 +23,9 @@
     ├── PlanViolation             the tenant's plan (or override) does not allow that role
     ├── QuotaExceeded             the tenant reached a monthly task limit
     ├── TaskNotFound              no task with that id (for that tenant)
+    ├── InvalidSignal             a signal's name is malformed or its payload not storable
+    ├── SignalRefused             a signal cannot be delivered: the task finished, the wait
+    │                             timed out, or that name already carried another payload
     ├── GroupNotFound             no campaign (group) with that id (for that tenant)
     ├── IsolatedTaskError         an isolated handler raised in its child process (retried)
     ├── WorkerCrashed             a loop of the worker's own died; the process exits non-zero
@@ -34,6 +39,7 @@
     │   ├── ApiUnknownTenant      422 unknown-tenant: also an UnknownTenant
     │   ├── ApiPlanViolation      403 plan-violation: also a PlanViolation
     │   ├── ApiQuotaExceeded      429 quota-exceeded: also a QuotaExceeded
+    │   ├── ApiSignalRefused      409 signal-refused: also a SignalRefused
     │   └── ApiUnavailable        429/503 still refused after the client's retries, or no
     │                             connection: also a DatabaseUnavailable (retry later)
     ├── LLMError                  a call through the LLM gateway (ctx.llm) failed
@@ -44,6 +50,9 @@
     │   │   └── LLMTimeout        a timeout layer fired: connect, ttft, gap or total
     │   ├── CircuitOpen           that target's breaker is open: failed fast, nothing sent
     │   ├── BudgetRefused         the tenant's budget did not admit the call
+    │   │   ├── SpendLimitExceeded  the monthly token budget or spend limit is used up
+    │   │   └── LLMCapExceeded    a run's or group's cap on calls, tokens or USD would be
+    │   │                         crossed (the runaway guard). Both also PermanentErrors.
     │   ├── LLMUnavailable        every target of the chain failed; lists what each did
     │   └── LLMPermanentError     the request itself is wrong (400/401/403/404/422); not
     │       │                     retried, not failed over. Also a PermanentError.
@@ -53,8 +62,15 @@
         ├── Snooze                run again later without counting an attempt
         ├── Cancel                stop for good, recorded as cancelled
         └── PermanentError        fail for good now; the task goes to the dead-letter queue
+            ├── WaitTimedOut      ctx.wait_for's deadline passed with no signal
             ├── IsolationLimitExceeded  an isolated task crossed its memory or CPU cap
+            ├── InvalidAgentReply       a declarative agent's reply failed its output schema
+            │                           twice (the repair too); `problems` lists why
             └── LLMPermanentError       (above: an LLMError and a PermanentError)
+
+Not an error, and not under ConveyorError: ``TaskSuspended`` (a ``BaseException``, like
+``asyncio.CancelledError``) carries a run out of its handler when ``ctx.wait_for`` must wait;
+a handler's ``except Exception`` does not swallow it.
 
 Driver errors (asyncpg) are translated into these at the store boundary with
 ``raise ... from exc``; nothing above ``conveyor.store`` sees a driver exception. HTTP
@@ -75,6 +91,16 @@ class ConveyorError(Exception):
 
 class ConfigurationError(ConveyorError):
     """A setting, environment variable or CLI flag has an invalid value."""
+
+
+class InvalidAgentDefinition(ConfigurationError):
+    """A declarative agent's definition cannot be used; ``problems`` names each wrong field
+    (``temperature: must be a number from 0 to 2``), and the message joins them."""
+
+    def __init__(self, role: str, problems: Sequence[str]) -> None:
+        self.role = role
+        self.problems = tuple(problems)
+        super().__init__(f"agent {role!r}: " + "; ".join(self.problems))
 
 
 class StoreError(ConveyorError):
@@ -200,6 +226,39 @@ class TaskNotFound(ConveyorError):
         super().__init__(f"task {task_id} not found")
 
 
+class InvalidSignal(ConveyorError):
+    """A signal's name is not a valid name, or its payload cannot be stored as JSON."""
+
+
+class SignalRefused(ConveyorError):
+    """A signal could not be delivered; ``reason`` says why and the message what to do.
+
+    ``reason`` is ``"finished"`` (the task is succeeded, dead or cancelled),
+    ``"timed-out"`` (the wait of that name passed its deadline first) or ``"conflict"``
+    (a signal of that name was delivered before with another payload: the first one holds).
+    """
+
+    def __init__(self, task_id: int, name: str, reason: str, message: str) -> None:
+        self.task_id = task_id
+        self.name = name
+        self.reason = reason
+        super().__init__(message)
+
+
+class TaskSuspended(BaseException):
+    """Raised by ``ctx.wait_for`` when its signal has not come: the run ends here, and the
+    worker records the task as waiting for ``name`` (for at most ``timeout`` seconds).
+
+    A ``BaseException`` so that a handler's ``except Exception`` lets it through; a handler
+    must not catch it (the task would then finish as if nothing had been awaited).
+    """
+
+    def __init__(self, name: str, timeout: float | None) -> None:
+        self.name = name
+        self.timeout = timeout
+        super().__init__(f"waiting for signal {name!r}")
+
+
 class GroupNotFound(ConveyorError):
     """No group with that id for the tenant: none registered and no task carries it."""
 
@@ -311,6 +370,16 @@ class ApiQuotaExceeded(ApiError, QuotaExceeded):
         self.limit = int(problem.get("limit", 0))
 
 
+class ApiSignalRefused(ApiError, SignalRefused):
+    """The API refused a signal (409): the task finished, its wait timed out, or the name
+    carried another payload before; ``reason`` says which."""
+
+    def _domain_fields(self, problem: dict[str, Any]) -> None:
+        self.task_id = int(problem.get("task_id", 0))
+        self.name = str(problem.get("signal", ""))
+        self.reason = str(problem.get("reason", ""))
+
+
 class ApiUnavailable(ApiError, DatabaseUnavailable):
     """The API stayed unavailable (429/503 with Retry-After, or no connection) through every
     retry the client allows; ``status`` is 0 when no answer came at all. Retry later."""
@@ -354,6 +423,21 @@ class PermanentError(TaskOutcome):
     """Fail the task now without further attempts; it goes to the dead-letter queue."""
 
 
+class WaitTimedOut(PermanentError):
+    """``ctx.wait_for(name, timeout=...)`` reached its deadline before the signal came.
+
+    A handler may catch it (send a reminder, escalate, wait under another name). Uncaught,
+    it fails the task for good (dead), without retries: the timeout is recorded with the
+    task, so every rerun would meet it again at the same ``wait_for``.
+    """
+
+    def __init__(self, name: str, timeout: float | None) -> None:
+        self.name = name
+        self.timeout = timeout
+        after = f" after {timeout:g}s" if timeout is not None else ""
+        super().__init__(f"the wait for signal {name!r} timed out{after} with no signal")
+
+
 class IsolationLimitExceeded(PermanentError):
     """An isolated task crossed its memory or CPU cap; only its child process was killed.
 
@@ -363,6 +447,19 @@ class IsolationLimitExceeded(PermanentError):
 
     def __init__(self, limit: str, message: str) -> None:
         self.limit = limit
+        super().__init__(message)
+
+
+class InvalidAgentReply(PermanentError):
+    """A declarative agent's reply did not match its output schema, nor did the one repair.
+
+    ``problems`` are the validation errors of the last reply. Not retried: the repair was
+    the second chance, and a new attempt would pay for the same prompt again; fix the
+    definition (``PUT /v1/agents/{role}``) and replay the task from the dead-letter queue.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
         super().__init__(message)
 
 
@@ -459,6 +556,40 @@ class SpendLimitExceeded(BudgetRefused, PermanentError):
     Also a ``PermanentError``: the task fails for good instead of retrying into the same
     wall (raise the limit, then replay it from the dead-letter queue).
     """
+
+
+class LLMCapExceeded(BudgetRefused, PermanentError):
+    """The call would take its task run or its group past a cap on LLM calls, tokens or
+    money (the runaway guard; ``conveyor/core/llm_caps.py``).
+
+    ``scope`` is ``"run"`` or ``"group"``, ``dimension`` ``"calls"``, ``"tokens"`` or
+    ``"cost"`` (USD), ``source`` who set the cap (``"role"``, ``"plan"``, ``"submit"``,
+    ``"group"``); ``limit``, ``used`` (settled plus in flight) and ``needed`` (this call's
+    worst case) are in the dimension's unit. Also a ``PermanentError``: the task fails for
+    good, since a retry would loop into the same cap; an agent may catch it and finish with
+    what it has.
+    """
+
+    def __init__(
+        self,
+        tenant_id: str | None,
+        provider: str,
+        reason: str,
+        *,
+        scope: str,
+        dimension: str,
+        limit: Any,
+        used: Any,
+        needed: Any,
+        source: str,
+    ) -> None:
+        self.scope = scope
+        self.dimension = dimension
+        self.limit = limit
+        self.used = used
+        self.needed = needed
+        self.source = source
+        super().__init__(tenant_id, provider, reason)
 
 
 @dataclass(frozen=True, slots=True)

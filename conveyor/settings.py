@@ -123,8 +123,45 @@ class Settings(BaseSettings):
         description="Tenants named in the per-tenant queue metrics (those with the most tasks "
         'waiting); the others are summed as tenant="other".',
     )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL"),
+        repr=False,
+        description="Redis for shared rate buckets and event wake-ups (unset: PostgreSQL).",
+    )
+    redis_events_channel: str = Field(
+        default="conveyor:events",
+        min_length=1,
+        max_length=200,
+        description="The Redis channel API processes hear event wake-ups on.",
+    )
+    sse_keepalive_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=300,
+        description="A silent event stream sends a ': keep-alive' comment this often.",
+    )
+    sse_buffer_bytes: int = Field(
+        default=1_048_576,
+        ge=65_536,
+        description="Event frames buffered per stream; a client further behind is cut off "
+        "(it resumes with Last-Event-ID).",
+    )
+    event_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="An API process reads the event log this often even without a wake-up.",
+    )
     fairness: bool = Field(
         default=True, description="Fair dequeue between tenants (off: priority, then FIFO)."
+    )
+    agent_refresh_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=300,
+        description="How often workers and API processes read the latest versions of "
+        "declarative agents' definitions: a PUT /v1/agents/{role} is in force within this.",
     )
     retention: str = Field(default="90d", description="How long finished tasks are kept.")
     stream_retention_seconds: float = Field(
@@ -138,6 +175,11 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
         return None if value is None else check_database_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _blank_redis_is_none(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
 
     @field_validator("retention")
     @classmethod
@@ -168,7 +210,11 @@ class Settings(BaseSettings):
 
 _DSN_EXAMPLE = "postgresql://user:password@host:5432/dbname"
 _PORT = re.compile(r"[0-9]{1,5}")
-_VARIABLES = {"database_url": "DATABASE_URL", "DATABASE_URL": "DATABASE_URL"}
+_VARIABLES = {
+    "database_url": "DATABASE_URL",
+    "DATABASE_URL": "DATABASE_URL",
+    "REDIS_URL": "REDIS_URL",
+}
 """Fields read from a variable without the CONVEYOR_ prefix, by error location."""
 
 

@@ -24,6 +24,9 @@ class TaskState(StrEnum):
     """Ready to be claimed."""
     RUNNING = "running"
     """Claimed by a worker and held under a lease."""
+    WAITING = "waiting"
+    """Suspended by ``ctx.wait_for`` until a signal or its deadline; holds no worker slot
+    and no lease (``waiting_for`` and ``wait_until`` say what for and until when)."""
     SUCCEEDED = "succeeded"
     """Finished with a result (in ``task_history``)."""
     DEAD = "dead"
@@ -38,7 +41,9 @@ class TaskState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.DEAD, TaskState.CANCELLED})
-ACTIVE_STATES = frozenset({TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING})
+ACTIVE_STATES = frozenset(
+    {TaskState.SCHEDULED, TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING}
+)
 
 
 class Priority(IntEnum):

@@ -9,6 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from conveyor.api.body_limit import BodyLimit
+from conveyor.api.exit_signal import on_exit_signal
 from conveyor.api.problems import install_problem_handlers
 from conveyor.api.routes import (
     admin_dlq,
@@ -16,6 +17,8 @@ from conveyor.api.routes import (
     admin_plans,
     admin_queues,
     admin_tenants,
+    agents,
+    events,
     groups,
     health,
     task_stream,
@@ -38,7 +41,10 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services() as services:
             app.state.services = services
-            yield
+            hub = services.events
+            # end the event streams as soon as the server is told to stop (exit_signal.py)
+            with on_exit_signal(hub.close_streams if hub is not None else _nothing):
+                yield
 
     app = FastAPI(
         title="Conveyor",
@@ -50,8 +56,10 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.include_router(task_stream.router)
+    app.include_router(events.router)
     app.include_router(groups.router)
     app.include_router(usage.router)
+    app.include_router(agents.router)
     for admin in (admin_tenants, admin_plans, admin_keys, admin_queues, admin_dlq):
         app.include_router(admin.router)
     limits = limits or ApiLimits()
@@ -62,6 +70,10 @@ def create_app(open_services: OpenServices, limits: ApiLimits | None = None) -> 
         ),
     )
     return app
+
+
+def _nothing() -> None:
+    return None
 
 
 def _version() -> str:

@@ -1,4 +1,5 @@
-"""The API's reports: LLM usage summed for a task, a group or a month, and a tenant's month.
+"""The API's reports: LLM usage summed for a task, a group or a month, a tenant's month, and
+a task's or group's caps (the runaway guard) with what they counted.
 
 Each reads through a tenant-bound view (``store.for_tenant``), so a tenant route and the
 admin route for a named tenant answer from the same code.
@@ -11,9 +12,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from conveyor.api.problems import Problem
-from conveyor.client.models import LLMUsageLine, LLMUsageSummary, QueueUsage, UsageReport
+from conveyor.client.cap_models import CapInForce, CapsView
+from conveyor.client.models import (
+    LLMUsageLine,
+    LLMUsageSummary,
+    QueueUsage,
+    UsageReport,
+)
 from conveyor.core.partitions import Month
-from conveyor.store.records import LLMUsage
+from conveyor.store.records import CapCounter, LLMUsage
 from conveyor.store.tenant import TenantStore
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -58,6 +65,26 @@ async def task_usage(view: TenantStore, task_id: int, created_at: datetime) -> L
 async def group_usage(view: TenantStore, group_id: str) -> LLMUsageSummary:
     """The LLM usage of a group's tasks so far."""
     return usage_summary(await view.llm_usage(EPOCH, group_id=group_id))
+
+
+def caps_view(counter: CapCounter | None) -> CapsView | None:
+    """A task's or group's caps in force and their counters; None when nothing caps it."""
+    if counter is None:
+        return None
+    force = counter.in_force
+    lines = {
+        cap.dimension.value: CapInForce(limit=Decimal(cap.limit), source=cap.source.value)
+        for cap in force.caps()
+    }
+    return CapsView(
+        **lines,
+        used_calls=counter.used.calls,
+        used_tokens=counter.used.tokens,
+        used_cost=counter.used.cost,
+        in_flight_calls=counter.in_flight.calls,
+        in_flight_tokens=counter.in_flight.tokens,
+        in_flight_cost=counter.in_flight.cost,
+    )
 
 
 def parse_month(text: str | None) -> Month:

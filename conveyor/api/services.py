@@ -7,12 +7,15 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from conveyor.api.agent_definitions import AgentDefinitionCache
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
+from conveyor.api.events.hub import EventHub
 from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
+from conveyor.core.agent_definition import ModelCheck
 from conveyor.store.postgres import PostgresStore
 
 
@@ -40,10 +43,17 @@ class ApiServices:
     """The queues that shed and their depth (None: no backpressure)."""
     rate_limit: KeyRateLimit | None = None
     """The per-key request rate limit (None: no limit)."""
+    agents: AgentDefinitionCache | None = None
+    """Declarative agents' latest definitions, to check submits against (None: unchecked)."""
+    agent_model_check: ModelCheck | None = None
+    """Checks a definition's model against the gateway's config (None: no config here)."""
     live: LiveOutputHub | None = None
     """The readers of running tasks' LLM output (None: not served here)."""
-    keep_alive_seconds: float = 15.0
-    """An idle event stream gets a comment line this often."""
+    events: EventHub | None = None
+    """The process's one reader of the event log, feeding every SSE stream (None: the
+    event routes answer 503)."""
+    sse_keepalive_seconds: float = 15.0
+    """A silent event stream sends a keep-alive comment this often."""
 
 
 async def services(request: Request) -> ApiServices:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 import conveyor
-from conveyor.cli import api, database, demo, mock_llm, status, tasks, worker
+from conveyor.cli import api, database, demo, events, mock_llm, status, tasks, worker
 from conveyor.cli.common import ID_ARGUMENT
 from conveyor.cli.dlq import dlq_cli
 from conveyor.cli.llm import llm_cli
@@ -51,6 +51,8 @@ cli.command()(database.retention)
 cli.command()(tasks.enqueue)
 cli.command(context_settings=ID_ARGUMENT)(tasks.show)
 cli.command(context_settings=ID_ARGUMENT)(tasks.cancel)
+cli.command(context_settings=ID_ARGUMENT)(tasks.signal)
+cli.command(context_settings=ID_ARGUMENT)(events.events)
 cli.command()(tasks.group)
 cli.command(
     "mock-llm",

@@ -14,21 +14,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from conveyor.api.agent_definitions import AgentDefinitionCache
 from conveyor.api.app import ApiApp, create_app
 from conveyor.api.auth import KeyChecker
 from conveyor.api.backpressure import DepthWatch
 from conveyor.api.coalesce import SubmitCoalescer
 from conveyor.api.declared import DeclaredQueues
+from conveyor.api.events.running import HubConfig, running_hub
 from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
+from conveyor.cli.agent_model_check import agent_model_check
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
 from conveyor.observability.http_metrics import HttpMetrics, process_ended
 from conveyor.observability.queue_metrics import LoadSampler
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
-from conveyor.store.event_wake import CHUNK_CHANNEL
-from conveyor.store.notify import NotificationListener
 
 
 def build_app() -> ApiApp:
@@ -62,15 +63,34 @@ def build_app() -> ApiApp:
                 window=settings.api_coalesce_seconds,
             )
             declared = DeclaredQueues(store.require_declared_queues)
-            # One listening connection per process: every stream's wake-ups arrive on it.
+            agents = await stack.enter_async_context(
+                AgentDefinitionCache(
+                    store.latest_agent_definitions,
+                    store.latest_agent_versions,
+                    period=settings.agent_refresh_seconds,
+                ).running()
+            )
+            # One listening connection per process (or, with REDIS_URL, one Redis
+            # subscription): it wakes the event hub and the live-output hub alike.
             live = LiveOutputHub(store)
-            listener = NotificationListener(store.direct_dsn, on_reconnect=live.wake)
-            listener.subscribe(CHUNK_CHANNEL, live.wake)
-            await listener.start()
-            stack.push_async_callback(listener.stop)
             live.start()
             stack.push_async_callback(live.stop)
-            stack.callback(process_ended)  # last: its live gauges leave the sums
+            hub = await stack.enter_async_context(
+                running_hub(
+                    store,
+                    HubConfig(
+                        direct_dsn=store.direct_dsn,
+                        redis_url=settings.redis_url,
+                        redis_channel=settings.redis_events_channel,
+                        poll_seconds=settings.event_poll_seconds,
+                        buffer_bytes=settings.sse_buffer_bytes,
+                    ),
+                    also_wake=live.wake,
+                )
+            )
+            stack.callback(
+                process_ended
+            )  # once the sampler stopped: its live gauges leave the sums
             sampler = LoadSampler(
                 store,
                 period=settings.metrics_seconds,
@@ -85,7 +105,11 @@ def build_app() -> ApiApp:
                 declared=declared,
                 depth=depth,
                 rate_limit=rate_limit,
+                agents=agents,
+                agent_model_check=agent_model_check(),
                 live=live,
+                events=hub,
+                sse_keepalive_seconds=settings.sse_keepalive_seconds,
             )
 
     app = create_app(open_services)

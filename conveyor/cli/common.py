@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import asdict
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from conveyor.core.durations import format_rate, parse_rate
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.errors import ConveyorError
 from conveyor.settings import Settings, load_settings
 from conveyor.store.database import open_store
 from conveyor.store.params import StartRate, validate_queue_name
 from conveyor.store.postgres import PostgresStore
+from conveyor.store.records import CapCounter
 
 T = TypeVar("T")
 
@@ -27,6 +30,30 @@ INT64_MAX = 2**63 - 1
 """The largest ``bigint``: task ids, monthly limits and budgets."""
 SPEND_MAX = 9_999_999_999.0
 """About the largest ``numeric(14, 4)``: a spend limit in USD."""
+
+
+def caps_text(caps: LLMCaps) -> str:
+    """``50 calls, 200,000 tokens, $2.00`` (``none``: no cap)."""
+    parts = []
+    if caps.calls is not None:
+        parts.append(f"{caps.calls:,} calls")
+    if caps.tokens is not None:
+        parts.append(f"{caps.tokens:,} tokens")
+    if caps.cost is not None:
+        parts.append(f"${caps.cost:,.2f}")
+    return ", ".join(parts) or "none"
+
+
+def counter_document(counter: CapCounter | None) -> dict[str, Any] | None:
+    """A task's or group's caps in force (each with who set it) and what they counted, as
+    JSON for ``conveyor show`` and ``conveyor group``; None when nothing caps it."""
+    if counter is None:
+        return None
+    return {
+        "caps": counter.in_force.document() or {},
+        "used": {k: str(v) for k, v in asdict(counter.used).items()},
+        "in_flight": {k: str(v) for k, v in asdict(counter.in_flight).items()},
+    }
 
 
 def task_id(text: str) -> int:

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from conveyor.cli.common import INT32_MAX, INT64_MAX, SPEND_MAX, DatabaseUrl, out
+from conveyor.cli.common import INT32_MAX, INT64_MAX, SPEND_MAX, DatabaseUrl, caps_text, out
 from conveyor.cli.common import rate_text as _rate_text
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import start_rate as _start_rate
 from conveyor.cli.common import with_store as _with_store
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.errors import ConveyorError
 from conveyor.store.params import PlanUpdate
+from conveyor.store.postgres import PostgresStore
 from conveyor.store.records import Plan
 
 plans_cli = typer.Typer(help="Plans: what each tier may run.", no_args_is_help=True)
@@ -68,10 +72,42 @@ def plans_set(
             "--llm-tpm", min=1, max=INT64_MAX, help="LLM tokens per minute per tenant and provider."
         ),
     ] = None,
+    run_calls: Annotated[
+        int | None,
+        typer.Option("--run-calls", min=0, max=INT64_MAX, help="LLM calls per task run (cap)."),
+    ] = None,
+    run_tokens: Annotated[
+        int | None,
+        typer.Option("--run-tokens", min=0, max=INT64_MAX, help="LLM tokens per task run (cap)."),
+    ] = None,
+    run_cost: Annotated[
+        float | None,
+        typer.Option("--run-cost", min=0, max=SPEND_MAX, help="LLM USD per task run (cap)."),
+    ] = None,
+    group_calls: Annotated[
+        int | None,
+        typer.Option("--group-calls", min=0, max=INT64_MAX, help="LLM calls per group (cap)."),
+    ] = None,
+    group_tokens: Annotated[
+        int | None,
+        typer.Option("--group-tokens", min=0, max=INT64_MAX, help="LLM tokens per group (cap)."),
+    ] = None,
+    group_cost: Annotated[
+        float | None,
+        typer.Option("--group-cost", min=0, max=SPEND_MAX, help="LLM USD per group (cap)."),
+    ] = None,
+    no_run_caps: Annotated[
+        bool, typer.Option("--no-run-caps", help="Remove the caps per task run first.")
+    ] = False,
+    no_group_caps: Annotated[
+        bool, typer.Option("--no-group-caps", help="Remove the caps per group first.")
+    ] = False,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Change a plan (flags not given keep their value); tenants on it follow at once
-    (LLM limits within 30 s: workers cache them)."""
+    (LLM limits and caps within 30 s: workers cache them)."""
+    run_given = CapFlags(run_calls, run_tokens, run_cost, no_run_caps)
+    group_given = CapFlags(group_calls, group_tokens, group_cost, no_group_caps)
     try:
         update = PlanUpdate(
             plan_id,
@@ -87,13 +123,58 @@ def plans_set(
         )
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
-    plan = _run(_with_store(_settings(database_url), lambda s: s.update_plan(update)))
+
+    async def go(store: PostgresStore) -> Plan:
+        current = next((p for p in await store.list_plans() if p.id == plan_id), None)
+        if current is None or not (run_given.any or group_given.any):
+            return await store.update_plan(update)  # an unknown plan is refused there
+        try:
+            caps = dataclasses.replace(
+                update,
+                run_caps=run_given.applied_to(current.run_caps),
+                group_caps=group_given.applied_to(current.group_caps),
+            )
+        except ConveyorError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return await store.update_plan(caps)
+
+    plan = _run(_with_store(_settings(database_url), go))
     out.print(
         f"{plan.id}: roles {', '.join(plan.allowed_roles) if plan.allowed_roles else 'any'}; "
         f"max concurrent/role {plan.max_concurrent_per_role or 'unlimited'}; "
         f"start rate {_rate_text(plan.start_rate_limit, plan.start_rate_interval, 'unlimited')}; "
-        f"weight {plan.weight:g}; LLM {_llm_text(plan)}"
+        f"weight {plan.weight:g}; LLM {_llm_text(plan)}; caps {_caps_text(plan)}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CapFlags:
+    """The cap flags of one scope: values given, and whether to clear the old ones first."""
+
+    calls: int | None
+    tokens: int | None
+    cost: float | None
+    clear: bool
+
+    @property
+    def any(self) -> bool:
+        """Whether a flag of this scope was given."""
+        return self.clear or any(v is not None for v in (self.calls, self.tokens, self.cost))
+
+    def applied_to(self, current: LLMCaps) -> LLMCaps | None:
+        """The scope's new caps (None: unchanged), the flags given over ``current``."""
+        if not self.any:
+            return None
+        base = LLMCaps() if self.clear else current
+        return LLMCaps(
+            calls=self.calls if self.calls is not None else base.calls,
+            tokens=self.tokens if self.tokens is not None else base.tokens,
+            cost=Decimal(str(self.cost)) if self.cost is not None else base.cost,
+        )
+
+
+def _caps_text(plan: Plan) -> str:
+    return f"per run {caps_text(plan.run_caps)}, per group {caps_text(plan.group_caps)}"
 
 
 def _llm_text(plan: Plan) -> str:
@@ -113,7 +194,7 @@ def plans_list(database_url: DatabaseUrl = None) -> None:
     plans = _run(_with_store(_settings(database_url), lambda s: s.list_plans()))
     table = Table(title="plans")
     columns = ("id", "roles", "max concurrent/role", "start rate/role", "weight")
-    for column in (*columns, "tasks/month", "LLM limits"):
+    for column in (*columns, "tasks/month", "LLM limits", "LLM caps"):
         table.add_column(column)
     for p in plans:
         table.add_row(
@@ -124,5 +205,6 @@ def plans_list(database_url: DatabaseUrl = None) -> None:
             f"{p.weight:g}",
             f"{p.monthly_task_limit:,}" if p.monthly_task_limit is not None else "unlimited",
             _llm_text(p),
+            _caps_text(p),
         )
     out.print(table)

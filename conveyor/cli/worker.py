@@ -6,15 +6,31 @@ from typing import Annotated
 
 import typer
 
+from conveyor.app import App
 from conveyor.cli.app_import import load_app
 from conveyor.cli.common import DatabaseUrl
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.errors import ConveyorError
+from conveyor.store.params import validate_queue_name
+from conveyor.worker.agents_file import load_agents_file
 
 
 def worker(
-    app_ref: Annotated[str, typer.Option("--app", help="package.module:app to run.")],
+    app_ref: Annotated[str | None, typer.Option("--app", help="package.module:app to run.")] = None,
+    agents_file: Annotated[
+        str | None,
+        typer.Option(
+            "--agents", help="TOML file of declarative agents to serve (see docs/agents.md)."
+        ),
+    ] = None,
+    stored_agents: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stored-agent",
+            help="Serve this declarative agent as defined in the database (repeatable).",
+        ),
+    ] = None,
     queues: Annotated[
         list[str] | None, typer.Option("--queue", help="Serve only this queue (repeatable).")
     ] = None,
@@ -53,7 +69,8 @@ def worker(
     ] = "INFO",
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Run the agents of an App until SIGTERM/SIGINT (a second signal forces exit)."""
+    """Run the agents of an App, and declarative agents, until SIGTERM/SIGINT (a second
+    signal forces exit)."""
     from conveyor.worker.signals import ShutdownSignals
 
     signals = ShutdownSignals().install()  # before anything else: a signal is never lost
@@ -64,7 +81,19 @@ def worker(
 
     configure_logging(log_level)
     settings = _settings(database_url)
-    app = load_app(app_ref)
+    if app_ref is None and agents_file is None and not stored_agents:
+        raise typer.BadParameter(
+            "give --app package.module:app, --agents FILE or --stored-agent ROLE (or several)",
+            param_hint="--app",
+        )
+    app = load_app(app_ref) if app_ref is not None else App("agents")
+    try:
+        agents = load_agents_file(agents_file) if agents_file is not None else {}
+        for role in stored_agents or ():
+            validate_queue_name(role)
+    except ConveyorError as exc:
+        hint = "--agents" if agents_file is not None else "--stored-agent"
+        raise typer.BadParameter(str(exc), param_hint=hint) from None
     try:
         options = WorkerOptions(
             queues=tuple(queues) if queues else None,
@@ -83,6 +112,14 @@ def worker(
     except ConveyorError as exc:
         raise typer.BadParameter(str(exc)) from None
     migrate_now = settings.database_url is None if migrate_first is None else migrate_first
-    served = serve(app, settings, options, migrate=migrate_now, signals=signals)
+    served = serve(
+        app,
+        settings,
+        options,
+        migrate=migrate_now,
+        signals=signals,
+        agents=agents,
+        stored_agents=tuple(stored_agents or ()),
+    )
     if _run(served, fast_loop=True) is not None:
         reexec_self()  # drained: start over in a fresh interpreter

@@ -10,7 +10,9 @@
 3. the store opens (waiting for the database, migrating when asked);
 4. the gateway is built on that store with its plugins: ``GatewayMetrics`` first, then the
    live token relay (``streams/token_relay.py``), then the App's LLM hooks; the breaker
-   gauge watches its breakers;
+   gauge watches its breakers; declarative agents (``--agents``, ``--stored-agent``) are
+   stored, read and registered in the App, and their definitions are polled for new
+   versions alongside the worker;
 5. the ``Worker`` gets the store, the gateway (``llm=``, which each ``TaskContext`` gets)
    and the task hooks (``TaskMetrics`` when metrics are served, then the App's);
    maintenance runs alongside; the worker collector watches it, and the load sampler reads
@@ -28,10 +30,11 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.app import App
+from conveyor.core.agent_definition import AgentDefinition, ModelCheck
 from conveyor.errors import ConfigurationError
 from conveyor.observability.metrics import serve_metrics
 from conveyor.observability.queue_metrics import LoadSampler
@@ -41,6 +44,7 @@ from conveyor.settings import Settings
 from conveyor.store.database import open_store
 from conveyor.store.postgres import PostgresStore
 from conveyor.streams.token_relay import TokenRelay
+from conveyor.worker.declarative_registry import DeclarativeAgents
 from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
 from conveyor.worker.options import WorkerOptions
 from conveyor.worker.process import run_process, run_worker, tune_garbage_collector
@@ -65,14 +69,21 @@ async def serve(
     maintenance: bool = True,
     signals: ShutdownSignals | None = None,
     environ: Mapping[str, str] | None = None,
+    agents: Mapping[str, AgentDefinition] | None = None,
+    stored_agents: Sequence[str] = (),
 ) -> str | None:
     """Run one worker process until a signal stops it; the recycle reason if it asked.
 
+    ``agents`` are declarative agents read from an ``--agents`` file, ``stored_agents``
+    roles whose definitions are read from the database; both are served beside the App's.
+
     Raises ConfigurationError naming CONVEYOR_LLM_CONFIG (or the provider's api_key_env)
-    when the LLM configuration is broken, before anything starts.
+    when the LLM configuration is broken, or a declarative agent's model is unknown to it,
+    before anything starts.
     """
     env = os.environ if environ is None else environ
     llm_config = _llm_config(env)
+    declared = Declarative(dict(agents or {}), tuple(stored_agents), llm_config)
     tune_garbage_collector()
     metrics = (
         None
@@ -81,7 +92,7 @@ async def serve(
     )
     try:
         start = functools.partial(
-            _serve_worker, app, settings, options, llm_config, env, migrate, maintenance
+            _serve_worker, app, settings, options, llm_config, env, migrate, maintenance, declared
         )
         return await run_process(start, signals)
     finally:
@@ -116,6 +127,7 @@ async def _serve_worker(
     environ: Mapping[str, str],
     migrate: bool,
     maintenance: bool,
+    declared: Declarative,
     stop: asyncio.Event,
     started: asyncio.Event,
 ) -> str | None:
@@ -128,7 +140,17 @@ async def _serve_worker(
         gateway = (
             None if llm_config is None else build_gateway(llm_config, store, app, environ, relay)
         )
+        refresher: asyncio.Task[None] | None = None
         try:
+            if declared.wanted:
+                registry = DeclarativeAgents(
+                    app,
+                    store,
+                    model_check=declared.model_check,
+                    refresh_seconds=settings.agent_refresh_seconds,
+                )
+                await registry.install(declared.from_file, declared.stored_roles)
+                refresher = asyncio.create_task(registry.run(), name="conveyor-agent-definitions")
             metered = options.metrics_port is not None
             worker = Worker(
                 app, store, options, llm=gateway, hooks=[TaskMetrics()] if metered else []
@@ -154,6 +176,8 @@ async def _serve_worker(
             finally:
                 unwatch_worker(worker)
         finally:
+            if refresher is not None:
+                refresher.cancel()
             if gateway is not None:
                 await gateway.aclose()  # writes the call log while the store is open
             await relay.aclose()  # the last live output, while the store is open
@@ -177,3 +201,39 @@ def build_gateway(
     gateway = Gateway.with_store(config, store, environ=environ, hooks=hooks)
     watch_breakers(gateway.breakers)
     return gateway
+
+
+class Declarative:
+    """The declarative agents a worker process was asked to serve, checked before start."""
+
+    def __init__(
+        self,
+        from_file: dict[str, AgentDefinition],
+        stored_roles: tuple[str, ...],
+        llm_config: GatewayConfig | None,
+    ) -> None:
+        self.from_file = from_file
+        self.stored_roles = stored_roles
+        self.model_check: ModelCheck | None = None
+        if not self.wanted:
+            return
+        if llm_config is None:
+            raise ConfigurationError(
+                f"declarative agents call a model: set {LLM_CONFIG_ENV} to the gateway's "
+                "configuration (see docs/gateway.md)"
+            )
+        from conveyor.cli.agent_model_check import model_check
+
+        check = self.model_check = model_check(llm_config)
+        unknown = [
+            f"agents.{role}.model: {problem}"
+            for role, definition in from_file.items()
+            if (problem := check(definition.model)) is not None
+        ]
+        if unknown:
+            raise ConfigurationError("--agents: " + "; ".join(unknown))
+
+    @property
+    def wanted(self) -> bool:
+        """Whether there is any declarative agent to serve."""
+        return bool(self.from_file or self.stored_roles)

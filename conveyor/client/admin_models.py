@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from conveyor.client.cap_models import CapLimits
 from conveyor.client.models import Queue, Strict
 
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -93,6 +94,12 @@ class PlanView(BaseModel):
     llm_requests_per_minute: int | None = None
     llm_tokens_per_minute: int | None = None
     monthly_spend_limit: Decimal | None = Field(None, description="USD, a decimal string.")
+    run_caps: CapLimits = Field(
+        default_factory=CapLimits, description="Caps on each task run's LLM use."
+    )
+    group_caps: CapLimits = Field(
+        default_factory=CapLimits, description="Caps on each group's LLM use."
+    )
 
 
 class PlanList(BaseModel):
@@ -114,6 +121,16 @@ class PlanWrite(Strict):
     llm_requests_per_minute: int | None = Field(None, ge=1, le=INT32_MAX)
     llm_tokens_per_minute: int | None = Field(None, ge=1, le=INT64_MAX)
     monthly_spend_limit: Decimal | None = Field(None, ge=0, le=Decimal("99999999.99999999"))
+    run_caps: CapLimits | None = Field(
+        default=None,
+        description="Replaces the caps on each task run's LLM calls, tokens and USD "
+        "({} removes them).",
+    )
+    group_caps: CapLimits | None = Field(
+        default=None,
+        description="Replaces the caps on each group's LLM calls, tokens and USD "
+        "({} removes them).",
+    )
 
 
 class TenantAgentView(BaseModel):
@@ -158,6 +175,7 @@ class QueueView(BaseModel):
     queued: int
     scheduled: int
     running: int
+    waiting: int = Field(0, description="Waiting for a signal (ctx.wait_for); no worker held.")
     dead: int
     oldest_queued_seconds: float | None
     depth_threshold: int | None = Field(

@@ -13,11 +13,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 import httpx
 
+from conveyor.client.cap_models import CapLimits
 from conveyor.client.models import (
     Debounce,
+    FollowUp,
+    GroupCreate,
+    GroupView,
+    SignalDelivered,
     TaskBatch,
     TaskBatchCreated,
     TaskCreated,
@@ -60,6 +66,7 @@ def submission(
     idempotency_key: str | None = None,
     group_id: str | None = None,
     debounce: Debounce | None = None,
+    caps: CapLimits | None = None,
 ) -> TaskSubmission:
     """A task to submit, checked here as the server checks it (a bad field raises
     pydantic's ValidationError before anything is sent)."""
@@ -74,6 +81,7 @@ def submission(
         idempotency_key=idempotency_key,
         group_id=group_id,
         debounce=debounce,
+        caps=caps,
     )
 
 
@@ -114,6 +122,17 @@ def cancel(task_id: int) -> Call[TaskView]:
     return Call("POST", f"/v1/tasks/{int(task_id)}/cancel", _model(TaskView))
 
 
+def signal(task_id: int, name: str, payload: Any = None) -> Call[SignalDelivered]:
+    """``POST /v1/tasks/{id}/signals/{name}`` with ``payload`` as the body (safe to repeat:
+    the same signal again is answered as a duplicate)."""
+    return Call(
+        "POST",
+        f"/v1/tasks/{int(task_id)}/signals/{quote(name, safe='')}",
+        _model(SignalDelivered),
+        json=payload,
+    )
+
+
 def list_page(
     *,
     state: TaskState | str | None = None,
@@ -135,7 +154,26 @@ def list_page(
     return Call("GET", "/v1/tasks", _model(TaskPage), params=params)
 
 
-M = TypeVar("M", TaskCreated, TaskBatchCreated, TaskView, TaskPage)
+def create_group(
+    group_id: str, *, caps: CapLimits | None = None, on_complete: FollowUp | None = None
+) -> Call[GroupView]:
+    """``POST /v1/groups``: register a campaign, or replace the follow-up and caps of one
+    (so a repeat is harmless: the client may retry it)."""
+    body = GroupCreate(id=group_id, caps=caps, on_complete=on_complete)
+    return Call(
+        "POST",
+        "/v1/groups",
+        _model(GroupView),
+        json=body.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def get_group(group_id: str) -> Call[GroupView]:
+    """``GET /v1/groups/{id}``: its tasks by state, LLM usage, and caps."""
+    return Call("GET", f"/v1/groups/{quote(group_id, safe='')}", _model(GroupView))
+
+
+M = TypeVar("M", TaskCreated, TaskBatchCreated, TaskView, TaskPage, GroupView, SignalDelivered)
 
 
 def _model(model: type[M]) -> Callable[[httpx.Response], M]:

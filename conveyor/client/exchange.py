@@ -19,6 +19,10 @@ USER_AGENT = "conveyor-client/0.1"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 """30 s to answer (a batch of 10,000 is written in well under that), 5 s to connect."""
 
+STREAM_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+"""An event stream's: 60 s without a byte (the server sends a keep-alive every 15 s by
+default) is a lost connection, resumed with ``Last-Event-ID``."""
+
 # The client's errors while sending that it retries: nothing reached the API, or the
 # request may have but no answer came back (safe: every call is idempotent).
 # Failures a later try can get past (a refused or reset connection, a timeout, a server
@@ -64,3 +68,11 @@ def outcome(call: Call[T], response: httpx.Response, *, exhausted: bool) -> T:
 def no_answer(exc: httpx.TransportError, request: httpx.Request) -> Exception:
     """The error for a call whose every attempt went unanswered."""
     return unreachable(exc, request)
+
+
+def stream_pause(retries: ClientRetries, failures: int) -> float:
+    """Seconds before reconnecting a stream that closed with nothing new (``failures`` such
+    closes in a row): at once the first time (a slow client cut off), then backing off."""
+    if failures <= 1:
+        return 0.0
+    return retries.after_connection_error(min(failures - 1, 6), random.random)

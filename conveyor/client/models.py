@@ -23,6 +23,7 @@ from pydantic import (
     field_validator,
 )
 
+from conveyor.client.cap_models import CapLimits, CapsView
 from conveyor.core.json_documents import check_document
 from conveyor.types import TaskState
 
@@ -103,6 +104,11 @@ class TaskSubmission(Strict):
         "running), replace its payload instead of adding a task; else add one that runs "
         "after `seconds`. Single submits only; not with an idempotency key.",
     )
+    caps: CapLimits | None = Field(
+        default=None,
+        description="Caps on this task's LLM calls, tokens and USD, all its attempts "
+        "together. The tightest of these, its role's and its plan's applies.",
+    )
 
     @field_validator("payload")
     @classmethod
@@ -178,7 +184,29 @@ class TaskView(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    waiting_for: str | None = Field(
+        None, description="The signal a waiting task waits for (state waiting only)."
+    )
+    wait_until: datetime | None = Field(
+        None, description="When a waiting task's wait times out (null: no deadline)."
+    )
     usage: LLMUsageSummary | None = None
+    caps: CapsView | None = Field(
+        default=None,
+        description="Its runaway guard, when one task is read and something caps it.",
+    )
+
+
+class SignalDelivered(BaseModel):
+    """A signal delivered to a task: ``resumed`` when the task was waiting for it (it runs
+    again within a promoter period), ``duplicate`` when this very payload had been
+    delivered under the name before (nothing changed)."""
+
+    task_id: int
+    signal: str
+    state: TaskState = Field(description="The task's state after the delivery.")
+    resumed: bool
+    duplicate: bool
 
 
 class TaskPage(BaseModel):
@@ -212,6 +240,12 @@ class GroupCreate(Strict):
     on_complete: FollowUp | None = Field(
         None, description="Enqueued once when all the group's tasks have finished."
     )
+    caps: CapLimits | None = Field(
+        default=None,
+        description="Caps on the LLM calls, tokens and USD of all the group's tasks together "
+        "(the tightest of these and the plan's applies). Registering the group again "
+        "replaces them; left out, they are removed.",
+    )
 
 
 class GroupView(BaseModel):
@@ -223,6 +257,9 @@ class GroupView(BaseModel):
     completed_at: datetime | None = None
     follow_up_id: int | None = None
     usage: LLMUsageSummary
+    caps: CapsView | None = Field(
+        default=None, description="Its runaway guard, if something caps it."
+    )
 
 
 class QueueUsage(BaseModel):

@@ -20,6 +20,7 @@ from conveyor.errors import (
     ApiInvalidTask,
     ApiPlanViolation,
     ApiQuotaExceeded,
+    ApiSignalRefused,
     ApiTaskNotFound,
     ApiUnavailable,
     ApiUndeclaredQueue,
@@ -37,6 +38,7 @@ _BY_TYPE: dict[str, type[ApiError]] = {
     "unknown-tenant": ApiUnknownTenant,
     "plan-violation": ApiPlanViolation,
     "quota-exceeded": ApiQuotaExceeded,
+    "signal-refused": ApiSignalRefused,
     "database-unavailable": ApiUnavailable,
 }
 

@@ -27,6 +27,10 @@ LIFECYCLE_KINDS = frozenset(
         "succeeded",
         "dead",
         "cancelled",
+        "replayed",
+        "waiting",
+        "signal",
+        "wait_timed_out",
     }
 )
 """Kinds the queue writes itself; an agent's own events (``ctx.emit``) may not take them."""

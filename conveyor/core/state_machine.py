@@ -16,7 +16,11 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED}),
     # running -> queued: lease expired (reaper) or released on graceful shutdown
     # running -> scheduled: retryable error with backoff, or a snooze
-    S.RUNNING: frozenset({S.SUCCEEDED, S.QUEUED, S.SCHEDULED, S.DEAD, S.CANCELLED}),
+    # running -> waiting: ctx.wait_for found no signal yet (the run ends, the slot is freed)
+    S.RUNNING: frozenset({S.SUCCEEDED, S.QUEUED, S.SCHEDULED, S.WAITING, S.DEAD, S.CANCELLED}),
+    # waiting -> scheduled (run_at = now): the awaited signal came, or the wait's deadline
+    # passed; the promoter then makes it ready with a fresh fairness key
+    S.WAITING: frozenset({S.SCHEDULED, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),
     # dead -> queued: replay from the dead-letter queue
     S.DEAD: frozenset({S.QUEUED}),

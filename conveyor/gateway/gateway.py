@@ -9,9 +9,10 @@
 
 It owns the host pools, the endpoints and the breakers. Built with a store
 (``Gateway.from_env(store=...)``, what a worker does), it also enforces the providers' and
-tenants' rate budgets and the tenants' monthly spend, applies each tenant's model override,
-and writes every attempt to ``llm_calls``; built bare, its ``Budget`` admits everything and
-its ``CallRecorder`` counts in-process (``budgets/budget.py``, ``accounting/records.py``).
+tenants' rate budgets, the tenants' monthly spend and the caps of task runs and groups,
+applies each tenant's model override, and writes every attempt to ``llm_calls``; built
+bare, its ``Budget`` admits everything and its ``CallRecorder`` counts in-process
+(``budgets/budget.py``, ``accounting/records.py``).
 ``hooks`` (``hooks.py``) see every attempt before it is sent and after it settles, and every
 streamed chunk: metrics and tracing attach there, so the gateway imports none of them. A
 worker process builds one gateway at start-up and hands it to every task's ``ctx.llm``
@@ -49,6 +50,7 @@ from conveyor.gateway.budgets.budget import (
     CombinedBudget,
     estimate_prompt_tokens,
 )
+from conveyor.gateway.budgets.caps import CapsBudget
 from conveyor.gateway.budgets.coalescing import CoalescingBuckets
 from conveyor.gateway.budgets.shared import SharedBudget
 from conveyor.gateway.budgets.spend import SpendBudget
@@ -148,7 +150,8 @@ class Gateway:
         environ: Mapping[str, str] | None = None,
         hooks: Sequence[LLMHook] = (),
     ) -> Gateway:
-        """The gateway a worker runs: budgets, spend limits, policies and ``llm_calls``.
+        """The gateway a worker runs: budgets, spend limits, the runaway guards (caps per
+        task run and group), policies and ``llm_calls``.
 
         Rate buckets live in Redis when ``REDIS_URL`` is set, else in ``store``; the
         monthly spend, the tenants' policies and the call log are always in ``store``.
@@ -156,7 +159,8 @@ class Gateway:
         env = os.environ if environ is None else environ
         buckets = bucket_store_from_env(env, store)
         drip = SharedBudget.for_config(CoalescingBuckets(buckets), config)
-        budget = CombinedBudget([SpendBudget(store), drip])
+        # Cheapest refusals first: a capped or broke call takes no slot in the drip.
+        budget = CombinedBudget([CapsBudget(store), SpendBudget(store), drip])
         log = CallLog(store)
         gateway = cls(
             config,

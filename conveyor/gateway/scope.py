@@ -2,8 +2,8 @@
 
 ``ctx.llm`` fills it from the running task; code calling a ``Gateway`` directly passes one
 (or none: a call outside any tenant, with no deadline). The tenant decides the budgets and
-the model override, the task and group the accounting, and the deadline how long a call may
-wait for a budget or a retry.
+the model override, the task and group the accounting and the runaway guards (with the
+role's caps), and the deadline how long a call may wait for a budget or a retry.
 """
 
 from __future__ import annotations
@@ -11,10 +11,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from conveyor.core.llm_caps import LLMCaps
+
 
 @dataclass(frozen=True, slots=True)
 class CallScope:
-    """The task a call belongs to; ``deadline`` is a ``time.monotonic()`` instant."""
+    """The task a call belongs to; ``deadline`` is a ``time.monotonic()`` instant;
+    ``run_caps`` are the caps its role puts on each run (``@app.agent(..., caps=...)``)."""
 
     tenant_id: str | None = None
     task_id: int | None = None
@@ -23,6 +26,7 @@ class CallScope:
     deadline: float | None = None
     run: int | None = None
     """The run's lease token: it orders the runs of one task (a relay keys output by it)."""
+    run_caps: LLMCaps | None = None
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (may be negative); None without one."""

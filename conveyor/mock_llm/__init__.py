@@ -11,6 +11,7 @@ from conveyor.mock_llm.background import BackgroundMockLLM
 from conveyor.mock_llm.config import (
     Fault,
     MockConfig,
+    ReplyRule,
     build_config,
     parse_fault_rates,
     parse_script,
@@ -27,6 +28,7 @@ __all__ = [
     "MockConfig",
     "MockLLM",
     "MockStats",
+    "ReplyRule",
     "build_config",
     "count_prompt_tokens",
     "count_tokens",

@@ -40,6 +40,19 @@ class Fault(StrEnum):
         return int(self.value) if self.value.isdigit() else None
 
 
+class ReplyRule(BaseModel):
+    """A scripted reply: ``reply`` answers every request whose messages contain all of
+    ``when`` (the system prompt included). Deterministic per request content, so tests that
+    run many agents at once each get the reply meant for them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    when: tuple[str, ...] = Field(
+        min_length=1, description="Texts that must all appear in the request's messages."
+    )
+    reply: str = Field(description="The reply text (streamed token by token like any reply).")
+
+
 class MockConfig(BaseModel):
     """The mock's behaviour; the defaults answer at once with a short reply and never fail."""
 
@@ -56,6 +69,11 @@ class MockConfig(BaseModel):
     )
     response_text: str | None = Field(
         default=None, description="Fixed reply text; None: a reply derived from the prompt."
+    )
+    reply_rules: tuple[ReplyRule, ...] = Field(
+        default=(),
+        description="Scripted replies by request content; the first rule that matches wins, "
+        "before response_text.",
     )
     reply_tokens: int = Field(
         default=16, ge=1, description="Length of the derived reply before max_tokens caps it."
@@ -107,6 +125,16 @@ class MockConfig(BaseModel):
         if total > 1 + 1e-9:
             raise ValueError(f"fault_rates: the rates sum to {total:g}; they must sum to <= 1")
         return self
+
+    def reply_for(self, message_texts: tuple[str, ...]) -> str | None:
+        """The fixed reply to a request with these messages: the first matching rule's,
+        else ``response_text`` (None: a reply derived from the prompt)."""
+        if self.reply_rules:
+            conversation = "\n".join(message_texts)
+            for rule in self.reply_rules:
+                if all(text in conversation for text in rule.when):
+                    return rule.reply
+        return self.response_text
 
     def updated(self, changes: dict[str, Any]) -> MockConfig:
         """A copy with ``changes`` applied and validated; ConfigurationError names the field."""

@@ -98,7 +98,7 @@ class Exchange:
         self.completion: Completion = generate(
             chat.prompt,
             length=config.reply_tokens,
-            fixed_text=config.response_text,
+            fixed_text=config.reply_for(chat.message_texts),
             max_tokens=chat.max_tokens,
         )
         self.headers = {"x-request-id": f"req_mock{self.sequence:08d}"}

@@ -28,6 +28,7 @@ OUTCOMES = (
     TaskState.DEAD.value,
     TaskState.CANCELLED.value,
     "retried",
+    TaskState.WAITING.value,
     "released",
     "lease_lost",
 )
@@ -173,7 +174,7 @@ def _families() -> _Families:
         CounterMetricFamily(
             "conveyor_tasks",
             "Task runs of this worker by queue and outcome, counted once the outcome is "
-            "committed (succeeded, dead, cancelled, retried, released, lease_lost).",
+            "committed (succeeded, dead, cancelled, retried, waiting, released, lease_lost).",
             labels=["queue", "outcome"],
         ),
         GaugeMetricFamily("conveyor_tasks_in_flight", "Tasks running in this worker now."),

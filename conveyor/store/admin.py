@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
+from conveyor.core.llm_caps import CapDimension, LLMCaps
 from conveyor.errors import ConfigurationError
 from conveyor.store.connection import Conn
+from conveyor.store.llm_caps import caps_from
 from conveyor.store.params import (
     PlanUpdate,
     QueueLimits,
@@ -42,8 +46,7 @@ async def create_tenant(
 
 async def list_plans(conn: Conn) -> list[Plan]:
     """Every plan, smallest first."""
-    rows = await conn.fetch(q("list_plans"))
-    return [Plan(**{**dict(r), "allowed_roles": _tuple(r["allowed_roles"])}) for r in rows]
+    return [_plan(r) for r in await conn.fetch(q("list_plans"))]
 
 
 async def update_plan(conn: Conn, update: PlanUpdate) -> Plan:
@@ -62,11 +65,35 @@ async def update_plan(conn: Conn, update: PlanUpdate) -> Plan:
         update.llm_requests_per_minute,
         update.llm_tokens_per_minute,
         update.monthly_spend_limit,
+        update.run_caps is not None,
+        *_cap_args(update.run_caps),
+        update.group_caps is not None,
+        *_cap_args(update.group_caps),
     )
     if row is None:
         plans = ", ".join(p.id for p in await list_plans(conn))
         raise ConfigurationError(f"unknown plan {update.plan_id!r}; the plans are: {plans}")
-    return Plan(**{**dict(row), "allowed_roles": _tuple(row["allowed_roles"])})
+    return _plan(row)
+
+
+_CAP_COLUMNS = tuple(
+    f"{scope}_llm_{dimension}" for scope in ("run", "group") for dimension in CapDimension
+)
+
+
+def _plan(row: Any) -> Plan:
+    fields = {k: v for k, v in dict(row).items() if k not in _CAP_COLUMNS}
+    return Plan(
+        **{**fields, "allowed_roles": _tuple(row["allowed_roles"])},
+        run_caps=caps_from(row, "run_llm_"),
+        group_caps=caps_from(row, "group_llm_"),
+    )
+
+
+def _cap_args(caps: LLMCaps | None) -> tuple[int | None, int | None, Decimal | None]:
+    if caps is None:
+        return None, None, None
+    return caps.calls, caps.tokens, caps.cost
 
 
 async def set_queue_limits(conn: Conn, limits: QueueLimits) -> QueueSettings:
@@ -182,6 +209,7 @@ async def queue_status(conn: Conn) -> list[QueueStatus]:
                 dead=dead.get(name, 0),
                 oldest_queued_seconds=row["oldest_queued_seconds"] if row else None,
                 paused=name in paused,
+                waiting=row["waiting"] if row else 0,
             )
         )
     return statuses

@@ -8,7 +8,8 @@ once, with the last trigger's payload; a steady stream runs at most once per win
 replaced task keeps its first run_at). The statement is ``debounce_task``.
 
 Plan rules apply to every submit; only a submit that adds a task counts toward the monthly
-limits (a replacement adds no work).
+limits (a replacement adds no work). A submit's LLM caps go to the task it adds or
+replaces (one without caps leaves the waiting task's).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from conveyor.errors import InvalidTask
 from conveyor.store.admission import check_rules, count_accepted
 from conveyor.store.connection import Conn
+from conveyor.store.llm_caps import set_task_caps
 from conveyor.store.params import NewTask
 from conveyor.store.records import EnqueueResult
 from conveyor.store.sql import q
@@ -51,4 +53,5 @@ async def enqueue_debounced(conn: Conn, task: NewTask) -> EnqueueResult:
     if row["created"]:
         await count_accepted(conn, rules, [task], datetime.now(UTC))
         await conn.execute(q("ensure_queue_levels"), [task.queue], [task.priority])
+    await set_task_caps(conn, [task], [row["id"]])  # a replacing submit's caps win too
     return EnqueueResult(row["id"], row["created"], replaced=not row["created"])

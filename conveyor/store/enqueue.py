@@ -11,6 +11,7 @@ from typing import Any
 from conveyor.errors import IdempotencyConflict, InvalidTask, StoreError
 from conveyor.store.admission import check_rules, count_accepted
 from conveyor.store.connection import Conn
+from conveyor.store.llm_caps import set_task_caps
 from conveyor.store.params import NewTask
 from conveyor.store.records import EnqueueResult
 from conveyor.store.sql import q
@@ -52,6 +53,7 @@ async def enqueue_batch(
         if not fair:
             await _ensure_levels(conn, new_tasks)
         await _insert(conn, new_tasks, new_ids, clocks)
+        await set_task_caps(conn, new_tasks, new_ids)  # nothing to do unless a task has caps
         # Delivered at commit, once per queue; a delayed task's wake-up is spurious but
         # cheap, while a missed one would cost a poll period.
         await conn.execute(q("notify_queues"), sorted({t.queue for t in new_tasks}))

@@ -10,7 +10,13 @@ from datetime import datetime
 from conveyor.core.events import EventPosition
 from conveyor.store import chunks, events
 from conveyor.store.engine import PoolEngine
-from conveyor.store.event_records import EventFilter, LiveChunk, NewEvent, TaskEvent
+from conveyor.store.event_records import (
+    EventFilter,
+    LiveChunk,
+    LogHorizon,
+    NewEvent,
+    TaskEvent,
+)
 
 
 class EventOperations(PoolEngine):
@@ -25,6 +31,14 @@ class EventOperations(PoolEngine):
     async def event_head(self) -> EventPosition:
         """The last position a reader can pass now (where a live-only reader starts)."""
         return await self._run(events.head)
+
+    async def event_horizon(self) -> LogHorizon:
+        """The log's horizon and the next transaction id (see ``LogHorizon``)."""
+        return await self._run(events.horizon)
+
+    async def event_pending(self, after: EventPosition) -> bool:
+        """Whether committed events after ``after`` wait behind the horizon."""
+        return await self._run(lambda c: events.pending(c, after))
 
     async def tenant_events(
         self,

@@ -56,6 +56,19 @@ class EventFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class LogHorizon:
+    """Where the log stands: events of transactions below ``horizon`` are final (readable
+    and complete); every transaction committed so far has an id below ``next_xid``."""
+
+    horizon: int
+    next_xid: int
+
+    def covers(self, earlier: LogHorizon) -> bool:
+        """Whether every transaction committed before ``earlier`` was taken is now final."""
+        return self.horizon >= earlier.next_xid
+
+
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     """An agent's own event (``ctx.emit``)."""
 

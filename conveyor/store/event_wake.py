@@ -22,12 +22,13 @@ import asyncpg
 import structlog
 
 from conveyor.store.connection import pooled
+from conveyor.store.notify import CHUNKS_CHANNEL, EVENTS_CHANNEL
 from conveyor.store.sql import q
 
-CHANNEL = "conveyor_events"
-"""The PostgreSQL channel (and the Redis channel) of event wake-ups."""
+CHANNEL = EVENTS_CHANNEL
+"""The PostgreSQL channel of event wake-ups."""
 
-CHUNK_CHANNEL = "conveyor_chunks"
+CHUNK_CHANNEL = CHUNKS_CHANNEL
 """The channel of live LLM output wake-ups (``task_chunks``)."""
 
 log = structlog.get_logger("conveyor.events")

@@ -12,7 +12,7 @@ from typing import Any
 
 from conveyor.core.events import EventPosition
 from conveyor.store.connection import Conn
-from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
+from conveyor.store.event_records import EventFilter, LogHorizon, NewEvent, TaskEvent
 from conveyor.store.sql import q
 
 READ_LIMIT = 1000
@@ -30,6 +30,18 @@ async def head(conn: Conn) -> EventPosition:
     row = await conn.fetchrow(q("event_head"))
     assert row is not None  # an aggregate always returns a row
     return EventPosition(row["xid"], row["id"])
+
+
+async def horizon(conn: Conn) -> LogHorizon:
+    """Where the log stands now: its horizon and the next transaction id."""
+    row = await conn.fetchrow(q("event_horizon"))
+    assert row is not None
+    return LogHorizon(horizon=row["horizon"], next_xid=row["next_xid"])
+
+
+async def pending(conn: Conn, after: EventPosition) -> bool:
+    """Whether committed events after ``after`` wait behind the horizon."""
+    return bool(await conn.fetchval(q("event_pending"), after.xid, after.id))
 
 
 async def tenant_events(

@@ -13,9 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.errors import GroupNotFound
 from conveyor.store.connection import Conn
 from conveyor.store.enqueue import enqueue_batch
+from conveyor.store.llm_caps import set_group_caps
 from conveyor.store.params import NewTask
 from conveyor.store.records import GroupStatus
 from conveyor.store.sql import q
@@ -34,11 +36,18 @@ def follow_up_spec(task: NewTask) -> dict[str, Any]:
 
 
 async def create_group(
-    conn: Conn, tenant_id: str, group_id: str, on_complete: NewTask | None
+    conn: Conn,
+    tenant_id: str,
+    group_id: str,
+    on_complete: NewTask | None,
+    caps: LLMCaps | None = None,
 ) -> None:
-    """Register a group (and its follow-up); registering again replaces the follow-up."""
+    """Register a group (and its follow-up); registering again replaces the follow-up.
+    ``caps`` given sets (or replaces) the group's own LLM caps (``llm_caps.py``)."""
     spec = follow_up_spec(on_complete) if on_complete is not None else None
     await conn.execute(q("create_group"), tenant_id, group_id, spec)
+    if caps is not None:
+        await set_group_caps(conn, tenant_id, group_id, caps)
 
 
 async def complete_groups(conn: Conn, pairs: Iterable[tuple[str, str]]) -> list[int]:

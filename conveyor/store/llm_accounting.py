@@ -9,6 +9,7 @@ from typing import Any
 
 from conveyor.errors import UnknownTenant
 from conveyor.store.connection import Conn
+from conveyor.store.llm_caps import caps_from
 from conveyor.store.params import SpendReserve, SpendSettle
 from conveyor.store.records import LLMPrice, LLMUsage, SpendReservation, TenantLLMPolicy
 from conveyor.store.sql import q
@@ -25,7 +26,15 @@ async def tenant_policy(conn: Conn, tenant_id: str, queue: str) -> TenantLLMPoli
     row = await conn.fetchrow(q("tenant_llm_policy"), tenant_id, queue)
     if row is None:
         raise UnknownTenant([tenant_id])
-    return TenantLLMPolicy(**dict(row))
+    return TenantLLMPolicy(
+        requests_per_minute=row["requests_per_minute"],
+        tokens_per_minute=row["tokens_per_minute"],
+        monthly_token_budget=row["monthly_token_budget"],
+        monthly_spend_limit=row["monthly_spend_limit"],
+        model_override=row["model_override"],
+        run_caps=caps_from(row, "run_llm_"),
+        group_caps=caps_from(row, "group_llm_"),
+    )
 
 
 async def reserve_spend(conn: Conn, reserve: SpendReserve) -> SpendReservation:

@@ -8,10 +8,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from conveyor.store import budgets, llm_accounting, llm_cache
+from conveyor.core.llm_caps import CapScope
+from conveyor.store import budgets, llm_accounting, llm_cache, llm_caps
 from conveyor.store.engine import PoolEngine
-from conveyor.store.params import BucketDraw, SpendReserve, SpendSettle
+from conveyor.store.params import BucketDraw, CapReserve, CapSettle, SpendReserve, SpendSettle
 from conveyor.store.records import (
+    CapCounter,
+    CapReservation,
     LLMPrice,
     LLMUsage,
     SpendReservation,
@@ -66,6 +69,20 @@ class LLMOperations(PoolEngine):
     async def settle_llm_spend(self, settle: SpendSettle) -> None:
         """Release a spend reservation and count what the call used."""
         await self._run(lambda c: llm_accounting.settle_spend(c, settle))
+
+    # -- runaway guards (see llm_caps.py) -------------------------------------------------
+
+    async def reserve_llm_caps(self, ask: CapReserve) -> CapReservation:
+        """Reserve an attempt in its run's and group's caps, if it fits both."""
+        return await self._run(lambda c: llm_caps.reserve(c, ask))
+
+    async def settle_llm_caps(self, done: CapSettle) -> None:
+        """Release or settle an attempt's reservations in its run and group."""
+        await self._run(lambda c: llm_caps.settle(c, done))
+
+    async def llm_cap_counter(self, tenant_id: str, scope: CapScope, key: str) -> CapCounter | None:
+        """A task's (``CapScope.RUN``, its id) or group's caps and counters; None: uncapped."""
+        return await self._run(lambda c: llm_caps.counter(c, tenant_id, scope, key))
 
     async def llm_usage(
         self,

@@ -6,6 +6,11 @@ is down (a server restart, a failover, a reset socket) is caught up by the calle
 notices a lost connection from the driver's termination callback and from a periodic
 liveness probe (a silent network partition fires no callback), reconnects with backoff and
 LISTENs again on every channel it was asked for.
+
+A listener given a ``lock`` is one of many contenders of which one listens: its connection
+takes that session advisory lock first, and a contender that finds it taken closes the
+connection and tries again every ``standby_seconds``. The server frees the lock with the
+session, so a lost listener is replaced by another (the event relay uses this).
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError
 from conveyor.store.connection import Conn, connect, is_connection_error
 from conveyor.store.dsn import redact_dsn
+from conveyor.store.sql import q
 
 TASKS_CHANNEL = "conveyor_tasks"
 CANCEL_CHANNEL = "conveyor_cancel"
+EVENTS_CHANNEL = "conveyor_events"
+CHUNKS_CHANNEL = "conveyor_chunks"
+"""Notified (empty payload) by every statement that writes to the task event log."""
 
 log = structlog.get_logger("conveyor.listener")
 
@@ -48,8 +57,12 @@ class NotificationListener:
         on_reconnect: Callable[[], None] | None = None,
         probe_seconds: float = 10.0,
         backoff: FailureBackoff | None = None,
+        lock: int | None = None,
+        standby_seconds: float = 5.0,
     ) -> None:
         self._dsn = dsn
+        self._lock = lock
+        self._standby_seconds = standby_seconds
         self._on_reconnect = on_reconnect
         self._probe_seconds = probe_seconds
         self._backoff = backoff or FailureBackoff(base=0.1, cap=5.0)
@@ -96,6 +109,10 @@ class NotificationListener:
         while True:
             try:
                 await self._connect()
+            except _Standby:
+                self._first.set()  # start() has nothing to wait for: another one listens
+                await asyncio.sleep(self._standby_seconds * (0.5 + random.random()))
+                continue
             except Exception as exc:  # whatever it was, LISTEN must come back: never give up
                 delay = self._backoff.failed(random.random)
                 if not isinstance(exc, ConveyorError):
@@ -125,9 +142,16 @@ class NotificationListener:
         self._lost.clear()
         conn.add_termination_listener(self._terminated)
         try:
+            if self._lock is not None and not await conn.fetchval(
+                q("try_session_lock"), self._lock
+            ):
+                raise _Standby
             for channel, callback in self._channels.items():
                 await conn.add_listener(channel, _relay(callback))
         except BaseException as exc:
+            if isinstance(exc, _Standby):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.close(), timeout=2)
             conn.terminate()  # never leak a half-set-up connection, even when cancelled
             if is_connection_error(exc):
                 raise ConveyorError(f"LISTEN failed: {exc}") from exc
@@ -161,6 +185,10 @@ class NotificationListener:
             await asyncio.wait_for(conn.close(), timeout=2)
         if not conn.is_closed():
             conn.terminate()
+
+
+class _Standby(Exception):
+    """The listener's lock is held by another session: stand by."""
 
 
 def _relay(callback: Callback) -> Callable[[Conn, int, str, object], None]:

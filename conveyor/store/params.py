@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from conveyor.core.cron import validate_cron
+from conveyor.core.llm_caps import CapSet, LLMCaps
 from conveyor.errors import InvalidTask
 from conveyor.store.records import TenantLLMPolicy
 from conveyor.types import MAX_PRIORITY, MIN_PRIORITY, Priority, TaskState
@@ -67,6 +68,9 @@ class NewTask:
             another with ``IdempotencyConflict`` (None: any request matches).
         debounce_key: enqueue through ``enqueue_debounced``: a waiting task of the tenant's
             queue with this key gets this payload instead of a new task being added.
+        llm_caps: the task's own caps on its LLM calls, tokens and money, over all its
+            attempts (the runaway guard; the tightest of these, its role's and its plan's
+            applies). None: none of its own.
     """
 
     queue: str
@@ -82,6 +86,7 @@ class NewTask:
     trace_context: dict[str, str] | None = None
     idempotency_fingerprint: bytes | None = None
     debounce_key: str | None = None
+    llm_caps: LLMCaps | None = None
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
@@ -136,6 +141,17 @@ class RetryLease:
     delay: float
     error: dict[str, Any] | None = None
     count_attempt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SuspendLease:
+    """End a leased task's run without an outcome: it waits, holding no lease, for the
+    signal ``wait`` or at most ``timeout`` seconds (None: no deadline). The attempt is
+    given back, as for a snooze. Written by ``WorkerLeases.suspend`` (see store/waits.py)."""
+
+    lease: LeaseRef
+    wait: str
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +277,10 @@ class PlanUpdate:
     llm_requests_per_minute: int | None = None
     llm_tokens_per_minute: int | None = None
     monthly_spend_limit: Decimal | None = None
+    run_caps: LLMCaps | None = None
+    """Given: replaces the plan's caps per task run (``LLMCaps()`` removes them)."""
+    group_caps: LLMCaps | None = None
+    """Given: replaces the plan's caps per group (``LLMCaps()`` removes them)."""
 
     def __post_init__(self) -> None:
         for name in ("monthly_token_budget", "monthly_spend_limit"):
@@ -368,6 +388,42 @@ class SpendSettle:
     reserved_cost: Decimal
     prompt_tokens: int
     completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class CapReserve:
+    """An attempt about to be sent, to reserve in its run's and its group's caps.
+
+    ``run`` and ``group`` are the caps the worker knows (role and plan); the rows' own caps
+    (submit, group creation) are applied by the database. ``task_id`` / ``group_id`` None:
+    no such scope. ``completion_tokens`` is the call's ``max_tokens``.
+    """
+
+    tenant_id: str
+    task_id: int | None
+    group_id: str | None
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    run: CapSet
+    group: CapSet
+
+
+@dataclass(frozen=True, slots=True)
+class CapSettle:
+    """An attempt's reservations are over: released unsent, or settled. ``held`` names
+    each (scope, key) it reserved in: ``("run", "<task id>")``, ``("group", "<group id>")``."""
+
+    tenant_id: str
+    held: tuple[tuple[str, str], ...]
+    provider: str
+    model: str
+    reserved_tokens: int
+    reserved_cost: Decimal
+    prompt_tokens: int
+    completion_tokens: int
+    sent: bool
 
 
 MAX_LIST_LIMIT = 1000

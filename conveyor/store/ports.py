@@ -7,9 +7,10 @@ may do is visible in its signature and a second backend has a checklist to pass:
   one tenant; ``PostgresStore.for_tenant`` hands out one (a ``TenantStore``).
 - ``TenantScopedStore``: what that bound view needs of the engine; every operation takes
   the tenant id and its statements require it.
-- ``WorkerLeases``: a worker process: claim, heartbeat, release, finish, retry, the
-  effects ledger, child tasks, its liveness row.
-- ``Maintenance``: the periodic upkeep: promote, reap, partitions, retention, sweeps.
+- ``WorkerLeases``: a worker process: claim, heartbeat, release, finish, retry, suspend
+  (a durable wait), the effects ledger and signals, child tasks, its liveness row.
+- ``Maintenance``: the periodic upkeep: promote, reap, expire waits, partitions, retention,
+  sweeps.
 - ``EventLog``: an API process's event hub: the whole log's tail, in order.
 - ``Admin``: operators (CLI, admin routes): tenants, plans, queues, the dead-letter queue,
   workers, reports, prices, and any tenant's task by id.
@@ -28,7 +29,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from conveyor.core.events import EventPosition
-from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
+from conveyor.core.llm_caps import CapScope, LLMCaps
+from conveyor.store.event_records import EventFilter, LogHorizon, NewEvent, TaskEvent
 from conveyor.store.params import (
     ClaimRequest,
     EffectOwner,
@@ -40,11 +42,13 @@ from conveyor.store.params import (
     QueueLimits,
     ReplayFilter,
     RetryLease,
+    SuspendLease,
     TaskListParams,
     TenantAgentUpdate,
     WorkerInfo,
 )
 from conveyor.store.records import (
+    CapCounter,
     ClaimedTask,
     DeadTask,
     EffectRecord,
@@ -60,6 +64,8 @@ from conveyor.store.records import (
     QueueStatus,
     QueueSummary,
     ReapResult,
+    SignalDelivery,
+    SignalRecord,
     TaskRecord,
     Tenant,
     TenantAgent,
@@ -93,8 +99,12 @@ class TenantTasks(Protocol):
     async def get_task(self, task_id: int) -> TaskRecord: ...
     async def list_tasks(self, query: TaskListParams | None = None) -> list[TaskRecord]: ...
     async def cancel(self, task_id: int, *, reason: str = "cancelled") -> TaskState: ...
-    async def create_group(self, group_id: str, *, on_complete: NewTask | None = None) -> None: ...
+    async def signal(self, task_id: int, name: str, payload: Any = None) -> SignalDelivery: ...
+    async def create_group(
+        self, group_id: str, *, on_complete: NewTask | None = None, caps: LLMCaps | None = None
+    ) -> None: ...
     async def group_status(self, group_id: str) -> GroupStatus: ...
+    async def llm_cap_counter(self, scope: CapScope, key: str) -> CapCounter | None: ...
     async def usage(self, *, now: datetime | None = None) -> dict[str, int]: ...
     async def llm_usage(
         self,
@@ -129,10 +139,21 @@ class TenantScopedStore(Protocol):
     async def get_task(self, task_id: int, *, tenant_id: str) -> TaskRecord: ...
     async def list_tasks(self, tenant_id: str, query: TaskListParams) -> list[TaskRecord]: ...
     async def cancel(self, task_id: int, *, tenant_id: str, reason: str) -> TaskState: ...
+    async def deliver_signal(
+        self, task_id: int, name: str, payload: Any = None, *, tenant_id: str
+    ) -> SignalDelivery: ...
     async def create_group(
-        self, tenant_id: str, group_id: str, *, on_complete: NewTask | None = None
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        on_complete: NewTask | None = None,
+        caps: LLMCaps | None = None,
     ) -> None: ...
     async def group_status(self, tenant_id: str, group_id: str) -> GroupStatus: ...
+    async def llm_cap_counter(
+        self, tenant_id: str, scope: CapScope, key: str
+    ) -> CapCounter | None: ...
     async def tenant_usage(
         self, tenant_id: str, *, now: datetime | None = None
     ) -> dict[str, int]: ...
@@ -185,6 +206,14 @@ class WorkerLeases(Protocol):
     async def append_events(self, new: Sequence[NewEvent]) -> int: ...
     async def finish(self, finishes: Sequence[Finish]) -> set[int]: ...
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]: ...
+    async def suspend(self, waits: Sequence[SuspendLease]) -> set[int]:
+        """Let leased tasks wait for a signal without a lease; the ids refused."""
+        ...
+
+    async def get_signal(self, tenant_id: str, task_id: int, name: str) -> SignalRecord | None:
+        """What a task holds under a signal name (a payload or a timeout), if anything."""
+        ...
+
     async def enqueue(self, task: NewTask) -> EnqueueResult: ...
     async def register_worker(self, info: WorkerInfo) -> None: ...
     async def set_worker_state(self, worker_id: str, state: str) -> None: ...
@@ -215,6 +244,8 @@ class EventLog(Protocol):
 
     async def event_tail(self, after: EventPosition, limit: int = 1000) -> list[TaskEvent]: ...
     async def event_head(self) -> EventPosition: ...
+    async def event_horizon(self) -> LogHorizon: ...
+    async def event_pending(self, after: EventPosition) -> bool: ...
 
 
 class Maintenance(Protocol):
@@ -223,6 +254,7 @@ class Maintenance(Protocol):
     async def promote_due(self, limit: int = 10_000) -> int: ...
     async def prune_chunks(self, cutoff: datetime) -> int: ...
     async def reap_expired(self, limit: int = 1000) -> ReapResult | None: ...
+    async def expire_waits(self, limit: int = 1000) -> list[int]: ...
     async def ensure_partitions(
         self, *, now: datetime | None = None, months_ahead: int = 3
     ) -> list[str]: ...
@@ -247,6 +279,19 @@ class Admin(Protocol):
         self, task_id: int, *, tenant_id: str | None = None, reason: str = "cancelled"
     ) -> TaskState:
         """Any tenant's task when ``tenant_id`` is None."""
+        ...
+
+    async def deliver_signal(
+        self,
+        task_id: int,
+        name: str,
+        payload: Any = None,
+        *,
+        tenant_id: str | None = None,
+        reserved: bool = False,
+    ) -> SignalDelivery:
+        """Any tenant's task when ``tenant_id`` is None; ``reserved`` admits Conveyor's own
+        ``conveyor:`` names (the webhook adapter's)."""
         ...
 
     async def create_tenant(

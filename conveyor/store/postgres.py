@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.store import (
     admin,
     api_keys,
@@ -36,6 +37,7 @@ from conveyor.store import (
     reports,
     retention,
 )
+from conveyor.store.agent_definitions import AgentDefinitionOperations
 from conveyor.store.connection import (
     Conn,
     create_pool,
@@ -84,12 +86,13 @@ from conveyor.store.records import (
     WorkerStatus,
 )
 from conveyor.store.tenant import TenantStore
+from conveyor.store.waits import WaitOperations
 from conveyor.types import TaskState
 
 T = TypeVar("T")
 
 
-class PostgresStore(LLMOperations, EventOperations):
+class PostgresStore(LLMOperations, EventOperations, WaitOperations, AgentDefinitionOperations):
     """The durable queue on PostgreSQL. Build it with :meth:`open`; close it when done."""
 
     def __init__(self, pool: asyncpg.Pool, dsn: str, *, fairness: bool = True) -> None:
@@ -256,14 +259,25 @@ class PostgresStore(LLMOperations, EventOperations):
         return done.refused
 
     async def _complete_groups(self, pairs: set[tuple[str, str]]) -> None:
-        if pairs:
-            await self._run(lambda c: groups.complete_groups(c, pairs))
+        if not pairs:
+            return
+        follow_ups = await self._run(lambda c: groups.complete_groups(c, pairs))
+        if follow_ups:
+            self._events_written()
 
     async def create_group(
-        self, tenant_id: str, group_id: str, *, on_complete: NewTask | None = None
+        self,
+        tenant_id: str,
+        group_id: str,
+        *,
+        on_complete: NewTask | None = None,
+        caps: LLMCaps | None = None,
     ) -> None:
-        """Register a campaign; ``on_complete`` is enqueued once when all its tasks finish."""
-        await self._run(lambda c: groups.create_group(c, tenant_id, group_id, on_complete))
+        """Register a campaign; ``on_complete`` is enqueued once when all its tasks finish.
+        ``caps`` (given: set or replaced, ``LLMCaps()`` clears them) bound its LLM use."""
+        await self._run_in_transaction(
+            lambda c: groups.create_group(c, tenant_id, group_id, on_complete, caps)
+        )
 
     async def group_status(self, tenant_id: str, group_id: str) -> GroupStatus:
         """Counts by state of a campaign's tasks, and its completion."""
@@ -271,7 +285,10 @@ class PostgresStore(LLMOperations, EventOperations):
 
     async def sweep_open_groups(self, limit: int = 500) -> list[int]:
         """Complete open groups that are done (maintenance); the follow-up task ids."""
-        return await self._run(lambda c: groups.sweep_open_groups(c, limit))
+        follow_ups = await self._run(lambda c: groups.sweep_open_groups(c, limit))
+        if follow_ups:
+            self._events_written()
+        return follow_ups
 
     async def retry(self, retries: Sequence[RetryLease]) -> set[int]:
         """Send leased tasks back to wait; returns the ids refused for a lost lease."""
@@ -402,6 +419,8 @@ class PostgresStore(LLMOperations, EventOperations):
         while True:
             ids = await self._run(lambda c: admin.replay_dead(c, which, batch_size))
             replayed.extend(ids)
+            if ids:
+                self._events_written()
             if len(ids) < batch_size:
                 return replayed
 
@@ -440,7 +459,10 @@ class PostgresStore(LLMOperations, EventOperations):
     async def enqueue_due_periodic(self, *, now: datetime | None = None) -> list[int]:
         """Enqueue each schedule's latest due tick exactly once; the new task ids."""
         moment = now or datetime.now(UTC)
-        return await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
+        created = await self._run(lambda c: periodic.enqueue_due_periodic(c, moment))
+        if created:
+            self._events_written()
+        return created
 
     async def apply_retention(self, cutoff: datetime) -> tuple[list[str], int]:
         """Drop history partitions older than ``cutoff`` and prune old ledger rows."""

@@ -12,6 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from conveyor.core.llm_caps import NO_CAPS, CapScope, CapSet, CapSource, CapUsage, LLMCaps
 from conveyor.types import TaskState
 
 
@@ -70,6 +71,10 @@ class TaskRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    waiting_for: str | None = None
+    """The signal a ``waiting`` task waits for (None in any other state)."""
+    wait_until: datetime | None = None
+    """When a ``waiting`` task's wait times out (None: no deadline, or not waiting)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,8 @@ class QueueStatus:
     dead: int
     oldest_queued_seconds: float | None
     paused: bool
+    waiting: int = 0
+    """Tasks waiting for a signal (``ctx.wait_for``): they hold no worker."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +173,10 @@ class Plan:
     llm_requests_per_minute: int | None = None
     llm_tokens_per_minute: int | None = None
     monthly_spend_limit: Decimal | None = None
+    run_caps: LLMCaps = NO_CAPS
+    """Caps on each task run's LLM calls, tokens and USD (the runaway guard)."""
+    group_caps: LLMCaps = NO_CAPS
+    """Caps on each group's LLM calls, tokens and USD."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +270,33 @@ class EffectRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SignalRecord:
+    """What a task holds under a signal name: the delivered payload, or a timeout."""
+
+    name: str
+    payload: Any
+    timed_out: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SignalDelivery:
+    """A signal delivered to a task.
+
+    ``state`` is the task's state after the delivery; ``resumed`` is True when the task was
+    waiting for this very signal (it runs again shortly: ``scheduled`` now, ``queued`` at
+    the promoter's next pass); ``duplicate`` is True when the same payload had been
+    delivered under this name before (nothing changed).
+    """
+
+    task_id: int
+    name: str
+    state: TaskState
+    resumed: bool
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TenantLLMPolicy:
     """What the gateway enforces for a tenant's calls from one queue (None: no limit)."""
 
@@ -267,6 +305,10 @@ class TenantLLMPolicy:
     monthly_token_budget: int | None
     monthly_spend_limit: Decimal | None
     model_override: str | None
+    run_caps: LLMCaps = NO_CAPS
+    """The plan's caps per task run."""
+    group_caps: LLMCaps = NO_CAPS
+    """The plan's caps per group."""
 
     @property
     def limits_spend(self) -> bool:
@@ -283,6 +325,47 @@ class SpendReservation:
     tokens: int
     cost: Decimal
     estimate: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CapReservation:
+    """The answer to a cap reservation. A status per scope: ``ok`` (reserved), ``refused``
+    (nothing reserved anywhere), ``none`` (nothing caps it: nothing counted), ``released``
+    (the run fitted, its group did not). ``*_caps`` are the rows' own caps (submit, group
+    creation); ``*_used`` what each scope has used and holds in flight."""
+
+    estimate: Decimal
+    run_status: str
+    group_status: str
+    run_caps: LLMCaps
+    run_used: CapUsage
+    group_caps: LLMCaps
+    group_used: CapUsage
+
+    @property
+    def ok(self) -> bool:
+        """Whether the attempt was admitted."""
+        return "refused" not in (self.run_status, self.group_status)
+
+
+@dataclass(frozen=True, slots=True)
+class CapCounter:
+    """A task's or group's row of caps: its own caps (submit, group creation), the caps a
+    worker last enforced (role and plan, with their sources), what settled attempts used
+    and what attempts in flight hold."""
+
+    scope: CapScope
+    caps: LLMCaps
+    enforced: dict[str, Any]
+    used: CapUsage
+    in_flight: CapUsage
+    updated_at: datetime
+
+    @property
+    def in_force(self) -> CapSet:
+        """The tightest of the row's own caps and those last enforced by a worker."""
+        own = CapSource.SUBMIT if self.scope is CapScope.RUN else CapSource.GROUP
+        return CapSet.from_document(self.scope, self.enforced).tightened(own, self.caps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,3 +444,21 @@ class KeyCredentials:
     tenant_id: str | None
     secret_hash: bytes
     revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAgentDefinition:
+    """One version of a declarative agent's definition as stored (``agent_definitions``).
+
+    ``definition`` is the JSON document (``core/agent_definition.py`` reads it);
+    ``digest`` its canonical SHA-256; ``source`` ``api`` or ``file``. ``created`` is False
+    when a write found the same definition already latest and added no version.
+    """
+
+    role: str
+    version: int
+    definition: dict[str, Any]
+    digest: bytes
+    source: str
+    created_at: datetime
+    created: bool = False

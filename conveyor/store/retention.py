@@ -42,9 +42,10 @@ async def drop_old_partitions(conn: Conn, cutoff: datetime) -> list[str]:
 
 
 async def prune_ledgers(conn: Conn, cutoff: datetime) -> int:
-    """Delete idempotency keys and effects older than ``cutoff``, in bounded batches."""
+    """Delete idempotency keys, effects, the signals of finished tasks and LLM cap counters
+    (of tasks and groups no call touched since) older than ``cutoff``, in bounded batches."""
     removed = 0
-    for statement in ("prune_idempotency_keys", "prune_effects"):
+    for statement in ("prune_idempotency_keys", "prune_effects", "prune_signals", "prune_llm_caps"):
         while True:
             status = await conn.execute(q(statement), cutoff, PRUNE_BATCH)
             count = int(status.split()[-1])

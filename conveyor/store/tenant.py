@@ -23,11 +23,19 @@ from datetime import datetime
 from typing import Any
 
 from conveyor.core.events import EventPosition
+from conveyor.core.llm_caps import CapScope, LLMCaps
 from conveyor.errors import InvalidTask
 from conveyor.store.event_records import EventFilter, TaskEvent
 from conveyor.store.params import DEFAULT_TENANT, NewTask, TaskListParams, validate_tenant_id
 from conveyor.store.ports import TenantScopedStore
-from conveyor.store.records import EnqueueResult, GroupStatus, LLMUsage, TaskRecord
+from conveyor.store.records import (
+    CapCounter,
+    EnqueueResult,
+    GroupStatus,
+    LLMUsage,
+    SignalDelivery,
+    TaskRecord,
+)
 from conveyor.types import TaskState
 
 
@@ -86,11 +94,26 @@ class TenantStore:
         to stop, else the terminal state it had reached; TaskNotFound if absent or another's."""
         return await self._store.cancel(task_id, tenant_id=self._tenant_id, reason=reason)
 
-    async def create_group(self, group_id: str, *, on_complete: NewTask | None = None) -> None:
+    async def signal(self, task_id: int, name: str, payload: Any = None) -> SignalDelivery:
+        """Deliver signal ``name`` (any JSON ``payload``) to this tenant's task; a task
+        waiting for it resumes. The first signal of a name holds: the same payload again is
+        a duplicate, another is refused (SignalRefused), as is a signal to a finished task
+        or after the wait timed out; TaskNotFound if absent or another's."""
+        return await self._store.deliver_signal(task_id, name, payload, tenant_id=self._tenant_id)
+
+    async def create_group(
+        self, group_id: str, *, on_complete: NewTask | None = None, caps: LLMCaps | None = None
+    ) -> None:
         """Register a campaign of this tenant; ``on_complete`` is enqueued (for this tenant)
-        once when all its tasks finish."""
+        once when all its tasks finish; ``caps`` (given: set or replaced) bound the LLM
+        calls, tokens and money of all its tasks together."""
         follow_up = None if on_complete is None else self._bind(on_complete)
-        await self._store.create_group(self._tenant_id, group_id, on_complete=follow_up)
+        await self._store.create_group(self._tenant_id, group_id, on_complete=follow_up, caps=caps)
+
+    async def llm_cap_counter(self, scope: CapScope, key: str) -> CapCounter | None:
+        """This tenant's task's (``CapScope.RUN``, key its id) or group's own caps and LLM
+        counters; None when nothing caps it (yet)."""
+        return await self._store.llm_cap_counter(self._tenant_id, scope, key)
 
     async def group_status(self, group_id: str) -> GroupStatus:
         """Counts by state of this tenant's campaign; GroupNotFound if absent or another's."""

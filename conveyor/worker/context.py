@@ -17,6 +17,10 @@ is a no-op there. ``ctx.once_in_transaction`` is for effects on Conveyor's own d
 the effect's writes and its record commit in one transaction, so it happens exactly once,
 whatever crashes.
 
+``ctx.wait_for`` waits for a signal without holding the worker: with no signal yet it ends
+the run (``TaskSuspended``) and the task waits as a row; the signal runs it again from the
+top, where completed steps and effects replay, and ``wait_for`` returns the payload.
+
 Every store call here rides out a database restart: it is retried with backoff for up to
 ``database_retry_seconds``; after that the run fails with DatabaseUnavailable, and the
 worker hands the task back without counting an attempt.
@@ -38,11 +42,14 @@ import structlog
 
 from conveyor.core.backoff import FailureBackoff
 from conveyor.core.events import check_agent_kind
+from conveyor.core.waits import check_signal_name, check_wait_timeout
 from conveyor.errors import (
     ConfigurationError,
     ConveyorError,
     DatabaseUnavailable,
     PermanentError,
+    TaskSuspended,
+    WaitTimedOut,
 )
 from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.event_records import NewEvent
@@ -51,6 +58,7 @@ from conveyor.store.records import ClaimedTask, EffectStatus
 from conveyor.types import Priority
 
 if TYPE_CHECKING:
+    from conveyor.core.llm_caps import LLMCaps
     from conveyor.gateway.bound import BoundLLM
     from conveyor.gateway.gateway import Gateway
     from conveyor.worker.ports import WorkerStore
@@ -93,6 +101,7 @@ class TaskContext:
         llm_cache: bool = False,
         database_retry_seconds: float = 30.0,
         llm: Gateway | None = None,
+        llm_caps: LLMCaps | None = None,
     ) -> None:
         self.task = TaskInfo(
             id=claimed.id,
@@ -115,6 +124,7 @@ class TaskContext:
         self.deadline = None if timeout is None else self.last_progress + timeout
         """``time.monotonic()`` by which the task times out; None without a timeout."""
         self._llm_cache = llm_cache
+        self._llm_caps = llm_caps
         self._once_locks: dict[str, asyncio.Lock] | None = None
         self._database_retry_seconds = database_retry_seconds
         self._recording: set[asyncio.Future[Any]] = set()
@@ -163,6 +173,7 @@ class TaskContext:
                 queue=self.task.queue,
                 deadline=self.deadline,
                 run=self._lease_token,
+                run_caps=self._llm_caps,
             )
             self._llm = BoundLLM(
                 self._gateway,
@@ -248,6 +259,41 @@ class TaskContext:
         """
         digest = hashlib.sha256(f"{self.task.tenant_id}\x00{key}".encode()).hexdigest()
         return f"conveyor-{digest[:40]}"
+
+    # ``timeout`` is a durable deadline kept by the database, not one of this coroutine's:
+    # asyncio.timeout cannot outlive the run, which ends when the task starts waiting.
+    async def wait_for(self, name: str, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Wait for signal ``name`` without holding a worker: its payload (any JSON).
+
+        If the signal was delivered (``POST /v1/tasks/{id}/signals/{name}``, the client's
+        ``signal``, ``conveyor signal``), its payload is returned at once, on this run and
+        on every later one. If not, the run ends here: the task becomes ``waiting``, frees
+        its slot and its lease, and is not charged an attempt; the signal makes it run again
+        from the top, where completed ``step``s and ``once`` effects return their recorded
+        results and this call returns the payload. ``timeout`` (seconds, None: for ever)
+        bounds the wait: past it, this call raises WaitTimedOut, which the handler may catch
+        (uncaught, the task is dead). Not for sync or isolated handlers.
+        """
+        return await self.await_signal(name, timeout, reserved=False)
+
+    async def await_signal(self, name: str, seconds: float | None, *, reserved: bool) -> Any:
+        """``wait_for`` (``seconds``: its timeout), for Conveyor's own waits too:
+        ``reserved`` admits the ``conveyor:`` names that tenants cannot signal (the webhook
+        adapter's callback waits on one)."""
+        try:
+            check_signal_name(name, reserved=reserved)
+            seconds = check_wait_timeout(seconds)
+        except ValueError as exc:
+            raise PermanentError(f"ctx.wait_for: {exc}") from None
+        store = self._require_store("wait_for")
+        tenant, task_id = self.task.tenant_id, self.task.id
+        held = await self._durably(lambda: store.get_signal(tenant, task_id, name))
+        if held is None:
+            raise TaskSuspended(name, seconds)
+        if held.timed_out:
+            raise WaitTimedOut(name, seconds)
+        self.heartbeat()
+        return held.payload
 
     async def spawn(
         self,

@@ -88,6 +88,10 @@ class IsolatedContext:
         """Not available in an isolated handler."""
         _unavailable("spawn")
 
+    def wait_for(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not available in an isolated handler."""
+        _unavailable("wait_for")
+
 
 def _unavailable(name: str) -> NoReturn:
     raise PermanentError(

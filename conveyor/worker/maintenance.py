@@ -1,5 +1,5 @@
-"""Background upkeep every worker runs: promote, reap, periodic ticks, partitions, and
-pruning (workers, the LLM cache, live LLM output).
+"""Background upkeep every worker runs: promote, reap, expire waits, periodic ticks,
+partitions, and pruning (workers, the LLM cache, live LLM output).
 
 Each job is safe to run in every worker at once: promotion and reaping skip rows another
 process holds (and the reaper also takes an advisory lock), a periodic tick is taken by the
@@ -31,6 +31,7 @@ class MaintenanceOptions:
 
     promote_seconds: float = 0.5
     reaper_seconds: float = 2.0
+    expire_waits_seconds: float = 1.0
     periodic_seconds: float = 1.0
     partition_seconds: float = 3600.0
     prune_workers_seconds: float = 60.0
@@ -62,6 +63,7 @@ class Maintenance:
         jobs: list[tuple[str, float, Callable[[], Awaitable[object]]]] = [
             ("promote", opts.promote_seconds, self.store.promote_due),
             ("reap", opts.reaper_seconds, self._reap),
+            ("expire_waits", opts.expire_waits_seconds, self._expire_waits),
             ("partitions", opts.partition_seconds, self.store.ensure_partitions),
             ("prune_workers", opts.prune_workers_seconds, self._prune_workers),
             ("groups", opts.group_sweep_seconds, self.store.sweep_open_groups),
@@ -92,6 +94,12 @@ class Maintenance:
                 dead=len(result.dead),
                 cancelled=len(result.cancelled),
             )
+
+    async def _expire_waits(self) -> None:
+        # ended waits become due at once; the promoter queues them on its next pass
+        expired = await self.store.expire_waits()
+        if expired:
+            log.info("waits_timed_out", task_ids=expired)
 
     async def _periodic(self) -> None:
         created = await self.store.enqueue_due_periodic(now=datetime.now(UTC))

@@ -1,4 +1,4 @@
-"""Turn how a handler ended into exactly one store operation: finish or retry."""
+"""Turn how a handler ended into exactly one store operation: finish, retry or suspend."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pydantic import BaseModel, ValidationError
 
 from conveyor.app import AgentSpec
 from conveyor.core.failure import GiveUp, decide_after_failure
-from conveyor.errors import Cancel, PermanentError, Retry, Snooze, TaskOutcome
-from conveyor.store.params import Finish, LeaseRef, RetryLease
+from conveyor.errors import Cancel, PermanentError, Retry, Snooze, TaskOutcome, TaskSuspended
+from conveyor.store.params import Finish, LeaseRef, RetryLease, SuspendLease
 from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
 
-Outcome = Finish | RetryLease
+Outcome = Finish | RetryLease | SuspendLease
 _JSON_SCALARS = frozenset({str, int, bool})  # floats may be NaN, which JSON lacks
 
 
@@ -130,6 +130,11 @@ def success(task: ClaimedTask, result: Any) -> Outcome:
 
 def _has_nul(value: object) -> bool:
     return isinstance(value, str) and "\x00" in value
+
+
+def suspension(task: ClaimedTask, suspended: TaskSuspended) -> Outcome:
+    """The run ended in ``ctx.wait_for``: the task waits for the signal, holding nothing."""
+    return SuspendLease(LeaseRef(task.id, task.lease_token), suspended.name, suspended.timeout)
 
 
 def failure(task: ClaimedTask, agent: AgentSpec, exc: BaseException) -> Outcome:

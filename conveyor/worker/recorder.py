@@ -21,7 +21,7 @@ import structlog
 
 from conveyor.core.backoff import FailureBackoff
 from conveyor.errors import ConveyorError, DatabaseUnavailable, StoreConflict
-from conveyor.store.params import Finish, LeaseRef, RetryLease
+from conveyor.store.params import Finish, LeaseRef, RetryLease, SuspendLease
 from conveyor.store.ports import WorkerLeases
 from conveyor.types import TaskState
 from conveyor.worker.outcomes import Outcome
@@ -117,7 +117,8 @@ class OutcomeRecorder:
         return True
 
     async def flush(self) -> None:
-        """Write every pending outcome: one finish, one retry and one release statement."""
+        """Write every pending outcome: one finish, one retry, one suspend and one release
+        statement."""
         # At most _FLUSH_SLICE outcomes a statement: encoding 10,000 at once would hold the
         # event loop for tens of milliseconds; the rest go in the next flush, at once.
         # Taken under the lock, so that while anything is being written the lock is held:
@@ -158,8 +159,10 @@ class OutcomeRecorder:
     async def _write(self, outcomes: Sequence[Outcome], releases: Sequence[LeaseRef]) -> set[int]:
         finishes = [o for o in outcomes if isinstance(o, Finish)]
         retries = [o for o in outcomes if isinstance(o, RetryLease)]
+        waits = [o for o in outcomes if isinstance(o, SuspendLease)]
         refused = await self._store.finish(finishes) if finishes else set()
         refused |= await self._store.retry(retries) if retries else set()
+        refused |= await self._store.suspend(waits) if waits else set()
         if releases:
             await self._store.release(releases)
         return refused
@@ -201,7 +204,12 @@ class OutcomeRecorder:
             if outcome.lease.task_id in refused:
                 by_queue[queue, "lease_lost"] += 1
                 continue
-            name = outcome.state.value if isinstance(outcome, Finish) else "retried"
+            if isinstance(outcome, Finish):
+                name = outcome.state.value
+            elif isinstance(outcome, SuspendLease):
+                name = "waiting"
+            else:
+                name = "retried"
             self._stats[name] += 1
             by_queue[queue, name] += 1
         for lease in releases:

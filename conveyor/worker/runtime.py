@@ -31,10 +31,23 @@ import structlog
 
 from conveyor.app import AgentSpec, App, TaskHook
 from conveyor.core.backoff import FailureBackoff
-from conveyor.errors import ConfigurationError, ConveyorError, DatabaseUnavailable, WorkerCrashed
+from conveyor.errors import (
+    ConfigurationError,
+    ConveyorError,
+    DatabaseUnavailable,
+    TaskSuspended,
+    WorkerCrashed,
+)
 from conveyor.store.availability import retry_while_unavailable
 from conveyor.store.notify import CANCEL_CHANNEL, TASKS_CHANNEL, NotificationListener
-from conveyor.store.params import ClaimRequest, Finish, LeaseRef, RetryLease, WorkerInfo
+from conveyor.store.params import (
+    ClaimRequest,
+    Finish,
+    LeaseRef,
+    RetryLease,
+    SuspendLease,
+    WorkerInfo,
+)
 from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
 from conveyor.worker.context import TaskContext
@@ -50,6 +63,7 @@ from conveyor.worker.outcomes import (
     failure,
     parse_payload,
     success,
+    suspension,
 )
 from conveyor.worker.ports import WorkerStore
 from conveyor.worker.recorder import OutcomeRecorder
@@ -370,6 +384,7 @@ class Worker:
             llm_cache=agent.llm_cache,
             database_retry_seconds=self.options.database_retry_seconds,
             llm=self.llm,
+            llm_caps=agent.caps,
         )
         entry = _Running(task, agent, context)
         self._running[task.id] = entry
@@ -397,6 +412,9 @@ class Worker:
                     if not deadline.expired():
                         raise
                     outcome = failure(task, agent, TaskTimedOut(timeout))
+        except TaskSuspended as suspended:
+            # ctx.wait_for found no signal: the task waits without this slot or its lease
+            outcome = suspension(task, suspended)
         except asyncio.CancelledError:
             reason = self._cancel_reasons.pop(task.id, None)
             if reason is None:
@@ -425,6 +443,13 @@ class Worker:
             else:
                 outcome = failure(task, agent, exc)
                 _log_failure(task, exc, outcome)
+        except BaseExceptionGroup as group:
+            # (after Exception: an ExceptionGroup is a failure) wait_for inside a TaskGroup:
+            # the group carries the suspension out
+            waits, rest = group.split(TaskSuspended)
+            if waits is None or rest is not None:
+                raise
+            outcome = suspension(task, _first_leaf(waits))
         finally:
             # An effect record still being written (shielded from this run's timeout or
             # cancel) lands before the run's outcome: the next attempt must find it. The
@@ -558,9 +583,16 @@ def resident_memory_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _first_leaf(group: BaseExceptionGroup[TaskSuspended]) -> TaskSuspended:
+    first = group.exceptions[0]
+    return first if isinstance(first, TaskSuspended) else _first_leaf(first)
+
+
 def _log_failure(task: ClaimedTask, exc: Exception, outcome: Outcome) -> None:
     """One line per failed run: what failed and what happens next."""
-    if isinstance(outcome, RetryLease):
+    if isinstance(outcome, SuspendLease):
+        next_step = "waiting"
+    elif isinstance(outcome, RetryLease):
         next_step = "snooze" if not outcome.count_attempt else f"retry in {outcome.delay:.2f}s"
     else:
         next_step = outcome.state.value

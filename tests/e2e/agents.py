@@ -47,3 +47,12 @@ async def storyteller(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, An
             parts.append(chunk.text)
     await ctx.emit("progress", {"stage": "done"})
     return {"text": "".join(parts)}
+
+
+@app.agent("reporter", retry=RetryPolicy(max_attempts=1))
+async def reporter(ctx: TaskContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Reports its progress twice (``ctx.emit``), sleeping ``sleep`` seconds in between."""
+    for step in range(2):
+        await ctx.emit("progress", {"step": step})
+        await asyncio.sleep(float(payload.get("sleep", 0)))
+    return {"steps": 2}

@@ -34,8 +34,10 @@ def routes() -> list[tuple[str, str]]:
 
 ROUTES = routes()
 V1 = [(m, p) for m, p in ROUTES if p.startswith("/v1/")]
-ADMIN = [(m, p) for m, p in V1 if p.startswith("/v1/admin/")]
-TENANT = [(m, p) for m, p in V1 if not p.startswith("/v1/admin/")]
+# Declarative agents' definitions (/v1/agents) are an operator's, like the admin routes.
+ADMIN_PREFIXES = ("/v1/admin/", "/v1/agents")
+ADMIN = [(m, p) for m, p in V1 if p.startswith(ADMIN_PREFIXES)]
+TENANT = [(m, p) for m, p in V1 if not p.startswith(ADMIN_PREFIXES)]
 # tenant routes that name a resource of the tenant in their path
 OWNED = [(m, p) for m, p in TENANT if "{" in p]
 
@@ -89,6 +91,8 @@ def fill(path: str, world: World, *, missing: bool = False) -> str:
         "queue": "writer",
         "key_id": "000000000000",
         "plan_id": "free",
+        "name": "approval",
+        "role": "writer",
     }
     filled = re.sub(r"\{(\w+)\}", lambda m: values[m[1]], path)
     assert "{" not in filled, f"the matrix has no value for a parameter of {path}"

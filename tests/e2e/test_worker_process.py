@@ -30,12 +30,17 @@ class WorkerProcess:
     """``conveyor worker`` in a child process, its output in a log file."""
 
     def __init__(
-        self, dsn: str, log_path: Path, *extra: str, env: dict[str, str] | None = None
+        self,
+        dsn: str,
+        log_path: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        app: str = "tests.e2e.agents:app",
     ) -> None:
         self.log_path = log_path
         with log_path.open("w") as log:
             self.process = subprocess.Popen(
-                [*CLI, "worker", "--app", "tests.e2e.agents:app", "--log-level", "WARNING", *extra],
+                [*CLI, "worker", "--app", app, "--log-level", "WARNING", *extra],
                 env=process_env(dsn, **FAST_LEASES, **(env or {})),
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,

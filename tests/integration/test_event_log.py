@@ -11,32 +11,39 @@ import pytest
 
 from conveyor.core.events import ORIGIN, EventPosition
 from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
-from conveyor.store.params import Finish, LeaseRef, NewTask, QueueLimits, RetryLease
+from conveyor.store.params import (
+    Finish,
+    LeaseRef,
+    NewTask,
+    QueueLimits,
+    ReplayFilter,
+    RetryLease,
+    SuspendLease,
+)
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
 from tests.integration.helpers import claim, enqueue_many, fetchval, lease
 
 
-async def settled(read: Callable[[], Awaitable[list[TaskEvent]]]) -> list[TaskEvent]:
-    """What ``read`` returns once the log's horizon has passed every committed write.
+async def settled(
+    store: PostgresStore, read: Callable[[], Awaitable[list[TaskEvent]]]
+) -> list[TaskEvent]:
+    """What ``read`` returns once the log's horizon has passed every transaction that had
+    begun when this was called (so every write the test made is readable).
 
     The horizon is the oldest transaction still running anywhere on the server (other
-    tests' databases included): a read can lag a commit, never skip it. Read until two
-    reads agree after the server had no older transaction running.
+    tests' databases included): a read can lag a commit, never skip it.
     """
-    deadline = asyncio.get_running_loop().time() + 30
-    last = await read()
-    while asyncio.get_running_loop().time() < deadline:
+    began = await fetchval(store, "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+    deadline = asyncio.get_running_loop().time() + 60
+    while not await fetchval(store, "SELECT conveyor_event_horizon() >= $1", began):
+        assert asyncio.get_running_loop().time() < deadline, "the horizon did not move"
         await asyncio.sleep(0.02)
-        again = await read()
-        if again == last and again:
-            return again
-        last = again
-    return last
+    return await read()
 
 
 async def task_log(store: PostgresStore, task_id: int, tenant: str = "default") -> list[TaskEvent]:
-    return await settled(lambda: store.for_tenant(tenant).task_events(task_id, ORIGIN))
+    return await settled(store, lambda: store.for_tenant(tenant).task_events(task_id, ORIGIN))
 
 
 async def kinds(store: PostgresStore, task_id: int, tenant: str = "default") -> list[str]:
@@ -132,7 +139,7 @@ async def test_tenants_see_only_their_own_events(store: PostgresStore) -> None:
     [mine] = await enqueue_many(store, 1, tenant_id="acme", group_id="g1")
     [theirs] = await enqueue_many(store, 1, tenant_id="rival", group_id="g1")
     acme = store.for_tenant("acme")
-    assert [e.task_id for e in await settled(lambda: acme.events(ORIGIN))] == [mine]
+    assert [e.task_id for e in await settled(store, lambda: acme.events(ORIGIN))] == [mine]
     assert await acme.task_events(theirs, ORIGIN) == []
     assert [e.task_id for e in await acme.events(ORIGIN, EventFilter(group_id="g1"))] == [mine]
     assert await acme.events(ORIGIN, EventFilter(group_id="other")) == []
@@ -142,7 +149,7 @@ async def test_tenants_see_only_their_own_events(store: PostgresStore) -> None:
 
 async def test_reading_after_a_position_neither_misses_nor_repeats(store: PostgresStore) -> None:
     await enqueue_many(store, 5)
-    await settled(lambda: store.event_tail(ORIGIN))
+    await settled(store, lambda: store.event_tail(ORIGIN))
     first = await store.event_tail(ORIGIN, limit=2)
     rest = await store.event_tail(first[-1].position)
     assert len(first) == 2 and len(rest) == 3
@@ -166,7 +173,7 @@ async def test_an_event_of_an_open_transaction_holds_back_later_ones(
         seen = await store.event_tail(ORIGIN)
         assert seen == []  # held back behind the open transaction
         await transaction.commit()
-        seen = await settled(lambda: store.event_tail(ORIGIN))
+        seen = await settled(store, lambda: store.event_tail(ORIGIN))
         assert [e.kind for e in seen] == ["early", "created"]
     finally:
         await slow.close()
@@ -213,7 +220,7 @@ async def test_concurrent_writers_give_a_gapless_order_to_a_tailing_reader(
 
 async def test_event_positions_parse_back(store: PostgresStore) -> None:
     await enqueue_many(store, 1)
-    [event] = await settled(lambda: store.event_tail(ORIGIN))
+    [event] = await settled(store, lambda: store.event_tail(ORIGIN))
     assert EventPosition.parse(str(event.position)) == event.position
 
 
@@ -235,3 +242,58 @@ async def test_writes_that_log_events_wake_the_streams_once_per_burst(
         assert heard.qsize() <= 1  # claim and finish, 3 tasks each: one or two wake-ups
     finally:
         await listener.close()
+
+
+async def test_a_replayed_dead_task_s_log_goes_on(store: PostgresStore) -> None:
+    [task_id] = await enqueue_many(store, 1, max_attempts=1)
+    [task] = await claim(store)
+    await store.finish([Finish(lease(task), TaskState.DEAD, error={"type": "X", "message": ""})])
+    assert await store.replay_dead(ReplayFilter(task_ids=(task_id,))) == [task_id]
+    [again] = await claim(store)
+    await store.finish([Finish(lease(again), TaskState.SUCCEEDED)])
+    assert await kinds(store, task_id) == [
+        "created",
+        "started",
+        "dead",
+        "replayed",
+        "started",
+        "succeeded",
+    ]
+
+
+async def test_a_durable_wait_is_logged(store: PostgresStore) -> None:
+    approved, timed_out = await enqueue_many(store, 2)
+    claimed = {t.id: t for t in await claim(store, limit=2)}
+    await store.suspend(
+        [
+            SuspendLease(lease(claimed[approved]), "approval", 3600),
+            SuspendLease(lease(claimed[timed_out]), "reply", 0.01),
+        ]
+    )
+    await store.deliver_signal(approved, "approval", {"ok": True})
+    await asyncio.sleep(0.05)
+    assert await store.expire_waits() == [timed_out]
+    assert await kinds(store, approved) == ["created", "started", "waiting", "signal"]
+    assert await kinds(store, timed_out) == ["created", "started", "waiting", "wait_timed_out"]
+    log = await task_log(store, approved)
+    assert log[2].data["signal"] == "approval" and log[3].data == {"name": "approval"}
+
+
+async def test_a_write_transaction_in_another_database_does_not_hold_the_log_back(
+    store: PostgresStore, database_dsn: str
+) -> None:
+    """Only this database's transactions can write its events: a long transaction next door
+    (another database on the same server) leaves the horizon alone."""
+    elsewhere = await asyncpg.connect(database_dsn, database="postgres")
+    try:
+        transaction = elsewhere.transaction()
+        await transaction.start()
+        await elsewhere.execute("SELECT pg_current_xact_id()")  # takes an xid, holds it
+        await enqueue_many(store, 1)
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await store.event_tail(ORIGIN):
+            assert asyncio.get_running_loop().time() < deadline, "held back by another database"
+            await asyncio.sleep(0.02)
+        await transaction.rollback()
+    finally:
+        await elsewhere.close()

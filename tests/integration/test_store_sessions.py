@@ -45,6 +45,9 @@ async def test_a_store_operation_sends_no_reset_when_its_connection_goes_back(
     watcher = await asyncpg.connect(database_dsn)
     try:
         pid, _, _ = await session_of(store)
+        # session_of's transaction asked for an event wake-up (store/event_wake.py): let it
+        # go out first, on the same one connection.
+        await store.event_wake.close()
         await store.list_workers()  # an ordinary operation on the one pooled connection
         last = await watcher.fetchval("SELECT query FROM pg_stat_activity WHERE pid = $1", pid)
         # The backend's last statement is the operation's own, not asyncpg's reset

@@ -204,3 +204,33 @@ def test_a_request_httpx_refuses_is_not_retried() -> None:
     with client(transport) as api, pytest.raises(ApiUnavailable):
         api.get(1)
     assert len(seen) == 1
+
+
+def test_a_signal_posts_its_payload_and_reads_a_refusal() -> None:
+    from conveyor import SignalRefused
+    from conveyor.errors import ApiSignalRefused
+
+    delivered = {"task_id": 9, "signal": "approval", "state": "scheduled", "resumed": True}
+    refusal = problem(
+        409, "signal-refused", "timed out", task_id=9, signal="approval", reason="timed-out"
+    )
+    seen, transport = scripted(
+        [
+            httpx.ConnectError("refused"),  # safe to repeat: the same signal is a duplicate
+            httpx.Response(201, json={**delivered, "duplicate": False}),
+            httpx.Response(409, json=refusal, headers=PROBLEM),
+        ]
+    )
+    with client(transport) as api:
+        answer = api.signal(9, "approval", {"approved": True})
+        assert answer.resumed and answer.state == "scheduled"
+        with pytest.raises(SignalRefused) as refused:
+            api.signal(9, "approval", {"approved": False})
+    assert [r.url.path for r in seen] == ["/v1/tasks/9/signals/approval"] * 3
+    assert json.loads(seen[1].content) == {"approved": True}
+    assert isinstance(refused.value, ApiSignalRefused) and refused.value.status == 409
+    assert (refused.value.task_id, refused.value.name, refused.value.reason) == (
+        9,
+        "approval",
+        "timed-out",
+    )

@@ -98,7 +98,9 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     # The demo reads the mock provider's counters over HTTP for its closing report.
     "httpx": ("conveyor.gateway", "conveyor.client", "conveyor.demo"),
     "httpx_aiohttp": ("conveyor.gateway",),
-    "redis": ("conveyor.gateway.budgets.redis_buckets",),
+    # Redis serves two optional jobs: the gateway's shared rate buckets, and the API's
+    # event wake-ups (pub/sub), each from one module.
+    "redis": ("conveyor.gateway.budgets.redis_buckets", "conveyor.api.events.redis_wake"),
     "fastapi": ("conveyor.api",),
     "starlette": ("conveyor.api",),
     "uvicorn": ("conveyor.api",),
@@ -113,6 +115,10 @@ THIRD_PARTY: dict[str, tuple[str, ...]] = {
     "uvloop": ("conveyor.cli",),
     "pydantic_settings": ("conveyor.settings",),
     "croniter": ("conveyor.core",),
+    # Declarative agents: pure, so in the core, each behind one module (a sandboxed prompt
+    # template; a reply's JSON Schema) that the API and the worker both use.
+    "jinja2": ("conveyor.core.prompt_template",),
+    "jsonschema": ("conveyor.core.reply_schema",),
 }
 
 # Libraries every part may use except the pure core.

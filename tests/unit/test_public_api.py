@@ -7,14 +7,15 @@ import conveyor
 EXPECTED = {
     "AgentSpec", "ApiError", "ApiUnavailable", "App", "AsyncClient", "Client", "ClientRetries",
     "BudgetRefused", "Cancel", "ConfigurationError", "ConveyorError",
-    "DatabaseUnavailable", "GroupNotFound", "GroupStatus", "InvalidTask", "LLMError",
+    "DatabaseUnavailable", "GroupNotFound", "GroupStatus", "InvalidTask", "LLMCapExceeded",
+    "LLMCaps", "LLMError",
     "LLMPermanentError", "LLMTimeout", "LLMUnavailable", "MigrationError", "NewTask",
     "PeriodicTask", "PermanentError", "PlanUpdate", "PlanViolation", "Priority", "QueueLimits",
     "QuotaExceeded", "ReplayFilter", "Retry", "RetryPolicy", "SchemaNotReady", "Settings",
-    "SpendLimitExceeded", "Snooze", "StartRate", "StoreError", "TaskContext", "TaskListParams",
-    "TaskNotFound", "TaskOutcome", "TaskRecord", "TaskState", "TenantAgentUpdate",
-    "TenantStore", "UnknownTenant", "WorkerOptions", "__version__", "load_settings",
-    "open_store",
+    "SignalRefused", "SpendLimitExceeded", "Snooze", "StartRate", "StoreError", "TaskContext",
+    "TaskListParams", "TaskNotFound", "TaskOutcome", "TaskRecord", "TaskState",
+    "TenantAgentUpdate", "TenantStore", "UnknownTenant", "WaitTimedOut", "WorkerOptions",
+    "__version__", "load_settings", "open_store",
 }  # fmt: skip
 
 

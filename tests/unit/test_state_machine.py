@@ -122,18 +122,37 @@ _STATE_VALUES = re.compile(
 )
 
 
+_ALTERED_CHECK = re.compile(
+    r"ALTER TABLE (?P<table>\w+) ADD CONSTRAINT \w+\s+CHECK \(state IN \((?P<values>[^)]*)\)\)",
+    re.IGNORECASE,
+)
+
+
 def _state_checks(sql: str) -> dict[str, frozenset[str]]:
+    """Each table's state check: from its CREATE TABLE, replaced by any later
+    ``ALTER TABLE ... ADD CONSTRAINT ... CHECK (state IN (...))`` (0015 added 'waiting')."""
     checks = {}
     for table in _STATE_CHECK.finditer(sql):
         found = _STATE_VALUES.search(table["body"])
         if found is not None:
             checks[table["table"]] = frozenset(re.findall(r"'([a-z_]+)'", found["values"]))
+    for altered in _ALTERED_CHECK.finditer(sql):
+        checks[altered["table"]] = frozenset(re.findall(r"'([a-z_]+)'", altered["values"]))
     return checks
 
 
-@pytest.mark.parametrize("path", ["migrations/0001_initial.sql", "schema.sql"])
-def test_table_checks_split_states_into_active_and_terminal(path: str) -> None:
-    sql = (resources.files("conveyor.store") / path).read_text("utf-8")
+def _migrations_sql() -> str:
+    folder = resources.files("conveyor.store") / "migrations"
+    files = sorted(e.name for e in folder.iterdir() if e.name.endswith(".sql"))
+    return "\n".join((folder / name).read_text("utf-8") for name in files)
+
+
+@pytest.mark.parametrize("source", ["migrations", "schema.sql"])
+def test_table_checks_split_states_into_active_and_terminal(source: str) -> None:
+    if source == "migrations":
+        sql = _migrations_sql()
+    else:
+        sql = (resources.files("conveyor.store") / source).read_text("utf-8")
     checks = _state_checks(sql)
     assert checks["tasks"] == {s.value for s in ACTIVE_STATES}
     assert checks["task_history"] == {s.value for s in TERMINAL_STATES}
@@ -142,6 +161,10 @@ def test_table_checks_split_states_into_active_and_terminal(path: str) -> None:
 def test_state_check_parser_reads_a_table() -> None:
     sql = "CREATE TABLE t (\n    id int,\n    state text NOT NULL CHECK (state IN ('a', 'b'))\n);"
     assert _state_checks(sql) == {"t": frozenset({"a", "b"})}
+    widened = (
+        sql + "\nALTER TABLE t ADD CONSTRAINT t_state_check\n    CHECK (state IN ('a', 'b', 'c'));"
+    )
+    assert _state_checks(widened) == {"t": frozenset({"a", "b", "c"})}
 
 
 # Each statement that changes a task's state, with the edges it performs. The source state
@@ -154,7 +177,15 @@ STATEMENT_EDGES: dict[str, set[tuple[TaskState, TaskState]]] = {
     "retry_batch": {(S.RUNNING, S.SCHEDULED), (S.RUNNING, S.QUEUED)},
     "release_leases": {(S.RUNNING, S.QUEUED)},
     "finish_batch": {(S.RUNNING, S.SUCCEEDED), (S.RUNNING, S.DEAD), (S.RUNNING, S.CANCELLED)},
-    "cancel_waiting": {(S.SCHEDULED, S.CANCELLED), (S.QUEUED, S.CANCELLED)},
+    "cancel_waiting": {
+        (S.SCHEDULED, S.CANCELLED),
+        (S.QUEUED, S.CANCELLED),
+        (S.WAITING, S.CANCELLED),
+    },
+    "suspend_leases": {(S.RUNNING, S.WAITING)},
+    "wake_signalled": {(S.WAITING, S.SCHEDULED)},
+    "wake_on_signal": {(S.WAITING, S.SCHEDULED)},
+    "expire_waits": {(S.WAITING, S.SCHEDULED)},
     "reap_expired_leases": {(S.RUNNING, S.QUEUED), (S.RUNNING, S.DEAD), (S.RUNNING, S.CANCELLED)},
     "replay_dead": {REPLAY},
 }
@@ -185,7 +216,9 @@ def test_state_changing_statements_perform_only_legal_edges(name: str) -> None:
         assert filters, f"{name} does not filter on {source}"
 
 
-@pytest.mark.parametrize("name", ["retry_batch", "release_leases", "reap_expired_leases"])
+@pytest.mark.parametrize(
+    "name", ["retry_batch", "release_leases", "reap_expired_leases", "suspend_leases"]
+)
 def test_every_way_out_of_running_that_keeps_the_row_clears_the_token(name: str) -> None:
     # Lease statements match on the token alone; a token left behind on a queued row would
     # let a stale worker finish a task it no longer holds.

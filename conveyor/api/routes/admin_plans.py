@@ -20,7 +20,9 @@ from conveyor.client.admin_models import (
     TenantAgentView,
     TenantAgentWrite,
 )
+from conveyor.client.cap_models import CapLimits
 from conveyor.client.models import QUEUE_PATTERN
+from conveyor.core.llm_caps import LLMCaps
 from conveyor.errors import ConfigurationError
 from conveyor.store import params
 from conveyor.store.records import Plan, TenantAgent
@@ -56,6 +58,8 @@ async def update_plan(plan_id: PlanId, body: PlanWrite, svc: Services) -> PlanVi
         llm_requests_per_minute=body.llm_requests_per_minute,
         llm_tokens_per_minute=body.llm_tokens_per_minute,
         monthly_spend_limit=body.monthly_spend_limit,
+        run_caps=body.run_caps.caps() if body.run_caps is not None else None,
+        group_caps=body.group_caps.caps() if body.group_caps is not None else None,
     )
     try:
         return _plan_view(await svc.store.update_plan(update))
@@ -116,7 +120,13 @@ def _plan_view(plan: Plan) -> PlanView:
         llm_requests_per_minute=plan.llm_requests_per_minute,
         llm_tokens_per_minute=plan.llm_tokens_per_minute,
         monthly_spend_limit=plan.monthly_spend_limit,
+        run_caps=_limits(plan.run_caps),
+        group_caps=_limits(plan.group_caps),
     )
+
+
+def _limits(caps: LLMCaps) -> CapLimits:
+    return CapLimits(calls=caps.calls, tokens=caps.tokens, cost=caps.cost)
 
 
 def _agent_view(agent: TenantAgent) -> TenantAgentView:

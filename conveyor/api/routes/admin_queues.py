@@ -79,6 +79,7 @@ async def queue_views(store: PostgresStore) -> list[QueueView]:
                 queued=status.queued if status else 0,
                 scheduled=status.scheduled if status else 0,
                 running=status.running if status else 0,
+                waiting=status.waiting if status else 0,
                 dead=status.dead if status else 0,
                 oldest_queued_seconds=status.oldest_queued_seconds if status else None,
             )

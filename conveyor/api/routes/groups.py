@@ -13,9 +13,10 @@ from fastapi import APIRouter, Path, Query, Response
 
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.problems import V1_STATUSES, problem_responses
-from conveyor.api.reports import group_usage
+from conveyor.api.reports import caps_view, group_usage
 from conveyor.api.routes.tasks import task_view
 from conveyor.client.models import GroupCreate, GroupView, TaskPage
+from conveyor.core.llm_caps import CapScope, LLMCaps
 from conveyor.errors import GroupNotFound
 from conveyor.store.params import NewTask, TaskListParams
 from conveyor.store.tenant import TenantStore
@@ -39,10 +40,12 @@ GroupId = Annotated[str, Path(min_length=1, max_length=128, description="The gro
 async def create_group(
     body: GroupCreate, svc: Services, tenant: Tenant, response: Response
 ) -> GroupView:
-    """Register a campaign (``201``), or replace the follow-up of one that exists (``200``).
+    """Register a campaign (``201``), or replace the follow-up and caps of one that exists
+    (``200``).
 
     Tasks join it by naming its id as their ``group_id``; ``on_complete`` is enqueued once
-    when none of its tasks waits or runs any more.
+    when none of its tasks waits or runs any more; ``caps`` bound the LLM calls, tokens and
+    USD of all its tasks together.
     """
     view = svc.store.for_tenant(tenant)
     follow_up = None
@@ -57,7 +60,8 @@ async def create_group(
             timeout_seconds=spec.timeout_seconds,
         )
     existed = await _exists(view, body.id)
-    await view.create_group(body.id, on_complete=follow_up)
+    caps = body.caps.caps() if body.caps is not None else LLMCaps()  # left out: none
+    await view.create_group(body.id, on_complete=follow_up, caps=caps)
     if existed:
         response.status_code = 200
     return await _group_view(view, body.id)
@@ -65,7 +69,8 @@ async def create_group(
 
 @router.get("/{group_id}", response_model=GroupView)
 async def get_group(group_id: GroupId, svc: Services, tenant: Tenant) -> GroupView:
-    """A campaign's tasks by state, whether it completed, and its LLM tokens and cost."""
+    """A campaign's tasks by state, whether it completed, its LLM tokens and cost, and its
+    caps with what they counted so far."""
     return await _group_view(svc.store.for_tenant(tenant), group_id)
 
 
@@ -109,4 +114,5 @@ async def _group_view(view: TenantStore, group_id: str) -> GroupView:
         completed_at=status.completed_at,
         follow_up_id=status.follow_up_id,
         usage=await group_usage(view, group_id),
+        caps=caps_view(await view.llm_cap_counter(CapScope.GROUP, group_id)),
     )

@@ -10,8 +10,9 @@ retried task's later run has greater ids: a viewer sees each run's output in ord
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query
 from starlette.responses import StreamingResponse
@@ -19,7 +20,7 @@ from starlette.responses import StreamingResponse
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.live_output import ENDED, LiveOutputHub, LiveViewer
 from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
-from conveyor.api.sse import event_stream, frame
+from conveyor.api.sse import event_stream_responses, frame, sse_response
 from conveyor.core.events import parse_chunk_cursor
 from conveyor.store.event_records import LiveChunk
 from conveyor.store.tenant import TenantStore
@@ -28,12 +29,9 @@ router = APIRouter(prefix="/v1/tasks", tags=["events"], responses=problem_respon
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.")]
 
-STREAM_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "Server-Sent Events: `chunk` (text), `call_end`, then `end` (state).",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-    }
-}
+STREAM_RESPONSE = event_stream_responses(
+    "Server-Sent Events: `chunk` (text), `call_end`, then `end` (the task's state)."
+)
 
 
 @router.get("/{task_id}/stream", response_class=StreamingResponse, responses=STREAM_RESPONSE)
@@ -65,10 +63,12 @@ async def stream_task_output(
     if hub is None:
         raise Problem(503, "unavailable", "live output is not served by this process")
     viewer = hub.watch(tenant, task_id, cursor)
-    return event_stream(_frames(hub, viewer, view), keep_alive=svc.keep_alive_seconds)
+    return sse_response(_frames(hub, viewer, view), keepalive_seconds=svc.sse_keepalive_seconds)
 
 
-async def _frames(hub: LiveOutputHub, viewer: LiveViewer, view: TenantStore) -> AsyncIterator[str]:
+async def _frames(
+    hub: LiveOutputHub, viewer: LiveViewer, view: TenantStore
+) -> AsyncIterator[bytes]:
     try:
         while True:
             item = await viewer.queue.get()
@@ -77,11 +77,15 @@ async def _frames(hub: LiveOutputHub, viewer: LiveViewer, view: TenantStore) -> 
                 data = (
                     {"text": item.text, "run": item.run} if kind == "chunk" else {"run": item.run}
                 )
-                yield frame(kind, data, f"{item.run}-{item.seq}")
+                yield frame(_json(data), event=kind, event_id=f"{item.run}-{item.seq}")
                 continue
             if item is ENDED:
                 task = await view.get_task(viewer.task_id)
-                yield frame("end", {"task_id": task.id, "state": str(task.state)})
+                yield frame(_json({"task_id": task.id, "state": str(task.state)}), event="end")
             return  # ended, or behind: the client resumes with Last-Event-ID
     finally:
         hub.unwatch(viewer)
+
+
+def _json(data: object) -> str:
+    return json.dumps(data, separators=(",", ":"))

@@ -1,30 +1,34 @@
-"""``/v1/tasks``: submit one or a batch, read and list, cancel, for the caller's tenant.
+"""``/v1/tasks``: submit one or a batch, read and list, cancel, signal, for the caller's
+tenant.
 
 Every route reaches data only through ``store.for_tenant(tenant)``, the tenant-bound view:
 another tenant's id is a missing id by construction.
 
 A submit passes, in order: the per-key rate limit (in the ``caller`` dependency), the
-queue's backpressure (``backpressure.py``, from memory), then the store, where an
+queue's backpressure (``backpressure.py``, from memory), a declarative role's prompt
+template rendered over the payload (``agent_definitions.py``, from memory), then the store, where an
 idempotency key carries the request's fingerprint and a debounced task replaces the payload
 of its waiting twin. A refused submit stores nothing.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
-from conveyor.api.reports import task_usage
+from conveyor.api.reports import caps_view, task_usage
 from conveyor.api.services import ApiServices
 from conveyor.api.traceparent import trace_context
 from conveyor.client.models import (
     QUEUE_PATTERN,
     TEXT_PATTERN,
     Instant,
+    SignalDelivered,
     TaskBatch,
     TaskBatchCreated,
     TaskCreated,
@@ -32,7 +36,10 @@ from conveyor.client.models import (
     TaskSubmission,
     TaskView,
 )
-from conveyor.core.json_documents import fingerprint
+from conveyor.core.json_documents import DocumentProblem, check_document, fingerprint
+from conveyor.core.llm_caps import CapScope
+from conveyor.core.waits import SIGNAL_NAME_PATTERN
+from conveyor.errors import SignalRefused
 from conveyor.store.params import NewTask, TaskListParams
 from conveyor.store.records import EnqueueResult, TaskRecord
 from conveyor.types import TaskState
@@ -44,6 +51,13 @@ router = APIRouter(
 )
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.")]
+SignalName = Annotated[
+    str,
+    Path(
+        pattern=SIGNAL_NAME_PATTERN,
+        description="The signal's name, as the agent awaits it: ctx.wait_for(name).",
+    ),
+]
 
 
 @router.post(
@@ -78,6 +92,8 @@ async def submit_task(
             "decides what a repeated submit does",
         )
     _check_load(svc, [body])
+    if svc.agents is not None:  # a declarative role's template must render this payload
+        svc.agents.check([("", body.queue, body.payload)])
     task = _new_task(body, tenant, key, trace_context(traceparent, tracestate))
     await svc.declared.require([task.queue])
     result: EnqueueResult
@@ -109,6 +125,8 @@ async def submit_batch(
                 f"tasks.{index}.debounce: debounce is for single submits (POST /v1/tasks)",
             )
     _check_load(svc, body.tasks)
+    if svc.agents is not None:
+        svc.agents.check([(f"tasks.{i}.", t.queue, t.payload) for i, t in enumerate(body.tasks)])
     context = trace_context(traceparent, tracestate)
     tasks = [_new_task(t, tenant, t.idempotency_key, context) for t in body.tasks]
     await svc.declared.require(t.queue for t in tasks)
@@ -121,11 +139,12 @@ async def submit_batch(
 @router.get("/{task_id}", response_model=TaskView)
 async def get_task(task_id: TaskId, svc: Services, tenant: Tenant) -> TaskView:
     """A task of the caller's tenant, running or finished, with its LLM usage and cost so
-    far; 404 for any other id."""
+    far and its caps (what they counted, what is in flight); 404 for any other id."""
     view = svc.store.for_tenant(tenant)
     record = await view.get_task(task_id)
     usage = await task_usage(view, task_id, record.created_at)
-    return task_view(record).model_copy(update={"usage": usage})
+    caps = caps_view(await view.llm_cap_counter(CapScope.RUN, str(task_id)))
+    return task_view(record).model_copy(update={"usage": usage, "caps": caps})
 
 
 @router.get("", response_model=TaskPage)
@@ -163,6 +182,71 @@ async def list_tasks(
     return TaskPage(
         tasks=[task_view(r) for r in found], next_cursor=found[-1].id if more and found else None
     )
+
+
+@router.post(
+    "/{task_id}/signals/{name}",
+    status_code=201,
+    response_model=SignalDelivered,
+    responses={
+        200: {"model": SignalDelivered, "description": "The same signal, delivered before"},
+        **problem_responses(409),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": False,
+            "description": "Any JSON document: what ctx.wait_for(name) returns (empty: null).",
+            "content": {"application/json": {"schema": {}}},
+        }
+    },
+)
+async def signal_task(
+    task_id: TaskId,
+    name: SignalName,
+    svc: Services,
+    tenant: Tenant,
+    request: Request,
+    response: Response,
+) -> SignalDelivered:
+    """Deliver signal ``name`` to a task: a task waiting for it resumes, and one that waits
+    for it later gets it at once. The first signal of a name holds: the same body again
+    answers 200 (a duplicate), another body 409, as does a signal to a finished task or one
+    after the wait timed out."""
+    payload = signal_payload(await request.body())
+    try:
+        delivery = await svc.store.for_tenant(tenant).signal(task_id, name, payload)
+    except SignalRefused as exc:
+        raise Problem(
+            409, "signal-refused", str(exc), task_id=task_id, signal=name, reason=exc.reason
+        ) from None
+    if delivery.duplicate:
+        response.status_code = 200
+    return SignalDelivered(
+        task_id=delivery.task_id,
+        signal=delivery.name,
+        state=delivery.state,
+        resumed=delivery.resumed,
+        duplicate=delivery.duplicate,
+    )
+
+
+def signal_payload(raw: bytes) -> Any:
+    """The body as a JSON document (empty: null), whatever its Content-Type says (``curl
+    -d`` sends form encoding); 422 naming the body when it is not storable JSON."""
+    if not raw.strip():
+        return None
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON (use null or a string)")
+
+    try:
+        payload = json.loads(raw.decode("utf-8"), parse_constant=refuse)
+        check_document(payload, path="body")
+    except DocumentProblem as exc:
+        raise Problem(422, "validation", str(exc)) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Problem(422, "validation", f"body: not JSON in UTF-8 ({exc})") from None
+    return payload
 
 
 @router.post("/{task_id}/cancel", response_model=TaskView)
@@ -209,6 +293,7 @@ def _new_task(
         trace_context=trace,
         idempotency_fingerprint=fingerprint(document) if key is not None else None,
         debounce_key=debounce_key,
+        llm_caps=body.caps.caps() if body.caps is not None else None,
     )
 
 
@@ -231,4 +316,6 @@ def task_view(record: TaskRecord) -> TaskView:
         created_at=record.created_at,
         started_at=record.started_at,
         finished_at=record.finished_at,
+        waiting_for=record.waiting_for,
+        wait_until=record.wait_until,
     )

@@ -4,9 +4,9 @@ Before every attempt the gateway asks its ``Budget`` to ``reserve`` the call's
 estimate (prompt estimate + ``max_tokens``): a budget may wait for room (the drip) or raise
 ``BudgetRefused``. After the attempt, ``settle`` gets the tokens it really used, so the
 unused part goes back. The budgets built on this seam are the shared drip buckets
-(``shared.py``) and the tenant's monthly spend (``spend.py``);
-``CombinedBudget`` runs several as one. ``AdmitAllBudget`` admits everything at once: what
-a gateway without limits does.
+(``shared.py``), the tenant's monthly spend (``spend.py``) and the runaway guards of a
+task run and a group (``caps.py``); ``CombinedBudget`` runs several as one.
+``AdmitAllBudget`` admits everything at once: what a gateway without limits does.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class CombinedBudget:
         except BaseException:
             for held_part in reversed(taken):
                 try:
-                    await held_part.budget.settle(held_part.reservation, 0, 0)
+                    await _release(held_part)
                 except Exception:
                     log.exception("llm_budget_release_failed", provider=ask.provider)
             raise
@@ -158,6 +158,16 @@ class CombinedBudget:
 class _Part:
     budget: Budget
     reservation: Reservation
+
+
+async def _release(part: _Part) -> None:
+    """Give back a reservation whose attempt was never sent: a part that tells a release
+    from a settle (``release``, the caps: a call not sent is not counted) gets that."""
+    release = getattr(part.budget, "release", None)
+    if release is not None:
+        await release(part.reservation)
+    else:
+        await part.budget.settle(part.reservation, 0, 0)
 
 
 def estimate_prompt_tokens(messages: Sequence[Message]) -> int:

@@ -11,11 +11,13 @@
 -- conveyor_event_horizon): every such transaction has ended, so no event can later appear
 -- before a position a reader has passed. A reader that resumes after position P misses
 -- nothing and sees nothing twice. The price: an event is delivered once every write
--- transaction that began before it has ended (a long write transaction delays the stream;
--- it never loses or reorders it).
+-- transaction of this database that began before it has ended (a long write transaction
+-- delays the stream; it never loses or reorders it).
 --
 -- Partitioned by month on `at` and dropped whole by retention, like task_history. Two
--- indexes: the position (the tail every API process reads) and the task (one task's log).
+-- indexes: the position (the tail every API process reads) and the task (one task's log,
+-- a handful of rows, sorted by position after the lookup; the narrow key keeps the index
+-- and its WAL small).
 CREATE SEQUENCE task_event_id_seq AS bigint CACHE 64;
 
 CREATE TABLE task_events (
@@ -31,12 +33,27 @@ CREATE TABLE task_events (
     data       jsonb
 ) PARTITION BY RANGE (at);
 CREATE INDEX task_events_position_idx ON task_events (xid, id);
-CREATE INDEX task_events_task_idx ON task_events (task_id, xid, id);
+CREATE INDEX task_events_task_idx ON task_events (task_id);
 
--- The lowest transaction id that may still commit: events of transactions below it are
--- final. Compared as bigint, like task_events.xid.
+-- The lowest transaction id that may still commit events: events of transactions below it
+-- are final. Compared as bigint, like task_events.xid. From the statement's snapshot: the
+-- oldest transaction in progress, leaving out those pg_stat_activity shows working in
+-- another database (they cannot write this database's events: a CREATE DATABASE or a long
+-- batch job next door does not hold the streams back). A transaction whose database cannot
+-- be seen (it just ended, or the role may not see other sessions) counts: the horizon may
+-- wait a read longer than it must, never pass an event that could still commit. Call it
+-- as (SELECT conveyor_event_horizon()), once per statement.
 CREATE FUNCTION conveyor_event_horizon() RETURNS bigint
-LANGUAGE sql STABLE AS $$ SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint $$;
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        (SELECT min(x::text::bigint) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+         WHERE NOT EXISTS (
+             SELECT 1 FROM pg_stat_activity AS a
+             WHERE a.backend_xid IS NOT NULL
+               AND a.backend_xid::text::bigint = x::text::bigint % 4294967296
+               AND a.datname IS DISTINCT FROM current_database())),
+        pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+$$;
 
 -- A queue can turn its lifecycle events off (ctx.emit events are still written).
 ALTER TABLE queues ADD COLUMN events boolean NOT NULL DEFAULT true;

@@ -17,11 +17,14 @@ SELECT id, name, weight, plan_id, created_at FROM tenants WHERE id = $1;
 -- name: list_plans
 SELECT id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
        monthly_token_budget, weight, start_rate_limit, start_rate_interval,
-       llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit
+       llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit,
+       run_llm_calls, run_llm_tokens, run_llm_cost,
+       group_llm_calls, group_llm_tokens, group_llm_cost
 FROM plans ORDER BY weight, id;
 
 -- name: update_plan
--- NULL arguments keep what is there.
+-- NULL arguments keep what is there; $12 / $16 true replace the run / group caps with
+-- $13-$15 / $17-$19 (NULL: no cap).
 UPDATE plans
 SET max_concurrent_per_role = coalesce($2, max_concurrent_per_role),
     monthly_task_limit = coalesce($3, monthly_task_limit),
@@ -32,11 +35,19 @@ SET max_concurrent_per_role = coalesce($2, max_concurrent_per_role),
     monthly_token_budget = coalesce($8, monthly_token_budget),
     llm_requests_per_minute = coalesce($9, llm_requests_per_minute),
     llm_tokens_per_minute = coalesce($10, llm_tokens_per_minute),
-    monthly_spend_limit = coalesce($11, monthly_spend_limit)
+    monthly_spend_limit = coalesce($11, monthly_spend_limit),
+    run_llm_calls = CASE WHEN $12 THEN $13 ELSE run_llm_calls END,
+    run_llm_tokens = CASE WHEN $12 THEN $14 ELSE run_llm_tokens END,
+    run_llm_cost = CASE WHEN $12 THEN $15 ELSE run_llm_cost END,
+    group_llm_calls = CASE WHEN $16 THEN $17 ELSE group_llm_calls END,
+    group_llm_tokens = CASE WHEN $16 THEN $18 ELSE group_llm_tokens END,
+    group_llm_cost = CASE WHEN $16 THEN $19 ELSE group_llm_cost END
 WHERE id = $1
 RETURNING id, name, allowed_roles, max_concurrent_per_role, monthly_task_limit,
           monthly_token_budget, weight, start_rate_limit, start_rate_interval,
-          llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit;
+          llm_requests_per_minute, llm_tokens_per_minute, monthly_spend_limit,
+          run_llm_calls, run_llm_tokens, run_llm_cost,
+          group_llm_calls, group_llm_tokens, group_llm_cost;
 
 -- name: set_tenant_agent
 -- Creates or updates a tenant's override of one role; NULL arguments keep what is there.
@@ -114,15 +125,24 @@ WITH picked AS (
     USING picked AS p
     WHERE h.id = p.id AND h.finished_at = p.finished_at AND h.state = 'dead'
     RETURNING h.*
+), requeued AS (
+    INSERT INTO tasks (
+        id, tenant_id, queue, state, priority, run_at, attempts, max_attempts,
+        timeout_seconds, idempotency_key, parent_id, group_id, payload, trace_context,
+        last_error, created_at
+    )
+    SELECT id, tenant_id, queue, 'queued', priority, now(), 0, max_attempts, timeout_seconds,
+           idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
+    FROM moved
+    RETURNING id, tenant_id, queue, group_id
+), logged AS (
+    -- The task's log goes on: `replayed`, then a new run's `started` (0014).
+    INSERT INTO task_events (tenant_id, task_id, queue, group_id, kind, data)
+    SELECT r.tenant_id, r.id, r.queue, r.group_id, 'replayed', NULL
+    FROM requeued AS r
+    WHERE r.queue <> ALL (ARRAY(SELECT s.name FROM queues AS s WHERE NOT s.events))
 )
-INSERT INTO tasks (
-    id, tenant_id, queue, state, priority, run_at, attempts, max_attempts, timeout_seconds,
-    idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
-)
-SELECT id, tenant_id, queue, 'queued', priority, now(), 0, max_attempts, timeout_seconds,
-       idempotency_key, parent_id, group_id, payload, trace_context, last_error, created_at
-FROM moved
-RETURNING id, queue;
+SELECT r.id, r.queue FROM requeued AS r;
 
 -- name: queue_depths
 -- Depth and age per queue of the hot table.
@@ -130,6 +150,7 @@ SELECT queue,
        count(*) FILTER (WHERE state = 'queued') AS queued,
        count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
        count(*) FILTER (WHERE state = 'running') AS running,
+       count(*) FILTER (WHERE state = 'waiting') AS waiting,
        extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued'))::float8
            AS oldest_queued_seconds
 FROM tasks

@@ -7,7 +7,7 @@
 -- once per wake-up and fans out to all its clients.
 SELECT xid, id, at, tenant_id, task_id, queue, group_id, kind, attempt, data
 FROM task_events
-WHERE (xid, id) > ($1::bigint, $2::bigint) AND xid < conveyor_event_horizon()
+WHERE (xid, id) > ($1::bigint, $2::bigint) AND xid < (SELECT conveyor_event_horizon())
 ORDER BY xid, id
 LIMIT $3;
 
@@ -15,7 +15,7 @@ LIMIT $3;
 -- The last position a reader can pass now (0, 0 for an empty log).
 SELECT coalesce(max(xid), 0) AS xid, coalesce(max(id), 0) AS id FROM (
     SELECT xid, id FROM task_events
-    WHERE xid < conveyor_event_horizon()
+    WHERE xid < (SELECT conveyor_event_horizon())
     ORDER BY xid DESC, id DESC
     LIMIT 1
 ) AS last;
@@ -26,7 +26,7 @@ SELECT coalesce(max(xid), 0) AS xid, coalesce(max(id), 0) AS id FROM (
 -- expected to be recent.
 SELECT xid, id, at, tenant_id, task_id, queue, group_id, kind, attempt, data
 FROM task_events
-WHERE (xid, id) > ($2::bigint, $3::bigint) AND xid < conveyor_event_horizon()
+WHERE (xid, id) > ($2::bigint, $3::bigint) AND xid < (SELECT conveyor_event_horizon())
   AND tenant_id = $1
   AND ($4::text IS NULL OR group_id = $4) AND ($5::text IS NULL OR queue = $5)
   AND ($6::bigint IS NULL OR task_id = $6)
@@ -39,7 +39,7 @@ LIMIT $7;
 SELECT xid, id, at, tenant_id, task_id, queue, group_id, kind, attempt, data
 FROM task_events
 WHERE task_id = $2 AND tenant_id = $1
-  AND (xid, id) > ($3::bigint, $4::bigint) AND xid < conveyor_event_horizon()
+  AND (xid, id) > ($3::bigint, $4::bigint) AND xid < (SELECT conveyor_event_horizon())
 ORDER BY xid, id
 LIMIT $5;
 
@@ -59,3 +59,25 @@ SELECT count(*) FROM added;
 -- name: wake_event_streams
 -- After events committed: one notification, in a transaction of its own (event_wake.py).
 SELECT pg_notify($1, '');
+
+-- name: event_horizon
+-- Where the log stands: the horizon (events of lower xids are final) and the next xid the
+-- server will assign (every transaction that has committed so far has a lower one). A
+-- reader that saw a task finish waits until the horizon reaches that next xid: from then
+-- on the task's log is complete.
+SELECT conveyor_event_horizon() AS horizon,
+       pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid;
+
+-- name: event_pending
+-- Whether committed events after position ($1, $2) wait behind the horizon (an older
+-- transaction still runs): the hub then reads again soon instead of at its next poll, since
+-- the transaction holding the horizon may end without a notification.
+SELECT EXISTS (
+    SELECT 1 FROM task_events
+    WHERE (xid, id) > ($1::bigint, $2::bigint) AND xid >= (SELECT conveyor_event_horizon())
+) AS pending;
+
+-- name: try_session_lock
+-- A session advisory lock, if free: held by a LISTEN connection that must be alone in its
+-- database (the event relay to Redis), released by the server when the session ends.
+SELECT pg_try_advisory_lock($1::bigint) AS locked;

@@ -72,11 +72,12 @@ WITH input AS (
 SELECT m.id, m.queue, m.state FROM moved AS m;
 
 -- name: cancel_waiting
--- A tenant's task that has not started is cancelled at once. The tenant is required:
+-- A tenant's task that is not running (scheduled, queued, or waiting for a signal) is
+-- cancelled at once. The tenant is required:
 -- another tenant's id matches nothing, like an id that does not exist.
 WITH gone AS (
     DELETE FROM tasks
-    WHERE tenant_id = $1 AND id = $2 AND state IN ('scheduled', 'queued')
+    WHERE tenant_id = $1 AND id = $2 AND state IN ('scheduled', 'queued', 'waiting')
     RETURNING *
 ), archived AS (
     INSERT INTO task_history (
@@ -103,7 +104,7 @@ SELECT a.id FROM archived AS a;
 -- The same for an operator (CLI, admin), whichever tenant owns the task.
 WITH gone AS (
     DELETE FROM tasks
-    WHERE id = $1 AND state IN ('scheduled', 'queued')
+    WHERE id = $1 AND state IN ('scheduled', 'queued', 'waiting')
     RETURNING *
 ), archived AS (
     INSERT INTO task_history (
@@ -146,7 +147,7 @@ SELECT pg_notify('conveyor_cancel', $1::text);
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
        idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
        last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
-       NULL::timestamptz AS finished_at
+       NULL::timestamptz AS finished_at, waiting_for, wait_until
 FROM tasks
 WHERE tenant_id = $1 AND id = $2;
 
@@ -154,7 +155,7 @@ WHERE tenant_id = $1 AND id = $2;
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
        idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
        last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
-       NULL::timestamptz AS finished_at
+       NULL::timestamptz AS finished_at, waiting_for, wait_until
 FROM tasks
 WHERE id = $1;
 
@@ -162,7 +163,8 @@ WHERE id = $1;
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
        idempotency_key, parent_id, group_id, payload, trace_context, result,
        last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
-       created_at, started_at, finished_at
+       created_at, started_at, finished_at, NULL::text AS waiting_for,
+       NULL::timestamptz AS wait_until
 FROM task_history
 WHERE tenant_id = $1 AND id = $2;
 
@@ -170,7 +172,8 @@ WHERE tenant_id = $1 AND id = $2;
 SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
        idempotency_key, parent_id, group_id, payload, trace_context, result,
        last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
-       created_at, started_at, finished_at
+       created_at, started_at, finished_at, NULL::text AS waiting_for,
+       NULL::timestamptz AS wait_until
 FROM task_history
 WHERE id = $1;
 
@@ -183,7 +186,7 @@ SELECT * FROM (
     SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
            idempotency_key, parent_id, group_id, payload, trace_context, NULL::jsonb AS result,
            last_error, worker_id, run_at, lease_expires_at, created_at, started_at,
-           NULL::timestamptz AS finished_at
+           NULL::timestamptz AS finished_at, waiting_for, wait_until
     FROM tasks
     WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2)
       AND ($3::text IS NULL OR queue = $3) AND ($4::text IS NULL OR group_id = $4)
@@ -194,7 +197,8 @@ SELECT * FROM (
     SELECT id, tenant_id, queue, state, priority, attempts, max_attempts, timeout_seconds,
            idempotency_key, parent_id, group_id, payload, trace_context, result,
            last_error, worker_id, NULL::timestamptz AS run_at, NULL::timestamptz AS lease_expires_at,
-           created_at, started_at, finished_at
+           created_at, started_at, finished_at, NULL::text AS waiting_for,
+           NULL::timestamptz AS wait_until
     FROM task_history
     WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id < $2)
       AND ($3::text IS NULL OR queue = $3) AND ($4::text IS NULL OR group_id = $4)

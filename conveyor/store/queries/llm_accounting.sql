@@ -48,12 +48,15 @@ WHERE c.task_id IS NOT NULL AND c.tenant_id IS NOT NULL
 -- name: tenant_llm_policy
 -- What the gateway enforces for a tenant's calls from one queue: the plan's rates, the
 -- monthly token budget and spend limit (the tenant's own over the plan's), and the
--- model override of the tenant's agent. No row: the tenant does not exist.
+-- model override of the tenant's agent, and the plan's caps per task run and per group.
+-- No row: the tenant does not exist.
 SELECT p.llm_requests_per_minute AS requests_per_minute,
        p.llm_tokens_per_minute AS tokens_per_minute,
        coalesce(t.monthly_token_budget, p.monthly_token_budget) AS monthly_token_budget,
        coalesce(t.monthly_spend_limit, p.monthly_spend_limit) AS monthly_spend_limit,
-       a.model_override
+       a.model_override,
+       p.run_llm_calls, p.run_llm_tokens, p.run_llm_cost,
+       p.group_llm_calls, p.group_llm_tokens, p.group_llm_cost
 FROM tenants AS t
 LEFT JOIN plans AS p ON p.id = t.plan_id
 LEFT JOIN tenant_agents AS a ON a.tenant_id = t.id AND a.queue = $2

@@ -23,3 +23,12 @@ DELETE FROM effects
 WHERE ctid = ANY (ARRAY(
     SELECT ctid FROM effects WHERE created_at < $1 LIMIT $2
 ));
+
+-- name: prune_signals
+-- Signals older than the cutoff whose task has finished (a task still active keeps them).
+DELETE FROM task_signals
+WHERE ctid = ANY (ARRAY(
+    SELECT s.ctid FROM task_signals AS s
+    WHERE s.created_at < $1 AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.id = s.task_id)
+    LIMIT $2
+));
