@@ -97,6 +97,32 @@ class Settings(BaseSettings):
         description="Single submits of one tenant arriving within this window are written "
         "in one statement (one transaction, one commit); 0 writes each on its own.",
     )
+    metrics_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="How often a worker or API process reads the queues' depth and age "
+        "(one statement) and its pool's size for its metrics.",
+    )
+    metrics_queues: bool = Field(
+        default=True,
+        description="Export the queues' depth and age from this process (off: a process "
+        "exports only its own metrics; another one exports the queues').",
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        repr=False,
+        min_length=16,
+        description="When set, the API's GET /metrics needs `Authorization: Bearer <token>` "
+        "(a secret; Prometheus sends it with `authorization: {credentials: ...}`).",
+    )
+    metrics_top_tenants: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="Tenants named in the per-tenant queue metrics (those with the most tasks "
+        'waiting); the others are summed as tenant="other".',
+    )
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL"),

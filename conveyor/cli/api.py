@@ -8,8 +8,13 @@ start as fast as before.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,6 +33,8 @@ from conveyor.store.records import ApiKey
 
 # what each server process imports and calls to build its app (the composition root)
 FACTORY = "conveyor.cli.api_root:build_app"
+# prometheus_client's multiprocess folder (named here: importing it would load the library)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def api(
@@ -72,10 +79,37 @@ def api(
 
         assert settings.database_url is not None
         os.environ["DATABASE_URL"] = settings.database_url  # for the server processes
-        serve(FACTORY, host=host, port=port, workers=workers)
+        with metrics_folder(workers):
+            serve(FACTORY, host=host, port=port, workers=workers)
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+@contextlib.contextmanager
+def metrics_folder(workers: int) -> Iterator[None]:
+    """With several server processes, prometheus_client's multiprocess folder: every
+    process writes its samples there and any of them answers ``/metrics`` with the sum.
+
+    PROMETHEUS_MULTIPROC_DIR as the operator set it (emptied first: samples of an earlier
+    run would add up with this one's), else a temporary folder removed at exit. One process
+    keeps its metrics in memory, as the worker does.
+    """
+    if workers <= 1:
+        yield
+        return
+    given = os.environ.get(MULTIPROC_ENV)
+    folder = Path(given) if given else Path(tempfile.mkdtemp(prefix="conveyor-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(folder)  # before the server processes start
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(folder, ignore_errors=True)
+            del os.environ[MULTIPROC_ENV]
 
 
 keys_cli = typer.Typer(

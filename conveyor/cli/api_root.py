@@ -3,6 +3,10 @@
 Settings come from the environment (the ``api`` command has put the resolved
 ``DATABASE_URL`` there); the store, the key checker and the limits are built here, once per
 process, and handed to the app explicitly. Nothing is found through a global.
+
+Metrics are attached here too: ``HttpMetrics`` wraps the app (RED metrics per route and
+``GET /metrics``) and the load sampler reads the queues and the pool each period
+(``conveyor/observability``); the API's own code never imports prometheus_client.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
 from conveyor.cli.agent_model_check import agent_model_check
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
+from conveyor.observability.http_metrics import HttpMetrics, process_ended
+from conveyor.observability.queue_metrics import LoadSampler
 from conveyor.observability.redaction import remember_secrets
 from conveyor.observability.request_tracing import ApiTracing
 from conveyor.observability.tracing import tracing_from_env
@@ -98,6 +104,16 @@ def build_app() -> ApiApp:
                     also_wake=live.wake,
                 )
             )
+            stack.callback(
+                process_ended
+            )  # once the sampler stopped: its live gauges leave the sums
+            sampler = LoadSampler(
+                store,
+                period=settings.metrics_seconds,
+                top_tenants=settings.metrics_top_tenants,
+                queues=settings.metrics_queues,
+            )
+            await stack.enter_async_context(sampler.running())
             yield ApiServices(
                 store=store,
                 keys=keys,
@@ -113,4 +129,7 @@ def build_app() -> ApiApp:
                 tracing=api_tracing,
             )
 
-    return create_app(open_services, tracing=api_tracing)
+    app = create_app(open_services, tracing=api_tracing)
+    # outermost: a 413 of the body limit is counted too
+    app.add_middleware(HttpMetrics, token=settings.metrics_token)
+    return app

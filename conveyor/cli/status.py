@@ -1,4 +1,5 @@
-"""``conveyor status``: depth and age per queue, running and dead counts, and the workers."""
+"""``conveyor status``: depth and age per queue, running and dead counts, and the workers;
+``--watch`` redraws a live view (``status_view.py``) until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from conveyor.cli import status_view
 from conveyor.cli.common import DatabaseUrl, out
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
@@ -21,10 +23,41 @@ from conveyor.store.records import WorkerStatus
 def status(
     database_url: DatabaseUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="A live view of queues, workers, breakers and the last minute's "
+            "throughput and errors, redrawn until Ctrl-C.",
+        ),
+    ] = False,
+    every: Annotated[
+        float,
+        typer.Option("--every", min=0.1, max=3600, help="Seconds between redraws of --watch."),
+    ] = 2.0,
+    metrics_urls: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metrics-url",
+            help="A worker's /metrics URL to read its circuit breakers from (repeatable; "
+            "--watch only).",
+        ),
+    ] = None,
 ) -> None:
     """Depth and age per queue, running and dead counts, and the workers."""
 
     settings = _settings(database_url)
+    urls = list(metrics_urls or ())
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise typer.BadParameter(
+                f"{url!r} is not an http(s) URL, e.g. http://worker-1:9100/metrics",
+                param_hint="--metrics-url",
+            )
+    if urls and not watch:
+        raise typer.BadParameter("breakers are shown by --watch only", param_hint="--metrics-url")
+    if watch and as_json:
+        raise typer.BadParameter("--watch draws tables; leave out --json", param_hint="--watch")
 
     def health(w: WorkerStatus) -> WorkerHealth:
         return judge_worker(
@@ -34,6 +67,17 @@ def status(
             lease_seconds=settings.lease_seconds,
             stuck_seconds=settings.worker_stuck_seconds,
         )
+
+    if watch:
+
+        async def live(store: PostgresStore) -> None:
+            await status_view.watch(store, health, out, every=every, metrics_urls=urls)
+
+        try:
+            _run(_with_store(settings, live))
+        except KeyboardInterrupt:  # Ctrl-C: the way out of --watch, not an error
+            raise typer.Exit(0) from None
+        return
 
     async def go(store: PostgresStore) -> None:
         queues, workers = await store.queue_status(), await store.list_workers()

@@ -16,8 +16,10 @@
    ``--stored-agent``) are stored, read and registered in the App, and their definitions
    are polled for new versions alongside the worker;
 5. the ``Worker`` gets the store, the gateway (``llm=``, which each ``TaskContext`` gets),
-   the task hooks of the process (``TaskTracing`` when tracing, ``TaskLogContext``) and the
-   App's; maintenance runs alongside; the worker collector watches it;
+   the task hooks of the process (``TaskTracing`` when tracing, ``TaskMetrics`` when
+   metrics are served, ``TaskLogContext``) and the App's; maintenance runs alongside; the
+   worker collector watches it, and the load sampler reads the queues and the pool each
+   period (``CONVEYOR_METRICS_SECONDS``);
 6. on the way out the gateway is closed (its call log written) before the store, and the
    spans still buffered are exported.
 
@@ -29,6 +31,7 @@ observability); ``conveyor/worker/process.py`` keeps the process's signals and d
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 from collections.abc import Mapping, Sequence
@@ -38,8 +41,10 @@ from conveyor.app import App, TaskHook
 from conveyor.core.agent_definition import AgentDefinition, ModelCheck
 from conveyor.errors import ConfigurationError
 from conveyor.observability.metrics import serve_metrics
+from conveyor.observability.queue_metrics import LoadSampler
 from conveyor.observability.redaction import remember_secrets
 from conveyor.observability.task_logging import TaskLogContext
+from conveyor.observability.task_metrics import TaskMetrics
 from conveyor.observability.tracing import Tracing, tracing_from_env
 from conveyor.observability.worker_metrics import unwatch_worker, watch_worker
 from conveyor.settings import Settings
@@ -169,7 +174,11 @@ async def _serve_worker(
                 )
                 await registry.install(declared.from_file, declared.stored_roles)
                 refresher = asyncio.create_task(registry.run(), name="conveyor-agent-definitions")
-            worker = Worker(app, store, options, llm=gateway, hooks=task_hooks(tracing))
+            metered = options.metrics_port is not None
+            hooks = task_hooks(tracing)
+            if metered:  # inside the run's span: a histogram's exemplar carries its trace id
+                hooks.insert(len(hooks) - 1, TaskMetrics())
+            worker = Worker(app, store, options, llm=gateway, hooks=hooks)
             upkeep = None
             if maintenance:
                 periods = MaintenanceOptions(
@@ -178,9 +187,16 @@ async def _serve_worker(
                     stream_retention_seconds=settings.stream_retention_seconds,
                 )
                 upkeep = Maintenance(store, app.schedules, periods)
+            sampler = LoadSampler(
+                store,
+                period=settings.metrics_seconds,
+                top_tenants=settings.metrics_top_tenants,
+                queues=settings.metrics_queues,
+            )
             watch_worker(worker)
             try:
-                return await run_worker(worker, stop, started, upkeep)
+                async with sampler.running() if metered else contextlib.nullcontext():
+                    return await run_worker(worker, stop, started, upkeep)
             finally:
                 unwatch_worker(worker)
         finally:

@@ -75,6 +75,12 @@ rate_limited = Counter(
     ["provider"],
     registry=REGISTRY,
 )
+http_errors = Counter(
+    "conveyor_llm_http_errors_total",
+    "Error replies (HTTP status 400 and above: 429, 5xx, ...) from an LLM provider, by status.",
+    ["provider", "status"],
+    registry=REGISTRY,
+)
 
 
 class GatewayMetrics(LLMHook):
@@ -101,6 +107,8 @@ def observe_call(record: CallRecord) -> None:
         ttft_seconds.labels(provider, model).observe(record.ttft)
     if record.outcome is CallOutcome.RATE_LIMITED:
         rate_limited.labels(provider).inc()
+    if record.status is not None and record.status >= 400:
+        http_errors.labels(provider, str(record.status)).inc()
 
 
 def watch_breakers(registry: BreakerRegistry) -> None:

@@ -12,7 +12,7 @@ never iterates the worker's live containers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -64,6 +64,16 @@ class WorkerView(Protocol):
     @property
     def stats(self) -> Mapping[str, int]:
         """Counters: ``claimed`` and one per outcome."""
+        ...
+
+    @property
+    def outcomes_by_queue(self) -> Mapping[tuple[str, str], int]:
+        """Written outcomes per (queue, outcome)."""
+        ...
+
+    @property
+    def queues(self) -> Sequence[str]:
+        """The queues the worker serves."""
         ...
 
     @property
@@ -120,10 +130,16 @@ class WorkerCollector:
         stats = dict(worker.stats)  # one atomic copy: the loop may add keys meanwhile
         found = _families()
         found.claimed.add_metric([], stats.get("claimed", 0))
-        for outcome in sorted(set(OUTCOMES) | (stats.keys() - {"claimed"})):
-            found.tasks.add_metric([outcome], stats.get(outcome, 0))
-        found.in_flight.add_metric([], worker.in_flight)
-        found.concurrency.add_metric([], worker.options.concurrency)
+        by_queue = dict(worker.outcomes_by_queue)
+        for queue in worker.queues:  # every series from the start, at 0, so rate() has one
+            for outcome in OUTCOMES:
+                by_queue.setdefault((queue, outcome), 0)
+        for (queue, outcome), count in sorted(by_queue.items()):
+            found.tasks.add_metric([queue, outcome], count)
+        in_flight, concurrency = worker.in_flight, worker.options.concurrency
+        found.in_flight.add_metric([], in_flight)
+        found.concurrency.add_metric([], concurrency)
+        found.free_slots.add_metric([], max(concurrency - in_flight, 0))
         found.unwritten.add_metric([], worker.unwritten)
         found.since_outcome.add_metric([], worker.seconds_since_outcome)
         found.writes_failing.add_metric([], 1 if worker.writes_failing else 0)
@@ -143,6 +159,7 @@ class _Families(NamedTuple):
     tasks: CounterMetricFamily
     in_flight: GaugeMetricFamily
     concurrency: GaugeMetricFamily
+    free_slots: GaugeMetricFamily
     unwritten: GaugeMetricFamily
     since_outcome: GaugeMetricFamily
     writes_failing: GaugeMetricFamily
@@ -156,20 +173,24 @@ def _families() -> _Families:
         CounterMetricFamily("conveyor_tasks_claimed", "Tasks claimed by this worker."),
         CounterMetricFamily(
             "conveyor_tasks",
-            "Task runs of this worker by outcome, counted once the outcome is committed "
-            "(succeeded, dead, cancelled, retried, waiting, released, lease_lost).",
-            labels=["outcome"],
+            "Task runs of this worker by queue and outcome, counted once the outcome is "
+            "committed (succeeded, dead, cancelled, retried, waiting, released, lease_lost).",
+            labels=["queue", "outcome"],
         ),
         GaugeMetricFamily("conveyor_tasks_in_flight", "Tasks running in this worker now."),
         GaugeMetricFamily(
             "conveyor_worker_concurrency", "Most tasks this worker runs at once (--concurrency)."
         ),
         GaugeMetricFamily(
+            "conveyor_worker_free_slots",
+            "Tasks this worker could start now: --concurrency minus those in flight.",
+        ),
+        GaugeMetricFamily(
             "conveyor_worker_unwritten_outcomes",
             "Runs finished in this worker whose outcome is not written yet.",
         ),
         GaugeMetricFamily(
-            "conveyor_worker_seconds_since_last_outcome",
+            "conveyor_worker_last_outcome_age_seconds",
             "Seconds since this worker last wrote an outcome (or started).",
         ),
         GaugeMetricFamily(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
@@ -198,15 +199,23 @@ async def translated_errors() -> AsyncIterator[None]:
         raise
 
 
+AcquireObserver = Callable[[float], None]
+"""Told how many seconds each acquire from the pool waited (the metrics' pool waits)."""
+
+
 @asynccontextmanager
-async def pooled(pool: asyncpg.Pool) -> AsyncIterator[Conn]:
+async def pooled(pool: asyncpg.Pool, observe: AcquireObserver | None = None) -> AsyncIterator[Conn]:
     """A pooled connection that is discarded, not reused, after a connection error.
 
     A connection the server dropped mid-statement can be left with its protocol in an
     unknown state; handed out again, it fails the next caller with an InternalClientError.
-    Terminated here, the pool opens a fresh one on the next acquire.
+    Terminated here, the pool opens a fresh one on the next acquire. ``observe`` is told
+    how long the acquire waited (a plugin's, so that the store imports no metrics library).
     """
+    started = time.perf_counter() if observe is not None else 0.0
     async with pool.acquire() as conn:
+        if observe is not None:
+            observe(time.perf_counter() - started)
         try:
             yield conn
         except BaseException as exc:

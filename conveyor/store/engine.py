@@ -9,16 +9,29 @@ boundary.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
 import asyncpg
 
 from conveyor.store import retention
-from conveyor.store.connection import Conn, pooled, translated_errors
+from conveyor.store.connection import AcquireObserver, Conn, pooled, translated_errors
 from conveyor.store.event_wake import CHUNK_CHANNEL, EventWake, PostgresEventWake
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """The connection pool now: what the metrics export as the pool's size."""
+
+    size: int
+    """Connections open."""
+    idle: int
+    """Open connections no operation holds."""
+    max_size: int
+    """Most connections the pool opens."""
 
 
 class PoolEngine:
@@ -32,6 +45,14 @@ class PoolEngine:
         composition root may replace it (Redis pub/sub)."""
         self.chunk_wake: EventWake = PostgresEventWake(pool, channel=CHUNK_CHANNEL)
         """Told after live LLM output was written (``task_chunks``)."""
+        self.acquire_observer: AcquireObserver | None = None
+        """Told how long each acquire waited for a pooled connection; the composition root
+        sets it (the metrics' pool waits), None costs nothing."""
+
+    def pool_stats(self) -> PoolStats:
+        """The pool's size now (plain reads: safe from the metrics server's thread)."""
+        pool = self._pool
+        return PoolStats(pool.get_size(), pool.get_idle_size(), pool.get_max_size())
 
     def _events_written(self) -> None:
         self.event_wake.poke()
@@ -44,11 +65,15 @@ class PoolEngine:
         async with translated_errors():
             if connection is not None:
                 return await operation(connection)
-            async with pooled(self._pool) as conn:
+            async with pooled(self._pool, self.acquire_observer) as conn:
                 return await operation(conn)
 
     async def _run_in_transaction(self, operation: Callable[[Conn], Awaitable[T]]) -> T:
-        async with translated_errors(), pooled(self._pool) as conn, conn.transaction():
+        async with (
+            translated_errors(),
+            pooled(self._pool, self.acquire_observer) as conn,
+            conn.transaction(),
+        ):
             return await operation(conn)
 
     async def ensure_partitions(

@@ -33,6 +33,7 @@ from conveyor.store import (
     leases,
     migrate,
     periodic,
+    queue_metrics,
     reports,
     retention,
 )
@@ -149,7 +150,7 @@ class PostgresStore(
         the connection gets asyncpg's full reset before it goes back to the pool (the pool
         itself skips it: ``connection.keep_session``).
         """
-        async with translated_errors(), pooled(self._pool) as conn:
+        async with translated_errors(), pooled(self._pool, self.acquire_observer) as conn:
             try:
                 async with conn.transaction():
                     try:
@@ -434,6 +435,11 @@ class PostgresStore(
         """Depth, age, running and dead counts per queue."""
         return await self._run(admin.queue_status)
 
+    async def queue_metrics(self, top_tenants: int = 10) -> list[queue_metrics.QueueMetrics]:
+        """Every queue's load in one statement, the ``top_tenants`` busiest tenants named
+        and the rest summed (``store/queue_metrics.py``): what the metrics export."""
+        return await self._run(lambda c: queue_metrics.read_queue_metrics(c, top_tenants))
+
     async def register_worker(self, info: WorkerInfo) -> None:
         """Insert or refresh a worker's liveness row."""
         await self._run(lambda c: admin.register_worker(c, info))
@@ -509,7 +515,7 @@ class PostgresStore(
         commits with the ledger entry or not at all (see effects.run_effect_in_transaction).
         Like :meth:`transaction`, the connection is reset in full before it goes back.
         """
-        async with translated_errors(), pooled(self._pool) as conn:
+        async with translated_errors(), pooled(self._pool, self.acquire_observer) as conn:
             try:
                 return await effects.run_effect_in_transaction(
                     conn, tenant_id, key, task_id, effect

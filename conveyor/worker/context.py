@@ -88,6 +88,9 @@ class TaskInfo:
     max_attempts: int
     group_id: str | None
     parent_id: int | None
+    created_at: float | None = None
+    """When the task was submitted, Unix time by the database's clock (a float: the
+    isolated child gets this record as JSON)."""
 
 
 class TaskContext:
@@ -114,6 +117,7 @@ class TaskContext:
             max_attempts=claimed.max_attempts,
             group_id=claimed.group_id,
             parent_id=claimed.parent_id,
+            created_at=claimed.created_at.timestamp(),
         )
         self._log: Any = None
         self.last_progress = time.monotonic()

@@ -55,19 +55,24 @@ class OutcomeRecorder:
         self.last_written_at = time.monotonic()
         """When an outcome was last written (or the worker started)."""
         self._backoff = FailureBackoff(base=0.1, cap=5.0)
+        self.by_queue: Counter[tuple[str, str]] = Counter()
+        """Written outcomes per (queue, outcome): what ``stats`` counts, split by queue."""
+        self._queue_of: dict[int, str] = {}
 
     @property
     def unwritten(self) -> int:
         """Outcomes and releases waiting to be written."""
         return len(self.pending) + len(self.releases)
 
-    def add(self, outcome: Outcome) -> None:
-        """Queue an outcome for the next write."""
+    def add(self, outcome: Outcome, queue: str = "") -> None:
+        """Queue an outcome of a task of ``queue`` for the next write."""
+        self._queue_of[outcome.lease.task_id] = queue
         self.pending.append(outcome)
         self.wake.set()
 
-    def release(self, lease: LeaseRef) -> None:
-        """Queue a lease to hand back without counting the attempt."""
+    def release(self, lease: LeaseRef, queue: str = "") -> None:
+        """Queue a lease (of a task of ``queue``) to hand back without counting the attempt."""
+        self._queue_of[lease.task_id] = queue
         self.releases.append(lease)
         self.wake.set()
 
@@ -193,15 +198,22 @@ class OutcomeRecorder:
     def _count(
         self, outcomes: Sequence[Outcome], releases: Sequence[LeaseRef], refused: set[int]
     ) -> None:
+        queue_of, by_queue = self._queue_of, self.by_queue
         for outcome in outcomes:
+            queue = queue_of.pop(outcome.lease.task_id, "")
             if outcome.lease.task_id in refused:
+                by_queue[queue, "lease_lost"] += 1
                 continue
             if isinstance(outcome, Finish):
-                self._stats[outcome.state.value] += 1
+                name = outcome.state.value
             elif isinstance(outcome, SuspendLease):
-                self._stats["waiting"] += 1
+                name = "waiting"
             else:
-                self._stats["retried"] += 1
+                name = "retried"
+            self._stats[name] += 1
+            by_queue[queue, name] += 1
+        for lease in releases:
+            by_queue[queue_of.pop(lease.task_id, ""), "released"] += 1
         self._stats["released"] += len(releases)
         if refused:
             self._stats["lease_lost"] += len(refused)

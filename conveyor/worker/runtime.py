@@ -174,6 +174,11 @@ class Worker:
         return len(self._running)
 
     @property
+    def outcomes_by_queue(self) -> dict[tuple[str, str], int]:
+        """Written outcomes per (queue, outcome), a copy (the metrics read it)."""
+        return dict(self.recorder.by_queue)
+
+    @property
     def unwritten(self) -> int:
         """Outcomes and releases finished here and not yet written."""
         return self.recorder.unwritten
@@ -470,9 +475,9 @@ class Worker:
             self._per_queue[task.queue] -= 1
             self._wake.set()
         if release:
-            self.recorder.release(LeaseRef(task.id, task.lease_token))
+            self.recorder.release(LeaseRef(task.id, task.lease_token), task.queue)
         if outcome is not None:
-            self.recorder.add(outcome)
+            self.recorder.add(outcome, task.queue)
 
     def _call_hooked(self, entry: _Running) -> Awaitable[Any]:
         """Run the handler inside the task hooks."""

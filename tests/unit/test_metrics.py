@@ -59,6 +59,7 @@ async def test_the_plugin_counts_outcomes_and_tokens() -> None:
     assert sample("conveyor_llm_tokens_total", **target, direction="prompt") == 200
     assert sample("conveyor_llm_tokens_total", **target, direction="completion") == 30
     assert sample("conveyor_llm_rate_limited_total", provider="rec") == 1
+    assert sample("conveyor_llm_http_errors_total", provider="rec", status="429") == 1
     assert sample("conveyor_llm_call_seconds_count", **target) == 3
     assert sample("conveyor_llm_call_seconds_sum", **target) == pytest.approx(2.1)
     assert sample("conveyor_llm_call_seconds_bucket", **target, le="1.0") == 2
@@ -142,6 +143,8 @@ class WorkerStandIn:
     """What the collector reads of a Worker (the real one needs a database)."""
 
     stats: Counter[str] = field(default_factory=Counter)
+    outcomes_by_queue: Counter[tuple[str, str]] = field(default_factory=Counter)
+    queues: tuple[str, ...] = ("q1", "q2")
     in_flight: int = 0
     options: Options = field(default_factory=Options)
     loop_lag: Lag = field(default_factory=Lag)
@@ -156,19 +159,25 @@ def test_the_worker_collector_reads_the_watched_worker_at_scrape_time() -> None:
     watch_worker(worker)
     try:
         assert sample("conveyor_tasks_in_flight") == 0
-        assert sample("conveyor_tasks_total", outcome="dead") == 0  # present from the start
+        # every queue's series are present from the start
+        assert sample("conveyor_tasks_total", queue="q2", outcome="dead") == 0
         worker.stats.update(claimed=12, succeeded=9, retried=2)
+        worker.outcomes_by_queue.update({("q1", "succeeded"): 7, ("q2", "succeeded"): 2})
+        worker.outcomes_by_queue.update({("q1", "retried"): 2})
         worker.in_flight = 3
         assert sample("conveyor_tasks_claimed_total") == 12
-        assert sample("conveyor_tasks_total", outcome="succeeded") == 9
-        assert sample("conveyor_tasks_total", outcome="retried") == 2
+        assert sample("conveyor_tasks_total", queue="q1", outcome="succeeded") == 7
+        assert sample("conveyor_tasks_total", queue="q2", outcome="succeeded") == 2
+        assert sample("conveyor_tasks_total", queue="q1", outcome="retried") == 2
+        assert sample("conveyor_tasks_total", queue="q2", outcome="retried") == 0
         assert sample("conveyor_tasks_in_flight") == 3
         assert sample("conveyor_worker_concurrency") == 64
+        assert sample("conveyor_worker_free_slots") == 61
         assert sample("conveyor_worker_writes_failing") == 0
         assert sample("conveyor_worker_listening") == 1
         worker.unwritten, worker.seconds_since_outcome, worker.writes_failing = 40, 75.0, True
         assert sample("conveyor_worker_unwritten_outcomes") == 40
-        assert sample("conveyor_worker_seconds_since_last_outcome") == 75.0
+        assert sample("conveyor_worker_last_outcome_age_seconds") == 75.0
         assert sample("conveyor_worker_writes_failing") == 1
         assert sample("conveyor_loop_lag_seconds", quantile="0.5") == 0.001
         assert sample("conveyor_loop_lag_seconds", quantile="0.99") == 0.001
