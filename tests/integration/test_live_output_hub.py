@@ -3,7 +3,11 @@ that never started streaming, and resume points the table cannot hold."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from conveyor.api.live_output import BEHIND, LiveOutputHub
+from conveyor.api.routes.task_stream import _frames
 from conveyor.store.postgres import PostgresStore
 from tests.integration.helpers import enqueue_many
 
@@ -22,3 +26,26 @@ async def test_stopping_the_hub_closes_every_viewer_resumably(store: PostgresSto
     for viewer in viewers:
         assert viewer.closed
         assert viewer.queue.get_nowait() is BEHIND
+
+
+async def test_a_stream_never_started_or_left_leaves_no_viewer(store: PostgresStore) -> None:
+    [task_id] = await enqueue_many(store, 1)
+    hub = LiveOutputHub(store, poll_seconds=0.05)
+    hub.start()
+    try:
+        view = store.for_tenant("default")
+        # the client went away before the response body was read: the stream is closed unread
+        unread = _frames(hub, view, task_id, (0, 0))
+        await unread.aclose()
+        assert hub.viewers == 0
+        # a client that was reading and left: the pending read is cancelled
+        reading = _frames(hub, view, task_id, (0, 0))
+        pending = asyncio.ensure_future(anext(reading))
+        while hub.viewers == 0:
+            await asyncio.sleep(0.01)
+        pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pending
+        assert hub.viewers == 0
+    finally:
+        await hub.stop()
