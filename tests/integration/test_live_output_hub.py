@@ -8,6 +8,7 @@ import contextlib
 
 from conveyor.api.live_output import BEHIND, LiveOutputHub
 from conveyor.api.routes.task_stream import _frames
+from conveyor.core.events import CHUNK_SEQ_MAX, parse_chunk_cursor
 from conveyor.store.postgres import PostgresStore
 from tests.integration.helpers import enqueue_many
 
@@ -49,3 +50,9 @@ async def test_a_stream_never_started_or_left_leaves_no_viewer(store: PostgresSt
         assert hub.viewers == 0
     finally:
         await hub.stop()
+
+
+async def test_the_largest_chunk_cursor_a_client_may_send_reads(store: PostgresStore) -> None:
+    [task_id] = await enqueue_many(store, 1)
+    run, seq = parse_chunk_cursor(f"{2**63 - 1}-{CHUNK_SEQ_MAX}")
+    assert await store.chunks_after([("default", task_id, (run, seq))]) == []
