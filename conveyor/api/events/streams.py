@@ -9,7 +9,8 @@ once, in order. It does so in three steps:
 2. **Read the backlog** after P from the log through the tenant's view, page by page, until
    a short page. Every event at or before C is in it: the hub read those below the horizon
    of its own read, and the store never reads below a horizon it has seen (the database's
-   can move back, see queries/events.sql), so the backlog's later reads return each. Nothing after P and before C is missed.
+   can move back, see queries/events.sql), so the backlog's later reads return each.
+   Nothing after P and before C is missed.
 3. **Drain the subscription**, skipping positions at or before the last one sent: the
    events after C that the backlog already carried. Positions only grow, so nothing is
    sent twice and the order is the log's.
