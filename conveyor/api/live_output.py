@@ -105,8 +105,9 @@ class LiveOutputHub:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-        for viewers in self._viewers.values():
-            for viewer in viewers:
+        # _close unwatches: iterate over copies, or the dict and sets change underfoot
+        for viewers in list(self._viewers.values()):
+            for viewer in list(viewers):
                 self._close(viewer, BEHIND)
 
     def watch(self, tenant_id: str, task_id: int, cursor: Cursor) -> LiveViewer:

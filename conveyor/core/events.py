@@ -88,6 +88,10 @@ def is_final(kind: str) -> bool:
     return kind in FINAL_KINDS
 
 
+CHUNK_SEQ_MAX = 2**31 - 1
+"""The largest ``seq`` of a live-output row (``task_chunks.seq`` is an ``integer``)."""
+
+
 def parse_chunk_cursor(text: str) -> tuple[int, int]:
     """The ``(run, seq)`` of a live-output event id ``"<run>-<seq>"``; ValueError otherwise.
 
@@ -100,4 +104,8 @@ def parse_chunk_cursor(text: str) -> tuple[int, int]:
             f"a live-output event id looks like '<number>-<number>' (the id: field of a "
             f"chunk), not {text[:80]!r}"
         ) from None
+    if position.id > CHUNK_SEQ_MAX:
+        # task_chunks.seq is an integer: a larger one would fail the hub's one read for
+        # every viewer of the process, not just this client's
+        raise ValueError(f"live-output event id {text[:80]!r} is out of range")
     return (position.xid, position.id)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from conveyor.core.llm_caps import LLMCaps
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)  # the token relay follows runs by it
 class CallScope:
     """The task a call belongs to; ``deadline`` is a ``time.monotonic()`` instant;
     ``run_caps`` are the caps its role puts on each run (``@app.agent(..., caps=...)``)."""

@@ -20,25 +20,44 @@ from conveyor.store.event_records import (
 
 
 class EventOperations(PoolEngine):
-    """What the API's event streams, workers (``ctx.emit``) and operators do with the log."""
+    """What the API's event streams, workers (``ctx.emit``) and operators do with the log.
+
+    Reads never go below a horizon this store has already seen (``_final_below``): the
+    database's horizon can move back, and an event stream relies on a later read returning
+    everything an earlier one (the hub's) could (api/events/streams.py).
+    """
+
+    _final_below = 0
+    """Every transaction id below this has ended (or wrote in another database)."""
+
+    def _saw(self, read: Sequence[TaskEvent]) -> list[TaskEvent]:
+        if read:  # an event was below the horizon of its read: so is everything up to it
+            self._final_below = max(self._final_below, read[-1].position.xid + 1)
+        return list(read)
 
     async def event_tail(
         self, after: EventPosition, limit: int = events.READ_LIMIT
     ) -> list[TaskEvent]:
         """Every tenant's events after ``after``, oldest first, up to the horizon."""
-        return await self._run(lambda c: events.tail(c, after, limit))
+        floor = self._final_below
+        return self._saw(await self._run(lambda c: events.tail(c, after, limit, floor)))
 
     async def event_head(self) -> EventPosition:
         """The last position a reader can pass now (where a live-only reader starts)."""
-        return await self._run(events.head)
+        floor = self._final_below
+        return await self._run(lambda c: events.head(c, floor))
 
     async def event_horizon(self) -> LogHorizon:
         """The log's horizon and the next transaction id (see ``LogHorizon``)."""
-        return await self._run(events.horizon)
+        floor = self._final_below
+        found = await self._run(lambda c: events.horizon(c, floor))
+        self._final_below = max(self._final_below, found.horizon)
+        return found
 
     async def event_pending(self, after: EventPosition) -> bool:
         """Whether committed events after ``after`` wait behind the horizon."""
-        return await self._run(lambda c: events.pending(c, after))
+        floor = self._final_below
+        return await self._run(lambda c: events.pending(c, after, floor))
 
     async def tenant_events(
         self,
@@ -48,7 +67,12 @@ class EventOperations(PoolEngine):
         limit: int = events.READ_LIMIT,
     ) -> list[TaskEvent]:
         """One tenant's events after ``after`` that pass ``narrow``; tenant required."""
-        return await self._run(lambda c: events.tenant_events(c, tenant_id, after, narrow, limit))
+        floor = self._final_below
+        return self._saw(
+            await self._run(
+                lambda c: events.tenant_events(c, tenant_id, after, narrow, limit, floor)
+            )
+        )
 
     async def task_events(
         self,
@@ -58,7 +82,12 @@ class EventOperations(PoolEngine):
         limit: int = events.READ_LIMIT,
     ) -> list[TaskEvent]:
         """One task's events after ``after``; none for another tenant's task."""
-        return await self._run(lambda c: events.task_events(c, tenant_id, task_id, after, limit))
+        floor = self._final_below
+        return self._saw(
+            await self._run(
+                lambda c: events.task_events(c, tenant_id, task_id, after, limit, floor)
+            )
+        )
 
     async def append_events(self, new: Sequence[NewEvent]) -> int:
         """Write agents' own events (``ctx.emit``) in one statement; how many."""

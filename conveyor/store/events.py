@@ -19,29 +19,32 @@ READ_LIMIT = 1000
 """Events per read; a reader that got this many reads again at once."""
 
 
-async def tail(conn: Conn, after: EventPosition, limit: int = READ_LIMIT) -> list[TaskEvent]:
-    """Every tenant's events after ``after``, oldest first, up to the horizon."""
-    rows = await conn.fetch(q("event_tail"), after.xid, after.id, limit)
+async def tail(
+    conn: Conn, after: EventPosition, limit: int = READ_LIMIT, floor: int = 0
+) -> list[TaskEvent]:
+    """Every tenant's events after ``after``, oldest first, up to the horizon (at least
+    ``floor``: a horizon already seen, see queries/events.sql)."""
+    rows = await conn.fetch(q("event_tail"), after.xid, after.id, limit, floor)
     return [_event(row) for row in rows]
 
 
-async def head(conn: Conn) -> EventPosition:
+async def head(conn: Conn, floor: int = 0) -> EventPosition:
     """The position of the last event a reader can pass now."""
-    row = await conn.fetchrow(q("event_head"))
+    row = await conn.fetchrow(q("event_head"), floor)
     assert row is not None  # an aggregate always returns a row
     return EventPosition(row["xid"], row["id"])
 
 
-async def horizon(conn: Conn) -> LogHorizon:
+async def horizon(conn: Conn, floor: int = 0) -> LogHorizon:
     """Where the log stands now: its horizon and the next transaction id."""
-    row = await conn.fetchrow(q("event_horizon"))
+    row = await conn.fetchrow(q("event_horizon"), floor)
     assert row is not None
     return LogHorizon(horizon=row["horizon"], next_xid=row["next_xid"])
 
 
-async def pending(conn: Conn, after: EventPosition) -> bool:
+async def pending(conn: Conn, after: EventPosition, floor: int = 0) -> bool:
     """Whether committed events after ``after`` wait behind the horizon."""
-    return bool(await conn.fetchval(q("event_pending"), after.xid, after.id))
+    return bool(await conn.fetchval(q("event_pending"), after.xid, after.id, floor))
 
 
 async def tenant_events(
@@ -50,6 +53,7 @@ async def tenant_events(
     after: EventPosition,
     narrow: EventFilter,
     limit: int = READ_LIMIT,
+    floor: int = 0,
 ) -> list[TaskEvent]:
     """One tenant's events after ``after`` that pass ``narrow``, oldest first."""
     rows = await conn.fetch(
@@ -61,15 +65,21 @@ async def tenant_events(
         narrow.queue,
         narrow.task_id,
         limit,
+        floor,
     )
     return [_event(row) for row in rows]
 
 
 async def task_events(
-    conn: Conn, tenant_id: str, task_id: int, after: EventPosition, limit: int = READ_LIMIT
+    conn: Conn,
+    tenant_id: str,
+    task_id: int,
+    after: EventPosition,
+    limit: int = READ_LIMIT,
+    floor: int = 0,
 ) -> list[TaskEvent]:
     """One task's events after ``after``, oldest first (none for another tenant's task)."""
-    rows = await conn.fetch(q("task_events"), tenant_id, task_id, after.xid, after.id, limit)
+    rows = await conn.fetch(q("task_events"), tenant_id, task_id, after.xid, after.id, limit, floor)
     return [_event(row) for row in rows]
 
 

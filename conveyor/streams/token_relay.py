@@ -5,6 +5,9 @@ buffer every ``interval`` seconds in one call to the sink. Consecutive deltas of
 within a flush become one row, so a fast stream costs a row per task per flush, not per
 token. Rows are numbered per run (``CallScope.run``, the lease token) from 0; a run that
 streams several calls continues the count, and the end of each call is a row of kind "end".
+A run's count is kept while its ``CallScope`` lives (the task's context holds it for the
+whole run), however long the run pauses between calls: restarting it at 0 would collide
+with rows already written, which the table then ignores (lost output).
 
 Failures of the sink are logged and the batch dropped: live output is a view of the work,
 never part of it (the task's result and events are durable elsewhere).
@@ -13,7 +16,7 @@ never part of it (the task's result and events are durable elsewhere).
 from __future__ import annotations
 
 import asyncio
-import time
+import weakref
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -24,9 +27,6 @@ from conveyor.gateway.hooks import AttemptInfo, LLMHook
 from conveyor.store.event_records import LiveChunk
 
 log = structlog.get_logger("conveyor.streams")
-
-FORGET_AFTER = 600.0
-"""A run's counter is forgotten after this many idle seconds (its task is long done)."""
 
 
 class ChunkSink(Protocol):
@@ -43,7 +43,8 @@ class TokenRelay(LLMHook):
         self._interval = interval
         self._buffer: list[LiveChunk] = []
         self._next_seq: dict[tuple[int, int], int] = {}
-        self._last_used: dict[tuple[int, int], float] = {}
+        self._scopes: dict[tuple[int, int], set[int]] = {}
+        """The ids of the live scopes of each counted run: the count goes with the last."""
         self._flusher: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -51,6 +52,7 @@ class TokenRelay(LLMHook):
         scope = attempt.scope
         if scope.task_id is None or scope.run is None or scope.tenant_id is None:
             return  # a call outside a task: nobody can watch it
+        self._track((scope.task_id, scope.run), scope)
         if chunk.text:
             self._add(scope.task_id, scope.run, scope.tenant_id, "chunk", chunk.text)
         if chunk.done:
@@ -72,7 +74,6 @@ class TokenRelay(LLMHook):
         key = (task_id, run)
         seq = self._next_seq.get(key, 0)
         self._next_seq[key] = seq + 1
-        self._last_used[key] = time.monotonic()
         self._buffer.append(LiveChunk(task_id, run, seq, kind, text, tenant_id))
 
     async def _flush_soon(self) -> None:
@@ -84,13 +85,26 @@ class TokenRelay(LLMHook):
                 await self._sink.append_chunks(batch)
             except Exception as exc:  # a view of the work, never the work itself
                 log.warning("live_output_dropped", chunks=len(batch), error=str(exc))
-            self._forget_idle_runs()
 
-    def _forget_idle_runs(self) -> None:
-        horizon = time.monotonic() - FORGET_AFTER
-        for key in [k for k, used in self._last_used.items() if used < horizon]:
-            self._next_seq.pop(key, None)
-            self._last_used.pop(key, None)
+    def _track(self, key: tuple[int, int], scope: object) -> None:
+        scopes = self._scopes.setdefault(key, set())
+        if id(scope) not in scopes:
+            scopes.add(id(scope))
+            weakref.finalize(scope, self._scope_gone, key, id(scope))
+
+    def _scope_gone(self, key: tuple[int, int], scope_id: int) -> None:
+        """The run's context is gone: no more output can come for it, forget its count."""
+        scopes = self._scopes.get(key)
+        if scopes is not None:
+            scopes.discard(scope_id)
+            if not scopes:
+                del self._scopes[key]
+                self._next_seq.pop(key, None)
+
+    @property
+    def runs_counted(self) -> int:
+        """How many runs' counts are kept now (one per run whose scope still lives)."""
+        return len(self._next_seq)
 
     async def aclose(self) -> None:
         """Write what is buffered (the worker calls this on its way out)."""

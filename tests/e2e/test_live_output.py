@@ -93,6 +93,9 @@ async def test_streamed_reply_reaches_sse_clients_while_the_task_runs(
                 bad = await http.get(
                     f"/v1/tasks/{ids[0]}/stream", headers={"Last-Event-ID": "nonsense"}
                 )
+                too_far = await http.get(
+                    f"/v1/tasks/{ids[0]}/stream", headers={"Last-Event-ID": f"1-{2**31}"}
+                )
         finally:
             assert worker.stop() == 0, worker.output
             api.stop()
@@ -122,6 +125,7 @@ async def test_streamed_reply_reaches_sse_clients_while_the_task_runs(
     assert body == texts[2]
     assert foreign.status_code == 404 and foreign.json()["status"] == 404
     assert bad.status_code == 422 and "Last-Event-ID" not in bad.json()["detail"]
+    assert too_far.status_code == 422 and "out of range" in too_far.json()["detail"]
 
 
 async def watch(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from functools import partial
 
+import asyncpg
 import pytest
 
 from conveyor.api.events.hub import EventHub, StreamCut
@@ -18,9 +19,10 @@ from conveyor.api.events.streams import finished_task_replay, task_stream, tenan
 from conveyor.client.sse import ServerSentEvent, SSEDecoder
 from conveyor.core.events import ORIGIN, EventPosition
 from conveyor.store.event_records import EventFilter, NewEvent, TaskEvent
-from conveyor.store.params import NewTask
+from conveyor.store.params import Finish, NewTask
 from conveyor.store.postgres import PostgresStore
-from tests.integration.helpers import enqueue_many, fetchval
+from conveyor.types import TaskState
+from tests.integration.helpers import claim, enqueue_many, fetchval, lease
 from tests.integration.test_event_log import settled
 
 DEADLINE = 30.0
@@ -259,3 +261,42 @@ async def test_the_hub_hears_again_after_its_listen_connection_is_killed(
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_a_task_stream_carries_events_that_committed_before_its_final_one(
+    store: PostgresStore, hub: EventHub, database_dsn: str
+) -> None:
+    """A batched finish takes its transaction id at its first row, then waits for the task's
+    row while a signal is delivered: the final event's position is below the signal's,
+    which committed first. The task's streams must still carry the signal."""
+    view = store.for_tenant("default")
+    first, second = await enqueue_many(store, 2)
+    leased = {t.id: t for t in await claim(store, limit=2)}
+    live = Reader(task_stream(hub, view, second, ORIGIN))
+    await live.until(lambda r: len(r.events()) == 2)  # created, started
+    blocker = await asyncpg.connect(database_dsn)
+    try:
+        holding = blocker.transaction()
+        await holding.start()
+        await blocker.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", first)
+        finishes = [Finish(lease(leased[i]), TaskState.SUCCEEDED, result=None) for i in leased]
+        finishing = asyncio.ensure_future(
+            store.finish(sorted(finishes, key=lambda f: f.lease.task_id))
+        )
+        while not await blocker.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ):
+            await asyncio.sleep(0.01)
+        await store.deliver_signal(second, "approve", {"ok": True}, tenant_id="default")
+        await holding.rollback()
+        await finishing
+    finally:
+        await blocker.close()
+    log = [e.kind for e in await settled(store, lambda: view.task_events(second, ORIGIN))]
+    assert log == ["created", "started", "succeeded", "signal"]  # the positions' order
+    await live.until(lambda r: r.ended)
+    assert [e.event for e in live.events()] == log
+    replay = Reader(finished_task_replay(hub, view, second, ORIGIN))
+    await replay.until(lambda r: r.ended)
+    assert [e.event for e in replay.events()] == log

@@ -22,7 +22,7 @@ from conveyor.store.params import (
 )
 from conveyor.store.postgres import PostgresStore
 from conveyor.types import TaskState
-from tests.integration.helpers import claim, enqueue_many, fetchval, lease
+from tests.integration.helpers import claim, enqueue_many, execute, fetchval, lease
 
 
 async def settled(
@@ -297,3 +297,26 @@ async def test_a_write_transaction_in_another_database_does_not_hold_the_log_bac
         await transaction.rollback()
     finally:
         await elsewhere.close()
+
+
+async def test_reads_never_go_below_a_horizon_already_seen(store: PostgresStore) -> None:
+    """conveyor_event_horizon() can move back: a transaction of another database counts
+    again once pg_stat_activity no longer shows it there (it ended between the snapshot and
+    that read, or it was prepared for two-phase commit). An event stream relies on a later
+    read returning all an earlier one did, so the store reads at least the horizon it has
+    already seen. The move back is made here by redefining the function in this test's
+    own database to stop below every event."""
+    ids = await enqueue_many(store, 3)
+    seen = await settled(store, lambda: store.event_tail(ORIGIN))
+    assert [e.task_id for e in seen] == ids
+    await execute(
+        store,
+        "CREATE OR REPLACE FUNCTION conveyor_event_horizon() RETURNS bigint "
+        "LANGUAGE sql STABLE AS $$ SELECT 1::bigint $$",
+    )
+    assert await store.event_tail(ORIGIN) == seen
+    assert await store.for_tenant("default").events(ORIGIN) == seen
+    assert await store.for_tenant("default").task_events(ids[-1], ORIGIN) == seen[-1:]
+    assert await store.event_head() == seen[-1].position
+    assert not await store.event_pending(seen[-1].position)
+    assert (await store.event_horizon()).horizon > seen[-1].position.xid

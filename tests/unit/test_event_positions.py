@@ -7,11 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conveyor.core.events import (
+    CHUNK_SEQ_MAX,
     FINAL_KINDS,
     LIFECYCLE_KINDS,
     EventPosition,
     check_agent_kind,
     is_final,
+    parse_chunk_cursor,
 )
 
 ints = st.integers(min_value=0, max_value=2**63 - 1)
@@ -59,3 +61,10 @@ def test_final_kinds_end_a_task_s_log() -> None:
     assert FINAL_KINDS <= LIFECYCLE_KINDS
     assert all(is_final(kind) for kind in FINAL_KINDS)
     assert not is_final("started") and not is_final("progress")
+
+
+def test_a_chunk_cursor_holds_what_the_chunk_table_can() -> None:
+    assert parse_chunk_cursor(f"{2**63 - 1}-{CHUNK_SEQ_MAX}") == (2**63 - 1, CHUNK_SEQ_MAX)
+    # a larger seq cannot be a chunk's: refused here (a 422), not by the hub's shared read
+    with pytest.raises(ValueError, match="out of range"):
+        parse_chunk_cursor(f"1-{CHUNK_SEQ_MAX + 1}")

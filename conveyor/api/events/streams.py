@@ -8,8 +8,9 @@ once, in order. It does so in three steps:
    and moves C only together with a fan-out, which never awaits).
 2. **Read the backlog** after P from the log through the tenant's view, page by page, until
    a short page. Every event at or before C is in it: the hub read those below the horizon
-   of its own read, the horizon never moves back, so the backlog's later reads (below a
-   horizon at least as high) return each of them. Nothing after P and before C is missed.
+   of its own read, and the store never reads below a horizon it has seen (the database's
+   can move back, see queries/events.sql), so the backlog's later reads return each.
+   Nothing after P and before C is missed.
 3. **Drain the subscription**, skipping positions at or before the last one sent: the
    events after C that the backlog already carried. Positions only grow, so nothing is
    sent twice and the order is the log's.
@@ -17,7 +18,8 @@ once, in order. It does so in three steps:
 If the subscription overflows during step 2 (a long catch-up while the tenant is busy), it
 is dropped and the three steps start again from the last position sent. If it overflows in
 step 3, the client is too slow: the stream ends (a resumable close; the client reconnects
-with ``Last-Event-ID``). A task's stream ends after the task's final event, with an
+with ``Last-Event-ID``). A task's stream ends after the task's final event (and the
+events that committed before it but sit after it, see ``settle_after_final``), with an
 ``end`` frame that tells a client not to reconnect.
 """
 
@@ -74,6 +76,8 @@ async def follow(
                         yield delivery(event).frame
                         last = event.position
                         if until_final and is_final(event.kind):
+                            async for frame in settle_after_final(hub, read, last):
+                                yield frame
                             yield end_frame(event.task_id)
                             return
                     if len(batch) < PAGE:
@@ -89,12 +93,39 @@ async def follow(
                     yield item.frame
                     last = item.event.position
                     if until_final and is_final(item.event.kind):
+                        async for frame in settle_after_final(hub, read, last):
+                            yield frame
                         yield end_frame(item.event.task_id)
                         return
         except StreamCut:
             return
         finally:
             hub.unsubscribe(sub)
+
+
+async def settle_after_final(
+    hub: EventHub, read: ReadAfter, last: EventPosition
+) -> AsyncIterator[bytes]:
+    """The task's events positioned after its final one ``last`` that had committed when
+    it was read, then nothing more.
+
+    Positions follow transaction ids, not commits: a statement that took its id before
+    waiting for the task's row (a batched finish blocked behind a signal's delivery) logs
+    the final event below an event that committed before it. Once the horizon passes
+    every transaction committed by now, one more read returns each of those.
+    """
+    mark = await hub.log.event_horizon()
+    while True:
+        settled = (await hub.log.event_horizon()).covers(mark)
+        batch = await read(last)
+        for event in batch:
+            yield delivery(event).frame
+            last = event.position
+        if len(batch) == PAGE:
+            continue
+        if settled:
+            return
+        await asyncio.sleep(SETTLE_SECONDS)
 
 
 def tenant_stream(
@@ -130,13 +161,19 @@ async def finished_task_replay(
     """
     mark = await hub.log.event_horizon()
     last, settled = after, False
+
+    async def read(position: EventPosition) -> list[TaskEvent]:
+        return await view.task_events(task_id, position, PAGE)
+
     while True:
         settled = settled or (await hub.log.event_horizon()).covers(mark)
-        batch = await view.task_events(task_id, last, PAGE)
+        batch = await read(last)
         for event in batch:
             yield delivery(event).frame
             last = event.position
             if is_final(event.kind):
+                async for frame in settle_after_final(hub, read, last):
+                    yield frame
                 yield end_frame(task_id)
                 return
         if len(batch) == PAGE:

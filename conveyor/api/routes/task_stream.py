@@ -18,7 +18,7 @@ from fastapi import APIRouter, Header, Path, Query
 from starlette.responses import StreamingResponse
 
 from conveyor.api.dependencies import Services, Tenant
-from conveyor.api.live_output import ENDED, LiveOutputHub, LiveViewer
+from conveyor.api.live_output import ENDED, LiveOutputHub
 from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
 from conveyor.api.sse import event_stream_responses, frame, sse_response
 from conveyor.core.events import parse_chunk_cursor
@@ -62,13 +62,16 @@ async def stream_task_output(
     hub = svc.live
     if hub is None:
         raise Problem(503, "unavailable", "live output is not served by this process")
-    viewer = hub.watch(tenant, task_id, cursor)
-    return sse_response(_frames(hub, viewer, view), keepalive_seconds=svc.sse_keepalive_seconds)
+    frames = _frames(hub, view, task_id, cursor)
+    return sse_response(frames, keepalive_seconds=svc.sse_keepalive_seconds)
 
 
 async def _frames(
-    hub: LiveOutputHub, viewer: LiveViewer, view: TenantStore
+    hub: LiveOutputHub, view: TenantStore, task_id: int, cursor: tuple[int, int]
 ) -> AsyncIterator[bytes]:
+    # Registered on the first read, not by the route: a client gone before the body starts
+    # leaves an unstarted generator, whose close runs no finally (the viewer would stay).
+    viewer = hub.watch(view.tenant_id, task_id, cursor)
     try:
         while True:
             item = await viewer.queue.get()

@@ -30,10 +30,16 @@ SELECT w.id FROM unnest($1::bigint[]) AS w(id)
 WHERE NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.id = w.id);
 
 -- name: prune_chunks
--- Rows of tasks that have ended, older than the cutoff, in a bounded batch.
+-- Rows of tasks that ended before the cutoff, in a bounded batch. The retention counts from
+-- the task's end (task_history.finished_at, found by its key), not from the row's own
+-- time: output streamed early in a long run stays replayable after the run ends. A row is
+-- never newer than its task's end, so `at < cutoff` narrows the scan by the index first.
 DELETE FROM task_chunks AS c
 WHERE c.ctid = ANY (ARRAY(
     SELECT k.ctid FROM task_chunks AS k
     WHERE k.at < $1 AND NOT EXISTS (SELECT 1 FROM tasks AS t WHERE t.id = k.task_id)
+      AND NOT EXISTS (
+          SELECT 1 FROM task_history AS h
+          WHERE h.tenant_id = k.tenant_id AND h.id = k.task_id AND h.finished_at >= $1)
     LIMIT $2
 ));

@@ -1,13 +1,18 @@
 -- The task event log (migrations/0014_task_events.sql). Every read stops at the horizon:
 -- events of transactions that may still commit are left for the next read, so a reader
 -- that resumes after a position never misses an event that commits later.
+-- conveyor_event_horizon() can move back (a transaction of another database that ends
+-- between the snapshot and the pg_stat_activity read counts again), so each read takes
+-- greatest(horizon, floor): the floor ($n) is a horizon this process has already seen
+-- (store/event_operations.py). Transactions below it ended or wrote elsewhere: final.
 
 -- name: event_tail
 -- Every tenant's events after position ($1, $2), in log order: what an API process reads
 -- once per wake-up and fans out to all its clients.
 SELECT xid, id, at, tenant_id, task_id, queue, group_id, kind, attempt, data
 FROM task_events
-WHERE (xid, id) > ($1::bigint, $2::bigint) AND xid < (SELECT conveyor_event_horizon())
+WHERE (xid, id) > ($1::bigint, $2::bigint)
+  AND xid < greatest((SELECT conveyor_event_horizon()), $4::bigint)
 ORDER BY xid, id
 LIMIT $3;
 
@@ -15,7 +20,7 @@ LIMIT $3;
 -- The last position a reader can pass now (0, 0 for an empty log).
 SELECT coalesce(max(xid), 0) AS xid, coalesce(max(id), 0) AS id FROM (
     SELECT xid, id FROM task_events
-    WHERE xid < (SELECT conveyor_event_horizon())
+    WHERE xid < greatest((SELECT conveyor_event_horizon()), $1::bigint)
     ORDER BY xid DESC, id DESC
     LIMIT 1
 ) AS last;
@@ -26,7 +31,8 @@ SELECT coalesce(max(xid), 0) AS xid, coalesce(max(id), 0) AS id FROM (
 -- expected to be recent.
 SELECT xid, id, at, tenant_id, task_id, queue, group_id, kind, attempt, data
 FROM task_events
-WHERE (xid, id) > ($2::bigint, $3::bigint) AND xid < (SELECT conveyor_event_horizon())
+WHERE (xid, id) > ($2::bigint, $3::bigint)
+  AND xid < greatest((SELECT conveyor_event_horizon()), $8::bigint)
   AND tenant_id = $1
   AND ($4::text IS NULL OR group_id = $4) AND ($5::text IS NULL OR queue = $5)
   AND ($6::bigint IS NULL OR task_id = $6)
@@ -39,7 +45,8 @@ LIMIT $7;
 SELECT xid, id, at, tenant_id, task_id, queue, group_id, kind, attempt, data
 FROM task_events
 WHERE task_id = $2 AND tenant_id = $1
-  AND (xid, id) > ($3::bigint, $4::bigint) AND xid < (SELECT conveyor_event_horizon())
+  AND (xid, id) > ($3::bigint, $4::bigint)
+  AND xid < greatest((SELECT conveyor_event_horizon()), $6::bigint)
 ORDER BY xid, id
 LIMIT $5;
 
@@ -65,7 +72,7 @@ SELECT pg_notify($1, '');
 -- server will assign (every transaction that has committed so far has a lower one). A
 -- reader that saw a task finish waits until the horizon reaches that next xid: from then
 -- on the task's log is complete.
-SELECT conveyor_event_horizon() AS horizon,
+SELECT greatest(conveyor_event_horizon(), $1::bigint) AS horizon,
        pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid;
 
 -- name: event_pending
@@ -74,7 +81,8 @@ SELECT conveyor_event_horizon() AS horizon,
 -- the transaction holding the horizon may end without a notification.
 SELECT EXISTS (
     SELECT 1 FROM task_events
-    WHERE (xid, id) > ($1::bigint, $2::bigint) AND xid >= (SELECT conveyor_event_horizon())
+    WHERE (xid, id) > ($1::bigint, $2::bigint)
+      AND xid >= greatest((SELECT conveyor_event_horizon()), $3::bigint)
 ) AS pending;
 
 -- name: try_session_lock
