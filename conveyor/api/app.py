@@ -53,9 +53,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services() as services:
             app.state.services = services
-            hub = services.events
-            # end the event streams as soon as the server is told to stop (exit_signal.py)
-            with on_exit_signal(hub.close_streams if hub is not None else _nothing):
+            # end the event and live-output streams as soon as the server is told to stop
+            # (exit_signal.py)
+            with on_exit_signal(lambda: _close_streams(services)):
                 yield
 
     app = FastAPI(
@@ -86,11 +86,14 @@ def create_app(
     return app
 
 
-def _nothing() -> None:
-    return None
-
-
 def _version() -> str:
     from conveyor import __version__
 
     return __version__
+
+
+def _close_streams(services: ApiServices) -> None:
+    if services.events is not None:
+        services.events.close_streams()
+    if services.live is not None:
+        services.live.close_viewers()

@@ -105,6 +105,11 @@ class LiveOutputHub:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+        self.close_viewers()
+
+    def close_viewers(self) -> None:
+        """End every viewer's stream now, resumably (the server is stopping: its clients
+        reconnect with ``Last-Event-ID`` to another instance)."""
         # _close unwatches: iterate over copies, or the dict and sets change underfoot
         for viewers in list(self._viewers.values()):
             for viewer in list(viewers):

@@ -200,30 +200,40 @@ async def test_curl_sees_frames_while_the_task_still_runs(
 async def test_a_stopping_api_ends_its_streams_instead_of_waiting_for_them(
     api: ApiProcess, store: PostgresStore, tmp_path: Path
 ) -> None:
-    """SIGTERM ends open event streams cleanly (clients resume elsewhere), so the process
-    stops without waiting out the server's 30 s graceful timeout for them."""
-    token = await issue_key(store, unique("acme"))
+    """SIGTERM ends open event and live-output streams cleanly (clients resume elsewhere),
+    so the process stops without waiting out the server's 30 s graceful timeout for them."""
+    tenant = unique("acme")
+    token = await issue_key(store, tenant)
+    await store.declare_queues(["writer"])
+    waiting = await store.for_tenant(tenant).enqueue(NewTask("writer", {}))
     stopping = ApiProcess(api.dsn, tmp_path / "stopping.log", REDIS_URL="")
     stopping.wait_ready()
-    curl = subprocess.Popen(  # noqa: ASYNC220 (read to its first line)
-        ["curl", "-sN", "-H", f"Authorization: Bearer {token}", f"{stopping.url}/v1/events"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    paths = ["/v1/events", f"/v1/tasks/{waiting.task_id}/stream"]
+    curls = [
+        subprocess.Popen(  # noqa: ASYNC220 (read to its first line)
+            ["curl", "-sN", "-H", f"Authorization: Bearer {token}", f"{stopping.url}{path}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for path in paths
+    ]
     try:
-        assert curl.stdout is not None
-        assert curl.stdout.readline() == "retry: 1000\n"  # the stream is open
+        for curl in curls:
+            assert curl.stdout is not None
+            assert curl.stdout.readline() == "retry: 1000\n"  # the stream is open
         stopping.process.terminate()
         assert stopping.process.wait(timeout=20) == -signal.SIGTERM, stopping.log_path.read_text()
-        assert curl.wait(timeout=20) == 0  # a clean end of the response, not a reset
+        for curl in curls:
+            assert curl.wait(timeout=20) == 0  # a clean end of the response, not a reset
     finally:
         if stopping.process.poll() is None:
             stopping.process.kill()
             stopping.process.wait()
-        curl.kill()
-        curl.wait()
-        if curl.stdout is not None:
-            curl.stdout.close()
+        for curl in curls:
+            curl.kill()
+            curl.wait()
+            if curl.stdout is not None:
+                curl.stdout.close()
 
 
 def dechunk(raw: bytes) -> bytes:
