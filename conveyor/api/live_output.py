@@ -134,8 +134,11 @@ class LiveOutputHub:
     async def _read_forever(self) -> None:
         last_end_check = 0.0
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when a
+            # cancel (stop) and a wake-up arrive together, and stop() then waits forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                async with asyncio.timeout(self._poll_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             if not self._viewers:
                 continue

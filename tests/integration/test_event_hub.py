@@ -300,3 +300,13 @@ async def test_a_task_stream_carries_events_that_committed_before_its_final_one(
     replay = Reader(finished_task_replay(hub, view, second, ORIGIN))
     await replay.until(lambda r: r.ended)
     assert [e.event for e in replay.events()] == log
+
+
+async def test_the_hub_stops_when_a_wake_up_arrives_with_the_stop(store: PostgresStore) -> None:
+    """On Python 3.11 asyncio.wait_for swallows a cancel that arrives as its awaited event
+    is set: a reader waiting that way never stopped, and the API's shutdown hung."""
+    for _ in range(20):
+        async with running_hub(store, HubConfig(direct_dsn=store.direct_dsn)) as hub:
+            await asyncio.sleep(0)  # the reader waits for a wake-up
+            hub.wake()
+            await asyncio.wait_for(hub.stop(), timeout=30)  # a hang, not a measurement

@@ -56,3 +56,14 @@ async def test_the_largest_chunk_cursor_a_client_may_send_reads(store: PostgresS
     [task_id] = await enqueue_many(store, 1)
     run, seq = parse_chunk_cursor(f"{2**63 - 1}-{CHUNK_SEQ_MAX}")
     assert await store.chunks_after([("default", task_id, (run, seq))]) == []
+
+
+async def test_a_hub_stops_when_a_wake_up_arrives_with_the_stop(store: PostgresStore) -> None:
+    """On Python 3.11 asyncio.wait_for swallows a cancel that arrives as its awaited event
+    is set: a reader waiting that way never stopped, and stop() (the API's shutdown) hung."""
+    for _ in range(20):
+        hub = LiveOutputHub(store, poll_seconds=60)
+        hub.start()
+        await asyncio.sleep(0)  # the reader waits for a wake-up
+        hub.wake()
+        await asyncio.wait_for(hub.stop(), timeout=30)  # a hang, not a measurement

@@ -261,8 +261,11 @@ class EventHub:
     async def _read_forever(self) -> None:
         delay, retry = self._poll, FIRST_RETRY
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally when a
+            # cancel (stop) and a wake-up arrive together, and stop() then waits forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._woken.wait()
             self._woken.clear()
             try:
                 waiting = await self.read()
