@@ -1548,8 +1548,9 @@ CREATE INDEX task_events_task_idx ON task_events (task_id);
 -- The lowest transaction id that may still commit events: events of transactions below it
 -- are final. Compared as bigint, like task_events.xid. From the statement's snapshot: the
 -- oldest transaction in progress, leaving out those pg_stat_activity shows working in
--- another database (they cannot write this database's events: a CREATE DATABASE or a long
--- batch job next door does not hold the streams back). A transaction whose database cannot
+-- another database, and those prepared (two-phase) in another database (they cannot write
+-- this database's events: a CREATE DATABASE, a long batch job or a forgotten prepared
+-- transaction next door does not hold the streams back). A transaction whose database cannot
 -- be seen (it just ended, or the role may not see other sessions) counts: the horizon may
 -- wait a read longer than it must, never pass an event that could still commit. Call it
 -- as (SELECT conveyor_event_horizon()), once per statement.
@@ -1561,7 +1562,11 @@ LANGUAGE sql STABLE AS $$
              SELECT 1 FROM pg_stat_activity AS a
              WHERE a.backend_xid IS NOT NULL
                AND a.backend_xid::text::bigint = x::text::bigint % 4294967296
-               AND a.datname IS DISTINCT FROM current_database())),
+               AND a.datname IS DISTINCT FROM current_database())
+           AND NOT EXISTS (
+             SELECT 1 FROM pg_prepared_xacts AS p
+             WHERE p.transaction::text::bigint = x::text::bigint % 4294967296
+               AND p.database <> current_database())),
         pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
 $$;
 
