@@ -96,14 +96,16 @@ async def with_keepalive(
 def sse_response(
     source: AsyncIterator[bytes],
     *,
-    keepalive_seconds: float,
+    keepalive_seconds: float | None,
     headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
-    """A streaming ``text/event-stream`` response of ``source``'s frames (keep-alive added)."""
+    """A streaming ``text/event-stream`` response of ``source``'s frames, with keep-alive
+    comments added (``keepalive_seconds`` None: ``source`` sends its own, cheaper)."""
 
     async def body() -> AsyncIterator[bytes]:
         yield retry_hint()
-        async for chunk in with_keepalive(source, keepalive_seconds):
+        frames = source if keepalive_seconds is None else with_keepalive(source, keepalive_seconds)
+        async for chunk in frames:
             yield chunk
 
     return StreamingResponse(

@@ -102,13 +102,19 @@ class Subscription:
         self._bytes = 0
         self._ready.set()
 
-    async def take(self) -> list[Delivery]:
-        """Everything buffered, oldest first, waiting for at least one; StreamCut once cut."""
+    async def take(self, keepalive: float | None = None) -> list[Delivery]:
+        """Everything buffered, oldest first, waiting for at least one (at most ``keepalive``
+        seconds: then ``[]``, time for a keep-alive comment); StreamCut once cut."""
         while not self._items:
             if self.cut:
                 raise StreamCut
             self._ready.clear()
-            await self._ready.wait()
+            try:
+                async with asyncio.timeout(keepalive):
+                    await self._ready.wait()
+            except TimeoutError:
+                if not self._items and not self.cut:
+                    return []
         if self.cut:
             raise StreamCut
         taken = list(self._items)

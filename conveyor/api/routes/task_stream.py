@@ -10,6 +10,7 @@ retried task's later run has greater ids: a viewer sees each run's output in ord
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -20,7 +21,7 @@ from starlette.responses import StreamingResponse
 from conveyor.api.dependencies import Services, Tenant
 from conveyor.api.live_output import ENDED, LiveOutputHub
 from conveyor.api.problems import V1_STATUSES, Problem, problem_responses
-from conveyor.api.sse import event_stream_responses, frame, sse_response
+from conveyor.api.sse import KEEPALIVE, event_stream_responses, frame, sse_response
 from conveyor.core.events import parse_chunk_cursor
 from conveyor.store.event_records import LiveChunk
 from conveyor.store.tenant import TenantStore
@@ -62,19 +63,28 @@ async def stream_task_output(
     hub = svc.live
     if hub is None:
         raise Problem(503, "unavailable", "live output is not served by this process")
-    frames = _frames(hub, view, task_id, cursor)
-    return sse_response(frames, keepalive_seconds=svc.sse_keepalive_seconds)
+    frames = _frames(hub, view, task_id, cursor, svc.sse_keepalive_seconds)
+    return sse_response(frames, keepalive_seconds=None)
 
 
 async def _frames(
-    hub: LiveOutputHub, view: TenantStore, task_id: int, cursor: tuple[int, int]
+    hub: LiveOutputHub,
+    view: TenantStore,
+    task_id: int,
+    cursor: tuple[int, int],
+    keepalive: float,
 ) -> AsyncIterator[bytes]:
     # Registered on the first read, not by the route: a client gone before the body starts
     # leaves an unstarted generator, whose close runs no finally (the viewer would stay).
     viewer = hub.watch(view.tenant_id, task_id, cursor)
     try:
         while True:
-            item = await viewer.queue.get()
+            try:  # a keep-alive from this task, not a wrapper's task per frame
+                async with asyncio.timeout(keepalive):
+                    item = await viewer.queue.get()
+            except TimeoutError:
+                yield KEEPALIVE
+                continue
             if isinstance(item, LiveChunk):
                 kind = "chunk" if item.kind == "chunk" else "call_end"
                 data = (
