@@ -48,14 +48,14 @@ async def clients(url: str, token: str, task_ids: list[int], per_task: int, seco
     """Open ``per_task`` streams on each task; record (seq, arrival) of every tick."""
     import aiohttp
 
-    arrivals: dict[int, list[tuple[int, float]]] = {}
+    arrivals: dict[int, list[tuple[int, float, float]]] = {}
     connected = 0
     failures: dict[str, int] = {}
     headers = {"Authorization": f"Bearer {token}"}
 
     async def one(client: int, task_id: int, session: aiohttp.ClientSession) -> None:
         nonlocal connected
-        got: list[tuple[int, float]] = []
+        got: list[tuple[int, float, float]] = []
         arrivals[client] = got
         try:
             async with session.get(f"{url}/v1/tasks/{task_id}/events", headers=headers) as resp:
@@ -69,7 +69,8 @@ async def clients(url: str, token: str, task_ids: list[int], per_task: int, seco
                     if line.startswith("event: "):
                         event = line[7:]
                     elif line.startswith("data: ") and event == "tick":
-                        got.append((json.loads(line[6:])["data"]["seq"], time.time()))
+                        data = json.loads(line[6:])["data"]
+                        got.append((data["seq"], time.time(), data.get("t", 0.0)))
         except (TimeoutError, aiohttp.ClientError) as exc:
             failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
 
@@ -220,12 +221,17 @@ def measure(scratch: str, args: argparse.Namespace) -> dict[str, Any]:
             results.append(json.loads(out.splitlines()[-1]))
         rss = peak_rss_mb(server.pid)
     finally:
-        for generator in generators:
-            if generator.poll() is None:
-                generator.kill()
-        server.terminate()
-        server.wait(timeout=30)
+        stop_all(server, generators)
     return summarize(committed, results, task_ids, connected, cpu, rss, args)
+
+
+def stop_all(server: subprocess.Popen[Any], generators: list[subprocess.Popen[str]]) -> None:
+    """Kill the client processes still running, then stop the server."""
+    for generator in generators:
+        if generator.poll() is None:
+            generator.kill()
+    server.terminate()
+    server.wait(timeout=30)
 
 
 def summarize(committed: dict[int, float], results: list[dict[str, Any]], task_ids: list[int],
@@ -238,12 +244,12 @@ def summarize(committed: dict[int, float], results: list[dict[str, Any]], task_i
         for key, got in result["arrivals"].items():
             task_id = int(key.split(":")[0])
             expected = [s for s in committed if s % len(task_ids) == index[task_id]]
-            seqs = [seq for seq, _ in got]
+            seqs = [seq for seq, _, _ in got]
             if seqs != sorted(seqs):
                 out_of_order += 1
             if sorted(set(seqs)) != sorted(expected):
                 incomplete += 1
-            delays.extend(at - committed[seq] for seq, at in got if seq in committed)
+            delays.extend(at - committed[seq] for seq, at, _ in got if seq in committed)
     delays.sort()
 
     def pct(q: float) -> float:

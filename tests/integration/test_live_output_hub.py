@@ -36,11 +36,11 @@ async def test_a_stream_never_started_or_left_leaves_no_viewer(store: PostgresSt
     try:
         view = store.for_tenant("default")
         # the client went away before the response body was read: the stream is closed unread
-        unread = _frames(hub, view, task_id, (0, 0))
+        unread = _frames(hub, view, task_id, (0, 0), 15.0)
         await unread.aclose()
         assert hub.viewers == 0
         # a client that was reading and left: the pending read is cancelled
-        reading = _frames(hub, view, task_id, (0, 0))
+        reading = _frames(hub, view, task_id, (0, 0), 15.0)
         pending = asyncio.ensure_future(anext(reading))
         while hub.viewers == 0:
             await asyncio.sleep(0.01)
