@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from conveyor.app import AgentSpec
@@ -16,6 +17,8 @@ from conveyor.errors import Cancel, PermanentError, Retry, Snooze, TaskOutcome, 
 from conveyor.store.params import Finish, LeaseRef, RetryLease, SuspendLease
 from conveyor.store.records import ClaimedTask
 from conveyor.types import TaskState
+
+log = structlog.get_logger("conveyor.worker")
 
 Outcome = Finish | RetryLease | SuspendLease
 _JSON_SCALARS = frozenset({str, int, bool})  # floats may be NaN, which JSON lacks
@@ -157,3 +160,29 @@ def failure(task: ClaimedTask, agent: AgentSpec, exc: BaseException) -> Outcome:
         record["gave_up"] = decision.reason
         return Finish(lease, TaskState.DEAD, error=record)
     return RetryLease(lease, decision.delay, error=record)
+
+
+def first_suspension(group: BaseExceptionGroup[TaskSuspended]) -> TaskSuspended:
+    """The first ``TaskSuspended`` of a group (``wait_for`` inside a TaskGroup)."""
+    first = group.exceptions[0]
+    return first if isinstance(first, TaskSuspended) else first_suspension(first)
+
+
+def log_failure(task: ClaimedTask, exc: Exception, outcome: Outcome) -> None:
+    """One line per failed run: what failed and what happens next."""
+    if isinstance(outcome, SuspendLease):
+        next_step = "waiting"
+    elif isinstance(outcome, RetryLease):
+        next_step = "snooze" if not outcome.count_attempt else f"retry in {outcome.delay:.2f}s"
+    else:
+        next_step = outcome.state.value
+    log.warning(
+        "task_failed",
+        task_id=task.id,
+        queue=task.queue,
+        tenant_id=task.tenant_id,
+        attempt=task.attempts,
+        error_type=type(exc).__name__,
+        error=str(exc)[:500],
+        next=next_step,
+    )

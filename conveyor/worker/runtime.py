@@ -44,8 +44,6 @@ from conveyor.store.params import (
     ClaimRequest,
     Finish,
     LeaseRef,
-    RetryLease,
-    SuspendLease,
     WorkerInfo,
 )
 from conveyor.store.records import ClaimedTask
@@ -54,6 +52,7 @@ from conveyor.worker.context import TaskContext
 from conveyor.worker.external import ExternalRuns
 from conveyor.worker.isolation import run_isolated
 from conveyor.worker.looplag import LoopLagMonitor
+from conveyor.worker.memory import resident_memory_mb
 from conveyor.worker.options import WorkerOptions
 from conveyor.worker.outcomes import (
     Outcome,
@@ -62,6 +61,8 @@ from conveyor.worker.outcomes import (
     caused_by_lost_database,
     error_record,
     failure,
+    first_suspension,
+    log_failure,
     parse_payload,
     success,
     suspension,
@@ -458,14 +459,14 @@ class Worker:
                 release = True
             else:
                 outcome = failure(task, agent, exc)
-                _log_failure(task, exc, outcome)
+                log_failure(task, exc, outcome)
         except BaseExceptionGroup as group:
             # (after Exception: an ExceptionGroup is a failure) wait_for inside a TaskGroup:
             # the group carries the suspension out
             waits, rest = group.split(TaskSuspended)
             if waits is None or rest is not None:
                 raise
-            outcome = suspension(task, _first_leaf(waits))
+            outcome = suspension(task, first_suspension(waits))
         finally:
             # An effect record still being written (shielded from this run's timeout or
             # cancel) lands before the run's outcome: the next attempt must find it. The
@@ -590,40 +591,3 @@ def _running_task(frame: FrameType) -> dict[str, Any] | None:
     if not isinstance(task, ClaimedTask):
         return None
     return {"task_id": task.id, "queue": task.queue, "tenant_id": task.tenant_id}
-
-
-def resident_memory_mb() -> float:
-    """This process's resident set size in MB (Linux /proc; peak RSS elsewhere)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            pages = int(statm.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 1_048_576
-    except (OSError, ValueError, IndexError):
-        import resource
-
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _first_leaf(group: BaseExceptionGroup[TaskSuspended]) -> TaskSuspended:
-    first = group.exceptions[0]
-    return first if isinstance(first, TaskSuspended) else _first_leaf(first)
-
-
-def _log_failure(task: ClaimedTask, exc: Exception, outcome: Outcome) -> None:
-    """One line per failed run: what failed and what happens next."""
-    if isinstance(outcome, SuspendLease):
-        next_step = "waiting"
-    elif isinstance(outcome, RetryLease):
-        next_step = "snooze" if not outcome.count_attempt else f"retry in {outcome.delay:.2f}s"
-    else:
-        next_step = outcome.state.value
-    log.warning(
-        "task_failed",
-        task_id=task.id,
-        queue=task.queue,
-        tenant_id=task.tenant_id,
-        attempt=task.attempts,
-        error_type=type(exc).__name__,
-        error=str(exc)[:500],
-        next=next_step,
-    )
