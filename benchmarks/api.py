@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_server import start_api  # noqa: E402
 from scratch import scratch_database, server_dsn  # noqa: E402
 
 QUEUE = "bench"
@@ -114,12 +114,6 @@ async def generate(url: str, token: str, mode: str, seconds: float, conns: int, 
 # -- the conductor -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def run_generator(url: str, token: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, __file__, "--generate", mode, "--url", url, "--token", token,
                "--seconds", str(args.seconds), "--connections", str(args.connections),
@@ -145,31 +139,11 @@ async def prepare(dsn: str) -> str:
 
 
 def measure(scratch: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    import httpx
-
     token = asyncio.run(prepare(scratch))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     # The API's own speed, not the per-key limit's (100 rps by default): pass
     # --env CONVEYOR_API_KEY_RPS 100 to measure with it.
-    env.update(DATABASE_URL=scratch, PYTHONPATH=str(ROOT), CONVEYOR_API_KEY_RPS="0")
-    env.update(dict(args.env))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "conveyor.cli", "api", "--port", str(port), "--workers", "1",
-         "--log-level", "WARNING"], env=env, cwd=ROOT,
-    )  # fmt: skip
+    server, url, _ = start_api(scratch, dict(args.env))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the API did not become ready")
-            time.sleep(0.1)
         results = {}
         run_generator(url, token, "single", argparse.Namespace(**{**vars(args), "seconds": 1}))
         for mode in ("single", "rate", "batch"):

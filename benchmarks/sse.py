@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_server import start_api  # noqa: E402
 from scratch import scratch_database, server_dsn  # noqa: E402
 
 QUEUE = "bench"
@@ -103,12 +103,6 @@ async def clients(url: str, token: str, task_ids: list[int], per_task: int, seco
 # -- the producer and the process under test ----------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def prepare(dsn: str, tasks: int) -> tuple[str, list[int]]:
     """A tenant with a key, and ``tasks`` running tasks (leased for an hour)."""
     from conveyor.core.api_keys import new_key
@@ -175,29 +169,10 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def measure(scratch: str, args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
-
     token, task_ids = asyncio.run(prepare(scratch, args.tasks))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    env.update(DATABASE_URL=scratch, PYTHONPATH=str(ROOT), CONVEYOR_API_KEY_RPS="0")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "conveyor.cli", "api", "--port", str(port), "--workers", "1",
-         "--log-level", "WARNING"], env=env, cwd=ROOT,
-    )  # fmt: skip
+    server, url, env = start_api(scratch)
     generators: list[subprocess.Popen[str]] = []
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("the API did not become ready")
-            time.sleep(0.1)
         shares = [task_ids[i :: args.generators] for i in range(args.generators)]
         listen = args.seconds + 3
         for share in shares:

@@ -28,7 +28,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sse import cpu_seconds, free_port, peak_rss_mb, stop_all  # noqa: E402
+from api_server import free_port  # noqa: E402
+from sse import cpu_seconds, peak_rss_mb, stop_all  # noqa: E402
 
 # -- the bare server (uvicorn imports this module as benchmarks.sse_floor:app) -------------
 
