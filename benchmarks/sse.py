@@ -45,8 +45,15 @@ TARGETS = {"p99_ms": 250.0, "rss_mb": 1024.0}
 
 async def clients(url: str, token: str, task_ids: list[int], per_task: int, seconds: float,
                   ramp_per_s: float) -> dict[str, Any]:  # fmt: skip
-    """Open ``per_task`` streams on each task; record (seq, arrival) of every tick."""
+    """Open ``per_task`` streams on each task; record (seq, arrival) of every tick.
+
+    The collector is off: its full passes over the growing arrival lists paused a client
+    process for up to 0.4 s, and those pauses were counted as delays of the server."""
+    import gc
+
     import aiohttp
+
+    gc.disable()
 
     arrivals: dict[int, list[tuple[int, float, float]]] = {}
     connected = 0
@@ -88,6 +95,9 @@ async def clients(url: str, token: str, task_ids: list[int], per_task: int, seco
         while connected + sum(failures.values()) < len(streams):
             await asyncio.sleep(0.1)
         print(json.dumps({"ready": connected}), flush=True)
+        # listen from the moment the events start (a line on stdin), not from being ready:
+        # one process may be ready seconds before the other
+        await asyncio.to_thread(sys.stdin.readline)
         await asyncio.sleep(seconds)
         for stream in streams:
             stream.cancel()
@@ -180,24 +190,41 @@ def measure(scratch: str, args: argparse.Namespace) -> dict[str, Any]:
                 [sys.executable, __file__, "--clients", "--url", url, "--token", token,
                  "--task-ids", ",".join(map(str, share)), "--clients-per-task",
                  str(args.clients_per_task), "--seconds", str(listen)],
-                stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
             ))  # fmt: skip
         connected = 0
         for generator in generators:
             assert generator.stdout is not None
             connected += json.loads(generator.stdout.readline())["ready"]
+        go(generators)
+        print(f"{connected:,} clients connected; events flowing for {args.seconds:.0f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
         cpu_before = cpu_seconds(server.pid)
         wall_before = time.perf_counter()
         committed = asyncio.run(produce(scratch, task_ids, args.rate, args.seconds))
         cpu = (cpu_seconds(server.pid) - cpu_before) / (time.perf_counter() - wall_before)
-        results = []
-        for generator in generators:
-            out, _ = generator.communicate(timeout=listen + 60)
-            results.append(json.loads(out.splitlines()[-1]))
+        results = collect(generators, listen + 60)
         rss = peak_rss_mb(server.pid)
     finally:
         stop_all(server, generators)
     return summarize(committed, results, task_ids, connected, cpu, rss, args)
+
+
+def go(generators: list[subprocess.Popen[str]]) -> None:
+    """Tell the client processes that the events start now."""
+    for generator in generators:
+        assert generator.stdin is not None
+        generator.stdin.write("go\n")
+        generator.stdin.flush()
+
+
+def collect(generators: list[subprocess.Popen[str]], timeout: float) -> list[dict[str, Any]]:
+    """Each client process's report (its last line), once it has ended."""
+    results = []
+    for generator in generators:
+        out, _ = generator.communicate(timeout=timeout)
+        results.append(json.loads(out.splitlines()[-1]))
+    return results
 
 
 def stop_all(server: subprocess.Popen[Any], generators: list[subprocess.Popen[str]]) -> None:

@@ -139,7 +139,7 @@ class Settings(BaseSettings):
         default=15.0,
         gt=0,
         le=300,
-        description="A silent event stream sends a ': keep-alive' comment this often.",
+        description="A silent event stream sends a ': keep-alive' comment after about this long.",
     )
     sse_buffer_bytes: int = Field(
         default=1_048_576,

@@ -35,6 +35,7 @@ from conveyor.observability.request_tracing import ApiTracing
 from conveyor.observability.tracing import tracing_from_env
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
+from conveyor.worker.process import tune_garbage_collector
 
 
 def build_app() -> ApiApp:
@@ -100,6 +101,7 @@ def build_app() -> ApiApp:
                         redis_channel=settings.redis_events_channel,
                         poll_seconds=settings.event_poll_seconds,
                         buffer_bytes=settings.sse_buffer_bytes,
+                        keepalive_seconds=settings.sse_keepalive_seconds,
                     ),
                     also_wake=live.wake,
                 )
@@ -114,6 +116,9 @@ def build_app() -> ApiApp:
                 queues=settings.metrics_queues,
             )
             await stack.enter_async_context(sampler.running())
+            # what startup built is frozen: 10,000 streams made full collections pause
+            # the process for a second and more (worker/process.py says how)
+            tune_garbage_collector()
             yield ApiServices(
                 store=store,
                 keys=keys,

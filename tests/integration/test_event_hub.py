@@ -197,6 +197,35 @@ async def test_a_slow_stream_is_cut_and_resumes_from_the_log(store: PostgresStor
         await small.stop()
 
 
+async def test_keep_alives_come_from_the_hub_to_silent_streams_only(
+    store: PostgresStore,
+) -> None:
+    hub = EventHub(store, keepalive_seconds=0.1)
+    await hub.start()
+    try:
+        quiet = hub.subscribe("t", EventFilter(task_id=2))
+        busy = hub.subscribe("t", EventFilter(task_id=1))
+        event = TaskEvent(EventPosition(1, 1), _now(), "t", 1, "q", None, "created", None, None)
+        ends = asyncio.get_running_loop().time() + 0.35
+
+        async def feed() -> None:  # the busy stream is handed an event every 20 ms
+            while asyncio.get_running_loop().time() < ends:
+                hub.fan_out([event])
+                await asyncio.sleep(0.02)
+
+        feeding = asyncio.create_task(feed())
+        async with asyncio.timeout(DEADLINE):
+            assert await quiet.take() == []  # silence: the hub's cue for a keep-alive
+        async with asyncio.timeout(DEADLINE):
+            while taken := await busy.take():
+                assert taken[0].event == event
+            # [] only once the feeding stopped: a stream handed events gets no cue ...
+            assert asyncio.get_running_loop().time() >= ends
+        await feeding  # ... and a silent one gets its cue
+    finally:
+        await hub.stop()
+
+
 async def test_a_subscription_that_overflows_is_cut_and_says_so(store: PostgresStore) -> None:
     hub = EventHub(store, buffer_bytes=200)  # not started: fed by hand
     sub = hub.subscribe("t", EventFilter())

@@ -10,6 +10,13 @@ Wake-ups are hints. The hub also reads every ``poll_seconds`` (a transaction tha
 log's horizon back may end without notifying anyone, and a lost listener misses
 notifications), and again soon after a read that saw events waiting behind the horizon.
 
+Keep-alives come from the hub too: every half ``keepalive_seconds`` it looks at every
+subscription, and one that was handed nothing for two looks in a row is woken with nothing,
+the stream's cue to send a keep-alive comment. A stream waits on its subscription alone,
+with no timer of its own: at 10,000 streams, a timer per wait made objects that lived a
+second each, and the collector's full passes over them paused the process for a second and
+more (measured with ``benchmarks/sse.py``).
+
 Each subscriber has a bounded buffer (bytes of frames). One that does not keep up (more
 than the limit still unsent when the next batch arrives) is cut: its buffer is dropped and
 its stream ends cleanly, so the client reconnects with ``Last-Event-ID`` and catches up
@@ -62,7 +69,18 @@ class StreamCut(Exception):
 class Subscription:
     """What one stream receives from the hub: a tenant's events passing ``narrow``."""
 
-    __slots__ = ("_batch", "_bytes", "_items", "_limit", "_ready", "cut", "narrow", "tenant_id")
+    __slots__ = (
+        "_batch",
+        "_bytes",
+        "_items",
+        "_keepalive_due",
+        "_limit",
+        "_quiet_looks",
+        "_ready",
+        "cut",
+        "narrow",
+        "tenant_id",
+    )
 
     def __init__(self, tenant_id: str, narrow: EventFilter, limit_bytes: int) -> None:
         self.tenant_id = tenant_id
@@ -74,6 +92,8 @@ class Subscription:
         self._bytes = 0
         self._batch = -1
         self._ready = asyncio.Event()
+        self._quiet_looks = 0
+        self._keepalive_due = False
 
     def offer(self, item: Delivery, batch: int) -> bool:
         """Buffer ``item`` of fan-out ``batch``; False when the subscription was cut for it.
@@ -92,8 +112,18 @@ class Subscription:
                 return False
         self._items.append(item)
         self._bytes += len(item.frame)
+        self._quiet_looks = 0
         self._ready.set()
         return True
+
+    def look(self) -> None:
+        """The hub's keep-alive look: the second in a row that finds the stream handed
+        nothing wakes it with nothing (a keep-alive is due)."""
+        self._quiet_looks += 1
+        if self._quiet_looks >= 2:
+            self._quiet_looks = 0
+            self._keepalive_due = True
+            self._ready.set()
 
     def close(self) -> None:
         """Cut the subscription: drop what is buffered and wake the stream to end it."""
@@ -102,24 +132,23 @@ class Subscription:
         self._bytes = 0
         self._ready.set()
 
-    async def take(self, keepalive: float | None = None) -> list[Delivery]:
-        """Everything buffered, oldest first, waiting for at least one (at most ``keepalive``
-        seconds: then ``[]``, time for a keep-alive comment); StreamCut once cut."""
+    async def take(self) -> list[Delivery]:
+        """Everything buffered, oldest first, waiting for at least one; ``[]`` when a
+        keep-alive is due (see :meth:`look`); StreamCut once cut."""
         while not self._items:
             if self.cut:
                 raise StreamCut
+            if self._keepalive_due:
+                self._keepalive_due = False
+                return []
             self._ready.clear()
-            try:
-                async with asyncio.timeout(keepalive):
-                    await self._ready.wait()
-            except TimeoutError:
-                if not self._items and not self.cut:
-                    return []
+            await self._ready.wait()
         if self.cut:
             raise StreamCut
         taken = list(self._items)
         self._items.clear()
         self._bytes = 0
+        self._keepalive_due = False
         return taken
 
 
@@ -133,9 +162,11 @@ class EventHub:
         poll_seconds: float = 1.0,
         buffer_bytes: int = 1_048_576,
         page: int = READ_LIMIT,
+        keepalive_seconds: float = 15.0,
     ) -> None:
         self.log = log_reader
         self._poll = poll_seconds
+        self._keepalive = keepalive_seconds
         self._buffer_bytes = buffer_bytes
         self._page = page
         self._cursor: EventPosition | None = None
@@ -143,6 +174,7 @@ class EventHub:
         self._by_tenant: dict[str, set[Subscription]] = {}
         self._by_task: dict[tuple[str, int], set[Subscription]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._looker: asyncio.Task[None] | None = None
         self._closing = False
         self._batches = 0
         self.cutoffs = 0
@@ -166,14 +198,16 @@ class EventHub:
             with contextlib.suppress(Exception):  # the reader retries until the log answers
                 self._cursor = await self.log.event_head()
             self._reader = asyncio.create_task(self._read_forever(), name="conveyor-event-hub")
+            self._looker = asyncio.create_task(self._look_forever(), name="conveyor-keepalive")
 
     async def stop(self) -> None:
         """Stop reading and end every stream (their clients resume elsewhere)."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
+        for task in (self._reader, self._looker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._looker = None
         self.close_streams()
 
     @property
@@ -282,6 +316,12 @@ class EventHub:
                 delay, retry = retry, min(retry * 2, self._poll)
             else:
                 delay, retry = self._poll, FIRST_RETRY
+
+    async def _look_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._keepalive / 2)
+            for sub in self._all():  # never awaits: nobody (un)subscribes meanwhile
+                sub.look()
 
     def _all(self) -> Iterable[Subscription]:
         return chain.from_iterable(chain(self._by_tenant.values(), self._by_task.values()))

@@ -25,6 +25,8 @@ class HubConfig:
     """The safety poll: the most a wake-up that never came delays an event."""
     buffer_bytes: int = 1_048_576
     """Frames buffered per stream before a slow client is cut off (1 MiB)."""
+    keepalive_seconds: float = 15.0
+    """A stream handed nothing for about this long sends a keep-alive comment."""
 
 
 @asynccontextmanager
@@ -34,7 +36,12 @@ async def running_hub(
     """A started hub, woken by PostgreSQL or (with ``redis_url``) Redis; stopped on exit,
     which ends every stream it feeds. ``also_wake`` is called on every wake-up too (the
     live-output hub: one wake-up source per process serves both)."""
-    hub = EventHub(log, poll_seconds=config.poll_seconds, buffer_bytes=config.buffer_bytes)
+    hub = EventHub(
+        log,
+        poll_seconds=config.poll_seconds,
+        buffer_bytes=config.buffer_bytes,
+        keepalive_seconds=config.keepalive_seconds,
+    )
     wake: EventWake
     relay = None
     if config.redis_url:

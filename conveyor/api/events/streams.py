@@ -61,14 +61,11 @@ async def follow(
     read: ReadAfter,
     *,
     until_final: bool = False,
-    keepalive: float | None = None,
 ) -> AsyncIterator[bytes]:
     """Frames of the events after ``after`` (None: from now on) that ``narrow`` passes,
     read by ``read`` from the log then from the hub; ends after a final event when
-    ``until_final``, and when the subscription is cut. While following, a silence of
-    ``keepalive`` seconds yields a keep-alive comment: the stream does it in its own task,
-    not a wrapper that would start a task per frame (measured: that wrapper cost as much
-    CPU as the frames themselves at 10,000 frames/s)."""
+    ``until_final``, and when the subscription is cut. While following, the hub's
+    keep-alive cue yields a keep-alive comment (no timer per stream: see hub.py)."""
     last = after
     while True:
         sub = hub.subscribe(tenant_id, narrow)
@@ -91,7 +88,7 @@ async def follow(
                         return
                     continue
             while True:
-                taken = await sub.take(keepalive)
+                taken = await sub.take()
                 if not taken:
                     yield sse.KEEPALIVE
                     continue
@@ -141,7 +138,6 @@ def tenant_stream(
     view: TenantTasks,
     narrow: EventFilter,
     after: EventPosition | None,
-    keepalive: float | None = None,
 ) -> AsyncIterator[bytes]:
     """The tenant's events passing ``narrow`` after ``after`` (None: from now on)."""
     return follow(
@@ -150,7 +146,6 @@ def tenant_stream(
         narrow,
         after,
         lambda last: view.events(last, narrow, PAGE),
-        keepalive=keepalive,
     )
 
 
@@ -159,7 +154,6 @@ def task_stream(
     view: TenantTasks,
     task_id: int,
     after: EventPosition,
-    keepalive: float | None = None,
 ) -> AsyncIterator[bytes]:
     """A running (or waiting) task's events after ``after``, ending after its final one."""
     return follow(
@@ -169,7 +163,6 @@ def task_stream(
         after,
         lambda last: view.task_events(task_id, last, PAGE),
         until_final=True,
-        keepalive=keepalive,
     )
 
 

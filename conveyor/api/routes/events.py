@@ -79,8 +79,7 @@ async def tenant_events(
         after = ORIGIN
     narrow = EventFilter(group_id=group_id, queue=queue, task_id=task_id)
     view = svc.store.for_tenant(tenant)
-    keepalive = svc.sse_keepalive_seconds
-    return sse_response(tenant_stream(hub, view, narrow, after, keepalive), keepalive_seconds=None)
+    return sse_response(tenant_stream(hub, view, narrow, after), keepalive_seconds=None)
 
 
 @router.get(
@@ -105,10 +104,9 @@ async def task_events(
     after = _resume_point(header_id, last_event_id) or ORIGIN
     view = svc.store.for_tenant(tenant)
     record = await view.get_task(task_id)  # TaskNotFound (404) for another tenant's task
-    keepalive = svc.sse_keepalive_seconds
     if record.state.is_terminal:  # a replay: no long silence, no keep-alive needed
         return sse_response(finished_task_replay(hub, view, task_id, after), keepalive_seconds=None)
-    return sse_response(task_stream(hub, view, task_id, after, keepalive), keepalive_seconds=None)
+    return sse_response(task_stream(hub, view, task_id, after), keepalive_seconds=None)
 
 
 def _hub(svc: ApiServices) -> EventHub:
