@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from conveyor.cli.common import DatabaseUrl, err, out
+from conveyor.cli.common import DatabaseUrl, err, out, print_error
 from conveyor.cli.common import run as _run
 from conveyor.cli.common import settings as _settings
 from conveyor.cli.common import with_store as _with_store
@@ -60,7 +60,7 @@ def api(
         try:
             settings = settings.model_copy(update={"database_url": embedded.start()})
         except ConveyorError as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            print_error(exc)
             raise typer.Exit(1) from None
     try:
 
@@ -179,6 +179,6 @@ def keys_revoke(
 
     revoked = _run(_with_store(_settings(database_url), go))
     if revoked is None:
-        err.print(f"[red]error:[/red] no key {key_id!r}; `conveyor keys list` shows them")
+        print_error(f"no key {key_id!r}; `conveyor keys list` shows them")
         raise typer.Exit(1)
     out.print(f"revoked {revoked.id}")

@@ -17,7 +17,7 @@ import typer
 
 import conveyor
 from conveyor.app import App
-from conveyor.cli.common import err
+from conveyor.cli.common import print_error
 
 _OURS = (
     str(Path(conveyor.__file__).parent) + os.sep,
@@ -61,9 +61,6 @@ def _report_import_failure(module_name: str, exc: Exception) -> NoReturn:
     report.stack = traceback.StackSummary.from_list(
         [frame for frame in report.stack if not frame.filename.startswith(_OURS)]
     )
-    err.print(
-        f"[red]error:[/red] --app: importing {module_name} raised {type(exc).__name__}:",
-        highlight=False,
-    )
+    print_error(f"--app: importing {module_name} raised {type(exc).__name__}:")
     typer.echo("".join(report.format()).rstrip("\n"), err=True)
     raise typer.Exit(1)

@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from conveyor.core.durations import format_rate, parse_rate
 from conveyor.core.llm_caps import LLMCaps
@@ -23,6 +24,13 @@ T = TypeVar("T")
 
 out = Console()
 err = Console(stderr=True)
+
+
+def print_error(message: object) -> None:
+    """``error: <message>`` on stderr, the message printed as it is: rich would read a
+    ``[...]`` in it (a list, a user's text) as markup, and drop or garble it."""
+    err.print(f"[red]error:[/red] {escape(str(message))}")
+
 
 INT32_MAX = 2**31 - 1
 """The largest value of a PostgreSQL ``integer`` column (caps, attempts, rates per minute)."""
@@ -84,7 +92,7 @@ def settings(database_url: str | None) -> Settings:
     try:
         return load_settings(database_url=database_url)
     except ConveyorError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(2) from None
 
 
@@ -104,7 +112,7 @@ def run(coro: Coroutine[Any, Any, T], *, fast_loop: bool = False) -> T:
                 return uvloop.run(coro)
         return asyncio.run(coro)
     except ConveyorError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        print_error(exc)
         raise typer.Exit(1) from None
 
 
