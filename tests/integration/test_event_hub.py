@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -222,6 +223,31 @@ async def test_keep_alives_come_from_the_hub_to_silent_streams_only(
             # [] only once the feeding stopped: a stream handed events gets no cue ...
             assert asyncio.get_running_loop().time() >= ends
         await feeding  # ... and a silent one gets its cue
+    finally:
+        await hub.stop()
+
+
+async def test_a_hub_nobody_listens_to_reads_the_head_seldom_and_from_now_means_now(
+    store: PostgresStore,
+) -> None:
+    hub = EventHub(store, poll_seconds=1.0)
+    await hub.start()
+    try:
+        for _ in range(50):  # a busy cluster's wake-ups, with no stream open
+            hub.wake()
+            await asyncio.sleep(0.004)
+        assert hub.head_reads <= 1 and hub.reads == 0
+        [before] = await enqueue_many(store, 1)  # behind the hub's cursor, perhaps
+        view = store.for_tenant("default")
+        reader = Reader(tenant_stream(hub, view, EventFilter(), None))
+        await asyncio.sleep(0.1)  # subscribed, the head read
+        [after] = await enqueue_many(store, 1)
+        hub.wake()
+        await reader.until(lambda r: len(r.events()) >= 1)
+        await asyncio.sleep(0.2)
+        assert [json.loads(e.data)["task_id"] for e in reader.events()] == [after]
+        assert before != after
+        await reader.close()
     finally:
         await hub.stop()
 

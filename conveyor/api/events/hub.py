@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -177,6 +178,9 @@ class EventHub:
         self._looker: asyncio.Task[None] | None = None
         self._closing = False
         self._batches = 0
+        self._idle_head_at = -math.inf
+        self.head_reads = 0
+        """Reads of the head alone while nobody listened, since start."""
         self.cutoffs = 0
         """Subscribers cut off for falling behind, since start."""
         self.reads = 0
@@ -284,8 +288,16 @@ class EventHub:
                 sub.close()
             return False
         if not (self._by_tenant or self._by_task):
-            # Nobody listens: move to the head without reading rows (one small query). A
-            # stream that subscribed meanwhile still gets everything after the old cursor.
+            # Nobody listens: move to the head without reading rows (one small query), and
+            # at most twice a poll period: an API process with no stream open would
+            # otherwise ask the database for the head on every wake-up, hundreds a second
+            # on a busy cluster. A stream that subscribes meanwhile gets everything after
+            # the (at most a period) older cursor.
+            now = asyncio.get_running_loop().time()
+            if now - self._idle_head_at < self._poll / 2:
+                return False
+            self._idle_head_at = now
+            self.head_reads += 1
             head = await self.log.event_head()
             if not (self._by_tenant or self._by_task):
                 self._cursor = max(self._cursor, head)

@@ -67,10 +67,14 @@ async def follow(
     ``until_final``, and when the subscription is cut. While following, the hub's
     keep-alive cue yields a keep-alive comment (no timer per stream: see hub.py)."""
     last = after
+    from_now = after is None
     while True:
         sub = hub.subscribe(tenant_id, narrow)
         try:
-            if last is not None:
+            if from_now:  # nothing at or before the log's head now (the hub's cursor may be
+                from_now = False  # behind it: it moves seldom while nobody listens)
+                last = await hub.log.event_head()
+            elif last is not None:
                 while True:
                     batch = await read(last)
                     for event in batch:
