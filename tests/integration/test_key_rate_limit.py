@@ -3,6 +3,8 @@ memory, two processes share one key's limit, and a refusal says when to come bac
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -34,6 +36,7 @@ async def test_blocks_save_round_trips_and_the_limit_holds(store: PostgresStore)
     buckets = Counted(store)
     limit = KeyRateLimit(buckets, 100, clock=lambda: now[0])  # burst 100: blocks up to 25
     admitted = 0
+    began = time.monotonic()
     for _ in range(60):
         await limit.admit("k1")
         admitted += 1
@@ -44,7 +47,10 @@ async def test_blocks_save_round_trips_and_the_limit_holds(store: PostgresStore)
             admitted += 1
     assert over.value.status == 429 and over.value.kind == "rate-limited"
     assert int(over.value.headers["Retry-After"]) >= 1
-    assert admitted <= 100 + 2  # the burst, and what dripped in while the test ran
+    # the burst, and what dripped in (100/s by the database's clock) while the test ran:
+    # a busy machine (four test processes on two cores) took long enough for 3
+    dripped = math.ceil((time.monotonic() - began) * 100)
+    assert admitted <= 100 + 1 + dripped
 
 
 async def test_two_processes_share_a_key(store: PostgresStore) -> None:
