@@ -27,6 +27,7 @@ from conveyor.api.live_output import LiveOutputHub
 from conveyor.api.rate_limit import KeyRateLimit
 from conveyor.api.services import ApiServices
 from conveyor.cli.agent_model_check import agent_model_check
+from conveyor.cli.collector import tune_garbage_collector
 from conveyor.gateway.budgets.bucket_store import bucket_store_from_env
 from conveyor.observability.http_metrics import HttpMetrics, process_ended
 from conveyor.observability.queue_metrics import LoadSampler
@@ -35,7 +36,6 @@ from conveyor.observability.request_tracing import ApiTracing
 from conveyor.observability.tracing import tracing_from_env
 from conveyor.settings import load_settings
 from conveyor.store.database import open_store
-from conveyor.worker.process import tune_garbage_collector
 
 
 def build_app() -> ApiApp:
@@ -117,7 +117,7 @@ def build_app() -> ApiApp:
             )
             await stack.enter_async_context(sampler.running())
             # what startup built is frozen: 10,000 streams made full collections pause
-            # the process for a second and more (worker/process.py says how)
+            # the process for a second and more (cli/collector.py says how)
             tune_garbage_collector()
             yield ApiServices(
                 store=store,

@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from conveyor.app import App, TaskHook
+from conveyor.cli.collector import tune_garbage_collector
 from conveyor.core.agent_definition import AgentDefinition, ModelCheck
 from conveyor.errors import ConfigurationError
 from conveyor.observability.metrics import serve_metrics
@@ -54,7 +55,7 @@ from conveyor.streams.token_relay import TokenRelay
 from conveyor.worker.declarative_registry import DeclarativeAgents
 from conveyor.worker.maintenance import Maintenance, MaintenanceOptions
 from conveyor.worker.options import WorkerOptions
-from conveyor.worker.process import run_process, run_worker, tune_garbage_collector
+from conveyor.worker.process import run_process, run_worker
 from conveyor.worker.runtime import Worker
 from conveyor.worker.signals import ShutdownSignals
 

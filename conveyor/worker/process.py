@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -84,24 +83,3 @@ def reexec_self() -> None:
     """Replace this process with a fresh run of the same ``conveyor`` command."""
     argv = [sys.executable, "-m", "conveyor.cli", *sys.argv[1:]]
     os.execv(sys.executable, argv)
-
-
-def tune_garbage_collector() -> None:
-    """Keep full collections from stalling the event loop (of a worker, and of an API
-    process once it has started).
-
-    With 10,000 agents in flight a full (generation 2) collection walks every live object
-    and was measured at 20-45 ms, the largest source of loop lag. Freezing what exists at
-    start (modules, the app) takes it out of every later collection, and a larger
-    generation-0 threshold makes collections rarer (Instagram's server recipe).
-
-    An API process holding 10,000 SSE streams holds about 2.3 million tracked objects (each
-    stream's ASGI stack); with the default thresholds, what a stream holds while it waits
-    for its next event (about a second) was promoted fast enough to start a full
-    collection every few seconds, each pausing the process for up to 1.8 s
-    (``benchmarks/sse.py``: p99 delay 0.3-3.4 s before, about 20 ms after). At 50,000 such
-    an object is usually freed before it is ever promoted.
-    """
-    gc.freeze()
-    _, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(50_000, gen1, gen2)

@@ -71,8 +71,10 @@ async def follow(
     while True:
         sub = hub.subscribe(tenant_id, narrow)
         try:
-            if from_now:  # nothing at or before the log's head now (the hub's cursor may be
-                from_now = False  # behind it: it moves seldom while nobody listens)
+            if from_now:
+                # From the log's head as it is now, not from the hub's cursor: that may lag
+                # behind it (it moves seldom while nobody listens).
+                from_now = False
                 last = await hub.log.event_head()
             elif last is not None:
                 while True:
